@@ -1,0 +1,3 @@
+//! The vendored contract: golden vectors, the scripts manifest, the proto, and their checksums.
+
+pub mod vectors;

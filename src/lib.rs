@@ -1,0 +1,11 @@
+//! tk-conform: a conformance harness and battle-test runner for distributed rate limiters.
+//! `ARCHITECTURE.md` maps the modules.
+
+pub mod backend;
+pub mod contract;
+pub mod model;
+
+/// gRPC types and stubs generated from `contract/throttlekit.proto` at build time.
+pub mod proto {
+    tonic::include_proto!("throttlekit.v1");
+}

@@ -1,0 +1,24 @@
+//! The `tk-conform` command line: clap definitions and dispatch only; the work lives in the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tk-conform",
+    version,
+    about = "Conformance harness and battle-test runner for distributed rate limiters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {}
+}

@@ -1,0 +1,79 @@
+//! Sliding window log (spec 2, slidingWindowLog): one sorted-set entry per admitted unit.
+
+use super::strategy::{CheckOutcome, RateState, SlidingWindowLogOptions};
+use super::{Decision, num};
+
+/// One member of the sorted set: its score (the `now` it was admitted at) and its name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub score: f64,
+    pub member: String,
+}
+
+pub(super) fn check(
+    o: &SlidingWindowLogOptions,
+    state: &mut Option<RateState>,
+    now: f64,
+    cost: f64,
+) -> CheckOutcome {
+    let mut entries = match state.take() {
+        Some(RateState::SlidingWindowLog { entries }) => entries,
+        _ => Vec::new(),
+    };
+    // ZREMRANGEBYSCORE key -inf (now - windowMs): runs before the decision, even on a denial.
+    let cutoff = now - o.window_ms;
+    entries.retain(|e| e.score > cutoff);
+    let count = entries.len() as f64;
+
+    let outcome = if count + cost <= o.limit {
+        for i in 1..=(cost as u64) {
+            let member = format!("{}-{}", num::to_argv(now), num::to_argv(count + i as f64));
+            zadd(&mut entries, now, member);
+        }
+        let oldest = entries.first().map_or(now, |e| e.score);
+        CheckOutcome {
+            decision: Decision::from_f64(
+                true,
+                o.limit,
+                (o.limit - (count + cost)).max(0.0),
+                (oldest + o.window_ms).ceil(),
+                0.0,
+            ),
+            expiry_ms: Some(o.window_ms.ceil().max(1.0)),
+        }
+    } else {
+        let retry = if count == 0.0 {
+            o.window_ms
+        } else {
+            let k = (count + cost - o.limit).clamp(1.0, count);
+            let reference = entries[k as usize - 1].score;
+            (reference + o.window_ms - now).ceil().max(1.0)
+        };
+        let oldest = entries.first().map_or(now, |e| e.score);
+        CheckOutcome {
+            decision: Decision::from_f64(
+                false,
+                o.limit,
+                (o.limit - count).max(0.0),
+                (oldest + o.window_ms).ceil(),
+                retry,
+            ),
+            expiry_ms: None,
+        }
+    };
+    // An empty sorted set does not exist in Redis.
+    if !entries.is_empty() {
+        *state = Some(RateState::SlidingWindowLog { entries });
+    }
+    outcome
+}
+
+/// ZADD semantics: a new member is inserted in (score, member) order; an existing one is re-scored.
+fn zadd(entries: &mut Vec<LogEntry>, score: f64, member: String) {
+    entries.retain(|e| e.member != member);
+    let at = entries
+        .iter()
+        .position(|e| (e.score, e.member.as_str()) > (score, member.as_str()))
+        .unwrap_or(entries.len());
+    entries.insert(at, LogEntry { score, member });
+}

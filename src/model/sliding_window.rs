@@ -1,0 +1,77 @@
+//! Sliding window, bucketed estimate (spec 2, slidingWindow).
+//!
+//! The window is cut into `S` buckets of width `w`; the oldest bucket counts in proportion to how
+//! much of it still lies inside the window. Storage is a ring of `S + 1` slots, bucket `i` in slot
+//! `i mod (S + 1)` with the floored modulo, and a slot only counts for the index it records: the
+//! model keeps the slots literally so that an overwritten bucket is lost exactly as in Redis.
+
+use std::collections::BTreeMap;
+
+use super::Decision;
+use super::strategy::{CheckOutcome, RateState, SlidingWindowOptions};
+
+pub(super) fn check(
+    o: &SlidingWindowOptions,
+    state: &mut Option<RateState>,
+    now: f64,
+    cost: f64,
+) -> CheckOutcome {
+    let s = o.buckets;
+    let ring = s as i64 + 1;
+    let w = o.window_ms / s;
+    let c = (now / w).floor();
+    let elapsed = (now - c * w).max(0.0);
+    let weight = ((w - elapsed) / w).clamp(0.0, 1.0);
+
+    let empty = BTreeMap::new();
+    let slots = match state {
+        Some(RateState::SlidingWindow { slots }) => &*slots,
+        _ => &empty,
+    };
+    let count_of = |index: f64| -> f64 {
+        let index = index as i64;
+        match slots.get(&index.rem_euclid(ring)) {
+            Some((stored, count)) if *stored == index => *count,
+            _ => 0.0,
+        }
+    };
+    let mut full = 0.0;
+    let mut i = c - s + 1.0;
+    while i <= c {
+        full += count_of(i);
+        i += 1.0;
+    }
+    let oldest = count_of(c - s);
+    let estimate = full + oldest * weight;
+    let projected = estimate + cost;
+    let reset_at = ((c + 1.0) * w + o.window_ms).ceil();
+
+    if projected <= o.limit {
+        let current = count_of(c);
+        let mut slots = slots.clone();
+        let index = c as i64;
+        slots.insert(index.rem_euclid(ring), (index, current + cost));
+        *state = Some(RateState::SlidingWindow { slots });
+        return CheckOutcome {
+            decision: Decision::from_f64(
+                true,
+                o.limit,
+                (o.limit - projected).floor().max(0.0),
+                reset_at,
+                0.0,
+            ),
+            expiry_ms: Some((o.window_ms + w).ceil()),
+        };
+    }
+    let d = projected - o.limit;
+    let retry = if oldest > 0.0 && d <= oldest * weight {
+        (d * w / oldest).ceil()
+    } else {
+        ((c + 1.0) * w - now).ceil()
+    };
+    let remaining = (o.limit - estimate).floor().max(0.0);
+    CheckOutcome {
+        decision: Decision::from_f64(false, o.limit, remaining, reset_at, retry.max(1.0)),
+        expiry_ms: None,
+    }
+}
