@@ -2,6 +2,7 @@
 //! `ARCHITECTURE.md` maps the modules.
 
 pub mod backend;
+pub mod battle;
 pub mod contract;
 pub mod model;
 

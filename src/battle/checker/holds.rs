@@ -1,0 +1,701 @@
+//! Concurrency slots, reconstructed from admit / heartbeat / release intervals.
+//!
+//! A granted hold is *definitely* held from the admit's completion until the earlier of its
+//! release's invoke and the moment its renewals stop proving it: each renewal (the admit, then
+//! every heartbeat) takes effect somewhere inside its call, so the server may reclaim no earlier
+//! than `invoke + ttl` of the last renewal that was surely in time. Pushing admits late and
+//! releases early this way gives the least overlap any linearization allows, so more definite
+//! holds than the ceiling at one instant is a violation no ordering can explain.
+
+use serde_json::json;
+
+use super::{FaultRecord, Outcome, Verdict, at, ms_between};
+use crate::battle::history::{Op, Outcome as CallOutcome, Reply, WorkerHistory};
+
+/// Timer granularity between the server's clock reads and ours (both whole ms).
+const SLACK_US: i64 = 10_000;
+
+#[derive(Debug)]
+struct Hold<'a> {
+    worker: &'a WorkerHistory,
+    admit_seq: u64,
+    lease_id: String,
+    granted_us: i64,
+    /// The invoke of this hold's release, if one was sent.
+    release_us: Option<i64>,
+    /// Invoke of the last renewal that surely took effect in time.
+    last_renewal_us: i64,
+    /// True when some renewal came too late (or never came before the hold's end).
+    chain_broken: bool,
+    /// The first in-time heartbeat that said the lease was gone: `(seq, completed at)`.
+    wrongly_reclaimed: Option<(u64, i64)>,
+    /// Heartbeats about this lease that completed after `granted_us`: `(seq, invoke, complete, live)`.
+    heartbeats: Vec<(u64, i64, i64, bool)>,
+}
+
+impl Hold<'_> {
+    /// End of the definite hold.
+    fn definite_end_us(&self, ttl_us: i64) -> i64 {
+        let lapse = self.last_renewal_us + ttl_us - SLACK_US;
+        self.release_us.map_or(lapse, |r| r.min(lapse))
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "{} lease {}",
+            at(self.worker, self.admit_seq),
+            self.lease_id
+        )
+    }
+}
+
+/// Every granted hold of the given workers, with its renewal chain worked out.
+fn holds<'a>(histories: &[&'a WorkerHistory], ttl_ms: u64) -> Vec<Hold<'a>> {
+    let ttl_us = ttl_ms as i64 * 1000;
+    let mut out = Vec::new();
+    for h in histories {
+        for (i, c) in h.calls.iter().enumerate() {
+            let (
+                Op::Admit { .. },
+                CallOutcome::Ok(Reply::Admit {
+                    decision, lease_id, ..
+                }),
+            ) = (&c.op, &c.outcome)
+            else {
+                continue;
+            };
+            if !decision.allowed || lease_id.is_empty() {
+                continue;
+            }
+            let granted_us = c.end_us();
+            let mut hold = Hold {
+                worker: h,
+                admit_seq: c.seq,
+                lease_id: lease_id.clone(),
+                granted_us,
+                release_us: None,
+                last_renewal_us: c.invoke_us,
+                chain_broken: false,
+                wrongly_reclaimed: None,
+                heartbeats: Vec::new(),
+            };
+            for later in &h.calls[i + 1..] {
+                match (&later.op, &later.outcome) {
+                    (Op::Release { lease_id: id }, _) if *id == hold.lease_id => {
+                        hold.release_us = Some(later.invoke_us);
+                        break;
+                    }
+                    (
+                        Op::Heartbeat { lease_ids },
+                        CallOutcome::Ok(Reply::Heartbeat { live, .. }),
+                    ) if lease_ids.contains(&hold.lease_id) => {
+                        let done = later.end_us();
+                        let is_live = live.contains(&hold.lease_id);
+                        hold.heartbeats
+                            .push((later.seq, later.invoke_us, done, is_live));
+                        if hold.chain_broken {
+                            continue;
+                        }
+                        if done - hold.last_renewal_us < ttl_us - SLACK_US {
+                            if !is_live && hold.wrongly_reclaimed.is_none() {
+                                hold.wrongly_reclaimed = Some((later.seq, done));
+                            }
+                            hold.last_renewal_us = later.invoke_us;
+                        } else {
+                            hold.chain_broken = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let end = hold.release_us.unwrap_or(i64::MAX);
+            if end - hold.last_renewal_us >= ttl_us - SLACK_US {
+                hold.chain_broken = true;
+            }
+            out.push(hold);
+        }
+    }
+    out
+}
+
+pub fn judge_concurrency(
+    histories: &[&WorkerHistory],
+    ceiling: u64,
+    ttl_ms: u64,
+    min_admits: u64,
+) -> Outcome {
+    let ttl_us = ttl_ms as i64 * 1000;
+    let all = holds(histories, ttl_ms);
+    let (mut denied, mut indeterminate) = (0u64, 0u64);
+    for h in histories {
+        for c in &h.calls {
+            if !matches!(c.op, Op::Admit { .. }) {
+                continue;
+            }
+            match &c.outcome {
+                CallOutcome::Ok(Reply::Admit { decision, .. }) if !decision.allowed => denied += 1,
+                CallOutcome::Indeterminate { .. } => indeterminate += 1,
+                _ => {}
+            }
+        }
+    }
+    // Sweep: ends before starts at the same instant (a release then an admit is no overlap).
+    let mut events: Vec<(i64, i32, usize)> = Vec::new();
+    for (i, h) in all.iter().enumerate() {
+        let end = h.definite_end_us(ttl_us);
+        if end > h.granted_us {
+            events.push((h.granted_us, 1, i));
+            events.push((end, -1, i));
+        }
+    }
+    events.sort_by_key(|&(t, d, _)| (t, d));
+    let (mut active, mut max_in_flight) = (Vec::<usize>::new(), 0usize);
+    let mut first_violation: Option<(i64, Vec<usize>)> = None;
+    let mut violating_instants = 0u64;
+    for (t, d, i) in events {
+        if d > 0 {
+            active.push(i);
+            max_in_flight = max_in_flight.max(active.len());
+            if active.len() as u64 > ceiling {
+                violating_instants += 1;
+                if first_violation.is_none() {
+                    first_violation = Some((t, active.clone()));
+                }
+            }
+        } else {
+            active.retain(|&x| x != i);
+        }
+    }
+    let t0 = histories.first().map_or(0, |h| h.t0_us);
+    let numbers = json!({
+        "ceiling": ceiling,
+        "ttlMs": ttl_ms,
+        "maxInFlight": max_in_flight,
+        "granted": all.len(),
+        "denied": denied,
+        "indeterminate": indeterminate,
+        "violations": violating_instants,
+    });
+    if let Some((t, who)) = first_violation {
+        let names: Vec<String> = who.iter().map(|&i| all[i].label()).collect();
+        return (
+            Verdict::Fail,
+            format!(
+                "{} slots held at once at +{} ms (ceiling {ceiling}): {}",
+                who.len(),
+                ms_between(t0, t),
+                names.join(", ")
+            ),
+            numbers,
+        );
+    }
+    if (all.len() as u64) < min_admits {
+        return (
+            Verdict::Fail,
+            format!(
+                "only {} admits were granted; expected at least {min_admits} to exercise the ceiling",
+                all.len()
+            ),
+            numbers,
+        );
+    }
+    (
+        Verdict::Pass,
+        format!(
+            "at most {max_in_flight} of {ceiling} slots held at once over {} grants ({denied} denied, \
+             {indeterminate} indeterminate)",
+            all.len()
+        ),
+        numbers,
+    )
+}
+
+pub fn judge_reclaim(
+    contenders: &[&WorkerHistory],
+    fault: &FaultRecord,
+    fault_us: i64,
+    slots: u64,
+    within_ms: u64,
+) -> Outcome {
+    let mut before = 0u64;
+    let mut after: Vec<(i64, String)> = Vec::new();
+    for h in contenders {
+        if fault.workers.contains(&h.label()) {
+            continue;
+        }
+        for c in &h.calls {
+            if let (Op::Admit { .. }, CallOutcome::Ok(Reply::Admit { decision, .. })) =
+                (&c.op, &c.outcome)
+                && decision.allowed
+            {
+                if c.end_us() < fault_us {
+                    before += 1;
+                } else {
+                    after.push((c.end_us(), at(h, c.seq)));
+                }
+            }
+        }
+    }
+    after.sort();
+    let latencies: Vec<f64> = after
+        .iter()
+        .map(|(t, _)| ms_between(fault_us, *t))
+        .collect();
+    let nth = latencies.get(slots as usize - 1).copied();
+    let numbers = json!({
+        "fault": fault.name,
+        "slots": slots,
+        "withinMs": within_ms,
+        "grantedBeforeFault": before,
+        "grantedAfterFault": after.len(),
+        "firstReclaimMs": latencies.first(),
+        "allReclaimedMs": nth,
+    });
+    if before > 0 {
+        return (
+            Verdict::Unknown,
+            format!(
+                "the other workers were granted {before} slots before `{}`: the faulted holders \
+                 did not hold every slot, so reclaim is not shown",
+                fault.name
+            ),
+            numbers,
+        );
+    }
+    match nth {
+        Some(ms) if ms <= within_ms as f64 => (
+            Verdict::Pass,
+            format!(
+                "{slots} slots re-admitted after `{}`: first after {} ms, all after {ms} ms \
+                 (allowed {within_ms} ms)",
+                fault.name, latencies[0]
+            ),
+            numbers,
+        ),
+        Some(ms) => (
+            Verdict::Fail,
+            format!(
+                "after `{}` the {slots} slots were re-admitted only after {ms} ms; expected within \
+                 {within_ms} ms",
+                fault.name
+            ),
+            numbers,
+        ),
+        None => (
+            Verdict::Fail,
+            format!(
+                "after `{}` only {} of {slots} slots were re-admitted by the end of the run; \
+                 expected all within {within_ms} ms",
+                fault.name,
+                after.len()
+            ),
+            numbers,
+        ),
+    }
+}
+
+pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64) -> Outcome {
+    let ttl_us = ttl_ms as i64 * 1000;
+    let all = holds(histories, ttl_ms);
+    let t0 = histories.first().map_or(0, |h| h.t0_us);
+    let mut longest_us = 0i64;
+    let mut heartbeats = 0usize;
+    for h in &all {
+        heartbeats += h.heartbeats.len();
+        if !h.chain_broken {
+            longest_us = longest_us.max(h.definite_end_us(ttl_us) - h.granted_us);
+        }
+    }
+    let numbers = json!({
+        "ttlMs": ttl_ms,
+        "holds": all.len(),
+        "heartbeats": heartbeats,
+        "longestRenewedHoldMs": longest_us as f64 / 1000.0,
+        "minHoldMs": min_hold_ms,
+    });
+    if let Some(h) = all.iter().find(|h| h.wrongly_reclaimed.is_some()) {
+        let (seq, done) = h.wrongly_reclaimed.expect("found above");
+        return (
+            Verdict::Fail,
+            format!(
+                "{}: heartbeat call {seq} at +{} ms said the lease was gone although every renewal \
+                 came within the TTL ({ttl_ms} ms)",
+                h.label(),
+                ms_between(t0, done)
+            ),
+            numbers,
+        );
+    }
+    if longest_us < min_hold_ms as i64 * 1000 {
+        return (
+            Verdict::Fail,
+            format!(
+                "no hold was renewed for {min_hold_ms} ms (longest {} ms over {} holds): \
+                 not exercised",
+                longest_us / 1000,
+                all.len()
+            ),
+            numbers,
+        );
+    }
+    (
+        Verdict::Pass,
+        format!(
+            "a hold renewed by {heartbeats} heartbeats for {} ms (TTL {ttl_ms} ms) was never reclaimed",
+            longest_us / 1000
+        ),
+        numbers,
+    )
+}
+
+pub fn judge_lost_after_pause(
+    group: &[&WorkerHistory],
+    fault: &FaultRecord,
+    paused_us: i64,
+    resumed_us: Option<i64>,
+) -> Outcome {
+    let unknown = |why: String| (Verdict::Unknown, why, json!({ "fault": fault.name }));
+    let Some(resumed_us) = resumed_us else {
+        return unknown(format!("no SIGCONT followed `{}`", fault.name));
+    };
+    let paused: Vec<&WorkerHistory> = group
+        .iter()
+        .copied()
+        .filter(|h| fault.workers.contains(&h.label()))
+        .collect();
+    // Far longer than any TTL: only the pause itself matters here.
+    let all = holds(&paused, 3_600_000);
+    let Some(hold) = all
+        .iter()
+        .find(|h| h.granted_us < paused_us && h.release_us.is_none_or(|r| r > paused_us))
+    else {
+        return unknown(format!(
+            "the workers paused by `{}` held nothing at the time",
+            fault.name
+        ));
+    };
+    let t0 = hold.worker.t0_us;
+    let last_renewal = hold
+        .heartbeats
+        .iter()
+        .map(|hb| hb.1)
+        .filter(|t| *t < paused_us)
+        .max()
+        .unwrap_or(hold.granted_us);
+    let after: Vec<&(u64, i64, i64, bool)> = hold
+        .heartbeats
+        .iter()
+        .filter(|hb| hb.1 >= resumed_us)
+        .collect();
+    let numbers = json!({
+        "fault": fault.name,
+        "pausedMs": ms_between(paused_us, resumed_us),
+        "lastRenewalBeforePauseMs": ms_between(t0, last_renewal),
+        "heartbeatsAfterResume": after.len(),
+        "lateReleaseAtMs": hold.release_us.map(|r| ms_between(t0, r)),
+    });
+    if let Some((seq, _, done, _)) = after.iter().find(|hb| hb.3) {
+        return (
+            Verdict::Fail,
+            format!(
+                "{}: after a pause of {} ms, heartbeat call {seq} at +{} ms still found the lease live",
+                hold.label(),
+                ms_between(paused_us, resumed_us),
+                ms_between(t0, *done)
+            ),
+            numbers,
+        );
+    }
+    let Some(release) = hold.release_us.filter(|r| *r >= resumed_us) else {
+        return (
+            Verdict::Unknown,
+            format!("{}: no late Release was sent after waking", hold.label()),
+            numbers,
+        );
+    };
+    (
+        Verdict::Pass,
+        format!(
+            "{} lost its slot during a pause of {} ms; its late Release at +{} ms {}",
+            hold.label(),
+            ms_between(paused_us, resumed_us),
+            ms_between(t0, release),
+            if after.is_empty() {
+                "came without a heartbeat"
+            } else {
+                "followed a heartbeat that found the lease reclaimed"
+            }
+        ),
+        numbers,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::battle::checker::testkit::*;
+    use crate::battle::history::Call;
+    use crate::battle::scenario::FaultAction;
+
+    fn admit(seq: u64, t0: i64, t1: i64, lease: Option<&str>) -> Call {
+        call(
+            seq,
+            Op::Admit { cost: 1 },
+            t0,
+            Some(t1),
+            CallOutcome::Ok(Reply::Admit {
+                decision: decision(lease.is_some(), 1, 0, 0),
+                lease_id: lease.unwrap_or_default().into(),
+                lease_expires_at: 0,
+            }),
+        )
+    }
+
+    fn release(seq: u64, t0: i64, lease: &str) -> Call {
+        call(
+            seq,
+            Op::Release {
+                lease_id: lease.into(),
+            },
+            t0,
+            Some(t0 + 1),
+            CallOutcome::Ok(Reply::Released),
+        )
+    }
+
+    fn heartbeat(seq: u64, t0: i64, lease: &str, live: bool) -> Call {
+        let ids = vec![lease.to_string()];
+        call(
+            seq,
+            Op::Heartbeat {
+                lease_ids: ids.clone(),
+            },
+            t0,
+            Some(t0 + 2),
+            CallOutcome::Ok(Reply::Heartbeat {
+                live: if live { ids.clone() } else { vec![] },
+                reclaimed: if live { vec![] } else { ids },
+                next_deadline: 0,
+            }),
+        )
+    }
+
+    fn conc(hs: &[WorkerHistory], ceiling: u64) -> Outcome {
+        let refs: Vec<&WorkerHistory> = hs.iter().collect();
+        judge_concurrency(&refs, ceiling, 1000, 1)
+    }
+
+    #[test]
+    fn back_to_back_holds_pass() {
+        let hs = vec![
+            history(
+                "churn",
+                0,
+                vec![admit(1, 0, 2, Some("a")), release(2, 50, "a")],
+            ),
+            // Granted the instant after a's release was sent: the release may have come first.
+            history(
+                "churn",
+                1,
+                vec![admit(1, 40, 50, Some("b")), release(2, 90, "b")],
+            ),
+        ];
+        let (v, msg, n) = conc(&hs, 1);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        assert_eq!(n["maxInFlight"], 1);
+    }
+
+    #[test]
+    fn overlap_above_the_ceiling_fails_naming_the_holds() {
+        let hs = vec![
+            history(
+                "churn",
+                0,
+                vec![admit(1, 0, 2, Some("a")), release(2, 50, "a")],
+            ),
+            history(
+                "churn",
+                1,
+                vec![admit(1, 10, 20, Some("b")), release(2, 60, "b")],
+            ),
+            history(
+                "churn",
+                2,
+                vec![admit(1, 10, 21, Some("c")), release(2, 60, "c")],
+            ),
+        ];
+        let (v, msg, n) = conc(&hs, 2);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("3 slots held at once at +21 ms (ceiling 2)"),
+            "{msg}"
+        );
+        assert!(msg.contains("churn[0] call 1 lease a"), "{msg}");
+        assert_eq!(n["maxInFlight"], 3);
+    }
+
+    #[test]
+    fn an_unrenewed_hold_may_lapse_after_the_ttl() {
+        // a never heartbeats and never releases (killed): after 1 s the slot may be reclaimed.
+        let hs = vec![
+            history("holder", 0, vec![admit(1, 0, 2, Some("a"))]),
+            history(
+                "other",
+                0,
+                vec![admit(1, 1200, 1201, Some("b")), release(2, 1300, "b")],
+            ),
+        ];
+        let (v, msg, _) = conc(&hs, 1);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+    }
+
+    #[test]
+    fn a_renewed_hold_blocks_others_and_stealing_it_fails() {
+        let holder = history(
+            "holder",
+            0,
+            vec![
+                admit(1, 0, 2, Some("a")),
+                heartbeat(2, 400, "a", true),
+                heartbeat(3, 800, "a", true),
+                heartbeat(4, 1200, "a", true),
+                release(5, 1500, "a"),
+            ],
+        );
+        let thief = history(
+            "other",
+            0,
+            vec![admit(1, 1100, 1101, Some("b")), release(2, 1150, "b")],
+        );
+        let (v, msg, _) = conc(&[holder.clone(), thief], 1);
+        assert_eq!(v, Verdict::Fail);
+        assert!(msg.contains("holder[0] call 1 lease a"), "{msg}");
+        // Renewed: passes with the heartbeats, not exercised when the hold was short.
+        let refs = [&holder];
+        let (v, msg, n) = judge_renewed(&refs, 1000, 1400);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        assert_eq!(n["heartbeats"], 3);
+        let (v, msg, _) = judge_renewed(&refs, 1000, 2000);
+        assert_eq!(v, Verdict::Fail);
+        assert!(msg.contains("not exercised"), "{msg}");
+    }
+
+    #[test]
+    fn a_heartbeat_in_time_that_finds_the_lease_gone_fails_renewed() {
+        let holder = history(
+            "holder",
+            0,
+            vec![
+                admit(1, 0, 2, Some("a")),
+                heartbeat(2, 400, "a", true),
+                heartbeat(3, 800, "a", false),
+                release(4, 900, "a"),
+            ],
+        );
+        let (v, msg, _) = judge_renewed(&[&holder], 1000, 100);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("heartbeat call 3 at +802 ms said the lease was gone"),
+            "{msg}"
+        );
+    }
+
+    fn fault(name: &str, action: FaultAction, at_ms: i64, workers: &[&str]) -> FaultRecord {
+        FaultRecord {
+            name: name.into(),
+            action,
+            planned_at_ms: at_ms as u64,
+            at_us: Some(at_ms * 1000),
+            server: None,
+            workers: workers.iter().map(|w| w.to_string()).collect(),
+            targets: vec![],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn reclaim_latency_is_measured_from_the_fault() {
+        let kill = fault("kill", FaultAction::SigkillWorkers, 500, &["holders[0]"]);
+        let contender = |i, t| {
+            history(
+                "contenders",
+                i,
+                vec![admit(1, 100, 101, None), admit(2, t, t + 1, Some("x"))],
+            )
+        };
+        let hs = [contender(0, 1400), contender(1, 1700)];
+        let refs: Vec<&WorkerHistory> = hs.iter().collect();
+        let (v, msg, n) = judge_reclaim(&refs, &kill, 500_000, 2, 2000);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        assert_eq!(n["firstReclaimMs"], 901.0);
+        assert_eq!(n["allReclaimedMs"], 1201.0);
+        let (v, msg, _) = judge_reclaim(&refs, &kill, 500_000, 2, 1000);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("re-admitted only after 1201 ms; expected within 1000 ms"),
+            "{msg}"
+        );
+        let (v, msg, _) = judge_reclaim(&refs, &kill, 500_000, 3, 2000);
+        assert_eq!(v, Verdict::Fail);
+        assert!(msg.contains("only 2 of 3 slots were re-admitted"), "{msg}");
+    }
+
+    #[test]
+    fn late_release_after_a_pause() {
+        let stop = fault("stop", FaultAction::SigstopWorkers, 300, &["holder[0]"]);
+        let good = history(
+            "holder",
+            0,
+            vec![
+                admit(1, 0, 2, Some("a")),
+                heartbeat(2, 200, "a", true),
+                heartbeat(3, 2600, "a", false),
+                release(4, 2610, "a"),
+            ],
+        );
+        let (v, msg, n) = judge_lost_after_pause(&[&good], &stop, 300_000, Some(2_500_000));
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        assert_eq!(n["lateReleaseAtMs"], 2610.0);
+        let mut never = good.clone();
+        never.calls[2] = heartbeat(3, 2600, "a", true);
+        let (v, msg, _) = judge_lost_after_pause(&[&never], &stop, 300_000, Some(2_500_000));
+        assert_eq!(v, Verdict::Fail);
+        assert!(msg.contains("still found the lease live"), "{msg}");
+    }
+
+    #[test]
+    fn the_late_release_freeing_a_new_holders_slot_shows_as_overlap() {
+        // a paused from 300 to 2500; b took the slot at 1400; a's late release at 2610 freed
+        // b's slot on a faulty server, so c got in while b still held it.
+        let a = history(
+            "holder",
+            0,
+            vec![
+                admit(1, 0, 2, Some("a")),
+                heartbeat(2, 200, "a", true),
+                release(3, 2610, "a"),
+            ],
+        );
+        let b = history(
+            "contenders",
+            0,
+            vec![
+                admit(1, 1400, 1401, Some("b")),
+                heartbeat(2, 1700, "b", true),
+                heartbeat(3, 2000, "b", true),
+                heartbeat(4, 2300, "b", true),
+                heartbeat(5, 2600, "b", true),
+                release(6, 2900, "b"),
+            ],
+        );
+        let c = history(
+            "contenders",
+            1,
+            vec![admit(1, 2620, 2621, Some("c")), release(2, 2700, "c")],
+        );
+        let (v, msg, _) = conc(&[a, b, c], 1);
+        assert_eq!(v, Verdict::Fail);
+        assert!(msg.contains("contenders[0] call 1 lease b"), "{msg}");
+        assert!(msg.contains("contenders[1] call 1 lease c"), "{msg}");
+    }
+}

@@ -1,0 +1,233 @@
+//! After a fault, the system keeps deciding: clients of a killed server fail over, and calls
+//! resume after a Redis restart (scripts reloaded through NOSCRIPT) with no error taken as an admit.
+
+use serde_json::json;
+
+use super::{FaultRecord, Outcome, Verdict, ms_between};
+use crate::battle::history::{Outcome as CallOutcome, WorkerHistory, server_index};
+
+pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_us: i64) -> Outcome {
+    let Some(killed) = fault.server else {
+        return (
+            Verdict::Unknown,
+            format!("fault `{}` names no server", fault.name),
+            json!({ "fault": fault.name }),
+        );
+    };
+    let (mut moved, mut stranded) = (Vec::new(), Vec::new());
+    let (mut cut, mut decided_after) = (0u64, 0u64);
+    for h in histories {
+        let used_before = h
+            .calls
+            .iter()
+            .any(|c| c.invoke_us < fault_us && server_index(&c.server) == Some(killed));
+        if !used_before {
+            continue;
+        }
+        let after: Vec<_> = h.calls.iter().filter(|c| c.end_us() >= fault_us).collect();
+        cut += after
+            .iter()
+            .filter(|c| c.is_indeterminate() && server_index(&c.server) == Some(killed))
+            .count() as u64;
+        let first_elsewhere = after.iter().find(|c| {
+            matches!(c.outcome, CallOutcome::Ok(_))
+                && c.invoke_us >= fault_us
+                && server_index(&c.server).is_some_and(|s| s != killed)
+        });
+        decided_after += after
+            .iter()
+            .filter(|c| matches!(c.outcome, CallOutcome::Ok(_)) && c.invoke_us >= fault_us)
+            .count() as u64;
+        match first_elsewhere {
+            Some(c) => moved.push((h.label(), ms_between(fault_us, c.end_us()))),
+            None if after.is_empty() => {}
+            None => stranded.push(h.label()),
+        }
+    }
+    let numbers = json!({
+        "fault": fault.name,
+        "server": killed,
+        "workersMoved": moved.len(),
+        "workersStranded": stranded,
+        "indeterminateAtKill": cut,
+        "decisionsAfterKill": decided_after,
+        "slowestFailoverMs": moved.iter().map(|m| m.1).fold(0.0, f64::max),
+    });
+    if !stranded.is_empty() {
+        return (
+            Verdict::Fail,
+            format!(
+                "after `{}` killed server {killed}, {} never decided again through another server",
+                fault.name,
+                stranded.join(", ")
+            ),
+            numbers,
+        );
+    }
+    if moved.is_empty() {
+        return (
+            Verdict::Unknown,
+            format!(
+                "no worker was using server {killed} when `{}` killed it",
+                fault.name
+            ),
+            numbers,
+        );
+    }
+    (
+        Verdict::Pass,
+        format!(
+            "{} workers of server {killed} failed over (slowest after {} ms; {cut} calls cut \
+             indeterminate)",
+            moved.len(),
+            numbers["slowestFailoverMs"]
+        ),
+        numbers,
+    )
+}
+
+pub fn judge_resumes(
+    histories: &[&WorkerHistory],
+    fault: &FaultRecord,
+    fault_us: i64,
+    within_ms: u64,
+) -> Outcome {
+    let mut first_ok: Option<i64> = None;
+    let (mut ok_after, mut errors_after) = (0u64, 0u64);
+    let mut sample_error: Option<String> = None;
+    for h in histories {
+        for c in h.calls.iter().filter(|c| c.invoke_us >= fault_us) {
+            match &c.outcome {
+                CallOutcome::Ok(_) => {
+                    ok_after += 1;
+                    let t = c.end_us();
+                    first_ok = Some(first_ok.map_or(t, |f: i64| f.min(t)));
+                }
+                CallOutcome::Fail { error } | CallOutcome::Indeterminate { error } => {
+                    errors_after += 1;
+                    sample_error.get_or_insert_with(|| error.clone());
+                }
+            }
+        }
+    }
+    let latency = first_ok.map(|t| ms_between(fault_us, t));
+    let numbers = json!({
+        "fault": fault.name,
+        "withinMs": within_ms,
+        "firstDecisionAfterMs": latency,
+        "decisionsAfter": ok_after,
+        "errorsAfter": errors_after,
+        "sampleError": sample_error,
+    });
+    match latency {
+        Some(ms) if ms <= within_ms as f64 => (
+            Verdict::Pass,
+            format!(
+                "decisions resumed {ms} ms after `{}` ({ok_after} after it; {errors_after} errors, \
+                 none counted as an admit)",
+                fault.name
+            ),
+            numbers,
+        ),
+        _ => (
+            Verdict::Fail,
+            format!(
+                "no decision within {within_ms} ms after `{}` (first after: {}; {errors_after} \
+                 calls failed after it{})",
+                fault.name,
+                latency.map_or("never".to_string(), |ms| format!("{ms} ms")),
+                sample_error.map_or(String::new(), |e| format!(", e.g. {e}"))
+            ),
+            numbers,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::battle::checker::testkit::*;
+    use crate::battle::history::{Call, Op, server_label};
+    use crate::battle::scenario::FaultAction;
+
+    fn via(mut c: Call, server: usize) -> Call {
+        c.server = server_label(server, "127.0.0.1:1");
+        c
+    }
+
+    fn kill(server: usize) -> FaultRecord {
+        FaultRecord {
+            name: "kill-server".into(),
+            action: FaultAction::SigkillServer,
+            planned_at_ms: 100,
+            at_us: Some(100_000),
+            server: Some(server),
+            workers: vec![],
+            targets: vec![],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn failover_to_another_server_passes() {
+        let d = decision(true, 10, 5, 1000);
+        let h = history(
+            "svc",
+            0,
+            vec![
+                via(check_ok(1, 50, d), 1),
+                via(check_lost(2, 99), 1),
+                via(check_ok(3, 120, d), 2),
+            ],
+        );
+        let (v, msg, n) = judge_failover(&[&h], &kill(1), 100_000);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        assert_eq!(n["indeterminateAtKill"], 1);
+    }
+
+    #[test]
+    fn a_stranded_worker_fails() {
+        let d = decision(true, 10, 5, 1000);
+        let failed = call(
+            3,
+            Op::Check { cost: 1 },
+            120,
+            Some(121),
+            CallOutcome::Fail {
+                error: "connection refused".into(),
+            },
+        );
+        let h = history("svc", 0, vec![via(check_ok(1, 50, d), 1), via(failed, 1)]);
+        let (v, msg, _) = judge_failover(&[&h], &kill(1), 100_000);
+        assert_eq!(v, Verdict::Fail);
+        assert!(msg.contains("svc[0] never decided again"), "{msg}");
+    }
+
+    #[test]
+    fn resumes_within_the_bound_or_fails_with_the_error() {
+        let restart = kill(0);
+        let d = decision(true, 10, 5, 1000);
+        let noscript = |seq, t| {
+            call(
+                seq,
+                Op::Check { cost: 1 },
+                t,
+                Some(t + 1),
+                CallOutcome::Fail {
+                    error: "NOSCRIPT No matching script".into(),
+                },
+            )
+        };
+        let good = history("direct", 0, vec![noscript(1, 110), check_ok(2, 300, d)]);
+        let (v, msg, n) = judge_resumes(&[&good], &restart, 100_000, 1000);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        assert_eq!(n["firstDecisionAfterMs"], 201.0);
+        let bad = history("direct", 0, vec![noscript(1, 110), noscript(2, 300)]);
+        let (v, msg, _) = judge_resumes(&[&bad], &restart, 100_000, 1000);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("first after: never; 2 calls failed after it, e.g. NOSCRIPT"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! The checker: judges a battle from the recorded histories and the fault log alone.
+//!
+//! Like Jepsen's checkers it never asks the system under test what happened. Counts per window
+//! are attributed by the decision's `resetAt` (the store's window, not a worker's clock); a call
+//! that ended indeterminate (timeout, lost connection, worker killed mid-call) may or may not
+//! have taken effect, so it widens the bounds instead of being dropped. Each assertion yields
+//! a verdict with the numbers behind it:
+//! - `pass`: the assertion holds for every way the indeterminate calls could have gone, or for
+//!   some way while leaning on no more indeterminate calls than the assertion tolerates;
+//! - `fail`: it holds for none;
+//! - `unknown`: only too many indeterminate calls (or a fault that did not happen) could save it.
+
+mod budget;
+mod cap;
+mod holds;
+mod liveness;
+
+use serde::Serialize;
+
+use super::history::WorkerHistory;
+use super::scenario::{Assertion, FaultAction, Plan};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Verdict {
+    Pass,
+    Unknown,
+    Fail,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Unknown => "unknown",
+            Verdict::Fail => "fail",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the runner did, and when: the checker's only other input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultRecord {
+    pub name: String,
+    pub action: FaultAction,
+    pub planned_at_ms: u64,
+    /// When it was carried out (epoch µs); `None` when it could not be.
+    pub at_us: Option<i64>,
+    /// Server index for `sigkill-server`.
+    pub server: Option<usize>,
+    /// Worker labels (`group[i]`) it hit.
+    pub workers: Vec<String>,
+    /// What it hit, for people (`pid 123 holders[0]`, `server 1 127.0.0.1:4001`).
+    pub targets: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// One assertion's verdict.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Judgement {
+    /// `cap#0`, `concurrency#2`: the assertion's kind and index in the scenario.
+    pub assertion: String,
+    pub verdict: Verdict,
+    /// One line that says what was expected and what was seen.
+    pub summary: String,
+    pub numbers: serde_json::Value,
+}
+
+/// Judges every assertion of `plan`.
+pub fn judge(plan: &Plan, histories: &[WorkerHistory], faults: &[FaultRecord]) -> Vec<Judgement> {
+    plan.assertions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let label = format!("{}#{i}", a.kind());
+            let (verdict, summary, numbers) = judge_one(a, histories, faults);
+            Judgement {
+                assertion: label,
+                verdict,
+                summary,
+                numbers,
+            }
+        })
+        .collect()
+}
+
+/// The scenario's verdict: the worst of its assertions.
+pub fn overall(judgements: &[Judgement]) -> Verdict {
+    judgements
+        .iter()
+        .map(|j| j.verdict)
+        .max()
+        .unwrap_or(Verdict::Unknown)
+}
+
+type Outcome = (Verdict, String, serde_json::Value);
+
+fn judge_one(a: &Assertion, histories: &[WorkerHistory], faults: &[FaultRecord]) -> Outcome {
+    match a {
+        Assertion::Cap {
+            groups,
+            limit,
+            per,
+            exact,
+            slack,
+            min_windows,
+            distinct_remaining,
+            max_indeterminate,
+        } => {
+            let selected = select(histories, groups);
+            let tolerance = max_indeterminate.unwrap_or(selected.len() as u64);
+            cap::judge(
+                &selected,
+                &cap::CapRule {
+                    limit: *limit,
+                    per: *per,
+                    exact: *exact,
+                    slack: *slack,
+                    min_windows: *min_windows,
+                    distinct_remaining: *distinct_remaining,
+                    max_indeterminate: tolerance,
+                },
+            )
+        }
+        Assertion::Budget {
+            groups,
+            budget,
+            max_indeterminate,
+        } => {
+            let selected = select(histories, groups);
+            let tolerance = max_indeterminate.unwrap_or(selected.len() as u64);
+            budget::judge(&selected, *budget, tolerance)
+        }
+        Assertion::Concurrency {
+            groups,
+            ceiling,
+            ttl_ms,
+            min_admits,
+        } => holds::judge_concurrency(&select(histories, groups), *ceiling, *ttl_ms, *min_admits),
+        Assertion::Reclaim {
+            fault,
+            groups,
+            slots,
+            within_ms,
+        } => match find_fault(faults, fault) {
+            Ok((f, at)) => {
+                holds::judge_reclaim(&select(histories, groups), f, at, *slots, *within_ms)
+            }
+            Err(o) => o,
+        },
+        Assertion::Renewed {
+            groups,
+            ttl_ms,
+            min_hold_ms,
+        } => holds::judge_renewed(&select(histories, groups), *ttl_ms, *min_hold_ms),
+        Assertion::LostAfterPause { fault, group } => match find_fault(faults, fault) {
+            Ok((f, at)) => {
+                let resumed = faults
+                    .iter()
+                    .filter(|r| r.action == FaultAction::SigcontWorkers)
+                    .filter_map(|r| r.at_us)
+                    .filter(|t| *t > at)
+                    .min();
+                holds::judge_lost_after_pause(
+                    &select(histories, std::slice::from_ref(group)),
+                    f,
+                    at,
+                    resumed,
+                )
+            }
+            Err(o) => o,
+        },
+        Assertion::Failover { fault, groups } => match find_fault(faults, fault) {
+            Ok((f, at)) => liveness::judge_failover(&select(histories, groups), f, at),
+            Err(o) => o,
+        },
+        Assertion::Resumes {
+            fault,
+            groups,
+            within_ms,
+        } => match find_fault(faults, fault) {
+            Ok((f, at)) => liveness::judge_resumes(&select(histories, groups), f, at, *within_ms),
+            Err(o) => o,
+        },
+    }
+}
+
+/// The histories of the named groups (every group when `groups` is empty).
+fn select<'a>(histories: &'a [WorkerHistory], groups: &[String]) -> Vec<&'a WorkerHistory> {
+    histories
+        .iter()
+        .filter(|h| groups.is_empty() || groups.contains(&h.group))
+        .collect()
+}
+
+/// The fault called `name` and when it happened, or the `unknown` verdict saying why not.
+fn find_fault<'a>(
+    faults: &'a [FaultRecord],
+    name: &str,
+) -> Result<(&'a FaultRecord, i64), Outcome> {
+    let Some(f) = faults.iter().find(|f| f.name == name) else {
+        return Err((
+            Verdict::Unknown,
+            format!("fault `{name}` was never carried out (the run ended before it?)"),
+            serde_json::json!({ "fault": name }),
+        ));
+    };
+    match f.at_us {
+        Some(at) => Ok((f, at)),
+        None => Err((
+            Verdict::Unknown,
+            format!(
+                "fault `{name}` could not be carried out: {}",
+                f.error.as_deref().unwrap_or("no reason recorded")
+            ),
+            serde_json::json!({ "fault": name }),
+        )),
+    }
+}
+
+/// Milliseconds from `from_us` to `to_us`, for messages.
+fn ms_between(from_us: i64, to_us: i64) -> f64 {
+    ((to_us - from_us) as f64 / 1000.0 * 10.0).round() / 10.0
+}
+
+/// A call's place in a history, for messages: `racers[3] call 17`.
+fn at(h: &WorkerHistory, seq: u64) -> String {
+    format!("{} call {seq}", h.label())
+}
+
+#[cfg(test)]
+pub(crate) mod testkit {
+    //! Builders for synthetic histories.
+
+    use crate::battle::history::{Call, Op, Outcome, Reply, WorkerHistory};
+    use crate::model::Decision;
+
+    pub fn history(group: &str, index: u32, calls: Vec<Call>) -> WorkerHistory {
+        WorkerHistory {
+            group: group.into(),
+            index,
+            pid: 1000 + index,
+            t0_us: 0,
+            calls,
+            finished: true,
+        }
+    }
+
+    pub fn decision(allowed: bool, limit: i64, remaining: i64, reset_at: i64) -> Decision {
+        Decision {
+            allowed,
+            limit,
+            remaining,
+            reset_at,
+            retry_after_ms: if allowed { 0 } else { 10 },
+        }
+    }
+
+    /// A call from `t0` to `t1` ms.
+    pub fn call(seq: u64, op: Op, t0_ms: i64, t1_ms: Option<i64>, outcome: Outcome) -> Call {
+        Call {
+            seq,
+            op,
+            server: "redis".into(),
+            invoke_us: t0_ms * 1000,
+            complete_us: t1_ms.map(|t| t * 1000),
+            outcome,
+        }
+    }
+
+    pub fn check_ok(seq: u64, t_ms: i64, d: Decision) -> Call {
+        call(
+            seq,
+            Op::Check { cost: 1 },
+            t_ms,
+            Some(t_ms + 1),
+            Outcome::Ok(Reply::Decision { decision: d }),
+        )
+    }
+
+    pub fn check_lost(seq: u64, t_ms: i64) -> Call {
+        call(
+            seq,
+            Op::Check { cost: 1 },
+            t_ms,
+            Some(t_ms + 1),
+            Outcome::Indeterminate {
+                error: "timed out".into(),
+            },
+        )
+    }
+}

@@ -1,0 +1,713 @@
+//! The battle plan: one readable TOML file per scenario under `scenarios/`.
+//!
+//! A scenario says what to start (Redis, a server fleet), which policy the fleet serves, which
+//! worker processes run which operations through which door, which faults the runner injects
+//! when, and which assertions the checker judges the recorded histories against. Parsing is
+//! strict (unknown keys are errors) and every error names the file and the key.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Hard bounds so that a typo cannot start an unbounded load loop.
+pub const MAX_WORKERS: u32 = 64;
+pub const MAX_REQUESTS: u64 = 100_000;
+pub const MAX_DURATION_MS: u64 = 30_000;
+pub const MAX_FLEET: usize = 9;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {file}: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("no scenario called `{name}` in {dir} (list them with `tk-conform battle --list`)")]
+    Unknown { name: String, dir: PathBuf },
+}
+
+/// One parsed, validated scenario.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scenario {
+    /// The file stem, e.g. `cap-direct-fixed-window`.
+    pub name: String,
+    pub file: PathBuf,
+    #[serde(flatten)]
+    pub plan: Plan,
+}
+
+/// The file's contents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct Plan {
+    pub description: String,
+    #[serde(default)]
+    pub topology: Topology,
+    pub policy: PolicySource,
+    pub workers: Vec<WorkerGroup>,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    pub assertions: Vec<Assertion>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct Topology {
+    /// Servers in the fleet (0 = none: direct-door scenarios). `--fleet N` overrides a non-zero value.
+    #[serde(default)]
+    pub fleet: usize,
+}
+
+/// The policy file the fleet serves (and the direct door reads its strategy options from).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct PolicySource {
+    /// Inline YAML.
+    pub yaml: Option<String>,
+    /// A path relative to the scenario's folder.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Door {
+    /// The contract Lua scripts straight on Redis.
+    Redis,
+    /// gRPC `RateLimiter` calls to one server of the fleet, failing over to the next.
+    Service,
+    /// `Fleet.Reserve` leases spent client-side with the lease spender.
+    FleetLease,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    /// Rate-limit check (the strategy's script, or `RateLimiter.Check`).
+    Check,
+    /// `RateLimiter.Debit` of a token budget.
+    Debit,
+    /// `Admit` a concurrency slot, hold it (heartbeating), then `Release` it.
+    Admit,
+    /// Spend one unit of a fleet lease locally, reserving more when it runs dry.
+    Spend,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct WorkerGroup {
+    pub group: String,
+    pub count: u32,
+    pub door: Door,
+    pub operation: Operation,
+    /// The policy's name in the policy file.
+    pub policy: String,
+    /// The identity the group works on (the harness makes it unique per run).
+    pub key: String,
+    /// Units per check / admit / spend.
+    #[serde(default = "one")]
+    pub cost: u64,
+    /// Debit sizes are drawn uniformly from `[min, max]` with the run's seed.
+    pub tokens: Option<[u64; 2]>,
+    /// Stop after this many operations (per worker)…
+    pub requests: Option<u64>,
+    /// …or after this long, whichever comes first; at least one must be given.
+    pub duration_ms: Option<u64>,
+    /// Pause between operations (0 = back to back).
+    #[serde(default)]
+    pub interval_ms: u64,
+    /// Start this long after the barrier opens.
+    #[serde(default)]
+    pub start_after_ms: u64,
+    /// Admit only: how long a granted slot is held before it is released.
+    #[serde(default)]
+    pub hold_ms: u64,
+    /// Admit only: heartbeat period while holding (0 = never heartbeat).
+    #[serde(default)]
+    pub heartbeat_ms: u64,
+    /// Admit only: after one granted hold, stop (a holder) instead of churning.
+    #[serde(default)]
+    pub hold_once: bool,
+    /// Fleet-lease only: units asked for per `Reserve`.
+    #[serde(default)]
+    pub batch: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultAction {
+    SigkillWorkers,
+    SigstopWorkers,
+    SigcontWorkers,
+    SigkillServer,
+    RestartRedis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct Fault {
+    pub name: String,
+    /// Milliseconds after the barrier opens.
+    pub at_ms: u64,
+    pub action: FaultAction,
+    /// Worker faults: the group…
+    pub group: Option<String>,
+    /// …and optionally one worker of it (default: every worker of the group).
+    pub index: Option<u32>,
+    /// `sigkill-server`: which server of the fleet (0-based).
+    pub server: Option<usize>,
+}
+
+/// What the checker judges. Every assertion reads only the histories and the fault log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Assertion {
+    /// Admitted units per window (attributed by the decision's `resetAt`) or over the whole run.
+    Cap {
+        #[serde(default)]
+        groups: Vec<String>,
+        limit: u64,
+        #[serde(default)]
+        per: CapScope,
+        /// Saturated windows (those with a denial) must admit exactly `limit`.
+        #[serde(default)]
+        exact: bool,
+        /// Tolerated overshoot above `limit` (e.g. `fleet * (batch - 1)` for uncoupled leases).
+        #[serde(default)]
+        slack: u64,
+        /// At least this many windows must have admitted something.
+        #[serde(default = "one")]
+        min_windows: u64,
+        /// Allowed decisions of a window must each report a different `remaining` (counter
+        /// strategies: fixedWindow, slidingWindowLog); two equal ones are a lost update.
+        #[serde(default)]
+        distinct_remaining: bool,
+        /// Most indeterminate calls a passing verdict may lean on (default: one per worker).
+        max_indeterminate: Option<u64>,
+    },
+    /// Token budget: only the crossing debit of a window may overshoot.
+    Budget {
+        #[serde(default)]
+        groups: Vec<String>,
+        budget: u64,
+        max_indeterminate: Option<u64>,
+    },
+    /// Slots held at once, reconstructed from admit/release intervals, never above `ceiling`.
+    Concurrency {
+        #[serde(default)]
+        groups: Vec<String>,
+        ceiling: u64,
+        /// The lease TTL: a hold not renewed within it may have been reclaimed.
+        ttl_ms: u64,
+        /// At least this many admits must have been granted (so the check was exercised).
+        #[serde(default = "one")]
+        min_admits: u64,
+    },
+    /// After a fault took holders away, `slots` fresh admits by other workers within `within_ms`.
+    Reclaim {
+        fault: String,
+        #[serde(default)]
+        groups: Vec<String>,
+        slots: u64,
+        within_ms: u64,
+    },
+    /// Holds renewed by heartbeats are never reclaimed while renewed, for at least `min_hold_ms`.
+    Renewed {
+        #[serde(default)]
+        groups: Vec<String>,
+        ttl_ms: u64,
+        min_hold_ms: u64,
+    },
+    /// A holder paused by a fault finds its lease reclaimed when it wakes.
+    LostAfterPause { fault: String, group: String },
+    /// Service-door workers that used a killed server moved to another one and kept deciding.
+    Failover {
+        fault: String,
+        #[serde(default)]
+        groups: Vec<String>,
+    },
+    /// After a fault, admits resume within `within_ms` and no error was an admit.
+    Resumes {
+        fault: String,
+        #[serde(default)]
+        groups: Vec<String>,
+        within_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapScope {
+    /// One count per distinct `resetAt` (window strategies, budgets, leases).
+    #[default]
+    Window,
+    /// One count for the whole run (gcra / sliding log with a period far longer than the run).
+    Run,
+}
+
+impl Assertion {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Assertion::Cap { .. } => "cap",
+            Assertion::Budget { .. } => "budget",
+            Assertion::Concurrency { .. } => "concurrency",
+            Assertion::Reclaim { .. } => "reclaim",
+            Assertion::Renewed { .. } => "renewed",
+            Assertion::LostAfterPause { .. } => "lost-after-pause",
+            Assertion::Failover { .. } => "failover",
+            Assertion::Resumes { .. } => "resumes",
+        }
+    }
+
+    /// Groups named by the assertion (empty = every group).
+    fn groups(&self) -> Vec<&str> {
+        match self {
+            Assertion::Cap { groups, .. }
+            | Assertion::Budget { groups, .. }
+            | Assertion::Concurrency { groups, .. }
+            | Assertion::Reclaim { groups, .. }
+            | Assertion::Renewed { groups, .. }
+            | Assertion::Failover { groups, .. }
+            | Assertion::Resumes { groups, .. } => groups.iter().map(String::as_str).collect(),
+            Assertion::LostAfterPause { group, .. } => vec![group.as_str()],
+        }
+    }
+
+    fn fault(&self) -> Option<&str> {
+        match self {
+            Assertion::Reclaim { fault, .. }
+            | Assertion::LostAfterPause { fault, .. }
+            | Assertion::Failover { fault, .. }
+            | Assertion::Resumes { fault, .. } => Some(fault),
+            _ => None,
+        }
+    }
+}
+
+impl Scenario {
+    /// Reads and validates one scenario file.
+    pub fn load(file: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ScenarioError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Scenario::parse(file, &text)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+        let plan: Plan = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let scenario = Scenario {
+            name,
+            file: file.to_path_buf(),
+            plan,
+        };
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// The policy YAML text, inline or read from the file next to the scenario.
+    pub fn policy_yaml(&self) -> Result<String, ScenarioError> {
+        match (&self.plan.policy.yaml, &self.plan.policy.file) {
+            (Some(yaml), None) => Ok(yaml.clone()),
+            (None, Some(path)) => {
+                let full = self.dir().join(path);
+                std::fs::read_to_string(&full).map_err(|e| {
+                    self.invalid(
+                        "policy.file",
+                        format!("cannot read {}: {e}", full.display()),
+                    )
+                })
+            }
+            _ => Err(self.invalid("policy", "give exactly one of `yaml` or `file`")),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    pub fn group(&self, name: &str) -> Option<&WorkerGroup> {
+        self.plan.workers.iter().find(|g| g.group == name)
+    }
+
+    pub fn total_workers(&self) -> u32 {
+        self.plan.workers.iter().map(|g| g.count).sum()
+    }
+
+    /// The fleet size this run uses: the scenario's, or `override_fleet` when it needs a fleet.
+    pub fn fleet_size(&self, override_fleet: Option<usize>) -> usize {
+        match (self.plan.topology.fleet, override_fleet) {
+            (0, _) => 0,
+            (_, Some(n)) => n,
+            (n, None) => n,
+        }
+    }
+
+    pub(crate) fn invalid(&self, key: &str, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            file: self.file.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let plan = &self.plan;
+        if plan.topology.fleet > MAX_FLEET {
+            return Err(self.invalid(
+                "topology.fleet",
+                format!("at most {MAX_FLEET} servers, got {}", plan.topology.fleet),
+            ));
+        }
+        match (&plan.policy.yaml, &plan.policy.file) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err(self.invalid("policy", "give exactly one of `yaml` or `file`")),
+        }
+        if plan.workers.is_empty() {
+            return Err(self.invalid("workers", "at least one worker group is needed"));
+        }
+        let mut names = BTreeSet::new();
+        for (i, g) in plan.workers.iter().enumerate() {
+            self.validate_group(i, g)?;
+            if !names.insert(g.group.as_str()) {
+                return Err(self.invalid(
+                    &format!("workers[{i}].group"),
+                    format!("group `{}` is defined twice", g.group),
+                ));
+            }
+        }
+        if self.total_workers() > MAX_WORKERS {
+            return Err(self.invalid(
+                "workers",
+                format!(
+                    "at most {MAX_WORKERS} worker processes, got {}",
+                    self.total_workers()
+                ),
+            ));
+        }
+        let mut fault_names = BTreeSet::new();
+        for (i, f) in plan.faults.iter().enumerate() {
+            self.validate_fault(i, f)?;
+            if !fault_names.insert(f.name.as_str()) {
+                return Err(self.invalid(
+                    &format!("faults[{i}].name"),
+                    format!("fault `{}` is defined twice", f.name),
+                ));
+            }
+        }
+        if plan.assertions.is_empty() {
+            return Err(self.invalid("assertions", "at least one assertion is needed"));
+        }
+        for (i, a) in plan.assertions.iter().enumerate() {
+            for g in a.groups() {
+                if !names.contains(g) {
+                    return Err(self.invalid(
+                        &format!("assertions[{i}].groups"),
+                        format!("no worker group called `{g}`"),
+                    ));
+                }
+            }
+            if let Some(f) = a.fault()
+                && !fault_names.contains(f)
+            {
+                return Err(self.invalid(
+                    &format!("assertions[{i}].fault"),
+                    format!("no fault called `{f}`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_group(&self, i: usize, g: &WorkerGroup) -> Result<(), ScenarioError> {
+        let key = |field: &str| format!("workers[{i}].{field}");
+        if g.group.is_empty() {
+            return Err(self.invalid(&key("group"), "must not be empty"));
+        }
+        if g.count == 0 {
+            return Err(self.invalid(&key("count"), "must be at least 1"));
+        }
+        if g.requests.is_none() && g.duration_ms.is_none() {
+            return Err(self.invalid(
+                &key("requests"),
+                "give `requests` or `duration_ms` (or both) so the group stops by itself",
+            ));
+        }
+        if g.requests.is_some_and(|r| r == 0 || r > MAX_REQUESTS) {
+            return Err(self.invalid(&key("requests"), format!("must be 1..={MAX_REQUESTS}")));
+        }
+        if g.duration_ms.is_some_and(|d| d == 0 || d > MAX_DURATION_MS) {
+            return Err(self.invalid(
+                &key("duration_ms"),
+                format!("must be 1..={MAX_DURATION_MS}"),
+            ));
+        }
+        if g.cost == 0 {
+            return Err(self.invalid(&key("cost"), "must be at least 1"));
+        }
+        let served = match g.door {
+            Door::Redis => matches!(g.operation, Operation::Check),
+            Door::Service => matches!(
+                g.operation,
+                Operation::Check | Operation::Debit | Operation::Admit
+            ),
+            Door::FleetLease => matches!(g.operation, Operation::Spend),
+        };
+        if !served {
+            return Err(self.invalid(
+                &key("operation"),
+                format!(
+                    "door `{}` does not serve `{}` (redis: check; service: check, debit, admit; \
+                     fleet-lease: spend)",
+                    door_name(g.door),
+                    operation_name(g.operation)
+                ),
+            ));
+        }
+        if matches!(g.door, Door::Service | Door::FleetLease) && self.plan.topology.fleet == 0 {
+            return Err(self.invalid(
+                &key("door"),
+                "this door needs a server fleet: set `topology.fleet`",
+            ));
+        }
+        if g.operation == Operation::Debit {
+            match g.tokens {
+                Some([lo, hi]) if lo >= 1 && lo <= hi => {}
+                _ => {
+                    return Err(self.invalid(
+                        &key("tokens"),
+                        "debits need `tokens = [min, max]` with 1 <= min <= max",
+                    ));
+                }
+            }
+        }
+        if g.operation == Operation::Spend && g.batch == 0 {
+            return Err(self.invalid(&key("batch"), "fleet-lease spends need `batch` >= 1"));
+        }
+        if g.operation != Operation::Admit && (g.hold_ms > 0 || g.heartbeat_ms > 0 || g.hold_once) {
+            return Err(self.invalid(
+                &key("hold_ms"),
+                "`hold_ms`, `heartbeat_ms` and `hold_once` apply to `admit` only",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_fault(&self, i: usize, f: &Fault) -> Result<(), ScenarioError> {
+        let key = |field: &str| format!("faults[{i}].{field}");
+        if f.at_ms > MAX_DURATION_MS {
+            return Err(self.invalid(&key("at_ms"), format!("must be <= {MAX_DURATION_MS}")));
+        }
+        match f.action {
+            FaultAction::SigkillWorkers
+            | FaultAction::SigstopWorkers
+            | FaultAction::SigcontWorkers => {
+                let Some(name) = &f.group else {
+                    return Err(self.invalid(&key("group"), "worker faults need a `group`"));
+                };
+                let Some(g) = self.group(name) else {
+                    return Err(
+                        self.invalid(&key("group"), format!("no worker group called `{name}`"))
+                    );
+                };
+                if f.index.is_some_and(|ix| ix >= g.count) {
+                    return Err(self.invalid(
+                        &key("index"),
+                        format!("group `{name}` has {} workers (0-based index)", g.count),
+                    ));
+                }
+            }
+            FaultAction::SigkillServer => {
+                let Some(s) = f.server else {
+                    return Err(self.invalid(&key("server"), "`sigkill-server` needs `server`"));
+                };
+                if s >= self.plan.topology.fleet {
+                    return Err(self.invalid(
+                        &key("server"),
+                        format!(
+                            "the fleet has {} servers (0-based index)",
+                            self.plan.topology.fleet
+                        ),
+                    ));
+                }
+            }
+            FaultAction::RestartRedis => {}
+        }
+        Ok(())
+    }
+}
+
+pub fn door_name(door: Door) -> &'static str {
+    match door {
+        Door::Redis => "redis",
+        Door::Service => "service",
+        Door::FleetLease => "fleet-lease",
+    }
+}
+
+pub fn operation_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Check => "check",
+        Operation::Debit => "debit",
+        Operation::Admit => "admit",
+        Operation::Spend => "spend",
+    }
+}
+
+/// Every `*.toml` under `dir`, sorted by name.
+pub fn load_all(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ScenarioError::Read {
+        file: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files.iter().map(|f| Scenario::load(f)).collect()
+}
+
+/// The scenarios called `names` (all when empty), in the order given.
+pub fn select(dir: &Path, names: &[String]) -> Result<Vec<Scenario>, ScenarioError> {
+    let all = load_all(dir)?;
+    if names.is_empty() {
+        return Ok(all);
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter()
+                .find(|s| &s.name == n)
+                .cloned()
+                .ok_or_else(|| ScenarioError::Unknown {
+                    name: n.clone(),
+                    dir: dir.to_path_buf(),
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+description = "eight racers"
+[topology]
+fleet = 0
+[policy]
+yaml = "version: 1\nlimiters:\n  cap: { strategy: fixedWindow, limit: 10, period: 1h }\n"
+[[workers]]
+group = "racers"
+count = 8
+door = "redis"
+operation = "check"
+policy = "cap"
+key = "k"
+requests = 5
+[[assertions]]
+kind = "cap"
+limit = 10
+exact = true
+"#;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(Path::new("scenarios/x.toml"), text)
+    }
+
+    #[test]
+    fn parses_a_good_scenario() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.name, "x");
+        assert_eq!(s.total_workers(), 8);
+        assert!(matches!(
+            s.plan.assertions[0],
+            Assertion::Cap {
+                limit: 10,
+                exact: true,
+                per: CapScope::Window,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = parse(&GOOD.replace("requests = 5", "requets = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scenarios/x.toml"), "{err}");
+        assert!(err.contains("requets"), "{err}");
+    }
+
+    #[test]
+    fn unbounded_group_is_refused() {
+        let err = parse(&GOOD.replace("requests = 5", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workers[0].requests"), "{err}");
+    }
+
+    #[test]
+    fn door_operation_mismatch_is_refused() {
+        let err = parse(&GOOD.replace("operation = \"check\"", "operation = \"admit\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workers[0].operation"), "{err}");
+        assert!(err.contains("does not serve `admit`"), "{err}");
+    }
+
+    #[test]
+    fn assertion_naming_a_missing_group_is_refused() {
+        let err = parse(&GOOD.replace(
+            "limit = 10\nexact",
+            "groups = [\"nope\"]\nlimit = 10\nexact",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("assertions[0].groups"), "{err}");
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn fault_on_missing_server_is_refused() {
+        let text = format!(
+            "{GOOD}\n[[faults]]\nname = \"kill\"\nat_ms = 10\naction = \"sigkill-server\"\nserver = 2\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("faults[0].server"), "{err}");
+    }
+
+    #[test]
+    fn shipped_scenarios_all_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let all = load_all(&dir).unwrap();
+        for s in &all {
+            s.policy_yaml().unwrap();
+        }
+    }
+}
