@@ -7,5 +7,9 @@
 //! histories alone.
 
 pub mod checker;
+pub mod door;
+pub mod door_service;
+pub mod faults;
 pub mod history;
 pub mod scenario;
+pub mod worker;

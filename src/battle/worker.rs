@@ -1,0 +1,471 @@
+//! The hidden `worker` subcommand: one battle process.
+//!
+//! The runner writes a [`WorkerSpec`] file and starts this binary as `tk-conform worker --spec F`.
+//! The worker opens its own connections, prints `ready`, and blocks on its stdin until the
+//! runner writes `go <t0 epoch µs>` to every worker at once (the start barrier; EOF means the
+//! runner is gone, and the worker leaves without a call). It then runs its plan, bounded in
+//! count and time, and records every call in its JSON-lines history.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
+
+use super::door::{CallError, Door};
+use super::door_service::ServiceDoor;
+use super::history::{Event, HistoryError, HistoryWriter, Op, Reply, now_us};
+use super::scenario::{MAX_DURATION_MS, Operation};
+use crate::model::{LeaseConfig, LeaseSpender, SpendOutcome, Strategy};
+
+/// How long a worker waits for the barrier before giving up.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Everything one worker needs, written by the runner as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSpec {
+    pub scenario: String,
+    pub group: String,
+    pub index: u32,
+    pub seed: u64,
+    pub door: DoorSpec,
+    pub operation: Operation,
+    pub cost: u64,
+    pub tokens: Option<[u64; 2]>,
+    pub requests: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub interval_ms: u64,
+    pub start_after_ms: u64,
+    pub hold_ms: u64,
+    pub heartbeat_ms: u64,
+    pub hold_once: bool,
+    pub batch: u64,
+    pub call_timeout_ms: u64,
+    pub history: PathBuf,
+    /// Test only: make this worker a faulty client on purpose.
+    pub fault: Option<WorkerFault>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "door", rename_all = "kebab-case")]
+pub enum DoorSpec {
+    #[serde(rename_all = "camelCase")]
+    Redis {
+        url: String,
+        contract_dir: PathBuf,
+        strategy: Strategy,
+        /// The full Redis key (`<prefix>:<identity>`).
+        key: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Service {
+        servers: Vec<String>,
+        primary: usize,
+        policy: String,
+        key: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    FleetLease {
+        servers: Vec<String>,
+        primary: usize,
+        policy: String,
+        /// The policy's per-window limit (the spender reports it as `limit`).
+        limit: u64,
+    },
+}
+
+/// Deliberately broken clients, so tests can show the checker catches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerFault {
+    /// The direct door reads the key and writes it back in two calls (no atomicity).
+    NonAtomic,
+    /// The lease spender carries leftover credits across windows.
+    CarryCredits,
+    /// The direct door sends EVALSHA only and never reloads a script after NOSCRIPT.
+    NoScriptReload,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The spec file the runner wrote.
+    #[arg(long)]
+    pub spec: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot read worker spec {file}: {message}")]
+    Spec { file: PathBuf, message: String },
+    #[error("{label}: cannot open the {door} door: {message}")]
+    Door {
+        label: String,
+        door: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error("{label}: barrier: {message}")]
+    Barrier { label: String, message: String },
+}
+
+/// The `worker` subcommand's entry point.
+pub fn main(args: WorkerArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime");
+    match runtime.block_on(run(&args.spec)) {
+        Ok(true) => ExitCode::SUCCESS,
+        // The runner went away before the barrier opened: nothing was done.
+        Ok(false) => ExitCode::from(3),
+        Err(e) => {
+            eprintln!("tk-conform worker: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_spec(file: &Path) -> Result<WorkerSpec, WorkerError> {
+    let text = std::fs::read_to_string(file).map_err(|e| WorkerError::Spec {
+        file: file.into(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| WorkerError::Spec {
+        file: file.into(),
+        message: e.to_string(),
+    })
+}
+
+/// Runs one worker; `Ok(false)` when the barrier never opened.
+pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
+    let spec = read_spec(spec_file)?;
+    let label = format!("{}[{}]", spec.group, spec.index);
+    let timeout = Duration::from_millis(spec.call_timeout_ms.max(1));
+    let door_error = |door, message| WorkerError::Door {
+        label: label.clone(),
+        door,
+        message,
+    };
+    let mut door: Box<dyn Door> = match &spec.door {
+        DoorSpec::Redis {
+            url,
+            contract_dir,
+            strategy,
+            key,
+        } => {
+            // TEMP until the script set lands: the redis door.
+            let _ = (url, contract_dir, strategy, key);
+            return Err(door_error("redis", "not yet".into()));
+        }
+        DoorSpec::Service {
+            servers,
+            primary,
+            policy,
+            key,
+        } => Box::new(
+            ServiceDoor::new(servers, *primary, policy, key, &label, timeout)
+                .map_err(|m| door_error("service", m))?,
+        ),
+        DoorSpec::FleetLease {
+            servers,
+            primary,
+            policy,
+            ..
+        } => Box::new(
+            ServiceDoor::new(servers, *primary, policy, "", &label, timeout)
+                .map_err(|m| door_error("fleet-lease", m))?,
+        ),
+    };
+    let mut recorder = Recorder {
+        writer: HistoryWriter::create(&spec.history)?,
+        seq: 0,
+    };
+
+    let Some(t0_us) = barrier(&label).await? else {
+        return Ok(false);
+    };
+    recorder.writer.write(&Event::Start {
+        group: spec.group.clone(),
+        index: spec.index,
+        pid: std::process::id(),
+        t0_us,
+    })?;
+    // The barrier's epoch time on this process's monotonic clock.
+    let t0 = Instant::now() - Duration::from_micros((now_us() - t0_us).max(0) as u64);
+    Plan::new(&spec, t0)
+        .run(door.as_mut(), &mut recorder)
+        .await?;
+    recorder.writer.write(&Event::End { at_us: now_us() })?;
+    Ok(true)
+}
+
+/// Prints `ready`, then waits for `go <t0>` on stdin. `None` on EOF (the runner is gone).
+async fn barrier(label: &str) -> Result<Option<i64>, WorkerError> {
+    let err = |message: String| WorkerError::Barrier {
+        label: label.into(),
+        message,
+    };
+    let mut stdout = tokio::io::stdout();
+    stdout
+        .write_all(b"ready\n")
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    stdout.flush().await.map_err(|e| err(e.to_string()))?;
+    let mut line = String::new();
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    match tokio::time::timeout(BARRIER_TIMEOUT, stdin.read_line(&mut line)).await {
+        Err(_) => Err(err(format!(
+            "no `go` within {}s",
+            BARRIER_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(e)) => Err(err(e.to_string())),
+        Ok(Ok(0)) => Ok(None),
+        Ok(Ok(_)) => line
+            .trim()
+            .strip_prefix("go ")
+            .and_then(|t| t.parse().ok())
+            .map(Some)
+            .ok_or_else(|| err(format!("expected `go <epoch µs>`, got {line:?}"))),
+    }
+}
+
+/// Numbers each call and writes its invoke and completion.
+pub struct Recorder {
+    writer: HistoryWriter,
+    seq: u64,
+}
+
+impl Recorder {
+    fn invoke(&mut self, op: Op, server: String) -> Result<u64, HistoryError> {
+        self.seq += 1;
+        self.writer.write(&Event::Invoke {
+            seq: self.seq,
+            at_us: now_us(),
+            op,
+            server,
+        })?;
+        Ok(self.seq)
+    }
+
+    fn complete(
+        &mut self,
+        seq: u64,
+        result: Result<Reply, &CallError>,
+    ) -> Result<(), HistoryError> {
+        let at_us = now_us();
+        self.writer.write(&match result {
+            Ok(reply) => Event::Ok { seq, at_us, reply },
+            Err(CallError::Definite(error)) => Event::Fail {
+                seq,
+                at_us,
+                error: error.clone(),
+            },
+            Err(CallError::Indeterminate(error)) => Event::Indeterminate {
+                seq,
+                at_us,
+                error: error.clone(),
+            },
+        })
+    }
+}
+
+/// One worker's plan, with its bounds resolved against the barrier time.
+struct Plan<'a> {
+    spec: &'a WorkerSpec,
+    start: Instant,
+    end: Instant,
+    rng: rand::rngs::StdRng,
+}
+
+impl<'a> Plan<'a> {
+    fn new(spec: &'a WorkerSpec, t0: Instant) -> Plan<'a> {
+        let start = t0 + Duration::from_millis(spec.start_after_ms);
+        let end = start + Duration::from_millis(spec.duration_ms.unwrap_or(MAX_DURATION_MS));
+        // Each worker its own stream, reproducible from the run's seed.
+        let seed = spec.seed ^ (u64::from(spec.index) << 32) ^ fnv(&spec.group);
+        Plan {
+            spec,
+            start,
+            end,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    async fn run(&mut self, door: &mut dyn Door, rec: &mut Recorder) -> Result<(), HistoryError> {
+        tokio::time::sleep_until(self.start).await;
+        let spec = self.spec;
+        let limit = spec.requests.unwrap_or(u64::MAX);
+        let mut spender = match &spec.door {
+            DoorSpec::FleetLease { limit, .. } => Some(LeaseSpender::new(LeaseConfig {
+                limit: *limit as f64,
+                ttl_ms: 1000.0,
+                window_coupled: spec.fault != Some(WorkerFault::CarryCredits),
+            })),
+            _ => None,
+        };
+        let mut done = 0u64;
+        while done < limit && Instant::now() < self.end {
+            done += 1;
+            match spec.operation {
+                Operation::Check => {
+                    let seq = rec.invoke(Op::Check { cost: spec.cost }, door.target())?;
+                    let r = door.check(spec.cost).await;
+                    rec.complete(seq, r.as_ref().map(|d| Reply::Decision { decision: *d }))?;
+                }
+                Operation::Debit => {
+                    let [lo, hi] = spec.tokens.unwrap_or([1, 1]);
+                    let tokens = self.rng.random_range(lo..=hi);
+                    let seq = rec.invoke(Op::Debit { tokens }, door.target())?;
+                    let r = door.debit(tokens).await;
+                    rec.complete(seq, r.as_ref().map(|d| Reply::Decision { decision: *d }))?;
+                }
+                Operation::Admit => {
+                    let held = self.admit_and_hold(door, rec).await?;
+                    if held && spec.hold_once {
+                        break;
+                    }
+                }
+                Operation::Spend => {
+                    let spender = spender
+                        .as_mut()
+                        .expect("spend runs on the fleet-lease door");
+                    self.spend(spender, door, rec).await?;
+                }
+            }
+            if spec.interval_ms > 0 {
+                self.pause(Duration::from_millis(spec.interval_ms)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps, but never past the plan's end.
+    async fn pause(&self, d: Duration) {
+        tokio::time::sleep_until((Instant::now() + d).min(self.end)).await;
+    }
+
+    /// Admits; when granted, holds the slot for `hold_ms` (heartbeating every `heartbeat_ms`),
+    /// then releases it. A heartbeat that finds the lease gone ends the hold early, and the
+    /// release is still sent (late, on purpose: it must free nothing).
+    async fn admit_and_hold(
+        &mut self,
+        door: &mut dyn Door,
+        rec: &mut Recorder,
+    ) -> Result<bool, HistoryError> {
+        let spec = self.spec;
+        let seq = rec.invoke(Op::Admit { cost: spec.cost }, door.target())?;
+        let r = door.admit(spec.cost).await;
+        rec.complete(
+            seq,
+            r.as_ref().map(|a| Reply::Admit {
+                decision: a.decision,
+                lease_id: a.lease_id.clone(),
+                lease_expires_at: a.lease_expires_at,
+            }),
+        )?;
+        let lease_id = match r {
+            Ok(a) if a.decision.allowed && !a.lease_id.is_empty() => a.lease_id,
+            _ => return Ok(false),
+        };
+        let hold_end = Instant::now() + Duration::from_millis(spec.hold_ms);
+        loop {
+            let next = if spec.heartbeat_ms > 0 {
+                (Instant::now() + Duration::from_millis(spec.heartbeat_ms)).min(hold_end)
+            } else {
+                hold_end
+            };
+            tokio::time::sleep_until(next).await;
+            if Instant::now() >= hold_end {
+                break;
+            }
+            let ids = vec![lease_id.clone()];
+            let seq = rec.invoke(
+                Op::Heartbeat {
+                    lease_ids: ids.clone(),
+                },
+                door.target(),
+            )?;
+            let r = door.heartbeat(&ids).await;
+            rec.complete(
+                seq,
+                r.as_ref().map(|h| Reply::Heartbeat {
+                    live: h.live.clone(),
+                    reclaimed: h.reclaimed.clone(),
+                    next_deadline: h.next_deadline,
+                }),
+            )?;
+            if matches!(&r, Ok(h) if !h.live.contains(&lease_id)) {
+                break;
+            }
+        }
+        let seq = rec.invoke(
+            Op::Release {
+                lease_id: lease_id.clone(),
+            },
+            door.target(),
+        )?;
+        let r = door.release(&lease_id).await;
+        rec.complete(seq, r.as_ref().map(|_| Reply::Released))?;
+        Ok(true)
+    }
+
+    /// Spends one unit locally; when the spender needs a refresh, reserves a batch.
+    async fn spend(
+        &mut self,
+        spender: &mut LeaseSpender,
+        door: &mut dyn Door,
+        rec: &mut Recorder,
+    ) -> Result<(), HistoryError> {
+        let spec = self.spec;
+        let seq = rec.invoke(Op::Spend { cost: spec.cost }, "local".into())?;
+        let now_ms = (now_us() / 1000) as f64;
+        let outcome = spender
+            .spend(now_ms, spec.cost as f64)
+            .expect("cost is a positive whole number");
+        match outcome {
+            SpendOutcome::Allowed(decision) => {
+                return rec.complete(seq, Ok(Reply::Decision { decision }));
+            }
+            SpendOutcome::NeedsRefresh => rec.complete(seq, Ok(Reply::NeedsRefresh))?,
+        }
+        let has = spender.credits.max(0.0) as u64;
+        let seq = rec.invoke(
+            Op::Reserve {
+                wants: spec.batch,
+                has,
+            },
+            door.target(),
+        )?;
+        let r = door.reserve(spec.batch, has).await;
+        rec.complete(
+            seq,
+            r.as_ref().map(|g| Reply::Grant {
+                capacity: g.capacity,
+                expiry_ms: g.expiry_ms,
+                retry_after_ms: g.retry_after_ms,
+                limit: g.limit,
+            }),
+        )?;
+        match r {
+            Ok(g) if g.capacity > 0 => spender.grant(g.capacity as f64, g.expiry_ms as f64),
+            Ok(g) => {
+                let wait = g.retry_after_ms.clamp(1, 250) as u64;
+                self.pause(Duration::from_millis(wait)).await;
+            }
+            Err(_) => self.pause(Duration::from_millis(20)).await,
+        }
+        Ok(())
+    }
+}
+
+/// A stable hash of the group name, to decorrelate the groups' random streams.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
