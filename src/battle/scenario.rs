@@ -51,7 +51,7 @@ pub struct Scenario {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct Plan {
     pub description: String,
-    #[serde(default)]
+    #[serde(default = "Topology::none")]
     pub topology: Topology,
     pub policy: PolicySource,
     pub workers: Vec<WorkerGroup>,
@@ -60,12 +60,28 @@ pub struct Plan {
     pub assertions: Vec<Assertion>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct Topology {
     /// Servers in the fleet (0 = none: direct-door scenarios). `--fleet N` overrides a non-zero value.
     #[serde(default)]
     pub fleet: usize,
+    /// The servers' concurrency lease TTL (`serve --lease-ttl-ms`).
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+}
+
+fn default_lease_ttl_ms() -> u64 {
+    2000
+}
+
+impl Topology {
+    fn none() -> Topology {
+        Topology {
+            fleet: 0,
+            lease_ttl_ms: default_lease_ttl_ms(),
+        }
+    }
 }
 
 /// The policy file the fleet serves (and the direct door reads its strategy options from).
@@ -140,6 +156,9 @@ pub struct WorkerGroup {
     /// Fleet-lease only: units asked for per `Reserve`.
     #[serde(default)]
     pub batch: u64,
+    /// Service doors: the server every worker of the group starts at (default: worker `i`
+    /// starts at server `i mod fleet`, spreading the group).
+    pub server: Option<usize>,
 }
 
 fn one() -> u64 {
@@ -195,6 +214,10 @@ pub enum Assertion {
         /// strategies: fixedWindow, slidingWindowLog); two equal ones are a lost update.
         #[serde(default)]
         distinct_remaining: bool,
+        /// The window length: an allowed decision whose `resetAt` had already passed when the
+        /// call was made (credits carried out of their window) counts in the window it was
+        /// made in, on this grid, instead of the one it names.
+        window_ms: Option<u64>,
         /// Most indeterminate calls a passing verdict may lean on (default: one per worker).
         max_indeterminate: Option<u64>,
     },
@@ -503,6 +526,17 @@ impl Scenario {
                     ));
                 }
             }
+        }
+        if let Some(s) = g.server
+            && s >= self.plan.topology.fleet
+        {
+            return Err(self.invalid(
+                &key("server"),
+                format!(
+                    "the fleet has {} servers (0-based index)",
+                    self.plan.topology.fleet
+                ),
+            ));
         }
         if g.operation == Operation::Spend && g.batch == 0 {
             return Err(self.invalid(&key("batch"), "fleet-lease spends need `batch` >= 1"));

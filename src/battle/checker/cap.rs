@@ -16,6 +16,7 @@ pub struct CapRule {
     pub slack: u64,
     pub min_windows: u64,
     pub distinct_remaining: bool,
+    pub window_ms: Option<u64>,
     pub max_indeterminate: u64,
 }
 
@@ -41,15 +42,24 @@ fn cost(call: &Call) -> Option<u64> {
 pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Outcome {
     let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
     let mut lost: Vec<(i64, i64, u64)> = Vec::new(); // (invoke ms, end ms or MAX, cost)
-    let (mut failed, mut malformed) = (0u64, Vec::new());
+    let (mut failed, mut malformed, mut stale) = (0u64, Vec::new(), 0u64);
     for h in histories {
         for c in &h.calls {
             let Some(units) = cost(c) else { continue };
             match &c.outcome {
                 CallOutcome::Ok(Reply::Decision { decision } | Reply::Admit { decision, .. }) => {
-                    let key = match rule.per {
-                        CapScope::Window => decision.reset_at,
-                        CapScope::Run => 0,
+                    let invoke_ms = c.invoke_us.div_euclid(1000);
+                    let key = match (rule.per, rule.window_ms) {
+                        (CapScope::Run, _) => 0,
+                        // Admitted after the window it names had ended: it counts where it ran.
+                        (CapScope::Window, Some(w))
+                            if decision.allowed && decision.reset_at <= invoke_ms =>
+                        {
+                            stale += 1;
+                            let w = w.max(1) as i64;
+                            (invoke_ms.div_euclid(w) + 1) * w
+                        }
+                        (CapScope::Window, _) => decision.reset_at,
                     };
                     let w = windows.entry(key).or_default();
                     if decision.allowed {
@@ -166,6 +176,7 @@ pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Outcome {
         "indeterminate": indeterminate,
         "maxWindowAdmitted": max_window,
         "overshoot": max_window.saturating_sub(rule.limit),
+        "staleDecisions": stale,
         "lostUpdates": windows.values()
             .flat_map(|w| w.by_remaining.values())
             .filter(|v| v.len() > 1)
@@ -190,9 +201,14 @@ pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Outcome {
             numbers,
         );
     }
+    let stale_text = if stale > 0 {
+        format!(", {stale} admitted after their window ended")
+    } else {
+        String::new()
+    };
     let totals = format!(
-        "max {max_window} admitted per {} (limit {}{}) over {} windows; {} denied, {} failed, \
-         {indeterminate} indeterminate",
+        "max {max_window} admitted per {} (limit {}{}) over {} windows{stale_text}; {} denied, \
+         {} failed, {indeterminate} indeterminate",
         match rule.per {
             CapScope::Window => "window",
             CapScope::Run => "run",
@@ -239,6 +255,7 @@ fn slack_text(slack: u64) -> String {
 mod tests {
     use super::*;
     use crate::battle::checker::testkit::*;
+    use crate::battle::history::Call;
 
     fn rule(limit: u64) -> CapRule {
         CapRule {
@@ -248,6 +265,7 @@ mod tests {
             slack: 0,
             min_windows: 1,
             distinct_remaining: true,
+            window_ms: None,
             max_indeterminate: 2,
         }
     }
@@ -428,6 +446,36 @@ mod tests {
             msg.contains("only 5 windows admitted anything; expected at least 6"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn credits_spent_after_their_window_count_where_they_ran() {
+        // Window [0, 1000): 10 credits granted, 7 spent in it. Then the 3 left are spent at
+        // 1100..1102 still naming resetAt 1000 (carried), next to 10 fresh ones of [1000, 2000).
+        let mut calls: Vec<Call> = (0..7)
+            .map(|i| check_ok(i, 10 + i as i64, decision(true, 10, 0, 1000)))
+            .collect();
+        calls
+            .extend((0..3).map(|i| check_ok(20 + i, 1100 + i as i64, decision(true, 10, 0, 1000))));
+        calls.extend(
+            (0..10).map(|i| check_ok(40 + i, 1200 + i as i64, decision(true, 10, 0, 2000))),
+        );
+        let hs = vec![history("spenders", 0, calls)];
+        let mut r = rule(10);
+        r.exact = false;
+        r.distinct_remaining = false;
+        // By resetAt alone the carry is invisible…
+        let (v, msg, _) = run(&hs, &r);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        // …on the window grid it is an overshoot of the window it happened in.
+        r.window_ms = Some(1000);
+        let (v, msg, n) = run(&hs, &r);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("window resetAt=2000: admitted 13 > limit 10 (overshoot 3)"),
+            "{msg}"
+        );
+        assert_eq!(n["staleDecisions"], 3);
     }
 
     #[test]

@@ -113,6 +113,7 @@ fn judge_one(a: &Assertion, histories: &[WorkerHistory], faults: &[FaultRecord])
             slack,
             min_windows,
             distinct_remaining,
+            window_ms,
             max_indeterminate,
         } => {
             let selected = select(histories, groups);
@@ -126,6 +127,7 @@ fn judge_one(a: &Assertion, histories: &[WorkerHistory], faults: &[FaultRecord])
                     slack: *slack,
                     min_windows: *min_windows,
                     distinct_remaining: *distinct_remaining,
+                    window_ms: *window_ms,
                     max_indeterminate: tolerance,
                 },
             )
