@@ -44,7 +44,8 @@ pub async fn run_schedule(
     records
 }
 
-async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultRecord {
+/// Carries out one fault now and records when and on whom.
+pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultRecord {
     let at = now_us();
     let mut record = FaultRecord {
         name: fault.name.clone(),

@@ -1,10 +1,12 @@
 //! The hidden `worker` subcommand: one battle process.
 //!
 //! The runner writes a [`WorkerSpec`] file and starts this binary as `tk-conform worker --spec F`.
-//! The worker opens its own connections, prints `ready`, and blocks on its stdin until the
-//! runner writes `go <t0 epoch µs>` to every worker at once (the start barrier; EOF means the
-//! runner is gone, and the worker leaves without a call). It then runs its plan, bounded in
-//! count and time, and records every call in its JSON-lines history.
+//! The worker opens its own connections, creates its ready-file, and blocks reading its stdin,
+//! the read end of one pipe shared by every worker of the scenario. The runner writes the
+//! go-file (the barrier's epoch time) and then closes the pipe's write end: every worker sees EOF
+//! at once and starts. EOF without a go-file means the runner died, and the worker leaves without
+//! a call. It then runs its plan, bounded in count and time, and records every call in its
+//! JSON-lines history.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::door::{CallError, Door};
@@ -46,6 +48,10 @@ pub struct WorkerSpec {
     pub batch: u64,
     pub call_timeout_ms: u64,
     pub history: PathBuf,
+    /// Created once the worker's connections are open.
+    pub ready_file: PathBuf,
+    /// Written by the runner (epoch µs of the barrier) just before it closes the pipe.
+    pub go_file: PathBuf,
     /// Test only: make this worker a faulty client on purpose.
     pub fault: Option<WorkerFault>,
 }
@@ -186,7 +192,7 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
         seq: 0,
     };
 
-    let Some(t0_us) = barrier(&label).await? else {
+    let Some(t0_us) = barrier(&label, &spec.ready_file, &spec.go_file).await? else {
         return Ok(false);
     };
     recorder.writer.write(&Event::Start {
@@ -204,33 +210,28 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
     Ok(true)
 }
 
-/// Prints `ready`, then waits for `go <t0>` on stdin. `None` on EOF (the runner is gone).
-async fn barrier(label: &str) -> Result<Option<i64>, WorkerError> {
+/// Says ready, waits for EOF on stdin, then reads the barrier time. `None` when the runner died.
+async fn barrier(label: &str, ready_file: &Path, go_file: &Path) -> Result<Option<i64>, WorkerError> {
     let err = |message: String| WorkerError::Barrier {
         label: label.into(),
         message,
     };
-    let mut stdout = tokio::io::stdout();
-    stdout
-        .write_all(b"ready\n")
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    stdout.flush().await.map_err(|e| err(e.to_string()))?;
-    let mut line = String::new();
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    match tokio::time::timeout(BARRIER_TIMEOUT, stdin.read_line(&mut line)).await {
-        Err(_) => Err(err(format!(
-            "no `go` within {}s",
-            BARRIER_TIMEOUT.as_secs()
-        ))),
-        Ok(Err(e)) => Err(err(e.to_string())),
-        Ok(Ok(0)) => Ok(None),
-        Ok(Ok(_)) => line
+    std::fs::write(ready_file, b"ready\n")
+        .map_err(|e| err(format!("cannot write {}: {e}", ready_file.display())))?;
+    let mut sink = Vec::new();
+    let mut stdin = tokio::io::stdin();
+    match tokio::time::timeout(BARRIER_TIMEOUT, stdin.read_to_end(&mut sink)).await {
+        Err(_) => return Err(err(format!("no go within {}s", BARRIER_TIMEOUT.as_secs()))),
+        Ok(Err(e)) => return Err(err(format!("reading stdin: {e}"))),
+        Ok(Ok(_)) => {}
+    }
+    match std::fs::read_to_string(go_file) {
+        Err(_) => Ok(None),
+        Ok(text) => text
             .trim()
-            .strip_prefix("go ")
-            .and_then(|t| t.parse().ok())
+            .parse()
             .map(Some)
-            .ok_or_else(|| err(format!("expected `go <epoch µs>`, got {line:?}"))),
+            .map_err(|_| err(format!("{} holds {text:?}, not an epoch µs", go_file.display()))),
     }
 }
 

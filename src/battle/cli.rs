@@ -1,0 +1,187 @@
+//! `tk-conform battle [SCENARIO…]`: the command's arguments, the per-scenario loop, the summary
+//! table, and the CI-gate exit code (0 every scenario passed, 1 one failed or could not be
+//! decided, 2 usage or infrastructure error).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::checker::Verdict;
+use super::history::now_us;
+use super::runner::{BattleConfig, ScenarioResult, run_scenario};
+use super::scenario;
+use super::worker::WorkerFault;
+use crate::infra::RedisOptions;
+use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary, TrialOutcome, TrialRecord};
+
+#[derive(Debug, clap::Args)]
+pub struct BattleArgs {
+    /// Scenarios to run, by file stem (see --list); every scenario when none is given.
+    pub scenarios: Vec<String>,
+    /// List the scenarios with what each one shows, and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// The folder of scenario files.
+    #[arg(long, default_value = "scenarios")]
+    pub scenarios_dir: PathBuf,
+    /// Servers per fleet, for scenarios that use one (default: each scenario's own).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub fleet: Option<u64>,
+    /// Start each server with this command instead of the reference server. Placeholders:
+    /// {exe} {port} {redis} {policy} {index} {lease_ttl_ms}; the server must listen on
+    /// 127.0.0.1:{port}, use the Redis at {redis}, and serve the policy file {policy}.
+    #[arg(long)]
+    pub server_cmd: Option<String>,
+    /// Seed for every random choice (recorded in the logs). Random by default.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The contract folder (its scripts drive the direct door).
+    #[arg(long, default_value = "contract")]
+    pub contract: PathBuf,
+    /// Where run folders go (`<logs>/<UTC timestamp>-battle/`, `<logs>/latest`).
+    #[arg(long, default_value = "logs")]
+    pub logs: PathBuf,
+    /// Use this Redis instead of starting one per scenario (keys get a unique per-run prefix;
+    /// scenarios that restart Redis are skipped).
+    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The redis-server (or valkey-server) binary to start, instead of the first on PATH.
+    #[arg(long)]
+    pub redis_server: Option<PathBuf>,
+    /// Bound on every call a worker makes, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub call_timeout_ms: u64,
+    /// Test only: make every worker a faulty client.
+    #[arg(long, value_enum, hide = true)]
+    pub worker_fault: Option<WorkerFault>,
+}
+
+pub fn run(args: BattleArgs) -> ExitCode {
+    match execute(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tk-conform battle: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
+    let scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
+    if args.list {
+        for s in &scenarios {
+            println!("{:<26} {}", s.name, s.plan.description);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    anyhow::ensure!(!scenarios.is_empty(), "no scenarios in {}", args.scenarios_dir.display());
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let run_dir = RunDir::create(&args.logs, "battle")
+        .with_context(|| format!("cannot create a run folder under {}", args.logs.display()))?;
+    let mut summary = Summary::new("battle", &args.contract.display().to_string(), seed);
+    summary.details.insert(
+        "fleet".into(),
+        serde_json::json!(args.fleet.map_or("per scenario".to_string(), |n| n.to_string())),
+    );
+    summary.details.insert(
+        "serverCmd".into(),
+        serde_json::json!(args.server_cmd.as_deref().unwrap_or("reference")),
+    );
+    let recorder = Recorder::start(run_dir, summary).context("cannot write summary.json")?;
+    let cfg = BattleConfig {
+        exe: std::env::current_exe().context("cannot find this executable to re-run as workers")?,
+        contract_dir: args.contract.clone(),
+        fleet: args.fleet.map(|n| n as usize),
+        server_cmd: args.server_cmd.clone(),
+        seed,
+        redis: RedisOptions {
+            url: args.redis_url.clone(),
+            server_binary: args.redis_server.clone(),
+            container_image: None,
+        },
+        worker_fault: args.worker_fault,
+        call_timeout_ms: args.call_timeout_ms.max(1),
+        run_id: format!("battle-{seed:x}-{}", now_us() / 1000),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let progress = Progress::new();
+    progress.line(&format!(
+        "battle: {} scenarios, seed {seed}, logs in {}",
+        scenarios.len(),
+        recorder.dir().path().display()
+    ));
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    for (k, s) in scenarios.iter().enumerate() {
+        progress.phase(&format!("battle {}/{}: {} …", k + 1, scenarios.len(), s.name));
+        let dir = recorder.dir().path().join("scenarios").join(&s.name);
+        let result = runtime.block_on(run_scenario(s, &cfg, &dir));
+        let outcome = match (&result.skipped, result.verdict, &result.error) {
+            (Some(_), _, _) => TrialOutcome::Skipped,
+            (None, Verdict::Pass, None) => TrialOutcome::Passed,
+            _ => TrialOutcome::Failed,
+        };
+        progress.line(&format!(
+            "{:<7} {} ({:.1} s): {}",
+            label(&result),
+            s.name,
+            result.duration_ms / 1000.0,
+            result.headline()
+        ));
+        recorder.record(TrialRecord {
+            name: s.name.clone(),
+            kind: "battle".into(),
+            outcome,
+            duration_ms: result.duration_ms,
+            message: Some(result.headline()),
+        })?;
+        results.push(result);
+    }
+    progress.clear();
+
+    let passed = results
+        .iter()
+        .filter(|r| r.error.is_none() && r.skipped.is_none() && r.verdict == Verdict::Pass)
+        .count();
+    println!("{:<26} {:<8} {:>7}  numbers", "scenario", "verdict", "time");
+    for r in &results {
+        println!(
+            "{:<26} {:<8} {:>6.1}s  {}",
+            r.scenario,
+            label(r),
+            r.duration_ms / 1000.0,
+            r.headline()
+        );
+    }
+    let line = format!("{passed}/{} scenarios passed", results.len());
+    println!("{line}");
+    println!("logs: {}", recorder.dir().path().display());
+    let code = if results.iter().any(|r| r.error.is_some()) {
+        2
+    } else if results
+        .iter()
+        .any(|r| r.skipped.is_none() && r.verdict != Verdict::Pass)
+    {
+        1
+    } else {
+        0
+    };
+    recorder.update(|s| {
+        s.details.insert("result".into(), serde_json::json!(line));
+    })?;
+    recorder.finish(RunStatus::Finished, code)?;
+    Ok(ExitCode::from(code as u8))
+}
+
+fn label(r: &ScenarioResult) -> &'static str {
+    if r.error.is_some() {
+        "error"
+    } else if r.skipped.is_some() {
+        "skipped"
+    } else {
+        r.verdict.name()
+    }
+}

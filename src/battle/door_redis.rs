@@ -1,0 +1,179 @@
+//! The direct door: the contract's Lua scripts straight on Redis, through the script set
+//! (EVALSHA, EVAL after NOSCRIPT, ARGV by name) on an auto-reconnecting connection.
+//!
+//! Two deliberately broken variants exist for the fault-detection tests:
+//! - `non-atomic`: the check's read and write are split into two calls (DUMP the key, run the
+//!   contract script on a private copy, RESTORE the copy over the key), so racing processes
+//!   lose each other's updates;
+//! - `no-script-reload`: EVALSHA only, so after a Redis restart every call fails with NOSCRIPT.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::door::{CallError, Door};
+use super::worker::WorkerFault;
+use crate::model::{Decision, Strategy};
+use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
+
+pub struct RedisDoor {
+    con: ConnectionManager,
+    scripts: ScriptSet,
+    strategy: Strategy,
+    key: String,
+    scratch: String,
+    target: String,
+    timeout: Duration,
+    fault: Option<WorkerFault>,
+}
+
+impl RedisDoor {
+    pub async fn connect(
+        url: &str,
+        contract_dir: &Path,
+        strategy: Strategy,
+        key: &str,
+        timeout: Duration,
+        fault: Option<WorkerFault>,
+    ) -> Result<RedisDoor, String> {
+        let scripts = ScriptSet::from_contract_dir(contract_dir).map_err(|e| e.to_string())?;
+        scripts.bind(&strategy).map_err(|e| e.to_string())?;
+        let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_millis(200));
+        let con = tokio::time::timeout(timeout * 2, ConnectionManager::new_with_config(client, config))
+            .await
+            .map_err(|_| format!("{url}: no connection within {} ms", timeout.as_millis() * 2))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        Ok(RedisDoor {
+            con,
+            scripts,
+            strategy,
+            key: key.into(),
+            scratch: format!("{key}:non-atomic-copy:{}", std::process::id()),
+            target: format!("redis {}", url.trim_start_matches("redis://")),
+            timeout,
+            fault,
+        })
+    }
+
+    async fn checked(&mut self, cost: u64) -> Result<Decision, ScriptCallError> {
+        let bound = self.scripts.bind(&self.strategy)?;
+        match self.fault {
+            Some(WorkerFault::NoScriptReload) => {
+                let reply: redis::Value = bound
+                    .evalsha_cmd(&self.key, 0.0, cost as f64)
+                    .query_async(&mut self.con)
+                    .await
+                    .map_err(|source| ScriptCallError::Redis {
+                        script: bound.script().entry.name.clone(),
+                        source,
+                    })?;
+                decision_from_reply(&reply).map_err(|problem| ScriptCallError::Reply {
+                    script: bound.script().entry.name.clone(),
+                    reply: format!("{reply:?}"),
+                    problem,
+                })
+            }
+            Some(WorkerFault::NonAtomic) => {
+                let script = bound.script().entry.name.clone();
+                let redis_error = |source| ScriptCallError::Redis {
+                    script: script.clone(),
+                    source,
+                };
+                // Call one: read.
+                let (dump, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
+                    .cmd("DUMP")
+                    .arg(&self.key)
+                    .cmd("PTTL")
+                    .arg(&self.key)
+                    .query_async(&mut self.con)
+                    .await
+                    .map_err(redis_error)?;
+                // The contract script, on a private copy of what was read.
+                let _: () = match &dump {
+                    Some(bytes) => redis::cmd("RESTORE")
+                        .arg(&self.scratch)
+                        .arg(pttl.max(0))
+                        .arg(bytes.as_slice())
+                        .arg("REPLACE")
+                        .query_async(&mut self.con)
+                        .await
+                        .map_err(redis_error)?,
+                    None => redis::cmd("DEL")
+                        .arg(&self.scratch)
+                        .query_async::<i64>(&mut self.con)
+                        .await
+                        .map(|_| ())
+                        .map_err(redis_error)?,
+                };
+                let decision = bound.call(&mut self.con, &self.scratch, 0.0, cost as f64).await?;
+                let (copy, copy_ttl): (Option<Vec<u8>>, i64) = redis::pipe()
+                    .cmd("DUMP")
+                    .arg(&self.scratch)
+                    .cmd("PTTL")
+                    .arg(&self.scratch)
+                    .query_async(&mut self.con)
+                    .await
+                    .map_err(redis_error)?;
+                // Call two: write back, whatever others wrote in between.
+                if let Some(bytes) = copy {
+                    let _: () = redis::cmd("RESTORE")
+                        .arg(&self.key)
+                        .arg(copy_ttl.max(0))
+                        .arg(bytes.as_slice())
+                        .arg("REPLACE")
+                        .query_async(&mut self.con)
+                        .await
+                        .map_err(redis_error)?;
+                }
+                Ok(decision)
+            }
+            _ => bound.call(&mut self.con, &self.key, 0.0, cost as f64).await,
+        }
+    }
+}
+
+fn classify(e: ScriptCallError) -> CallError {
+    let text = e.to_string();
+    match &e {
+        ScriptCallError::Redis { source, .. } if source.is_connection_refusal() => {
+            CallError::Definite(text)
+        }
+        ScriptCallError::Redis { source, .. }
+            if source.is_io_error() || source.is_timeout() || source.is_connection_dropped() =>
+        {
+            CallError::Indeterminate(text)
+        }
+        // The script ran but answered nonsense: it may have written.
+        ScriptCallError::Reply { .. } => CallError::Indeterminate(text),
+        _ => CallError::Definite(text),
+    }
+}
+
+#[async_trait]
+impl Door for RedisDoor {
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&mut self, cost: u64) -> Result<Decision, CallError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.checked(cost)).await {
+            Ok(r) => r.map_err(classify),
+            Err(_) => Err(CallError::Indeterminate(format!(
+                "no reply within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+}
