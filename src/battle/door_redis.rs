@@ -62,6 +62,12 @@ impl RedisDoor {
         })
     }
 
+    /// Points the door at another key (the load benchmark spreads calls over many).
+    pub fn set_key(&mut self, key: String) {
+        self.scratch = format!("{key}:non-atomic-copy:{}", std::process::id());
+        self.key = key;
+    }
+
     async fn checked(&mut self, cost: u64) -> Result<Decision, ScriptCallError> {
         let bound = self.scripts.bind(&self.strategy)?;
         match self.fault {

@@ -5,11 +5,22 @@
 //! processes (released together by a start barrier), injects the scenario's faults, and hands
 //! the JSON-lines histories to the checker, which judges them like Jepsen does: from the
 //! histories alone.
+//!
+//! - [`scenario`]: the `scenarios/*.toml` format, parsed strictly.
+//! - [`history`]: per-worker JSON-lines histories (invoke / ok / fail / indeterminate).
+//! - [`checker`]: verdicts from histories and the fault log.
+//! - [`worker`]: the hidden `worker` subcommand; [`door`] and its three doors.
+//! - [`faults`]: the fault schedule; [`runner`]: one scenario end to end; [`cli`]: the command.
+//! - [`bench`]: `bench load`, decisions/s through the direct door next to redis-benchmark.
 
+pub mod bench;
 pub mod checker;
+pub mod cli;
 pub mod door;
+pub mod door_redis;
 pub mod door_service;
 pub mod faults;
 pub mod history;
+pub mod runner;
 pub mod scenario;
 pub mod worker;

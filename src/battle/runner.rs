@@ -187,7 +187,7 @@ async fn battle(
         for index in 0..group.count {
             let spec = worker_spec(scenario, cfg, group, index, &policies, &addrs, redis.url(), dir, &go_file)
                 .map_err(setup)?;
-            workers.push(spawn_worker(cfg, &spec, &barrier_read, dir).map_err(setup)?);
+            workers.push(spawn_worker(&cfg.exe, &spec, &barrier_read, dir).map_err(setup)?);
         }
     }
     drop(barrier_read);
@@ -316,7 +316,7 @@ struct Server {
     child: OwnedChild,
 }
 
-struct Worker {
+pub(crate) struct Worker {
     label: String,
     group: String,
     index: u32,
@@ -493,8 +493,8 @@ fn strategy_limit(strategy: &crate::model::Strategy) -> u64 {
     limit as u64
 }
 
-fn spawn_worker(
-    cfg: &BattleConfig,
+pub(crate) fn spawn_worker(
+    exe: &Path,
     spec: &WorkerSpec,
     barrier: &std::io::PipeReader,
     dir: &Path,
@@ -506,7 +506,7 @@ fn spawn_worker(
     let stderr = dir.join("workers").join(format!("{name}.stderr"));
     let err = std::fs::File::create(&stderr).map_err(|e| format!("cannot create {}: {e}", stderr.display()))?;
     let stdin = barrier.try_clone().map_err(|e| format!("barrier pipe: {e}"))?;
-    let mut command = Command::new(&cfg.exe);
+    let mut command = Command::new(exe);
     command
         .arg("worker")
         .arg("--spec")
@@ -527,8 +527,23 @@ fn spawn_worker(
     })
 }
 
+/// Waits until every worker has exited, or kills them all after `bound`.
+pub(crate) async fn wait_exit(workers: &mut [Worker], bound: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + bound;
+    while !workers.iter_mut().all(|w| w.child.try_exit().is_some()) {
+        if Instant::now() >= deadline {
+            for w in workers.iter_mut() {
+                w.child.kill();
+            }
+            return Err(format!("workers still running after {} s: killed", bound.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 /// Waits until every worker has opened its connections (its ready-file exists).
-async fn wait_ready(workers: &mut [Worker]) -> Result<(), String> {
+pub(crate) async fn wait_ready(workers: &mut [Worker]) -> Result<(), String> {
     let started = Instant::now();
     loop {
         let mut all = true;

@@ -18,6 +18,7 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::door::{CallError, Door};
+use super::door_redis::RedisDoor;
 use super::door_service::ServiceDoor;
 use super::history::{Event, HistoryError, HistoryWriter, Op, Reply, now_us};
 use super::scenario::{MAX_DURATION_MS, Operation};
@@ -54,6 +55,9 @@ pub struct WorkerSpec {
     pub go_file: PathBuf,
     /// Test only: make this worker a faulty client on purpose.
     pub fault: Option<WorkerFault>,
+    /// `bench load`: count decisions over many connections instead of recording a history.
+    #[serde(default)]
+    pub load: Option<super::bench::LoadSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,17 +161,38 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
         door,
         message,
     };
+    if let (Some(load), DoorSpec::Redis { url, contract_dir, strategy, key }) = (&spec.load, &spec.door) {
+        let mut doors = Vec::new();
+        for _ in 0..load.connections {
+            doors.push(
+                RedisDoor::connect(url, contract_dir, *strategy, key, timeout, None)
+                    .await
+                    .map_err(|m| door_error("redis", m))?,
+            );
+        }
+        let Some(t0_us) = barrier(&label, &spec.ready_file, &spec.go_file).await? else {
+            return Ok(false);
+        };
+        let t0 = Instant::now() - Duration::from_micros((now_us() - t0_us).max(0) as u64);
+        super::bench::load_worker(&spec, load, doors, t0)
+            .await
+            .map_err(|e| WorkerError::Barrier {
+                label: label.clone(),
+                message: format!("cannot write the load result: {e}"),
+            })?;
+        return Ok(true);
+    }
     let mut door: Box<dyn Door> = match &spec.door {
         DoorSpec::Redis {
             url,
             contract_dir,
             strategy,
             key,
-        } => {
-            // TEMP until the script set lands: the redis door.
-            let _ = (url, contract_dir, strategy, key);
-            return Err(door_error("redis", "not yet".into()));
-        }
+        } => Box::new(
+            RedisDoor::connect(url, contract_dir, *strategy, key, timeout, spec.fault)
+                .await
+                .map_err(|m| door_error("redis", m))?,
+        ),
         DoorSpec::Service {
             servers,
             primary,

@@ -1,0 +1,324 @@
+//! `tk-conform bench load`: decisions per second through the direct door with a fixed number of
+//! calls in flight spread over worker processes, next to `redis-benchmark` running the same
+//! script with the same number of connections on the same Redis.
+//!
+//! Workers are the battle's own (`tk-conform worker`), in load mode: each opens its share of the
+//! connections before the barrier, keeps one call in flight on each, counts instead of
+//! recording a history, and writes its totals to a result file.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::door::{CallError, Door};
+use super::door_redis::RedisDoor;
+use super::history::now_us;
+use super::runner::{spawn_worker, wait_exit, wait_ready};
+use super::scenario::Operation;
+use super::worker::{DoorSpec, WorkerSpec};
+use crate::infra::{RedisInstance, RedisOptions};
+use crate::model::{FixedWindowOptions, Strategy};
+use crate::redis_scripts::ScriptSet;
+use crate::report::write_atomic;
+
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Worker processes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub workers: u32,
+    /// Calls in flight across all workers (one per connection), and redis-benchmark's `-c`.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub in_flight: u32,
+    /// How long the workers run.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Distinct keys the calls spread over.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// The contract folder whose fixedWindow check script is measured.
+    #[arg(long, default_value = "contract")]
+    pub contract: PathBuf,
+    /// Use this Redis instead of starting one (keys get a unique prefix).
+    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The redis-server binary to start, instead of the first on PATH.
+    #[arg(long)]
+    pub redis_server: Option<PathBuf>,
+    /// Skip the redis-benchmark comparison.
+    #[arg(long)]
+    pub no_redis_benchmark: bool,
+}
+
+/// Load mode of a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadSpec {
+    pub connections: u32,
+    pub keys: u64,
+    pub result_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadTotals {
+    decisions: u64,
+    errors: u64,
+    seconds: f64,
+    first_error: Option<String>,
+}
+
+pub fn run(args: LoadArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime");
+    match runtime.block_on(execute(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tk-conform bench load: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn execute(args: LoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 60.0,
+        "--seconds must be in (0, 60]"
+    );
+    anyhow::ensure!(args.keys >= 1, "--keys must be at least 1");
+    let redis = RedisInstance::provision(&RedisOptions {
+        url: args.redis_url.clone(),
+        server_binary: args.redis_server.clone(),
+        container_image: None,
+    })
+    .await?;
+    let scripts = ScriptSet::from_contract_dir(&args.contract)?;
+    let strategy = Strategy::FixedWindow(FixedWindowOptions {
+        limit: 1e12,
+        window_ms: 60_000.0,
+    });
+    let bound = scripts.bind(&strategy)?;
+    let prefix = format!("tk-conform-bench-{:x}", now_us());
+    let mut con = crate::infra::connect(redis.url()).await?;
+    scripts.load_all(&mut con).await?;
+
+    let work = tempfile::Builder::new().prefix("tk-conform-load-").tempdir()?;
+    let exe = std::env::current_exe()?;
+    let (barrier_read, barrier_write) = std::io::pipe()?;
+    let go_file = work.path().join("go");
+    let mut workers = Vec::new();
+    for index in 0..args.workers {
+        let share = args.in_flight / args.workers + u32::from(index < args.in_flight % args.workers);
+        if share == 0 {
+            continue;
+        }
+        let spec = WorkerSpec {
+            scenario: "bench-load".into(),
+            group: "load".into(),
+            index,
+            seed: 0,
+            door: DoorSpec::Redis {
+                url: redis.url().into(),
+                contract_dir: args.contract.clone(),
+                strategy,
+                key: prefix.clone(),
+            },
+            operation: Operation::Check,
+            cost: 1,
+            tokens: None,
+            requests: None,
+            duration_ms: Some((args.seconds * 1000.0) as u64),
+            interval_ms: 0,
+            start_after_ms: 0,
+            hold_ms: 0,
+            heartbeat_ms: 0,
+            hold_once: false,
+            batch: 0,
+            call_timeout_ms: 5000,
+            history: work.path().join(format!("load-{index}.jsonl")),
+            ready_file: work.path().join(format!("load-{index}.ready")),
+            go_file: go_file.clone(),
+            fault: None,
+            load: Some(LoadSpec {
+                connections: share,
+                keys: args.keys,
+                result_file: work.path().join(format!("load-{index}.json")),
+            }),
+        };
+        workers.push(spawn_worker(&exe, &spec, &barrier_read, work.path()).map_err(anyhow::Error::msg)?);
+    }
+    drop(barrier_read);
+    wait_ready(&mut workers).await.map_err(anyhow::Error::msg)?;
+    write_atomic(&go_file, now_us().to_string().as_bytes())?;
+    drop(barrier_write);
+    let bound_time = Duration::from_secs_f64(args.seconds) + Duration::from_secs(20);
+    wait_exit(&mut workers, bound_time).await.map_err(anyhow::Error::msg)?;
+
+    let mut totals = LoadTotals::default();
+    for index in 0..args.workers {
+        let file = work.path().join(format!("load-{index}.json"));
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let t: LoadTotals = serde_json::from_str(&text).with_context(|| format!("{}", file.display()))?;
+        totals.decisions += t.decisions;
+        totals.errors += t.errors;
+        totals.seconds = totals.seconds.max(t.seconds);
+        totals.first_error = totals.first_error.or(t.first_error);
+    }
+    if totals.decisions == 0 {
+        bail!(
+            "the workers made no decision ({} errors{})",
+            totals.errors,
+            totals.first_error.map(|e| format!(", e.g. {e}")).unwrap_or_default()
+        );
+    }
+    let ours = totals.decisions as f64 / totals.seconds;
+    let theirs = if args.no_redis_benchmark {
+        None
+    } else {
+        let argv = bound.argv(0.0, 1.0);
+        redis_benchmark(redis.url(), &bound.script().sha1, &prefix, &argv, args.in_flight, (ours * args.seconds) as u64)?
+    };
+    println!("redis: {}", redis.describe());
+    println!(
+        "script: {} (EVALSHA, now = server clock), {} keys, {} calls in flight over {} worker processes",
+        bound.script().entry.name,
+        args.keys,
+        args.in_flight,
+        workers.len()
+    );
+    println!("{:<34} {:>14}", "", "decisions/s");
+    println!(
+        "{:<34} {:>14.0}   ({} decisions, {} errors in {:.2} s)",
+        "tk-conform direct door", ours, totals.decisions, totals.errors, totals.seconds
+    );
+    match theirs {
+        Some(rate) => {
+            println!("{:<34} {:>14.0}", format!("redis-benchmark -c {}", args.in_flight), rate);
+            let ratio = ours / rate;
+            println!(
+                "ratio {ratio:.2}x (goal >= 0.70x): {}",
+                if ratio >= 0.7 { "met" } else { "not met" }
+            );
+        }
+        None if args.no_redis_benchmark => {}
+        None => println!("(redis-benchmark not found on PATH: no comparison)"),
+    }
+    // Leave an external Redis as it was.
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut con)
+            .await?;
+        if !keys.is_empty() {
+            let _: u64 = redis::cmd("DEL").arg(&keys).query_async(&mut con).await?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(())
+}
+
+/// The load-mode body of a worker: `connections` doors, one call in flight on each.
+pub async fn load_worker(
+    spec: &WorkerSpec,
+    load: &LoadSpec,
+    doors: Vec<RedisDoor>,
+    t0: Instant,
+) -> std::io::Result<()> {
+    let end = t0 + Duration::from_millis(spec.duration_ms.unwrap_or(1000));
+    let prefix = match &spec.door {
+        DoorSpec::Redis { key, .. } => key.clone(),
+        _ => String::new(),
+    };
+    let mut tasks = Vec::new();
+    for (i, mut door) in doors.into_iter().enumerate() {
+        let prefix = prefix.clone();
+        let keys = load.keys;
+        let seed = spec.seed ^ (u64::from(spec.index) << 32) ^ i as u64;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+            let mut t = LoadTotals::default();
+            while Instant::now() < end {
+                door.set_key(format!("{prefix}:{}", rng.random_range(0..keys)));
+                match door.check(1).await {
+                    Ok(_) => t.decisions += 1,
+                    Err(CallError::Definite(e) | CallError::Indeterminate(e)) => {
+                        t.errors += 1;
+                        t.first_error.get_or_insert(e);
+                    }
+                }
+            }
+            t
+        }));
+    }
+    let mut totals = LoadTotals::default();
+    for task in tasks {
+        let t = task.await.unwrap_or_default();
+        totals.decisions += t.decisions;
+        totals.errors += t.errors;
+        totals.first_error = totals.first_error.or(t.first_error);
+    }
+    totals.seconds = t0.elapsed().as_secs_f64();
+    let json = serde_json::to_vec(&totals).map_err(std::io::Error::other)?;
+    write_atomic(&load.result_file, &json)
+}
+
+fn redis_benchmark(
+    url: &str,
+    sha: &str,
+    prefix: &str,
+    argv: &[String],
+    connections: u32,
+    calls: u64,
+) -> anyhow::Result<Option<f64>> {
+    let Some(binary) = which("redis-benchmark") else {
+        return Ok(None);
+    };
+    let info = redis::Client::open(url)?.get_connection_info().clone();
+    let (host, port) = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+        other => bail!("redis-benchmark needs a TCP address, {url} is {other:?}"),
+    };
+    let output = Command::new(binary)
+        .args(["-h", &host, "-p", &port.to_string(), "-c", &connections.to_string()])
+        .args(["-n", &calls.clamp(10_000, 2_000_000).to_string(), "-r", "10000", "--csv"])
+        .args(["EVALSHA", sha, "1", &format!("{prefix}:__rand_int__")])
+        .args(argv)
+        .output()
+        .context("cannot run redis-benchmark")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rate = stdout
+        .lines()
+        .filter(|l| l.starts_with("\"EVALSHA"))
+        .find_map(|l| l.split("\",\"").nth(1)?.parse::<f64>().ok())
+        .with_context(|| {
+            format!(
+                "no rate in redis-benchmark's output: {stdout} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    Ok(Some(rate))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
