@@ -3,7 +3,9 @@
 
 pub mod backend;
 pub mod contract;
+pub mod infra;
 pub mod model;
+pub mod redis_scripts;
 
 /// gRPC types and stubs generated from `contract/throttlekit.proto` at build time.
 pub mod proto {
