@@ -2,10 +2,12 @@
 //! `ARCHITECTURE.md` maps the modules.
 
 pub mod backend;
+pub mod conformance;
 pub mod contract;
 pub mod infra;
 pub mod model;
 pub mod redis_scripts;
+pub mod report;
 
 /// gRPC types and stubs generated from `contract/throttlekit.proto` at build time.
 pub mod proto {

@@ -16,9 +16,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Replay the contract's golden vectors against a backend (Redis Lua scripts, the model, ...).
+    Run(tk_conform::conformance::RunArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Run(args) => tk_conform::conformance::cli::run(args),
+    }
 }

@@ -85,14 +85,13 @@ async fn lua_scripts_match_the_model_bit_for_bit() {
                 .query_async(&mut con)
                 .await
                 .unwrap();
-            if let Some(expiry) = expected.expiry_ms {
-                if state.is_some() {
-                    assert!(
-                        pttl > 0 && pttl as f64 <= expiry
-                            || (pttl <= 0 && pttl != -1 && expiry <= 5.0),
-                        "{context}: PTTL {pttl}, model expiry {expiry}"
-                    );
-                }
+            if let Some(expiry) = expected.expiry_ms
+                && state.is_some()
+            {
+                assert!(
+                    pttl > 0 && pttl as f64 <= expiry || (pttl <= 0 && pttl != -1 && expiry <= 5.0),
+                    "{context}: PTTL {pttl}, model expiry {expiry}"
+                );
             }
             let _: i64 = redis::cmd("PERSIST")
                 .arg(&key)
