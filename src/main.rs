@@ -19,11 +19,15 @@ struct Cli {
 enum Command {
     /// Replay the contract's golden vectors against a backend (Redis Lua scripts, the model, ...).
     Run(tk_conform::conformance::RunArgs),
+    /// Throughput benchmarks.
+    #[command(subcommand)]
+    Bench(tk_conform::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => tk_conform::conformance::cli::run(args),
+        Command::Bench(command) => tk_conform::bench::run(command),
     }
 }
