@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use tk_conform::infra::{RedisInstance, RedisOptions, connect, find_redis_binary};
 use tk_conform::model::{
     FixedWindowOptions, GcraOptions, RateState, SlidingWindowLogOptions, SlidingWindowOptions,
-    Strategy, TokenBucketOptions,
+    Strategy, StrategyKind, TokenBucketOptions,
 };
 use tk_conform::redis_scripts::ScriptSet;
 
@@ -37,6 +37,64 @@ fn random_strategy(rng: &mut StdRng, which: usize) -> Strategy {
             limit: pick(rng, &[1.0, 3.0, 10.0, 4.5]),
             window_ms: pick(rng, &[1000.0, 60_000.0, 1500.5, 333.0]),
         }),
+    }
+}
+
+/// The `read` script's reply without its leading PTTL, as text.
+fn raw_state(reply: &redis::Value) -> Vec<String> {
+    let redis::Value::Array(items) = reply else {
+        panic!("read replied {reply:?}")
+    };
+    assert!(matches!(items[0], redis::Value::Int(_)), "{reply:?}");
+    items[1..]
+        .iter()
+        .map(|v| match v {
+            redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
+            other => panic!("read replied {other:?}"),
+        })
+        .collect()
+}
+
+/// What the read script must show for the model's state: the same doubles (17 digits parse back
+/// exactly, so compare the parsed numbers' text in Rust's shortest form).
+fn model_state(state: &Option<RateState>) -> Vec<String> {
+    let n = |x: f64| format!("{x:?}");
+    match state {
+        None => vec![],
+        Some(RateState::Gcra { tat }) => vec![n(*tat)],
+        Some(RateState::TokenBucket { tokens, last }) => vec![n(*tokens), n(*last)],
+        Some(RateState::FixedWindow { start, count }) => vec![n(*start), n(*count)],
+        Some(RateState::SlidingWindow { slots }) => slots
+            .iter()
+            .flat_map(|(slot, (index, count))| [slot.to_string(), format!("{index}:{}", n(*count))])
+            .collect(),
+        Some(RateState::SlidingWindowLog { entries }) => {
+            entries.iter().map(|e| n(e.score)).collect()
+        }
+    }
+}
+
+/// Normalises the read script's text the same way (numbers reparsed; log members dropped, as
+/// their text is only a unique name; slots sorted by slot number).
+fn normalise(kind: StrategyKind, raw: Vec<String>) -> Vec<String> {
+    let n = |t: &str| format!("{:?}", t.parse::<f64>().unwrap());
+    match kind {
+        StrategyKind::SlidingWindowLog => raw.chunks(2).map(|p| n(&p[1])).collect(),
+        StrategyKind::SlidingWindow => {
+            let mut pairs: Vec<(i64, String)> = raw
+                .chunks(2)
+                .map(|p| {
+                    let (index, count) = p[1].split_once(':').unwrap();
+                    (p[0].parse().unwrap(), format!("{index}:{}", n(count)))
+                })
+                .collect();
+            pairs.sort();
+            pairs
+                .into_iter()
+                .flat_map(|(slot, v)| [slot.to_string(), v])
+                .collect()
+        }
+        _ => raw.iter().map(|t| n(t)).collect(),
     }
 }
 
@@ -93,6 +151,12 @@ async fn lua_scripts_match_the_model_bit_for_bit() {
                     "{context}: PTTL {pttl}, model expiry {expiry}"
                 );
             }
+            let raw = scripts.read(&mut con, &key, strategy.kind()).await.unwrap();
+            assert_eq!(
+                normalise(strategy.kind(), raw_state(&raw)),
+                model_state(&state),
+                "{context}: read script"
+            );
             let _: i64 = redis::cmd("PERSIST")
                 .arg(&key)
                 .query_async(&mut con)
