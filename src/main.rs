@@ -23,11 +23,18 @@ enum Command {
         #[command(subcommand)]
         command: ContractCommand,
     },
+    /// Replay the contract's golden vectors against a backend (Redis Lua scripts, the model, ...).
+    Run(tk_conform::conformance::RunArgs),
+    /// Throughput benchmarks.
+    #[command(subcommand)]
+    Bench(tk_conform::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Contract { command } => tk_conform::contract::cli::run(command),
+        Command::Run(args) => tk_conform::conformance::cli::run(args),
+        Command::Bench(command) => tk_conform::bench::run(command),
     }
 }
