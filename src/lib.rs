@@ -3,8 +3,13 @@
 
 pub mod backend;
 pub mod battle;
+pub mod bench;
+pub mod conformance;
 pub mod contract;
+pub mod infra;
 pub mod model;
+pub mod redis_scripts;
+pub mod report;
 
 /// gRPC types and stubs generated from `contract/throttlekit.proto` at build time.
 pub mod proto {

@@ -32,7 +32,10 @@ fn faulty_server(fault: &str) -> String {
 }
 
 fn have_redis() -> bool {
-    let found = Command::new("redis-server").arg("--version").output().is_ok();
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !found {
         eprintln!("skipped: redis-server is not on PATH (apt-get install redis-server)");
     }
@@ -125,7 +128,12 @@ fn list_names_every_scenario() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["cap-direct-fixed-window", "crash-reclaim", "redis-restart", "pause"] {
+    for name in [
+        "cap-direct-fixed-window",
+        "crash-reclaim",
+        "redis-restart",
+        "pause",
+    ] {
         assert!(text.contains(name), "{text}");
     }
 }
@@ -139,7 +147,10 @@ fn unknown_scenario_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no scenario called `no-such-scenario`"), "{err}");
+    assert!(
+        err.contains("no scenario called `no-such-scenario`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -155,7 +166,11 @@ fn green_subset_against_the_reference_fleet() {
     ];
     let b = battle(&names, &[]);
     assert_eq!(b.code(), 0, "{}", b.describe());
-    assert!(b.stdout().contains("4/4 scenarios passed"), "{}", b.describe());
+    assert!(
+        b.stdout().contains("4/4 scenarios passed"),
+        "{}",
+        b.describe()
+    );
     let cap = b.judgement("cap-direct-fixed-window", "cap#0");
     assert_eq!(cap["numbers"]["admitted"], 60);
     assert_eq!(cap["numbers"]["overshoot"], 0);
@@ -169,7 +184,11 @@ fn green_subset_against_the_reference_fleet() {
         .logs
         .path()
         .join("latest/scenarios/heartbeat/histories/holder-0.jsonl");
-    assert!(std::fs::read_to_string(history).unwrap().contains("\"heartbeat\""));
+    assert!(
+        std::fs::read_to_string(history)
+            .unwrap()
+            .contains("\"heartbeat\"")
+    );
 }
 
 #[test]
@@ -177,7 +196,11 @@ fn non_atomic_lua_overshoots_the_direct_caps() {
     if !have_redis() {
         return;
     }
-    for scenario in ["cap-direct-fixed-window", "cap-direct-sliding-log", "cap-direct-gcra"] {
+    for scenario in [
+        "cap-direct-fixed-window",
+        "cap-direct-sliding-log",
+        "cap-direct-gcra",
+    ] {
         let (_, j) = must_fail(scenario, &["--worker-fault", "non-atomic"], "cap#0");
         let n = &j["numbers"];
         assert!(n["overshoot"].as_u64().unwrap() > 0, "{scenario}: {j:#}");
@@ -193,10 +216,17 @@ fn unshared_servers_overshoot_the_service_caps() {
     if !have_redis() {
         return;
     }
-    for scenario in ["cap-service-fixed-window", "cap-service-gcra", "cap-service-sliding-log"] {
+    for scenario in [
+        "cap-service-fixed-window",
+        "cap-service-gcra",
+        "cap-service-sliding-log",
+    ] {
         let (_, j) = must_fail(scenario, &["--server-cmd", UNSHARED_FLEET], "cap#0");
         // Three servers, each with its own 60: up to 126 of the 126 calls pass.
-        assert!(j["numbers"]["admitted"].as_u64().unwrap() > 60, "{scenario}: {j:#}");
+        assert!(
+            j["numbers"]["admitted"].as_u64().unwrap() > 60,
+            "{scenario}: {j:#}"
+        );
     }
 }
 
@@ -205,7 +235,11 @@ fn a_private_prefix_splits_the_oracle() {
     if !have_redis() {
         return;
     }
-    let (_, j) = must_fail("two-doors-one-oracle", &["--server-cmd", &faulty_server("private-prefix")], "cap#0");
+    let (_, j) = must_fail(
+        "two-doors-one-oracle",
+        &["--server-cmd", &faulty_server("private-prefix")],
+        "cap#0",
+    );
     // Each door gets the whole budget of 80 to itself.
     assert_eq!(j["numbers"]["admitted"], 160, "{j:#}");
     assert_eq!(j["numbers"]["overshoot"], 80, "{j:#}");
@@ -217,7 +251,10 @@ fn a_spender_that_carries_credits_overshoots_its_windows() {
         return;
     }
     let (_, j) = must_fail("fleet-lease", &["--worker-fault", "carry-credits"], "cap#0");
-    assert!(j["numbers"]["staleDecisions"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(
+        j["numbers"]["staleDecisions"].as_u64().unwrap() > 0,
+        "{j:#}"
+    );
     assert!(j["numbers"]["overshoot"].as_u64().unwrap() > 0, "{j:#}");
 }
 
@@ -226,7 +263,11 @@ fn over_granting_reserve_overshoots_the_fleet_lease() {
     if !have_redis() {
         return;
     }
-    let (_, j) = must_fail("fleet-lease", &["--server-cmd", &faulty_server("over-grant-reserve")], "cap#0");
+    let (_, j) = must_fail(
+        "fleet-lease",
+        &["--server-cmd", &faulty_server("over-grant-reserve")],
+        "cap#0",
+    );
     assert!(j["numbers"]["overshoot"].as_u64().unwrap() > 0, "{j:#}");
 }
 
@@ -235,7 +276,11 @@ fn unshared_budgets_overshoot_past_the_crossing_debit() {
     if !have_redis() {
         return;
     }
-    let (_, j) = must_fail("fleet-budget", &["--server-cmd", UNSHARED_FLEET], "budget#0");
+    let (_, j) = must_fail(
+        "fleet-budget",
+        &["--server-cmd", UNSHARED_FLEET],
+        "budget#0",
+    );
     assert!(j["numbers"]["overshoot"].as_u64().unwrap() > 9, "{j:#}");
 }
 
@@ -244,7 +289,11 @@ fn unshared_slots_exceed_the_ceiling() {
     if !have_redis() {
         return;
     }
-    let (_, j) = must_fail("distributed-concurrency", &["--server-cmd", UNSHARED_FLEET], "concurrency#0");
+    let (_, j) = must_fail(
+        "distributed-concurrency",
+        &["--server-cmd", UNSHARED_FLEET],
+        "concurrency#0",
+    );
     assert!(j["numbers"]["maxInFlight"].as_u64().unwrap() > 3, "{j:#}");
 }
 
@@ -265,9 +314,16 @@ fn a_server_that_ignores_heartbeats_loses_the_renewed_hold() {
     if !have_redis() {
         return;
     }
-    let (b, j) = must_fail("heartbeat", &["--server-cmd", &faulty_server("ignore-heartbeat")], "concurrency#0");
+    let (b, j) = must_fail(
+        "heartbeat",
+        &["--server-cmd", &faulty_server("ignore-heartbeat")],
+        "concurrency#0",
+    );
     assert_eq!(j["numbers"]["maxInFlight"], 2, "{j:#}");
-    assert!(j["summary"].as_str().unwrap().contains("holder[0]"), "{j:#}");
+    assert!(
+        j["summary"].as_str().unwrap().contains("holder[0]"),
+        "{j:#}"
+    );
     let _ = b;
 }
 
@@ -276,7 +332,11 @@ fn a_late_release_that_frees_the_new_holders_slot_is_caught() {
     if !have_redis() {
         return;
     }
-    let (_, j) = must_fail("pause", &["--server-cmd", &faulty_server("late-release-frees")], "concurrency#2");
+    let (_, j) = must_fail(
+        "pause",
+        &["--server-cmd", &faulty_server("late-release-frees")],
+        "concurrency#2",
+    );
     assert_eq!(j["numbers"]["maxInFlight"], 2, "{j:#}");
 }
 
@@ -296,8 +356,18 @@ fn a_door_that_never_reloads_scripts_stops_deciding_after_a_restart() {
     if !have_redis() {
         return;
     }
-    let (_, j) = must_fail("redis-restart", &["--worker-fault", "no-script-reload"], "resumes#1");
-    assert!(j["numbers"]["sampleError"].as_str().unwrap().contains("NOSCRIPT"), "{j:#}");
+    let (_, j) = must_fail(
+        "redis-restart",
+        &["--worker-fault", "no-script-reload"],
+        "resumes#1",
+    );
+    assert!(
+        j["numbers"]["sampleError"]
+            .as_str()
+            .unwrap()
+            .contains("NOSCRIPT"),
+        "{j:#}"
+    );
     assert_eq!(j["numbers"]["decisionsAfter"], 0, "{j:#}");
 }
 
@@ -305,11 +375,19 @@ fn a_door_that_never_reloads_scripts_stops_deciding_after_a_restart() {
 fn descendants(root: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
         let after = &stat[stat.rfind(')').unwrap_or(0) + 1..];
-        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+        if let Some(ppid) = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+        {
             parent_of.push((pid, ppid));
         }
     }
@@ -327,7 +405,9 @@ fn descendants(root: u32) -> Vec<u32> {
 fn alive(pid: u32) -> bool {
     // A zombie is dead; /proc/<pid>/stat says Z.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat[stat.rfind(')').unwrap_or(0) + 1..].trim_start().starts_with('Z'),
+        Ok(stat) => !stat[stat.rfind(')').unwrap_or(0) + 1..]
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -357,7 +437,9 @@ fn sigkilling_the_harness_leaves_no_process_of_the_run() {
     while started.elapsed() < Duration::from_secs(30) {
         seen = descendants(harness.id());
         let histories = logs.path().join("latest/scenarios/crash-reclaim/histories");
-        let running = std::fs::read_dir(&histories).map(|d| d.count()).unwrap_or(0);
+        let running = std::fs::read_dir(&histories)
+            .map(|d| d.count())
+            .unwrap_or(0);
         if seen.len() >= 10 && running >= 6 {
             break;
         }
@@ -375,6 +457,8 @@ fn sigkilling_the_harness_leaves_no_process_of_the_run() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(survivors.is_empty(), "survived the harness: {survivors:?} of {seen:?}");
+    assert!(
+        survivors.is_empty(),
+        "survived the harness: {survivors:?} of {seen:?}"
+    );
 }
-

@@ -108,13 +108,17 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
     let mut con = crate::infra::connect(redis.url()).await?;
     scripts.load_all(&mut con).await?;
 
-    let work = tempfile::Builder::new().prefix("tk-conform-load-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("tk-conform-load-")
+        .tempdir()?;
+    std::fs::create_dir_all(work.path().join("workers"))?;
     let exe = std::env::current_exe()?;
     let (barrier_read, barrier_write) = std::io::pipe()?;
     let go_file = work.path().join("go");
     let mut workers = Vec::new();
     for index in 0..args.workers {
-        let share = args.in_flight / args.workers + u32::from(index < args.in_flight % args.workers);
+        let share =
+            args.in_flight / args.workers + u32::from(index < args.in_flight % args.workers);
         if share == 0 {
             continue;
         }
@@ -151,14 +155,18 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
                 result_file: work.path().join(format!("load-{index}.json")),
             }),
         };
-        workers.push(spawn_worker(&exe, &spec, &barrier_read, work.path()).map_err(anyhow::Error::msg)?);
+        workers.push(
+            spawn_worker(&exe, &spec, &barrier_read, work.path()).map_err(anyhow::Error::msg)?,
+        );
     }
     drop(barrier_read);
     wait_ready(&mut workers).await.map_err(anyhow::Error::msg)?;
     write_atomic(&go_file, now_us().to_string().as_bytes())?;
     drop(barrier_write);
     let bound_time = Duration::from_secs_f64(args.seconds) + Duration::from_secs(20);
-    wait_exit(&mut workers, bound_time).await.map_err(anyhow::Error::msg)?;
+    wait_exit(&mut workers, bound_time)
+        .await
+        .map_err(anyhow::Error::msg)?;
 
     let mut totals = LoadTotals::default();
     for index in 0..args.workers {
@@ -166,7 +174,8 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        let t: LoadTotals = serde_json::from_str(&text).with_context(|| format!("{}", file.display()))?;
+        let t: LoadTotals =
+            serde_json::from_str(&text).with_context(|| format!("{}", file.display()))?;
         totals.decisions += t.decisions;
         totals.errors += t.errors;
         totals.seconds = totals.seconds.max(t.seconds);
@@ -176,7 +185,10 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
         bail!(
             "the workers made no decision ({} errors{})",
             totals.errors,
-            totals.first_error.map(|e| format!(", e.g. {e}")).unwrap_or_default()
+            totals
+                .first_error
+                .map(|e| format!(", e.g. {e}"))
+                .unwrap_or_default()
         );
     }
     let ours = totals.decisions as f64 / totals.seconds;
@@ -184,7 +196,14 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
         None
     } else {
         let argv = bound.argv(0.0, 1.0);
-        redis_benchmark(redis.url(), &bound.script().sha1, &prefix, &argv, args.in_flight, (ours * args.seconds) as u64)?
+        redis_benchmark(
+            redis.url(),
+            &bound.script().sha1,
+            &prefix,
+            &argv,
+            args.in_flight,
+            (ours * args.seconds) as u64,
+        )?
     };
     println!("redis: {}", redis.describe());
     println!(
@@ -201,7 +220,11 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
     );
     match theirs {
         Some(rate) => {
-            println!("{:<34} {:>14.0}", format!("redis-benchmark -c {}", args.in_flight), rate);
+            println!(
+                "{:<34} {:>14.0}",
+                format!("redis-benchmark -c {}", args.in_flight),
+                rate
+            );
             let ratio = ours / rate;
             println!(
                 "ratio {ratio:.2}x (goal >= 0.70x): {}",
@@ -295,8 +318,21 @@ fn redis_benchmark(
         other => bail!("redis-benchmark needs a TCP address, {url} is {other:?}"),
     };
     let output = Command::new(binary)
-        .args(["-h", &host, "-p", &port.to_string(), "-c", &connections.to_string()])
-        .args(["-n", &calls.clamp(10_000, 2_000_000).to_string(), "-r", "10000", "--csv"])
+        .args([
+            "-h",
+            &host,
+            "-p",
+            &port.to_string(),
+            "-c",
+            &connections.to_string(),
+        ])
+        .args([
+            "-n",
+            &calls.clamp(10_000, 2_000_000).to_string(),
+            "-r",
+            "10000",
+            "--csv",
+        ])
         .args(["EVALSHA", sha, "1", &format!("{prefix}:__rand_int__")])
         .args(argv)
         .output()
@@ -321,4 +357,3 @@ fn which(name: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }
-

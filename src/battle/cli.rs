@@ -75,14 +75,21 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    anyhow::ensure!(!scenarios.is_empty(), "no scenarios in {}", args.scenarios_dir.display());
+    anyhow::ensure!(
+        !scenarios.is_empty(),
+        "no scenarios in {}",
+        args.scenarios_dir.display()
+    );
     let seed = args.seed.unwrap_or_else(rand::random);
     let run_dir = RunDir::create(&args.logs, "battle")
         .with_context(|| format!("cannot create a run folder under {}", args.logs.display()))?;
     let mut summary = Summary::new("battle", &args.contract.display().to_string(), seed);
     summary.details.insert(
         "fleet".into(),
-        serde_json::json!(args.fleet.map_or("per scenario".to_string(), |n| n.to_string())),
+        serde_json::json!(
+            args.fleet
+                .map_or("per scenario".to_string(), |n| n.to_string())
+        ),
     );
     summary.details.insert(
         "serverCmd".into(),
@@ -116,7 +123,12 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
     ));
     let mut results: Vec<ScenarioResult> = Vec::new();
     for (k, s) in scenarios.iter().enumerate() {
-        progress.phase(&format!("battle {}/{}: {} …", k + 1, scenarios.len(), s.name));
+        progress.phase(&format!(
+            "battle {}/{}: {} …",
+            k + 1,
+            scenarios.len(),
+            s.name
+        ));
         let dir = recorder.dir().path().join("scenarios").join(&s.name);
         let result = runtime.block_on(run_scenario(s, &cfg, &dir));
         let outcome = match (&result.skipped, result.verdict, &result.error) {

@@ -46,10 +46,13 @@ impl RedisDoor {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_millis(200));
-        let con = tokio::time::timeout(timeout * 2, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| format!("{url}: no connection within {} ms", timeout.as_millis() * 2))?
-            .map_err(|e| format!("{url}: {e}"))?;
+        let con = tokio::time::timeout(
+            timeout * 2,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| format!("{url}: no connection within {} ms", timeout.as_millis() * 2))?
+        .map_err(|e| format!("{url}: {e}"))?;
         Ok(RedisDoor {
             con,
             scripts,
@@ -118,7 +121,9 @@ impl RedisDoor {
                         .map(|_| ())
                         .map_err(redis_error)?,
                 };
-                let decision = bound.call(&mut self.con, &self.scratch, 0.0, cost as f64).await?;
+                let decision = bound
+                    .call(&mut self.con, &self.scratch, 0.0, cost as f64)
+                    .await?;
                 let (copy, copy_ttl): (Option<Vec<u8>>, i64) = redis::pipe()
                     .cmd("DUMP")
                     .arg(&self.scratch)

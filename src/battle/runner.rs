@@ -18,11 +18,11 @@ use tokio::time::Instant;
 use super::checker::{self, FaultRecord, Judgement, Verdict};
 use super::faults::{FaultTarget, carry_out};
 use super::history::{self, now_us};
+use super::policy::{self, PolicyFacts};
 use super::scenario::{Door, FaultAction, MAX_DURATION_MS, Scenario, WorkerGroup};
 use super::worker::{DoorSpec, WorkerFault, WorkerSpec};
 use crate::infra::{OwnedChild, RedisInstance, RedisOptions, free_loopback_port};
 use crate::report::write_atomic;
-use crate::server::policy::{PolicyKind, PolicySet};
 
 /// The reference server, as a `--server-cmd` template.
 pub const REFERENCE_SERVER: &str = "{exe} serve --config {policy} --host 127.0.0.1 --port {port} \
@@ -112,7 +112,9 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         server_cmd: if fleet == 0 {
             String::new()
         } else {
-            cfg.server_cmd.clone().unwrap_or_else(|| REFERENCE_SERVER.into())
+            cfg.server_cmd
+                .clone()
+                .unwrap_or_else(|| REFERENCE_SERVER.into())
         },
         redis: String::new(),
         duration_ms: 0.0,
@@ -149,8 +151,7 @@ async fn battle(
     let policy_file = dir.join("policy.yaml");
     std::fs::write(&policy_file, &yaml)
         .map_err(|e| setup(format!("cannot write {}: {e}", policy_file.display())))?;
-    let policies = PolicySet::parse(&scenario.file.display().to_string(), &yaml)
-        .map_err(|e| setup(format!("policy: {e}")))?;
+    let policies = policy::read(&scenario.file.display().to_string(), &yaml).map_err(setup)?;
 
     let restarts = scenario
         .plan
@@ -158,7 +159,8 @@ async fn battle(
         .iter()
         .any(|f| f.action == FaultAction::RestartRedis);
     if restarts && cfg.redis.url.is_some() {
-        result.skipped = Some("restarts Redis, which an external --redis-url does not allow".into());
+        result.skipped =
+            Some("restarts Redis, which an external --redis-url does not allow".into());
         return Ok(());
     }
     let redis = RedisInstance::provision(&cfg.redis)
@@ -171,9 +173,17 @@ async fn battle(
     let mut servers = Vec::new();
     for index in 0..fleet_size {
         servers.push(
-            start_server(template, index, cfg, scenario, &policy_file, redis.url(), dir)
-                .await
-                .map_err(setup)?,
+            start_server(
+                template,
+                index,
+                cfg,
+                scenario,
+                &policy_file,
+                redis.url(),
+                dir,
+            )
+            .await
+            .map_err(setup)?,
         );
     }
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
@@ -185,8 +195,18 @@ async fn battle(
     let mut workers = Vec::new();
     for group in &scenario.plan.workers {
         for index in 0..group.count {
-            let spec = worker_spec(scenario, cfg, group, index, &policies, &addrs, redis.url(), dir, &go_file)
-                .map_err(setup)?;
+            let spec = worker_spec(
+                scenario,
+                cfg,
+                group,
+                index,
+                &policies,
+                &addrs,
+                redis.url(),
+                dir,
+                &go_file,
+            )
+            .map_err(setup)?;
             workers.push(spawn_worker(&cfg.exe, &spec, &barrier_read, dir).map_err(setup)?);
         }
     }
@@ -210,7 +230,11 @@ async fn battle(
     let mut records: Vec<FaultRecord> = Vec::new();
     let mut timed_out = false;
     loop {
-        if target.workers.iter_mut().all(|w| w.child.try_exit().is_some()) {
+        if target
+            .workers
+            .iter_mut()
+            .all(|w| w.child.try_exit().is_some())
+        {
             break;
         }
         if Instant::now() >= deadline {
@@ -230,7 +254,7 @@ async fn battle(
     for w in &mut target.workers {
         w.child.kill();
     }
-    for s in target.servers.iter_mut().flatten() {
+    for s in &mut target.servers {
         s.child.kill();
     }
 
@@ -337,25 +361,34 @@ async fn start_server(
     dir: &Path,
 ) -> Result<Server, String> {
     let port = free_loopback_port().map_err(|e| format!("no free port: {e}"))?;
-    let words = shell_words::split(template).map_err(|e| format!("--server-cmd {template:?}: {e}"))?;
+    let words =
+        shell_words::split(template).map_err(|e| format!("--server-cmd {template:?}: {e}"))?;
     let values: BTreeMap<&str, String> = [
         ("{exe}", cfg.exe.display().to_string()),
         ("{port}", port.to_string()),
         ("{redis}", redis_url.to_string()),
         ("{policy}", policy_file.display().to_string()),
         ("{index}", index.to_string()),
-        ("{lease_ttl_ms}", scenario.plan.topology.lease_ttl_ms.to_string()),
+        (
+            "{lease_ttl_ms}",
+            scenario.plan.topology.lease_ttl_ms.to_string(),
+        ),
     ]
     .into();
     let words: Vec<String> = words
         .iter()
-        .map(|w| values.iter().fold(w.clone(), |acc, (k, v)| acc.replace(k, v)))
+        .map(|w| {
+            values
+                .iter()
+                .fold(w.clone(), |acc, (k, v)| acc.replace(k, v))
+        })
         .collect();
     let Some((program, args)) = words.split_first() else {
         return Err("--server-cmd is empty".into());
     };
     let log = dir.join("servers").join(format!("server-{index}.log"));
-    let out = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let out =
+        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let mut command = Command::new(program);
     command
@@ -363,7 +396,8 @@ async fn start_server(
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
-    let mut child = OwnedChild::spawn(format!("server {index}"), command).map_err(|e| e.to_string())?;
+    let mut child =
+        OwnedChild::spawn(format!("server {index}"), command).map_err(|e| e.to_string())?;
     let addr = format!("127.0.0.1:{port}");
     let started = Instant::now();
     loop {
@@ -396,7 +430,7 @@ fn worker_spec(
     cfg: &BattleConfig,
     group: &WorkerGroup,
     index: u32,
-    policies: &PolicySet,
+    policies: &BTreeMap<String, PolicyFacts>,
     servers: &[String],
     redis_url: &str,
     dir: &Path,
@@ -412,12 +446,10 @@ fn worker_spec(
     let primary = group.server.unwrap_or(index as usize);
     let door = match group.door {
         Door::Redis => {
-            let PolicyKind::Rate { strategy, .. } = &policy.kind else {
+            let Some(strategy) = &policy.strategy else {
                 return Err(format!(
                     "group `{}`: the redis door needs a rate policy, `{}` is a {}",
-                    group.group,
-                    group.policy,
-                    policy.kind.label()
+                    group.group, group.policy, policy.label
                 ));
             };
             DoorSpec::Redis {
@@ -434,17 +466,10 @@ fn worker_spec(
             key: identity,
         },
         Door::FleetLease => {
-            let PolicyKind::Rate {
-                strategy,
-                federated: Some(_),
-                ..
-            } = &policy.kind
-            else {
+            let (Some(strategy), true) = (&policy.strategy, policy.federated) else {
                 return Err(format!(
                     "group `{}`: the fleet-lease door needs a federated policy, `{}` is a {}",
-                    group.group,
-                    group.policy,
-                    policy.kind.label()
+                    group.group, group.policy, policy.label
                 ));
             };
             DoorSpec::FleetLease {
@@ -478,6 +503,7 @@ fn worker_spec(
         ready_file: dir.join("workers").join(format!("{name}.ready")),
         go_file: go_file.to_path_buf(),
         fault: cfg.worker_fault,
+        load: None,
     })
 }
 
@@ -502,10 +528,14 @@ pub(crate) fn spawn_worker(
     let name = format!("{}-{}", spec.group, spec.index);
     let spec_file = dir.join("workers").join(format!("{name}.json"));
     let json = serde_json::to_vec_pretty(spec).map_err(|e| e.to_string())?;
-    std::fs::write(&spec_file, json).map_err(|e| format!("cannot write {}: {e}", spec_file.display()))?;
+    std::fs::write(&spec_file, json)
+        .map_err(|e| format!("cannot write {}: {e}", spec_file.display()))?;
     let stderr = dir.join("workers").join(format!("{name}.stderr"));
-    let err = std::fs::File::create(&stderr).map_err(|e| format!("cannot create {}: {e}", stderr.display()))?;
-    let stdin = barrier.try_clone().map_err(|e| format!("barrier pipe: {e}"))?;
+    let err = std::fs::File::create(&stderr)
+        .map_err(|e| format!("cannot create {}: {e}", stderr.display()))?;
+    let stdin = barrier
+        .try_clone()
+        .map_err(|e| format!("barrier pipe: {e}"))?;
     let mut command = Command::new(exe);
     command
         .arg("worker")
@@ -535,7 +565,10 @@ pub(crate) async fn wait_exit(workers: &mut [Worker], bound: Duration) -> Result
             for w in workers.iter_mut() {
                 w.child.kill();
             }
-            return Err(format!("workers still running after {} s: killed", bound.as_secs()));
+            return Err(format!(
+                "workers still running after {} s: killed",
+                bound.as_secs()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -620,7 +653,9 @@ impl FaultTarget for Target {
             targets.push(format!("pid {} {}", w.child.pid(), w.label));
         }
         if labels.is_empty() {
-            return Err(format!("no live worker of group `{group}` to send {signal}"));
+            return Err(format!(
+                "no live worker of group `{group}` to send {signal}"
+            ));
         }
         Ok((labels, targets))
     }
@@ -635,7 +670,10 @@ impl FaultTarget for Target {
             return Err(format!("server {index} had already exited"));
         }
         let pid = server.child.pid();
-        server.child.signal(Signal::SIGKILL).map_err(|e| e.to_string())?;
+        server
+            .child
+            .signal(Signal::SIGKILL)
+            .map_err(|e| e.to_string())?;
         Ok(format!("server {index} {} (pid {pid})", server.addr))
     }
 
@@ -643,11 +681,17 @@ impl FaultTarget for Target {
         let started = Instant::now();
         // SHUTDOWN SAVE keeps the data (reloaded at start) and loses the script cache.
         let client = redis::Client::open(self.redis.url()).map_err(|e| e.to_string())?;
-        let mut con = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| "cannot connect to Redis to shut it down".to_string())?
-            .map_err(|e| e.to_string())?;
-        let _: Result<(), _> = redis::cmd("SHUTDOWN").arg("SAVE").query_async(&mut con).await;
+        let mut con = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| "cannot connect to Redis to shut it down".to_string())?
+        .map_err(|e| e.to_string())?;
+        let _: Result<(), _> = redis::cmd("SHUTDOWN")
+            .arg("SAVE")
+            .query_async(&mut con)
+            .await;
         self.redis.restart().await.map_err(|e| e.to_string())?;
         Ok(format!(
             "{} restarted with its data and an empty script cache in {} ms",

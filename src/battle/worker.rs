@@ -161,7 +161,16 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
         door,
         message,
     };
-    if let (Some(load), DoorSpec::Redis { url, contract_dir, strategy, key }) = (&spec.load, &spec.door) {
+    if let (
+        Some(load),
+        DoorSpec::Redis {
+            url,
+            contract_dir,
+            strategy,
+            key,
+        },
+    ) = (&spec.load, &spec.door)
+    {
         let mut doors = Vec::new();
         for _ in 0..load.connections {
             doors.push(
@@ -236,7 +245,11 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
 }
 
 /// Says ready, waits for EOF on stdin, then reads the barrier time. `None` when the runner died.
-async fn barrier(label: &str, ready_file: &Path, go_file: &Path) -> Result<Option<i64>, WorkerError> {
+async fn barrier(
+    label: &str,
+    ready_file: &Path,
+    go_file: &Path,
+) -> Result<Option<i64>, WorkerError> {
     let err = |message: String| WorkerError::Barrier {
         label: label.into(),
         message,
@@ -252,11 +265,12 @@ async fn barrier(label: &str, ready_file: &Path, go_file: &Path) -> Result<Optio
     }
     match std::fs::read_to_string(go_file) {
         Err(_) => Ok(None),
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| err(format!("{} holds {text:?}, not an epoch µs", go_file.display()))),
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            err(format!(
+                "{} holds {text:?}, not an epoch µs",
+                go_file.display()
+            ))
+        }),
     }
 }
 

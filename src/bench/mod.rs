@@ -1,0 +1,20 @@
+//! `tk-conform bench ...`: throughput measurements (never timed assertions in tests).
+
+pub mod replay;
+
+/// The `bench` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Replay the vector corpus through the contract's Lua scripts at scale, next to redis-benchmark.
+    Replay(replay::ReplayBenchArgs),
+    /// Decisions/s through the battle's direct door with N calls in flight across worker
+    /// processes, next to redis-benchmark -c N with the same script.
+    Load(crate::battle::bench::LoadArgs),
+}
+
+pub fn run(command: BenchCommand) -> std::process::ExitCode {
+    match command {
+        BenchCommand::Replay(args) => replay::run(args),
+        BenchCommand::Load(args) => crate::battle::bench::run(args),
+    }
+}
