@@ -259,6 +259,21 @@ fn a_spender_that_carries_credits_overshoots_its_windows() {
 }
 
 #[test]
+fn unshared_leases_overshoot_both_two_tier_bounds() {
+    if !have_redis() {
+        return;
+    }
+    for scenario in ["twotier-coupled", "twotier-uncoupled"] {
+        let (_, j) = must_fail(scenario, &["--server-cmd", UNSHARED_FLEET], "cap#0");
+        // Each server leases a whole window's limit of 20 from its own store.
+        assert!(
+            j["numbers"]["maxWindowAdmitted"].as_u64().unwrap() > 32,
+            "{scenario}: {j:#}"
+        );
+    }
+}
+
+#[test]
 fn over_granting_reserve_overshoots_the_fleet_lease() {
     if !have_redis() {
         return;

@@ -29,7 +29,7 @@ pub struct BattleArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=9))]
     pub fleet: Option<u64>,
     /// Start each server with this command instead of the reference server. Placeholders:
-    /// {exe} {port} {redis} {policy} {index} {lease_ttl_ms}; the server must listen on
+    /// {exe} {port} {redis} {policy} {contract} {index} {lease_ttl_ms}; the server must listen on
     /// 127.0.0.1:{port}, use the Redis at {redis}, and serve the policy file {policy}.
     #[arg(long)]
     pub server_cmd: Option<String>,

@@ -53,6 +53,14 @@ impl RedisDoor {
         .await
         .map_err(|_| format!("{url}: no connection within {} ms", timeout.as_millis() * 2))?
         .map_err(|e| format!("{url}: {e}"))?;
+        let mut con = con;
+        if fault == Some(WorkerFault::NoScriptReload) {
+            // Loads once at start, like a client that never expects the cache to empty.
+            scripts
+                .load_all(&mut con)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         Ok(RedisDoor {
             con,
             scripts,

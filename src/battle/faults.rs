@@ -52,6 +52,7 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
         action: fault.action,
         planned_at_ms: fault.at_ms,
         at_us: Some(at),
+        done_us: None,
         server: fault.server,
         workers: Vec::new(),
         targets: Vec::new(),
@@ -69,6 +70,7 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
     };
     match result {
         Ok((workers, targets)) => {
+            record.done_us = Some(now_us());
             record.workers = workers;
             record.targets = targets;
         }

@@ -26,7 +26,7 @@ use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
 pub const REFERENCE_SERVER: &str = "{exe} serve --config {policy} --host 127.0.0.1 --port {port} \
-                                    --redis {redis} --lease-ttl-ms {lease_ttl_ms}";
+                                    --redis {redis} --contract {contract} --lease-ttl-ms {lease_ttl_ms}";
 
 /// How long a server may take to accept connections.
 const SERVER_START: Duration = Duration::from_secs(20);
@@ -373,6 +373,10 @@ async fn start_server(
             "{lease_ttl_ms}",
             scenario.plan.topology.lease_ttl_ms.to_string(),
         ),
+        (
+            "{contract}",
+            absolute(&cfg.contract_dir).display().to_string(),
+        ),
     ]
     .into();
     let words: Vec<String> = words
@@ -505,6 +509,10 @@ fn worker_spec(
         fault: cfg.worker_fault,
         load: None,
     })
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn strategy_limit(strategy: &crate::model::Strategy) -> u64 {

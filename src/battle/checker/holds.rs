@@ -606,6 +606,7 @@ mod tests {
             action,
             planned_at_ms: at_ms as u64,
             at_us: Some(at_ms * 1000),
+            done_us: None,
             server: None,
             workers: workers.iter().map(|w| w.to_string()).collect(),
             targets: vec![],

@@ -86,6 +86,8 @@ pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_u
     )
 }
 
+/// Decisions must come back within `within_ms` of `fault_us`, the moment the fault's action was
+/// complete (for a restart: the new server answering), counting only calls made after it.
 pub fn judge_resumes(
     histories: &[&WorkerHistory],
     fault: &FaultRecord,
@@ -123,8 +125,8 @@ pub fn judge_resumes(
         Some(ms) if ms <= within_ms as f64 => (
             Verdict::Pass,
             format!(
-                "decisions resumed {ms} ms after `{}` ({ok_after} after it; {errors_after} errors, \
-                 none counted as an admit)",
+                "decisions resumed {ms} ms after `{}` ({ok_after} after it; {errors_after} calls \
+                 failed, recorded as failures, not admits)",
                 fault.name
             ),
             numbers,
@@ -161,6 +163,7 @@ mod tests {
             action: FaultAction::SigkillServer,
             planned_at_ms: 100,
             at_us: Some(100_000),
+            done_us: None,
             server: Some(server),
             workers: vec![],
             targets: vec![],

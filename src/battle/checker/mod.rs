@@ -53,6 +53,9 @@ pub struct FaultRecord {
     pub planned_at_ms: u64,
     /// When it was carried out (epoch µs); `None` when it could not be.
     pub at_us: Option<i64>,
+    /// When the action was complete (a restarted Redis answering again), epoch µs.
+    #[serde(default)]
+    pub done_us: Option<i64>,
     /// Server index for `sigkill-server`.
     pub server: Option<usize>,
     /// Worker labels (`group[i]`) it hit.
@@ -189,7 +192,12 @@ fn judge_one(a: &Assertion, histories: &[WorkerHistory], faults: &[FaultRecord])
             groups,
             within_ms,
         } => match find_fault(faults, fault) {
-            Ok((f, at)) => liveness::judge_resumes(&select(histories, groups), f, at, *within_ms),
+            Ok((f, at)) => liveness::judge_resumes(
+                &select(histories, groups),
+                f,
+                f.done_us.unwrap_or(at),
+                *within_ms,
+            ),
             Err(o) => o,
         },
     }
