@@ -230,7 +230,17 @@ mod tests {
         assert!(!live_owned_pids().contains(&pid));
         // The grandchild was re-parented and reaped by init (or is a zombie until then):
         // it no longer runs `sleep`.
-        let state = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+        // SIGKILL is delivered asynchronously: give the kernel a bounded moment to act on it.
+        let stat =
+            || std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+        let mut state = stat();
+        for _ in 0..200 {
+            if state.is_empty() || state.contains(") Z") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            state = stat();
+        }
         assert!(
             state.is_empty() || state.contains(") Z"),
             "grandchild still running: {state}"
