@@ -18,7 +18,7 @@ fn config() -> ProptestConfig {
         cases: std::env::var("TK_PROPTEST_CASES")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(192),
+            .unwrap_or(512),
         ..ProptestConfig::default()
     }
 }
