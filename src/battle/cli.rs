@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -12,7 +13,7 @@ use super::history::now_us;
 use super::runner::{BattleConfig, ScenarioResult, run_scenario};
 use super::scenario;
 use super::worker::WorkerFault;
-use crate::infra::RedisOptions;
+use crate::infra::{RedisOptions, kill_all_owned};
 use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary, TrialOutcome, TrialRecord};
 
 #[derive(Debug, clap::Args)]
@@ -95,7 +96,8 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         "serverCmd".into(),
         serde_json::json!(args.server_cmd.as_deref().unwrap_or("reference")),
     );
-    let recorder = Recorder::start(run_dir, summary).context("cannot write summary.json")?;
+    let recorder =
+        Arc::new(Recorder::start(run_dir, summary).context("cannot write summary.json")?);
     let cfg = BattleConfig {
         exe: std::env::current_exe().context("cannot find this executable to re-run as workers")?,
         contract_dir: args.contract.clone(),
@@ -115,6 +117,7 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    interrupt_handler(&runtime, recorder.clone());
     let progress = Progress::new();
     progress.line(&format!(
         "battle: {} scenarios, seed {seed}, logs in {}",
@@ -196,4 +199,27 @@ fn label(r: &ScenarioResult) -> &'static str {
     } else {
         r.verdict.name()
     }
+}
+
+/// Ctrl-C / SIGTERM: mark the summary interrupted (finished scenarios stay recorded), kill every
+/// owned child (workers, servers, Redis), and exit 130.
+fn interrupt_handler(runtime: &tokio::runtime::Runtime, recorder: Arc<Recorder>) {
+    runtime.spawn(async move {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        recorder.log("interrupted");
+        let _ = recorder.finish(RunStatus::Interrupted, 130);
+        kill_all_owned();
+        eprintln!(
+            "tk-conform battle: interrupted; partial logs in {}",
+            recorder.dir().path().display()
+        );
+        std::process::exit(130);
+    });
 }
