@@ -4,6 +4,7 @@
 //! of failing. A `Backend` opens one `SuiteSession` per vector suite; the session owns a fresh,
 //! isolated key namespace (and, for the lease spender, a fresh spender).
 
+pub mod exec;
 pub mod model;
 
 use std::collections::BTreeSet;
