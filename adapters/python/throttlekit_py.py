@@ -18,6 +18,10 @@ import sys
 
 PROTOCOL_VERSION = 1
 HOMEPAGE = "https://github.com/AmeyaBorkar/throttlekit-py"
+DEBIT_UNSUPPORTED = (
+    "throttlekit-py has no direct tokenBudget door: token budgets are served only by "
+    "ServiceBackend.debit over gRPC, which uses the server's clock"
+)
 STRATEGIES = ["gcra", "tokenBucket", "fixedWindow", "slidingWindow", "slidingWindowLog"]
 
 
@@ -74,8 +78,16 @@ class Adapter:
                 "tokenBudget": False,
                 "leaseSpender": True,
                 "explicitClock": True,
+                "reasons": self.reasons(),
             },
         }
+
+    def reasons(self) -> dict:
+        reasons = {"tokenBudget": DEBIT_UNSUPPORTED}
+        if not self.redis_url:
+            for kind in STRATEGIES:
+                reasons[kind] = "no Redis: TK_CONFORM_REDIS_URL is not set"
+        return reasons
 
     def reset(self, request):
         self.namespace = request["namespace"]
@@ -103,11 +115,7 @@ class Adapter:
         return {"decision": decision(d)}
 
     def debit(self, _request):
-        raise AdapterError(
-            "unsupported",
-            "throttlekit-py has no direct tokenBudget door: token budgets are served only by "
-            "ServiceBackend.debit over gRPC, which uses the server's clock",
-        )
+        raise AdapterError("unsupported", DEBIT_UNSUPPORTED)
 
     def lease_spender(self, lease):
         if self.spender is None:

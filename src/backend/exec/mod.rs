@@ -18,11 +18,14 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{Backend, BackendError, BackendInfo, Capabilities, SuiteSession};
-use crate::model::{Decision, LeaseConfig, SpendOutcome, Strategy, TokenBudgetOptions};
+use crate::model::{
+    Decision, LeaseConfig, SpendOutcome, Strategy, StrategyKind, TokenBudgetOptions,
+};
 pub use process::split_command;
 use process::{AdapterProcess, LaunchSpec, LineRead, Spawner};
 use protocol::{
-    ErrorKind, HarnessInfo, Hello, PROTOCOL_VERSION, REDIS_URL_ENV, Reply, ReplyChecker, Request,
+    AdapterCapabilities, ErrorKind, HarnessInfo, Hello, PROTOCOL_VERSION, REDIS_URL_ENV, Reply,
+    ReplyChecker, Request,
 };
 
 /// How to run and police one adapter.
@@ -131,11 +134,18 @@ impl ExecBackend {
                 source,
             },
         })?;
+        // A capability the adapter declines *with a reason* is reported as served, so that its
+        // trials run and are skipped with the adapter's own words (see `ExecSession::declined`).
+        let declared = &hello.capabilities;
+        let declined = |name: &str| declared.unsupported_reason(name).is_some();
         let capabilities = Capabilities {
-            strategies: hello.capabilities.strategies.clone(),
-            token_budget: hello.capabilities.token_budget,
-            lease_spender: hello.capabilities.lease_spender,
-            explicit_clock: hello.capabilities.explicit_clock,
+            strategies: StrategyKind::ALL
+                .into_iter()
+                .filter(|k| declared.strategies.contains(k) || declined(k.name()))
+                .collect(),
+            token_budget: declared.token_budget || declined("tokenBudget"),
+            lease_spender: declared.lease_spender || declined("leaseSpender"),
+            explicit_clock: declared.explicit_clock,
             lifecycle: false,
             fleet_lease: false,
         };
@@ -218,7 +228,10 @@ impl Backend for ExecBackend {
             })
             .await
             .and_then(expect_ok)?;
-        Ok(Box::new(ExecSession { connection }))
+        Ok(Box::new(ExecSession {
+            connection,
+            declared: self.hello.capabilities.clone(),
+        }))
     }
 
     async fn shutdown(&self) -> Result<(), BackendError> {
@@ -228,6 +241,17 @@ impl Backend for ExecBackend {
 
 struct ExecSession {
     connection: OwnedMutexGuard<Connection>,
+    declared: AdapterCapabilities,
+}
+
+impl ExecSession {
+    /// Requests for a capability the adapter declined are answered here, never sent to it.
+    fn declined(&self, capability: &str) -> Result<(), BackendError> {
+        match self.declared.unsupported_reason(capability) {
+            Some(reason) => Err(BackendError::Unsupported(reason.to_owned())),
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -239,6 +263,7 @@ impl SuiteSession for ExecSession {
         now: f64,
         cost: f64,
     ) -> Result<Decision, BackendError> {
+        self.declined(strategy.kind().name())?;
         let request = Request::Check {
             strategy,
             key,
@@ -258,6 +283,7 @@ impl SuiteSession for ExecSession {
         now: f64,
         tokens: f64,
     ) -> Result<Decision, BackendError> {
+        self.declined("tokenBudget")?;
         let request = Request::Debit {
             options,
             key,
@@ -276,6 +302,7 @@ impl SuiteSession for ExecSession {
         capacity: f64,
         expires_at: f64,
     ) -> Result<(), BackendError> {
+        self.declined("leaseSpender")?;
         let request = Request::LeaseGrant {
             lease: config,
             capacity,
@@ -290,6 +317,7 @@ impl SuiteSession for ExecSession {
         now: f64,
         cost: f64,
     ) -> Result<SpendOutcome, BackendError> {
+        self.declined("leaseSpender")?;
         let request = Request::LeaseSpend {
             lease: config,
             now,

@@ -1,7 +1,7 @@
 //! The adapter protocol's messages (`docs/adapter-protocol.md`) and the strict check of replies
 //! against the published JSON Schema, which is embedded here and is the single source of truth.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -141,6 +141,24 @@ pub struct AdapterCapabilities {
     pub token_budget: bool,
     pub lease_spender: bool,
     pub explicit_clock: bool,
+    /// Why a capability is not claimed, keyed by its name (`tokenBudget`, `gcra`, ...).
+    #[serde(default)]
+    pub reasons: BTreeMap<String, String>,
+}
+
+impl AdapterCapabilities {
+    /// The adapter's reason for not serving `capability`, when it does not claim it.
+    pub fn unsupported_reason(&self, capability: &str) -> Option<&str> {
+        let claimed = match capability {
+            "tokenBudget" => self.token_budget,
+            "leaseSpender" => self.lease_spender,
+            name => StrategyKind::from_name(name).is_some_and(|k| self.strategies.contains(&k)),
+        };
+        if claimed {
+            return None;
+        }
+        self.reasons.get(capability).map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -168,6 +186,8 @@ pub enum Violation {
     InvalidJson(String),
     #[error("echoed id {actual}, expected {expected}")]
     WrongId { expected: u64, actual: String },
+    #[error("the adapter speaks protocol version {0}, this harness speaks {PROTOCOL_VERSION}")]
+    Version(String),
     #[error("does not match the schema's `{def}`: {problems}")]
     Schema { def: &'static str, problems: String },
 }
@@ -228,6 +248,13 @@ impl ReplyChecker {
             }
         }
         let shape = request.expected_reply();
+        // A version mismatch explains every other difference, so it is reported first.
+        if shape == ReplyShape::Hello
+            && let Some(version) = value.get("protocolVersion")
+            && version.as_u64() != Some(u64::from(PROTOCOL_VERSION))
+        {
+            return Err(Violation::Version(version.to_string()));
+        }
         let def = if value.get("error").is_some() {
             "errorReply"
         } else {
