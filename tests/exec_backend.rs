@@ -434,3 +434,89 @@ fn a_decision_diff_names_fields() {
     let b = Decision { remaining: 2, ..a };
     assert_eq!(a.diff(&b), vec![("remaining", 1, 2)]);
 }
+
+/// The model, but `remaining` is one too high on every fifth check: the differential replay used
+/// against throttlekit-py and the Node adapter must notice, naming the op and both decisions.
+struct OffByOne;
+
+struct OffByOneSession {
+    inner: Box<dyn tk_conform::backend::SuiteSession>,
+    checks: u32,
+}
+
+#[async_trait::async_trait]
+impl Backend for OffByOne {
+    fn info(&self) -> tk_conform::backend::BackendInfo {
+        ModelBackend.info()
+    }
+    fn capabilities(&self) -> tk_conform::backend::Capabilities {
+        ModelBackend.capabilities()
+    }
+    async fn open_suite(
+        &self,
+        suite: &str,
+    ) -> Result<Box<dyn tk_conform::backend::SuiteSession>, BackendError> {
+        Ok(Box::new(OffByOneSession {
+            inner: ModelBackend.open_suite(suite).await?,
+            checks: 0,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl tk_conform::backend::SuiteSession for OffByOneSession {
+    async fn check(
+        &mut self,
+        strategy: &Strategy,
+        key: &str,
+        now: f64,
+        cost: f64,
+    ) -> Result<Decision, BackendError> {
+        self.checks += 1;
+        let mut d = self.inner.check(strategy, key, now, cost).await?;
+        if self.checks % 5 == 0 {
+            d.remaining += 1;
+        }
+        Ok(d)
+    }
+    async fn debit(
+        &mut self,
+        options: &TokenBudgetOptions,
+        key: &str,
+        now: f64,
+        tokens: f64,
+    ) -> Result<Decision, BackendError> {
+        self.inner.debit(options, key, now, tokens).await
+    }
+    async fn lease_grant(
+        &mut self,
+        config: &LeaseConfig,
+        capacity: f64,
+        expires_at: f64,
+    ) -> Result<(), BackendError> {
+        self.inner.lease_grant(config, capacity, expires_at).await
+    }
+    async fn lease_spend(
+        &mut self,
+        config: &LeaseConfig,
+        now: f64,
+        cost: f64,
+    ) -> Result<SpendOutcome, BackendError> {
+        self.inner.lease_spend(config, now, cost).await
+    }
+}
+
+#[tokio::test]
+async fn the_differential_replay_catches_a_broken_engine() {
+    use support::differential;
+    assert!(
+        differential::random_rate_timelines(&ModelBackend, "model", 1, 1)
+            .await
+            .is_empty()
+    );
+    let found = differential::random_rate_timelines(&OffByOne, "off-by-one", 1, 1).await;
+    assert_eq!(found.len(), 5, "{found:#?}");
+    assert!(found[0].contains("op 4: model (allowed="), "{}", found[0]);
+    assert!(found[0].contains("off-by-one (allowed="), "{}", found[0]);
+    assert!(found[0].contains("timeline (now="), "{}", found[0]);
+}

@@ -3,51 +3,16 @@
 
 mod support;
 
+use support::differential::{self, EPOCH};
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tk_conform::backend::exec::{ExecBackend, ExecConfig};
 use tk_conform::backend::model::ModelBackend;
 use tk_conform::backend::{Backend, BackendError};
-use tk_conform::model::{
-    FixedWindowOptions, GcraOptions, LeaseConfig, SlidingWindowLogOptions, SlidingWindowOptions,
-    SpendOutcome, Strategy, TokenBucketOptions, TokenBudgetOptions,
-};
+use tk_conform::model::{LeaseConfig, SpendOutcome, TokenBudgetOptions};
 
 const SEED: u64 = 0x7c0f_0001;
-/// A real epoch: vectors we make start at a non-zero `now` and must replay without an offset.
-const EPOCH: f64 = 1_700_000_000_000.0;
-
-/// Options keep every key's TTL far above the wall time a replay takes: Redis expires keys on
-/// its own clock, so a 1 ms GCRA period would lose state between two ops at the same `now`.
-fn strategies(rng: &mut StdRng) -> Vec<Strategy> {
-    let mut out = Vec::new();
-    for _ in 0..8 {
-        let limit = rng.random_range(1..=5) as f64;
-        out.push(Strategy::Gcra(GcraOptions {
-            limit,
-            period_ms: [1000.0, 700.0, 60_000.0, 3000.0][rng.random_range(0..4)],
-            burst: rng.random_range(1..=6) as f64,
-        }));
-        out.push(Strategy::TokenBucket(TokenBucketOptions {
-            capacity: rng.random_range(1..=6) as f64,
-            refill_per_sec: [1.0, 3.0, 7.0, 0.3][rng.random_range(0..4)],
-        }));
-        out.push(Strategy::FixedWindow(FixedWindowOptions {
-            limit,
-            window_ms: [1000.0, 700.0][rng.random_range(0..2)],
-        }));
-        out.push(Strategy::SlidingWindow(SlidingWindowOptions {
-            limit,
-            window_ms: [1000.0, 700.0][rng.random_range(0..2)],
-            buckets: rng.random_range(1..=6) as f64,
-        }));
-        out.push(Strategy::SlidingWindowLog(SlidingWindowLogOptions {
-            limit,
-            window_ms: [1000.0, 700.0][rng.random_range(0..2)],
-        }));
-    }
-    out
-}
 
 async fn start(redis: &support::Redis) -> Option<(ExecBackend, tempfile::TempDir)> {
     let python = support::throttlekit_python()?;
@@ -68,36 +33,8 @@ async fn throttlekit_py_rate_strategies_agree_with_the_model() {
     let Some((engine, _logs)) = start(&redis).await else {
         return;
     };
-    let model = ModelBackend;
-    let mut rng = StdRng::seed_from_u64(SEED);
-    let mut disagreements = Vec::new();
-    for (n, strategy) in strategies(&mut rng).into_iter().enumerate() {
-        let suite = format!("random-{n}-{}", strategy.kind());
-        let mut theirs = engine.open_suite(&suite).await.unwrap();
-        let mut ours = model.open_suite(&suite).await.unwrap();
-        let mut now = EPOCH + rng.random_range(0..1000) as f64;
-        let mut timeline = Vec::new();
-        for op in 0..25 {
-            now += [0.0, 1.0, 99.0, 250.0, 333.0, 700.0, 0.5, 3.25, 0.05, 0.125]
-                [rng.random_range(0..10)];
-            // Fractional costs and instants exercise how counts and names are stored as text.
-            let cost = if matches!(strategy, Strategy::SlidingWindowLog(_)) {
-                rng.random_range(0..=3) as f64
-            } else {
-                [0.0, 0.1, 0.2, 0.5, 1.0, 1.5, 2.0, 3.0, 0.3][rng.random_range(0..9)]
-            };
-            timeline.push(format!("(now={now}, cost={cost})"));
-            let expected = ours.check(&strategy, "k", now, cost).await.unwrap();
-            let actual = theirs.check(&strategy, "k", now, cost).await.unwrap();
-            if expected != actual {
-                disagreements.push(format!(
-                    "{suite} {strategy:?} op {op}: model {expected}, throttlekit-py {actual}; timeline {}",
-                    timeline.join(" ")
-                ));
-                break;
-            }
-        }
-    }
+    let disagreements =
+        differential::random_rate_timelines(&engine, "throttlekit-py", SEED, 8).await;
     engine.shutdown().await.unwrap();
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
@@ -109,43 +46,8 @@ async fn throttlekit_py_and_the_model_store_lua_text_alike() {
     let Some((engine, _logs)) = start(&redis).await else {
         return;
     };
-    let window = Strategy::SlidingWindow(SlidingWindowOptions {
-        limit: 3.0,
-        window_ms: 1000.0,
-        buckets: 1.0,
-    });
-    let log = Strategy::SlidingWindowLog(SlidingWindowLogOptions {
-        limit: 5.0,
-        window_ms: 1000.0,
-    });
-    let timelines = [
-        (
-            window,
-            vec![(EPOCH, 0.1), (EPOCH, 2.7), (EPOCH, 0.2), (EPOCH, 0.1)],
-        ),
-        (
-            log,
-            vec![
-                (1_700_000_000_618.21, 1.0),
-                (1_700_000_001_618.2, 1.0),
-                (1_700_000_001_618.25, 1.0),
-                (1_700_000_001_618.25, 3.0),
-                (1_700_000_001_618.25, 1.0),
-            ],
-        ),
-    ];
-    for (n, (strategy, ops)) in timelines.into_iter().enumerate() {
-        let mut theirs = engine.open_suite(&format!("lua-text-{n}")).await.unwrap();
-        let mut ours = ModelBackend.open_suite("lua-text").await.unwrap();
-        for (op, (now, cost)) in ops.into_iter().enumerate() {
-            let expected = ours.check(&strategy, "k", now, cost).await.unwrap();
-            let actual = theirs.check(&strategy, "k", now, cost).await.unwrap();
-            assert_eq!(
-                expected, actual,
-                "{strategy:?} op {op} (now={now}, cost={cost})"
-            );
-        }
-    }
+    let disagreements = differential::lua_text_timelines(&engine).await;
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
     engine.shutdown().await.unwrap();
 }
 

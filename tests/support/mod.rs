@@ -2,6 +2,8 @@
 //! the adapters need, and the fixtures' paths. Each integration test file includes this module.
 #![allow(dead_code)]
 
+pub mod differential;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
