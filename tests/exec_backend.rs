@@ -474,7 +474,7 @@ impl tk_conform::backend::SuiteSession for OffByOneSession {
     ) -> Result<Decision, BackendError> {
         self.checks += 1;
         let mut d = self.inner.check(strategy, key, now, cost).await?;
-        if self.checks % 5 == 0 {
+        if self.checks.is_multiple_of(5) {
             d.remaining += 1;
         }
         Ok(d)
