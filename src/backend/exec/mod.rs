@@ -6,6 +6,7 @@
 //! garbled or extra line each fail the trial at hand with a message naming the line, the adapter
 //! is restarted (a crash or hang at most `max_restarts` times per run), and a run never hangs.
 
+mod args;
 mod process;
 pub mod protocol;
 
@@ -21,6 +22,7 @@ use super::{Backend, BackendError, BackendInfo, Capabilities, SuiteSession};
 use crate::model::{
     Decision, LeaseConfig, SpendOutcome, Strategy, StrategyKind, TokenBudgetOptions,
 };
+pub use args::{ExecArgs, MissingAdapter, STDERR_LOG};
 pub use process::split_command;
 use process::{AdapterProcess, LaunchSpec, LineRead, Spawner};
 use protocol::{

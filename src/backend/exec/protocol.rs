@@ -266,7 +266,8 @@ impl ReplyChecker {
                 ReplyShape::Spend => "decisionReply",
             }
         };
-        if self.strict {
+        // `is_valid` is the fast path; the errors are collected only to explain a failure.
+        if self.strict && !self.validator(def).is_valid(&value) {
             let problems: Vec<String> = self
                 .validator(def)
                 .iter_errors(&value)
