@@ -2,8 +2,13 @@
 //! `ARCHITECTURE.md` maps the modules.
 
 pub mod backend;
+pub mod bench;
+pub mod conformance;
 pub mod contract;
+pub mod infra;
 pub mod model;
+pub mod redis_scripts;
+pub mod report;
 
 /// gRPC types and stubs generated from `contract/throttlekit.proto` at build time.
 pub mod proto {

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tk_conform::contract::cli::ContractCommand;
 
 #[derive(Parser)]
 #[command(
@@ -16,9 +17,24 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Verify, sync, seal the vendored contract, or generate its golden vectors.
+    Contract {
+        #[command(subcommand)]
+        command: ContractCommand,
+    },
+    /// Replay the contract's golden vectors against a backend (Redis Lua scripts, the model, ...).
+    Run(tk_conform::conformance::RunArgs),
+    /// Throughput benchmarks.
+    #[command(subcommand)]
+    Bench(tk_conform::bench::BenchCommand),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Contract { command } => tk_conform::contract::cli::run(command),
+        Command::Run(args) => tk_conform::conformance::cli::run(args),
+        Command::Bench(command) => tk_conform::bench::run(command),
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod exec;
 pub mod model;
+pub mod redis;
 
 use std::collections::BTreeSet;
 
@@ -83,6 +84,11 @@ pub trait Backend: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// A fresh, isolated session for the suite called `suite`.
     async fn open_suite(&self, suite: &str) -> Result<Box<dyn SuiteSession>, BackendError>;
+    /// Why this backend does not serve `what` (a suite primitive such as `tokenBudget` or
+    /// `lease`, or a strategy name), for the reason a skipped trial shows.
+    fn unsupported_reason(&self, what: &str) -> String {
+        format!("the {} backend does not claim {what}", self.info().kind)
+    }
     /// Releases what the backend holds (connections, children). Called once at the end of a run.
     async fn shutdown(&self) -> Result<(), BackendError> {
         Ok(())
