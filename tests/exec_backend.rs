@@ -171,7 +171,15 @@ async fn a_healthy_adapter_agrees_with_the_model_on_every_primitive() {
         period_ms: 1000.0,
         burst: 1.0,
     });
-    assert!(f.backend.capabilities().strategies.contains(&gcra.kind()));
+    assert!(!f.backend.capabilities().strategies.contains(&gcra.kind()));
+    assert_eq!(
+        f.backend.unsupported_reason("gcra"),
+        "faulty-fixture: faulty fixture: only fixedWindow"
+    );
+    assert_eq!(
+        f.backend.unsupported_reason("tokenBucket"),
+        "the exec adapter faulty-fixture does not claim tokenBucket (it gave no reason)"
+    );
     let mut session = f.backend.open_suite("rateLimit::gcra").await.unwrap();
     match session.check(&gcra, "k", EPOCH, 1.0).await {
         Err(BackendError::Unsupported(reason)) => {
@@ -194,7 +202,7 @@ async fn a_healthy_adapter_agrees_with_the_model_on_every_primitive() {
 #[tokio::test]
 async fn a_declined_capability_is_unsupported_with_the_adapters_reason() {
     let f = fixture("--decline-budget").await;
-    assert!(f.backend.capabilities().token_budget);
+    assert!(!f.backend.capabilities().token_budget);
     let mut session = f.backend.open_suite("tokenBudget::b").await.unwrap();
     let options = TokenBudgetOptions {
         budget: 5.0,

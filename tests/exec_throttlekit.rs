@@ -108,11 +108,13 @@ async fn throttlekit_py_declares_debit_unsupported() {
     let Some((engine, _logs)) = start(&redis).await else {
         return;
     };
-    // Declined with a reason: not claimed in the handshake, but its trials run and are skipped.
-    let declared = &engine.hello().capabilities;
-    assert!(!declared.token_budget);
-    assert!(declared.unsupported_reason("tokenBudget").is_some());
-    assert!(engine.capabilities().token_budget);
+    // Declined with a reason: not claimed, and its trials are skipped in the adapter's words.
+    assert!(!engine.capabilities().token_budget);
+    let reason = engine.unsupported_reason("tokenBudget");
+    assert!(
+        reason.starts_with("throttlekit-py: no direct tokenBudget door"),
+        "{reason}"
+    );
     let mut session = engine.open_suite("budget").await.unwrap();
     let options = TokenBudgetOptions {
         budget: 5.0,

@@ -19,7 +19,7 @@ import sys
 PROTOCOL_VERSION = 1
 HOMEPAGE = "https://github.com/AmeyaBorkar/throttlekit-py"
 DEBIT_UNSUPPORTED = (
-    "throttlekit-py has no direct tokenBudget door: token budgets are served only by "
+    "no direct tokenBudget door in the package: token budgets are served only by "
     "ServiceBackend.debit over gRPC, which uses the server's clock"
 )
 STRATEGIES = ["gcra", "tokenBucket", "fixedWindow", "slidingWindow", "slidingWindowLog"]

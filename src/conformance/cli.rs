@@ -12,6 +12,7 @@ use clap::Parser;
 use super::backends::{BackendKind, ProvisionRequest, Provisioned, provision};
 use super::corpus;
 use super::trial::{TrialSpec, VectorReplay, run_trials, vector_trials};
+use crate::backend::exec::ExecArgs;
 use crate::contract::vectors::Suite;
 use crate::infra::{RedisOptions, kill_all_owned};
 use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary};
@@ -52,6 +53,8 @@ pub struct RunArgs {
     /// Per-suite bound on one replay, in seconds.
     #[arg(long, default_value_t = 60)]
     pub trial_timeout: u64,
+    #[command(flatten)]
+    pub exec: ExecArgs,
     /// libtest flags after `--`: filters, --exact, --list, --test-threads, --format, --skip, ...
     #[arg(last = true)]
     pub libtest: Vec<String>,
@@ -167,6 +170,8 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
             chrono::Utc::now().format("%Y%m%dT%H%M%S"),
             std::process::id()
         ),
+        log_dir: recorder.dir().path(),
+        exec: &args.exec,
     };
     let provisioned = match runtime.block_on(provision(args.backend, &request, &progress)) {
         Ok(p) => p,

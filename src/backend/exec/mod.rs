@@ -19,12 +19,10 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{Backend, BackendError, BackendInfo, Capabilities, SuiteSession};
-use crate::model::{
-    Decision, LeaseConfig, SpendOutcome, Strategy, StrategyKind, TokenBudgetOptions,
-};
+use crate::model::{Decision, LeaseConfig, SpendOutcome, Strategy, TokenBudgetOptions};
 pub use args::{ExecArgs, MissingAdapter, STDERR_LOG};
 pub use process::split_command;
-use process::{AdapterProcess, LaunchSpec, LineRead, Spawner};
+use process::{AdapterProcess, LaunchSpec, LineRead};
 use protocol::{
     AdapterCapabilities, ErrorKind, HarnessInfo, Hello, PROTOCOL_VERSION, REDIS_URL_ENV, Reply,
     ReplyChecker, Request,
@@ -107,13 +105,8 @@ impl ExecBackend {
             command: config.command.clone(),
             reason,
         })?;
-        let spawner = Spawner::new().map_err(|source| ExecError::Spawn {
-            command: config.command.clone(),
-            source,
-        })?;
         let mut connection = Connection {
             spec: launch_spec(&config, argv),
-            spawner,
             checker: ReplyChecker::new(config.strict),
             timeout: config.request_timeout,
             max_restarts: config.max_restarts,
@@ -136,17 +129,11 @@ impl ExecBackend {
                 source,
             },
         })?;
-        // A capability the adapter declines *with a reason* is reported as served, so that its
-        // trials run and are skipped with the adapter's own words (see `ExecSession::declined`).
         let declared = &hello.capabilities;
-        let declined = |name: &str| declared.unsupported_reason(name).is_some();
         let capabilities = Capabilities {
-            strategies: StrategyKind::ALL
-                .into_iter()
-                .filter(|k| declared.strategies.contains(k) || declined(k.name()))
-                .collect(),
-            token_budget: declared.token_budget || declined("tokenBudget"),
-            lease_spender: declared.lease_spender || declined("leaseSpender"),
+            strategies: declared.strategies.clone(),
+            token_budget: declared.token_budget,
+            lease_spender: declared.lease_spender,
             explicit_clock: declared.explicit_clock,
             lifecycle: false,
             fleet_lease: false,
@@ -236,6 +223,20 @@ impl Backend for ExecBackend {
         }))
     }
 
+    /// The adapter's own words from its handshake's `reasons`, when it gave any.
+    fn unsupported_reason(&self, what: &str) -> String {
+        let capability = match what {
+            "lease" => "leaseSpender",
+            "an explicit clock" => "explicitClock",
+            other => other,
+        };
+        let adapter = &self.hello.adapter.name;
+        match self.hello.capabilities.unsupported_reason(capability) {
+            Some(reason) => format!("{adapter}: {reason}"),
+            None => format!("the exec adapter {adapter} does not claim {what} (it gave no reason)"),
+        }
+    }
+
     async fn shutdown(&self) -> Result<(), BackendError> {
         self.connection.lock().await.shutdown().await
     }
@@ -247,12 +248,17 @@ struct ExecSession {
 }
 
 impl ExecSession {
-    /// Requests for a capability the adapter declined are answered here, never sent to it.
+    /// Requests for a capability the adapter did not claim are answered here, never sent to it.
     fn declined(&self, capability: &str) -> Result<(), BackendError> {
-        match self.declared.unsupported_reason(capability) {
-            Some(reason) => Err(BackendError::Unsupported(reason.to_owned())),
-            None => Ok(()),
+        if self.declared.claims(capability) {
+            return Ok(());
         }
+        Err(BackendError::Unsupported(
+            match self.declared.unsupported_reason(capability) {
+                Some(reason) => reason.to_owned(),
+                None => format!("the adapter did not claim {capability} in its hello"),
+            },
+        ))
     }
 }
 
@@ -360,7 +366,6 @@ enum StartError {
 /// The adapter process and everything needed to talk to it, restart it, or give up on it.
 struct Connection {
     spec: LaunchSpec,
-    spawner: Spawner,
     checker: ReplyChecker,
     timeout: Duration,
     max_restarts: u32,
@@ -388,11 +393,7 @@ enum Failure {
 impl Connection {
     /// Spawns the adapter and says hello.
     async fn start(&mut self) -> Result<Hello, StartError> {
-        let process = self
-            .spawner
-            .spawn(self.spec.clone())
-            .await
-            .map_err(StartError::Spawn)?;
+        let process = AdapterProcess::spawn(&self.spec).map_err(StartError::Spawn)?;
         self.process = Some(process);
         let request = Request::Hello {
             protocol_version: PROTOCOL_VERSION,

@@ -1,24 +1,17 @@
-//! One running adapter: a child in its own process group whose stdin/stdout carry the protocol
-//! and whose stderr goes straight to a log file.
-//!
-//! Kept small and on its own so it can move onto the shared process-owning code in `src/infra/`
-//! later. The child dies with us however we end: its whole group is SIGKILLed on drop, and
-//! `PR_SET_PDEATHSIG` kills it if the harness itself is SIGKILLed. PDEATHSIG fires when the
-//! *thread* that forked exits, so every spawn happens on one long-lived [`Spawner`] thread
-//! rather than on whichever short-lived test thread happens to need a restart.
+//! One running adapter: an owned child (`crate::infra::OwnedChild`: its own process group,
+//! killed with the run, `PR_SET_PDEATHSIG` if the harness is killed) whose stdin/stdout carry the
+//! protocol and whose stderr goes straight to a log file.
 
 use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::oneshot;
+use tokio::process::{ChildStdin, ChildStdout};
+
+use crate::infra::OwnedChild;
 
 /// The longest reply line we accept; anything longer is a protocol violation, not a memory hog.
 pub const MAX_LINE_BYTES: u64 = 1 << 20;
@@ -33,100 +26,6 @@ pub struct LaunchSpec {
     pub stderr_log: PathBuf,
 }
 
-type SpawnJob = (
-    LaunchSpec,
-    tokio::runtime::Handle,
-    oneshot::Sender<io::Result<Child>>,
-);
-
-/// A thread that lives as long as the backend and forks every adapter (see the module docs).
-pub struct Spawner {
-    jobs: mpsc::Sender<SpawnJob>,
-}
-
-impl Spawner {
-    pub fn new() -> io::Result<Self> {
-        let (jobs, rx) = mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("tk-conform-adapter-spawner".into())
-            .spawn(move || {
-                for (spec, runtime, reply) in rx {
-                    let _entered = runtime.enter();
-                    let _ = reply.send(spawn_now(&spec));
-                }
-            })?;
-        Ok(Spawner { jobs })
-    }
-
-    pub async fn spawn(&self, spec: LaunchSpec) -> io::Result<AdapterProcess> {
-        let (tx, rx) = oneshot::channel();
-        let runtime = tokio::runtime::Handle::current();
-        self.jobs
-            .send((spec, runtime, tx))
-            .map_err(|_| io::Error::other("the adapter spawner thread is gone"))?;
-        let mut child = rx
-            .await
-            .map_err(|_| io::Error::other("the adapter spawner thread dropped the request"))??;
-        let pid = child
-            .id()
-            .ok_or_else(|| io::Error::other("child exited at once"))?;
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        Ok(AdapterProcess {
-            child,
-            group: Pid::from_raw(pid as i32),
-            stdin,
-            stdout: BufReader::new(stdout),
-            lines_read: 0,
-            reaped: false,
-        })
-    }
-}
-
-fn spawn_now(spec: &LaunchSpec) -> io::Result<Child> {
-    let (program, args) = spec
-        .argv
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty adapter command"))?;
-    let stderr = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.stderr_log)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot open {} for the adapter's stderr: {e}",
-                    spec.stderr_log.display()
-                ),
-            )
-        })?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(stderr))
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(dir) = &spec.working_dir {
-        cmd.current_dir(dir);
-    }
-    for name in &spec.env_remove {
-        cmd.env_remove(name);
-    }
-    for (name, value) in &spec.env {
-        cmd.env(name, value);
-    }
-    // SAFETY: the closure only makes one async-signal-safe syscall (prctl).
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-            Ok(())
-        });
-    }
-    cmd.spawn()
-}
-
 /// How reading one line ended.
 #[derive(Debug)]
 pub enum LineRead {
@@ -139,18 +38,64 @@ pub enum LineRead {
 }
 
 pub struct AdapterProcess {
-    child: Child,
-    group: Pid,
+    child: OwnedChild,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     lines_read: u64,
-    /// Once the leader is reaped its pid may be reused: never signal the group again.
-    reaped: bool,
 }
 
 impl AdapterProcess {
+    /// Starts the adapter. Must run inside a tokio runtime (the pipes join its reactor).
+    pub fn spawn(spec: &LaunchSpec) -> io::Result<AdapterProcess> {
+        let (program, args) = spec
+            .argv
+            .split_first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty adapter command"))?;
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.stderr_log)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot open {} for the adapter's stderr: {e}",
+                        spec.stderr_log.display()
+                    ),
+                )
+            })?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        if let Some(dir) = &spec.working_dir {
+            command.current_dir(dir);
+        }
+        for name in &spec.env_remove {
+            command.env_remove(name);
+        }
+        for (name, value) in &spec.env {
+            command.env(name, value);
+        }
+        let mut child = OwnedChild::spawn("adapter", command).map_err(|e| match e {
+            crate::infra::ChildError::Spawn { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        })?;
+        let stdin = child.take_stdin().expect("stdin is piped");
+        let stdout = child.take_stdout().expect("stdout is piped");
+        Ok(AdapterProcess {
+            child,
+            stdin: ChildStdin::from_std(stdin)?,
+            stdout: BufReader::new(ChildStdout::from_std(stdout)?),
+            lines_read: 0,
+        })
+    }
+
+    /// The adapter's pid, which is also its process-group id.
     pub fn pid(&self) -> i32 {
-        self.group.as_raw()
+        self.child.pid() as i32
     }
 
     /// 1-based number of the last line read from stdout, for messages that name it.
@@ -192,35 +137,12 @@ impl AdapterProcess {
         !self.stdout.buffer().is_empty()
     }
 
-    /// Waits up to `grace` for the adapter to exit on its own, then kills its group.
-    /// Anything the adapter left running in its group is killed too.
+    /// Waits up to `grace` for the adapter to exit on its own, then kills its whole group.
     pub async fn finish(mut self, grace: Duration) -> Option<ExitStatus> {
-        let status = match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(Ok(status)) => Some(status),
-            _ => {
-                self.kill_group();
-                self.child.wait().await.ok()
-            }
-        };
-        // Leftover members keep the group id alive, so this cannot hit a stranger.
-        let _ = killpg(self.group, Signal::SIGKILL);
-        self.reaped = true;
-        status
-    }
-
-    fn kill_group(&mut self) {
-        if self.reaped {
-            return;
+        match self.child.wait_exit(grace).await {
+            Some(status) => Some(status),
+            None => self.child.kill(),
         }
-        // The group may already be gone; that is the goal, not an error.
-        let _ = killpg(self.group, Signal::SIGKILL);
-        let _ = self.child.start_kill();
-    }
-}
-
-impl Drop for AdapterProcess {
-    fn drop(&mut self) {
-        self.kill_group();
     }
 }
 

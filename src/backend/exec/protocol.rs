@@ -147,14 +147,20 @@ pub struct AdapterCapabilities {
 }
 
 impl AdapterCapabilities {
-    /// The adapter's reason for not serving `capability`, when it does not claim it.
-    pub fn unsupported_reason(&self, capability: &str) -> Option<&str> {
-        let claimed = match capability {
+    /// Whether the hello claims `capability` (`tokenBudget`, `leaseSpender`, `explicitClock`, or a
+    /// strategy name).
+    pub fn claims(&self, capability: &str) -> bool {
+        match capability {
             "tokenBudget" => self.token_budget,
             "leaseSpender" => self.lease_spender,
+            "explicitClock" => self.explicit_clock,
             name => StrategyKind::from_name(name).is_some_and(|k| self.strategies.contains(&k)),
-        };
-        if claimed {
+        }
+    }
+
+    /// The adapter's reason for not serving `capability`, when it does not claim it.
+    pub fn unsupported_reason(&self, capability: &str) -> Option<&str> {
+        if self.claims(capability) {
             return None;
         }
         self.reasons.get(capability).map(String::as_str)
