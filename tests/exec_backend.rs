@@ -260,14 +260,14 @@ async fn an_adapter_that_keeps_crashing_is_given_up_after_the_restart_budget() {
 #[tokio::test]
 async fn a_hung_adapter_is_killed_after_the_request_timeout() {
     let f = fixture_with("--fault hang --at 2 --once {marker}", |c| {
-        c.request_timeout = Duration::from_millis(400)
+        c.request_timeout = Duration::from_secs(2)
     })
     .await;
     let pid = f.backend.adapter_pid().await.unwrap();
     let err = replay(&f.backend, "first").await.unwrap_err();
     assert!(err.starts_with("op 1: unavailable:"), "{err}");
     assert!(err.contains("did not answer request"), "{err}");
-    assert!(err.contains("(check) within 400ms; it was killed"), "{err}");
+    assert!(err.contains("(check) within 2s; it was killed"), "{err}");
     assert!(
         wait_gone(pid).await,
         "the hung adapter {pid} is still running"

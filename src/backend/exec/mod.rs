@@ -28,6 +28,9 @@ use protocol::{
     ReplyChecker, Request,
 };
 
+/// The least time an adapter gets to start and answer `hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How to run and police one adapter.
 #[derive(Debug, Clone)]
 pub struct ExecConfig {
@@ -511,7 +514,12 @@ impl Connection {
         let id = self.next_id;
         self.next_id += 1;
         let op = request.op();
-        let timeout = self.timeout;
+        let timeout = match request {
+            // Starting an interpreter and importing an engine can take a while on a busy
+            // machine; only a hang in a *request* is what the per-request timeout polices.
+            Request::Hello { .. } => self.timeout.max(HELLO_TIMEOUT),
+            _ => self.timeout,
+        };
         let hint = process::stderr_hint(&self.spec.stderr_log);
         let process = self
             .process
