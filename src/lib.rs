@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod contract;
 pub mod model;
+pub mod server;
 
 /// gRPC types and stubs generated from `contract/throttlekit.proto` at build time.
 pub mod proto {
