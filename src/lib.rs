@@ -5,6 +5,7 @@ pub mod backend;
 pub mod contract;
 pub mod model;
 pub mod server;
+pub mod service_suites;
 
 /// gRPC types and stubs generated from `contract/throttlekit.proto` at build time.
 pub mod proto {

@@ -5,6 +5,8 @@
 //! isolated key namespace (and, for the lease spender, a fresh spender).
 
 pub mod model;
+pub mod service;
+pub mod service_process;
 
 use std::collections::BTreeSet;
 

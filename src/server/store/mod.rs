@@ -117,3 +117,13 @@ pub trait Store: Send + Sync {
         wants: f64,
     ) -> Result<WindowGrant, StoreError>;
 }
+
+/// Connects the Redis store (available once the shared Redis script set lands).
+pub async fn connect_redis(
+    url: &str,
+    _faults: StoreFaults,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Err(StoreError::Unavailable(format!(
+        "the Redis store is not built into this binary yet (asked for {url})"
+    )))
+}
