@@ -2,6 +2,7 @@
 //! `ARCHITECTURE.md` maps the modules.
 
 pub mod backend;
+pub mod bench;
 pub mod contract;
 pub mod model;
 pub mod server;

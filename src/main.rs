@@ -19,12 +19,15 @@ struct Cli {
 enum Command {
     /// Run the reference gRPC server (spec 8) over a memory or Redis store.
     Serve(tk_conform::server::ServeArgs),
+    /// Measure (never pass/fail): `bench server`.
+    Bench(tk_conform::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => block_on(tk_conform::server::cli::run(args)),
+        Command::Bench(args) => block_on(tk_conform::bench::run(args)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
