@@ -47,6 +47,8 @@ pub struct ServiceTarget {
     pub monitor_secret: Option<String>,
     /// The `tk-conform` executable for the default command (tests pass the built binary).
     pub exe: PathBuf,
+    /// The contract whose Lua a Redis-backed server and the direct door run.
+    pub contract_dir: PathBuf,
 }
 
 impl ServiceTarget {
@@ -66,6 +68,7 @@ impl ServiceTarget {
             fleet_secret: args.fleet_secret.clone(),
             monitor_secret: args.monitor_secret.clone(),
             exe,
+            contract_dir: PathBuf::from("contract"),
         })
     }
 
@@ -84,6 +87,7 @@ impl ServiceTarget {
             fleet_secret: None,
             monitor_secret: None,
             exe: exe.into(),
+            contract_dir: PathBuf::from("contract"),
         }
     }
 
@@ -104,6 +108,7 @@ impl ServiceTarget {
             ];
             if let Some(url) = &self.redis_url {
                 argv.extend(["--redis".into(), url.clone()]);
+                argv.extend(["--contract".into(), self.contract_dir.display().to_string()]);
             }
             return Ok((argv, None));
         };
@@ -189,6 +194,7 @@ impl ServiceBackend {
             lease_ttl: self.target.lease_ttl,
             redis_url: self.target.redis_url.clone(),
             run_tag: run_tag(),
+            contract_dir: self.target.contract_dir.clone(),
         })
     }
 }

@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Keep shared state in this Redis (`redis://127.0.0.1:6379`); without it, in memory.
     #[arg(long)]
     pub redis: Option<String>,
+    /// The contract whose Lua scripts the Redis store runs (`<dir>/scripts/manifest.json`).
+    #[arg(long, default_value = "contract")]
+    pub contract: PathBuf,
     /// A concurrency lease lives this long without a Heartbeat.
     #[arg(long, default_value_t = 2000)]
     pub lease_ttl_ms: u64,

@@ -186,13 +186,15 @@ impl Engine {
         let cost = self.units("cost", cost)?;
         let key = self.identity(key)?;
         let now = self.shared.now_ms().await?;
+        let store_key = self.rate_key(&policy, key);
+        // A twoTier policy can spend its local credits, then whatever the L2 would still lease.
         let local_credits = match &policy.kind {
             PolicyKind::Rate {
                 two_tier: Some(_), ..
-            } => self.two_tier.credits(&self.rate_key(&policy, key)),
+            } => self.two_tier.credits(&store_key),
             _ => 0.0,
         };
-        let peek = self.store_peek(&policy, &strategy, key, cost).await?;
+        let peek = self.shared.peek(&strategy, &store_key, cost).await?;
         // Each admit leaves `remaining` whole units, so the ones after the next number
         // floor(remaining / cost) (exact for every strategy; see the server docs).
         let from_store = if peek.allowed {
@@ -611,5 +613,132 @@ fn window_of(strategy: &Strategy) -> f64 {
         Strategy::SlidingWindowLog(o) => o.window_ms,
         Strategy::Gcra(o) => o.period_ms,
         Strategy::TokenBucket(o) => o.capacity / o.refill_per_sec * 1000.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICIES: &str = r#"
+version: 1
+limiters:
+  coupled: { strategy: fixedWindow, limit: 10, period: 1h, twoTier: { mode: leased, batch: 4, windowCoupled: true } }
+  unified: { strategy: gcra, limit: 5, period: 1h, burst: 5, concurrency: { minLimit: 2, maxLimit: 2 } }
+"#;
+
+    /// `instances` engines over one shared store, as N servers on one Redis.
+    fn fleet(instances: usize) -> Vec<Engine> {
+        let policies = PolicySet::parse("test.yaml", POLICIES).unwrap();
+        let shared: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        (0..instances)
+            .map(|_| {
+                Engine::new(
+                    policies.clone(),
+                    shared.clone(),
+                    Arc::new(MemoryStore::default()),
+                    Duration::from_secs(2),
+                    Faults::default(),
+                )
+            })
+            .collect()
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn two_tier_window_coupled_admits_at_most_the_limit_across_instances() {
+        block_on(async {
+            let engines = fleet(3);
+            let mut admitted = 0;
+            // Round-robin until every instance is refused; bounded far above the limit.
+            for i in 0..60 {
+                if engines[i % 3]
+                    .check("coupled", "k", 1)
+                    .await
+                    .unwrap()
+                    .allowed
+                {
+                    admitted += 1;
+                }
+            }
+            assert_eq!(admitted, 10);
+            let refused = engines[0].check("coupled", "k", 1).await.unwrap();
+            assert!(
+                !refused.allowed && refused.retry_after_ms > 0,
+                "{refused:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn unified_admit_reports_the_tighter_axis() {
+        block_on(async {
+            let engine = &fleet(1)[0];
+            let first = engine.admit("unified", "k", 1).await.unwrap();
+            // After one admit: rate has 4 left, concurrency 1 -> concurrency binds.
+            assert_eq!(
+                (first.decision.allowed, first.binding_axis),
+                (true, "concurrency")
+            );
+            assert_eq!(first.decision.remaining, 1);
+            let second = engine.admit("unified", "k", 1).await.unwrap();
+            let third = engine.admit("unified", "k", 1).await.unwrap();
+            assert_eq!(
+                (third.decision.allowed, third.binding_axis),
+                (false, "concurrency")
+            );
+            engine.release(&first.lease_id).await.unwrap();
+            engine.release(&second.lease_id).await.unwrap();
+            // The rate axis has 3 of 5 left: spend them, returning each slot, until rate binds.
+            for _ in 0..3 {
+                let a = engine.admit("unified", "k", 1).await.unwrap();
+                assert!(a.decision.allowed);
+                engine.release(&a.lease_id).await.unwrap();
+            }
+            let refused = engine.admit("unified", "k", 1).await.unwrap();
+            assert_eq!(
+                (refused.decision.allowed, refused.binding_axis),
+                (false, "rate")
+            );
+            assert!(refused.lease_id.is_empty());
+        });
+    }
+
+    #[test]
+    fn operations_a_kind_does_not_serve_are_unimplemented() {
+        block_on(async {
+            let engine = &fleet(1)[0];
+            assert!(matches!(
+                engine.check("unified", "k", 1).await,
+                Err(EngineError::Unimplemented { .. })
+            ));
+            assert!(matches!(
+                engine.debit("coupled", "k", 1).await,
+                Err(EngineError::Unimplemented { .. })
+            ));
+            assert!(matches!(
+                engine.reserve("coupled", 1, ReserveAxis::Rate).await,
+                Err(EngineError::Unimplemented { .. })
+            ));
+            assert!(matches!(
+                engine.check("nope", "k", 1).await,
+                Err(EngineError::NotFound(_))
+            ));
+            assert!(matches!(
+                engine.check("coupled", "k", -1).await,
+                Err(EngineError::Invalid(_))
+            ));
+            assert!(matches!(
+                engine.check("coupled", "", 1).await,
+                Err(EngineError::Invalid(_))
+            ));
+        });
     }
 }

@@ -14,6 +14,7 @@ mod rate;
 mod status;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct SuiteContext {
     pub redis_url: Option<String>,
     /// Makes keys unique per run, so repeated runs against one server do not collide.
     pub run_tag: String,
+    /// The contract whose Lua the direct door runs (the one-oracle suite).
+    pub contract_dir: PathBuf,
 }
 
 impl SuiteContext {
