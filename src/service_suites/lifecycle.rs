@@ -165,7 +165,8 @@ pub(super) async fn heartbeat_keeps_hold(ctx: Arc<SuiteContext>) -> SuiteResult 
     let held = admit(&ctx, "op 0 (Admit solo)", "solo", &key).await?;
     expect_eq("op 0 (Admit solo)", "allowed", true, held.decision.allowed)?;
     let started = Instant::now();
-    let beat_every = ctx.lease_ttl / 3;
+    // Four beats per TTL: a late beat still lands well inside the lease.
+    let beat_every = ctx.lease_ttl / 4;
     let mut beats = 0;
     while started.elapsed() < ctx.lease_ttl * 3 {
         tokio::time::sleep(beat_every).await;
