@@ -3,8 +3,12 @@
 
 pub mod backend;
 pub mod bench;
+pub mod conformance;
 pub mod contract;
+pub mod infra;
 pub mod model;
+pub mod redis_scripts;
+pub mod report;
 pub mod server;
 pub mod service_suites;
 

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tk_conform::contract::cli::ContractCommand;
 
 #[derive(Parser)]
 #[command(
@@ -17,31 +18,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Verify, sync, seal the vendored contract, or generate its golden vectors.
+    Contract {
+        #[command(subcommand)]
+        command: ContractCommand,
+    },
+    /// Replay the contract's golden vectors against a backend (Redis Lua scripts, the model, ...).
+    Run(tk_conform::conformance::RunArgs),
+    /// Throughput benchmarks.
+    #[command(subcommand)]
+    Bench(tk_conform::bench::BenchCommand),
     /// Run the reference gRPC server (spec 8) over a memory or Redis store.
     Serve(tk_conform::server::ServeArgs),
-    /// Measure (never pass/fail): `bench server`.
-    Bench(tk_conform::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
-        Command::Serve(args) => block_on(tk_conform::server::cli::run(args)),
-        Command::Bench(args) => block_on(tk_conform::bench::run(args)),
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tk-conform: error: {e:#}");
-            ExitCode::FAILURE
-        }
+    match cli.command {
+        Command::Contract { command } => tk_conform::contract::cli::run(command),
+        Command::Run(args) => tk_conform::conformance::cli::run(args),
+        Command::Bench(command) => tk_conform::bench::run(command),
+        Command::Serve(args) => tk_conform::server::cli::main(args),
     }
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime")
-        .block_on(future)
 }

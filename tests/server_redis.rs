@@ -36,7 +36,8 @@ async fn redis() -> Option<RedisInstance> {
 
 fn target(redis_url: &str, faults: &[&str]) -> ServiceTarget {
     let exe = env!("CARGO_BIN_EXE_tk-conform");
-    let mut target = ServiceTarget::reference(exe, root().join(service_suites::POLICY_FILE), LEASE_TTL);
+    let mut target =
+        ServiceTarget::reference(exe, root().join(service_suites::POLICY_FILE), LEASE_TTL);
     target.redis_url = Some(redis_url.to_owned());
     target.contract_dir = root().join("contract");
     if !faults.is_empty() {
@@ -66,18 +67,41 @@ async fn run_suites(target: ServiceTarget, only: &[&str]) -> BTreeMap<&'static s
 async fn reference_server_on_redis_passes_every_service_suite() {
     let Some(redis) = redis().await else { return };
     let outcomes = run_suites(target(redis.url(), &[]), &[]).await;
-    let not_passed: Vec<_> = outcomes.iter().filter(|(_, o)| **o != Outcome::Passed).collect();
+    let not_passed: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| **o != Outcome::Passed)
+        .collect();
     assert!(not_passed.is_empty(), "{not_passed:#?}");
     assert!(outcomes.contains_key("one_oracle_shared_budget"));
 }
 
 /// (fault, suite it must break, a fragment of the failure message): the Redis store's own Lua.
 const FAULTS: &[(&str, &str, &str)] = &[
-    ("private-prefix", "one_oracle_shared_budget", "(direct door: gcra.check on oracle:"),
-    ("never-reclaim", "abandoned_hold_reclaimed", "expected the abandoned slot to be reclaimed"),
-    ("ignore-heartbeat", "heartbeat_keeps_hold", "field `live_ids`: expected ["),
-    ("late-release-frees", "late_release_frees_nothing", "field `allowed`: expected false, actual true"),
-    ("over-grant-reserve", "reserve_within_window_budget", "capacity (sum over the window)"),
+    (
+        "private-prefix",
+        "one_oracle_shared_budget",
+        "(direct door: gcra.check on oracle:",
+    ),
+    (
+        "never-reclaim",
+        "abandoned_hold_reclaimed",
+        "expected the abandoned slot to be reclaimed",
+    ),
+    (
+        "ignore-heartbeat",
+        "heartbeat_keeps_hold",
+        "field `live_ids`: expected [",
+    ),
+    (
+        "late-release-frees",
+        "late_release_frees_nothing",
+        "field `allowed`: expected false, actual true",
+    ),
+    (
+        "over-grant-reserve",
+        "reserve_within_window_budget",
+        "capacity (sum over the window)",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,14 +110,26 @@ async fn faulty_redis_backed_servers_fail_the_matching_suite() {
     let url = redis.url().to_owned();
     let runs = FAULTS.iter().map(|(fault, suite, fragment)| {
         let url = url.clone();
-        async move { (fault, suite, fragment, run_suites(target(&url, &[fault]), &[suite]).await) }
+        async move {
+            (
+                fault,
+                suite,
+                fragment,
+                run_suites(target(&url, &[fault]), &[suite]).await,
+            )
+        }
     });
-    let finished: Vec<_> = futures::stream::iter(runs).buffer_unordered(3).collect().await;
+    let finished: Vec<_> = futures::stream::iter(runs)
+        .buffer_unordered(3)
+        .collect()
+        .await;
     let mut problems = Vec::new();
     for (fault, suite, fragment, outcomes) in finished {
         match &outcomes[suite] {
             Outcome::Failed(m) if m.contains(fragment) => println!("--fault {fault} (redis): {m}"),
-            other => problems.push(format!("--fault {fault}: {suite}: wanted `{fragment}`, got {other:?}")),
+            other => problems.push(format!(
+                "--fault {fault}: {suite}: wanted `{fragment}`, got {other:?}"
+            )),
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
@@ -130,30 +166,80 @@ async fn servers_on_one_redis_enforce_one_limit() {
         ]
         .map(String::from)
         .to_vec();
-        let server = ServerProcess::start(&argv, None).await.expect("server starts");
-        clients.push(service_suites::connect(&server.addr.to_string(), None, None).await.unwrap().rate());
+        let server = ServerProcess::start(&argv, None)
+            .await
+            .expect("server starts");
+        clients.push(
+            service_suites::connect(&server.addr.to_string(), None, None)
+                .await
+                .unwrap()
+                .rate(),
+        );
         servers.push(server);
     }
     let tag = std::process::id();
-    let admit = |policy: &str| proto::AdmitRequest { policy: policy.into(), key: format!("k{tag}"), cost: 1, hold: true, value: 0 };
+    let admit = |policy: &str| proto::AdmitRequest {
+        policy: policy.into(),
+        key: format!("k{tag}"),
+        cost: 1,
+        hold: true,
+        value: 0,
+    };
 
     // distributedConcurrency: one slot across the fleet; concurrency: one per server.
-    let held = clients[0].admit(admit("one-slot")).await.unwrap().into_inner();
+    let held = clients[0]
+        .admit(admit("one-slot"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(held.decision.unwrap().allowed);
     for c in &mut clients[1..] {
         let refused = c.admit(admit("one-slot")).await.unwrap().into_inner();
-        assert_eq!((refused.decision.unwrap().allowed, refused.binding_axis.as_str()), (false, "concurrency"));
-        assert!(c.admit(admit("local-slot")).await.unwrap().into_inner().decision.unwrap().allowed);
+        assert_eq!(
+            (
+                refused.decision.unwrap().allowed,
+                refused.binding_axis.as_str()
+            ),
+            (false, "concurrency")
+        );
+        assert!(
+            c.admit(admit("local-slot"))
+                .await
+                .unwrap()
+                .into_inner()
+                .decision
+                .unwrap()
+                .allowed
+        );
     }
     // Any server releases any lease.
-    clients[2].release(proto::ReleaseRequest { lease_id: held.lease_id, dropped: false }).await.unwrap();
-    assert!(clients[1].admit(admit("one-slot")).await.unwrap().into_inner().decision.unwrap().allowed);
+    clients[2]
+        .release(proto::ReleaseRequest {
+            lease_id: held.lease_id,
+            dropped: false,
+        })
+        .await
+        .unwrap();
+    assert!(
+        clients[1]
+            .admit(admit("one-slot"))
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap()
+            .allowed
+    );
 
     // fleetBudget: one meter.
     let mut debits = Vec::new();
     for i in 0..6 {
         let d = clients[i % 3]
-            .debit(proto::DebitRequest { policy: "shared-meter".into(), key: format!("k{tag}"), tokens: 1 })
+            .debit(proto::DebitRequest {
+                policy: "shared-meter".into(),
+                key: format!("k{tag}"),
+                tokens: 1,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -164,8 +250,20 @@ async fn servers_on_one_redis_enforce_one_limit() {
     // twoTier, window-coupled: at most `limit` per window across the fleet.
     let mut admitted = 0;
     for i in 0..60 {
-        let check = proto::CheckRequest { policy: "coupled".into(), key: format!("k{tag}"), cost: 1 };
-        if clients[i % 3].check(check).await.unwrap().into_inner().decision.unwrap().allowed {
+        let check = proto::CheckRequest {
+            policy: "coupled".into(),
+            key: format!("k{tag}"),
+            cost: 1,
+        };
+        if clients[i % 3]
+            .check(check)
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap()
+            .allowed
+        {
             admitted += 1;
         }
     }
@@ -178,12 +276,26 @@ async fn servers_on_one_redis_enforce_one_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emptied_script_cache_is_survived() {
     let Some(redis) = redis().await else { return };
-    let backend = ServiceBackend::start(target(redis.url(), &[])).await.unwrap();
+    let backend = ServiceBackend::start(target(redis.url(), &[]))
+        .await
+        .unwrap();
     let ctx = backend.suite_context();
     let mut con = tk_conform::infra::connect(redis.url()).await.unwrap();
-    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut con).await.unwrap();
-    for suite in service_suites::all().iter().filter(|s| ["peek_does_not_consume", "admit_holds_until_release"].contains(&s.name)) {
-        assert_eq!(suite.run(ctx.clone()).await, Outcome::Passed, "{} after SCRIPT FLUSH", suite.name);
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for suite in service_suites::all()
+        .iter()
+        .filter(|s| ["peek_does_not_consume", "admit_holds_until_release"].contains(&s.name))
+    {
+        assert_eq!(
+            suite.run(ctx.clone()).await,
+            Outcome::Passed,
+            "{} after SCRIPT FLUSH",
+            suite.name
+        );
     }
     backend.shutdown().await.unwrap();
 }

@@ -173,7 +173,10 @@ async fn each_faulty_server_fails_the_matching_suite() {
     });
     let mut problems = Vec::new();
     // A few servers at a time: the machine has two cores.
-    let finished: Vec<_> = futures::stream::iter(runs).buffer_unordered(4).collect().await;
+    let finished: Vec<_> = futures::stream::iter(runs)
+        .buffer_unordered(4)
+        .collect()
+        .await;
     for (fault, expectations, outcomes) in finished {
         for (suite, fragment) in expectations.iter() {
             match &outcomes[suite] {

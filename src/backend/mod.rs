@@ -5,6 +5,7 @@
 //! isolated key namespace (and, for the lease spender, a fresh spender).
 
 pub mod model;
+pub mod redis;
 pub mod service;
 pub mod service_process;
 
@@ -84,6 +85,11 @@ pub trait Backend: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// A fresh, isolated session for the suite called `suite`.
     async fn open_suite(&self, suite: &str) -> Result<Box<dyn SuiteSession>, BackendError>;
+    /// Why this backend does not serve `what` (a suite primitive such as `tokenBudget` or
+    /// `lease`, or a strategy name), for the reason a skipped trial shows.
+    fn unsupported_reason(&self, what: &str) -> String {
+        format!("the {} backend does not claim {what}", self.info().kind)
+    }
     /// Releases what the backend holds (connections, children). Called once at the end of a run.
     async fn shutdown(&self) -> Result<(), BackendError> {
         Ok(())

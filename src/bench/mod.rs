@@ -1,21 +1,20 @@
-//! `tk-conform bench ...`: measurements, never pass/fail (timed assertions do not belong in tests).
+//! `tk-conform bench ...`: throughput measurements (never timed assertions in tests).
 
+pub mod replay;
 pub mod server;
 
-#[derive(Debug, Clone, clap::Subcommand)]
+/// The `bench` subcommands.
+#[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
-    /// Check calls/s and latency of the reference server, memory vs Redis store.
+    /// Replay the vector corpus through the contract's Lua scripts at scale, next to redis-benchmark.
+    Replay(replay::ReplayBenchArgs),
+    /// Check calls/s and p50/p99 latency of the reference server, memory vs Redis store.
     Server(server::ServerBenchArgs),
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub command: BenchCommand,
-}
-
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.command {
-        BenchCommand::Server(args) => server::run(args).await,
+pub fn run(command: BenchCommand) -> std::process::ExitCode {
+    match command {
+        BenchCommand::Replay(args) => replay::run(args),
+        BenchCommand::Server(args) => server::main(args),
     }
 }

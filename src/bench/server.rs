@@ -50,6 +50,21 @@ pub struct Measurement {
     pub p99_us: f64,
 }
 
+pub fn main(args: ServerBenchArgs) -> std::process::ExitCode {
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tk-conform bench server: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 pub async fn run(args: ServerBenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the tk-conform executable")?;
     let dir = tempfile::tempdir()?;

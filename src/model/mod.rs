@@ -26,3 +26,6 @@ pub use strategy::{
     SlidingWindowOptions, Strategy, StrategyKind, TokenBucketOptions,
 };
 pub use token_budget::{TokenBudget, TokenBudgetOptions, TokenBudgetState};
+
+#[cfg(test)]
+mod spot_checks;

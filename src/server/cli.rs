@@ -55,6 +55,22 @@ pub struct ServeArgs {
     pub faults: Vec<Fault>,
 }
 
+/// Runs the server until SIGTERM / Ctrl-C; a start-up error is one line and exit code 2.
+pub fn main(args: ServeArgs) -> std::process::ExitCode {
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tk-conform serve: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.lease_ttl_ms > 0, "--lease-ttl-ms must be at least 1");
     let policies = PolicySet::load(&args.config)?;
@@ -68,7 +84,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let local = Arc::new(MemoryStore::new(store_faults));
     let shared: Arc<dyn Store> = match &args.redis {
         None => local.clone(),
-        Some(url) => super::store::connect_redis(url, store_faults)
+        Some(url) => super::store::connect_redis(url, &args.contract, store_faults)
             .await
             .with_context(|| format!("cannot use --redis {url}"))?,
     };

@@ -10,6 +10,7 @@ mod client;
 mod fleet;
 mod lifecycle;
 mod monitor;
+mod oracle;
 mod rate;
 mod status;
 
@@ -200,6 +201,12 @@ pub fn all() -> Vec<ServiceSuite> {
             monitor::watch_streams_denials,
             "Monitor.Watch streams each denial"
         ),
+        suite!(
+            "one_oracle_shared_budget",
+            oracle::one_oracle_shared_budget,
+            "the direct Redis door and the service door share one budget",
+            true
+        ),
     ]
 }
 
@@ -250,6 +257,7 @@ mod tests {
         assert_eq!(gcra_burst("pair"), 2);
         assert_eq!(gcra_burst("snap"), super::monitor::SNAP_BURST);
         assert_eq!(gcra_burst("watched"), 1);
+        assert_eq!(gcra_burst("oracle"), super::oracle::ORACLE_BURST);
 
         let names: Vec<&str> = set.policies.keys().map(String::as_str).collect();
         for needed in [

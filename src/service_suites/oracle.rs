@@ -22,7 +22,7 @@ pub(super) async fn one_oracle_shared_budget(ctx: Arc<SuiteContext>) -> SuiteRes
     };
     let scripts = ScriptSet::from_contract_dir(&ctx.contract_dir)
         .map_err(|e| SuiteFailure(format!("setup: the contract's scripts: {e}")))?;
-    let mut con = crate::infra::redis::connect(url)
+    let mut con = crate::infra::connect(url)
         .await
         .map_err(|e| SuiteFailure(format!("setup: {e}")))?;
     let identity = ctx.key("oracle", "k");
@@ -50,7 +50,12 @@ pub(super) async fn one_oracle_shared_budget(ctx: Arc<SuiteContext>) -> SuiteRes
         let allowed = remaining > 0;
         remaining = (remaining - 1).max(0);
         expect_eq(&step, "allowed", allowed, d.allowed)?;
-        expect_eq(&step, "remaining (one budget across both doors)", remaining, d.remaining)?;
+        expect_eq(
+            &step,
+            "remaining (one budget across both doors)",
+            remaining,
+            d.remaining,
+        )?;
     }
     Ok(())
 }

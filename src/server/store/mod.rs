@@ -6,6 +6,7 @@
 //! state); times are epoch milliseconds as `f64`, the contract's number type.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 
@@ -118,12 +119,13 @@ pub trait Store: Send + Sync {
     ) -> Result<WindowGrant, StoreError>;
 }
 
-/// Connects the Redis store (available once the shared Redis script set lands).
+/// Connects the Redis store, running the Lua of the contract at `contract_dir`.
 pub async fn connect_redis(
     url: &str,
-    _faults: StoreFaults,
+    contract_dir: &std::path::Path,
+    faults: StoreFaults,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    Err(StoreError::Unavailable(format!(
-        "the Redis store is not built into this binary yet (asked for {url})"
-    )))
+    Ok(std::sync::Arc::new(
+        redis::RedisStore::connect(url, contract_dir, faults).await?,
+    ))
 }

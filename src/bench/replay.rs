@@ -1,0 +1,425 @@
+//! `tk-conform bench replay`: the golden vectors' rate-limit timelines replayed through the
+//! contract's Lua scripts at scale, over one connection and over N concurrent pipelined
+//! connections, next to `redis-benchmark` running the same scripts (EVALSHA) in the same mix with
+//! the same connection count and pipelining on the same Redis.
+//!
+//! Every timeline is replayed on a fresh key, in order, so every reply can also be checked
+//! against the vectors: the bench reports divergences (there should be none) besides ops/s.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::contract::vectors::{RateOp, Suite};
+use crate::infra::{RedisInstance, RedisOptions, connect};
+use crate::model::Strategy;
+use crate::redis_scripts::{ScriptSet, decision_from_reply};
+use crate::report::Progress;
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayBenchArgs {
+    /// The contract folder (golden-vectors.json, scripts/).
+    #[arg(long, default_value = "contract")]
+    pub contract: PathBuf,
+    /// A vectors file instead of <contract>/golden-vectors.json.
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// Use this Redis instead of starting one (keys get a unique prefix; nothing is flushed).
+    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The redis-server (or valkey-server) binary to start.
+    #[arg(long)]
+    pub redis_server: Option<PathBuf>,
+    /// Script calls per configuration (at least this many: whole timelines are replayed).
+    #[arg(long, default_value_t = 100_000)]
+    pub calls: u64,
+    /// Connections of the concurrent configuration.
+    #[arg(long, default_value_t = 50)]
+    pub connections: usize,
+    /// Commands per pipeline in the concurrent configuration.
+    #[arg(long, default_value_t = 16)]
+    pub pipeline: usize,
+    /// Skip the redis-benchmark comparison.
+    #[arg(long)]
+    pub no_redis_benchmark: bool,
+}
+
+pub fn run(args: ReplayBenchArgs) -> ExitCode {
+    match execute(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tk-conform bench replay: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// One timeline: a strategy, and its ops with expectations.
+struct Timeline {
+    strategy: Strategy,
+    ops: Vec<RateOp>,
+}
+
+/// One measured configuration.
+struct Measured {
+    calls: u64,
+    elapsed: Duration,
+    divergences: u64,
+    first_divergence: Option<String>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
+    if args.connections == 0 || args.pipeline == 0 || args.calls == 0 {
+        bail!("--calls, --connections and --pipeline must be at least 1");
+    }
+    let vectors_path = args
+        .vectors
+        .clone()
+        .unwrap_or_else(|| args.contract.join("golden-vectors.json"));
+    let vectors = crate::conformance::corpus::load_vectors(&vectors_path)?;
+    if crate::conformance::corpus::uses_zero_now(&vectors) {
+        bail!(
+            "{}: the vectors use now = 0; bench replay needs explicit times",
+            vectors_path.display()
+        );
+    }
+    let timelines: Arc<Vec<Timeline>> = Arc::new(
+        vectors
+            .suites
+            .iter()
+            .filter_map(|s| match s {
+                Suite::RateLimit(r) if !r.ops.is_empty() => Some(Timeline {
+                    strategy: r.strategy,
+                    ops: r.ops.clone(),
+                }),
+                _ => None,
+            })
+            .collect(),
+    );
+    if timelines.is_empty() {
+        bail!("{}: no rate-limit suites to replay", vectors_path.display());
+    }
+    let scripts = Arc::new(ScriptSet::from_contract_dir(&args.contract)?);
+    let progress = Progress::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        progress.phase("starting redis");
+        let redis = RedisInstance::provision(&RedisOptions {
+            url: args.redis_url.clone(),
+            server_binary: args.redis_server.clone(),
+            container_image: None,
+        })
+        .await?;
+        progress.line(&format!("redis: {}", redis.describe()));
+        let mut con = connect(redis.url()).await?;
+        scripts.load_all(&mut con).await?;
+        let prefix = format!(
+            "tk-conform-bench:{}:{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+
+        let configs = [(1usize, 1usize), (args.connections, args.pipeline)];
+        let mut rows = Vec::new();
+        for (i, &(connections, pipeline)) in configs.iter().enumerate() {
+            progress.phase(&format!(
+                "replaying {} calls over {connections} connection(s), pipeline {pipeline}",
+                args.calls
+            ));
+            let ours = replay_at_scale(
+                &scripts,
+                &timelines,
+                redis.url(),
+                &format!("{prefix}:{i}"),
+                args.calls,
+                connections,
+                pipeline,
+            )
+            .await?;
+            let theirs = if args.no_redis_benchmark {
+                None
+            } else {
+                progress.phase(&format!(
+                    "redis-benchmark: same scripts and mix, -c {connections} -P {pipeline}"
+                ));
+                redis_benchmark(
+                    &scripts,
+                    &timelines,
+                    redis.url(),
+                    &format!("{prefix}:rb"),
+                    args.calls,
+                    connections,
+                    pipeline,
+                )?
+            };
+            rows.push((connections, pipeline, ours, theirs));
+        }
+        progress.clear();
+        if redis.is_external() {
+            delete_prefix(&mut con, &prefix).await?;
+        }
+
+        println!(
+            "bench replay: {} rate-limit timelines from {}",
+            timelines.len(),
+            vectors_path.display()
+        );
+        println!("redis: {}", redis.describe());
+        println!(
+            "{:<14} {:>9} {:>16} {:>22} {:>7} {:>12}",
+            "config", "calls", "tk-conform ops/s", "redis-benchmark ops/s", "ratio", "divergences"
+        );
+        for (connections, pipeline, ours, theirs) in &rows {
+            let (bench, ratio) = match theirs {
+                Some(rate) => (format!("{rate:.0}"), format!("{:.2}", ours.rate() / rate)),
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "{:<14} {:>9} {:>16.0} {:>22} {:>7} {:>12}",
+                format!("c={connections} P={pipeline}"),
+                ours.calls,
+                ours.rate(),
+                bench,
+                ratio,
+                ours.divergences
+            );
+            if let Some(first) = &ours.first_divergence {
+                println!("  first divergence: {first}");
+            }
+        }
+        if !args.no_redis_benchmark && rows.iter().any(|r| r.3.is_none()) {
+            println!("(redis-benchmark not found on PATH: no comparison)");
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Replays whole timelines on fresh keys until at least `calls` script calls were made, over
+/// `connections` connections each sending pipelines of `pipeline` EVALSHAs.
+async fn replay_at_scale(
+    scripts: &Arc<ScriptSet>,
+    timelines: &Arc<Vec<Timeline>>,
+    url: &str,
+    prefix: &str,
+    calls: u64,
+    connections: usize,
+    pipeline: usize,
+) -> anyhow::Result<Measured> {
+    let mut cons = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        cons.push(connect(url).await?);
+    }
+    let next_job = Arc::new(AtomicUsize::new(0));
+    let done_calls = Arc::new(AtomicU64::new(0));
+    let divergences = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut con in cons {
+        let (scripts, timelines) = (Arc::clone(scripts), Arc::clone(timelines));
+        let (next_job, done_calls, divergences) = (
+            Arc::clone(&next_job),
+            Arc::clone(&done_calls),
+            Arc::clone(&divergences),
+        );
+        let prefix = prefix.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut first_divergence = None;
+            // Calls queued for the next pipeline, with what each must answer.
+            let mut batch = redis::pipe();
+            let mut expected = Vec::with_capacity(pipeline);
+            loop {
+                let job = next_job.fetch_add(1, Ordering::Relaxed);
+                let more = done_calls.load(Ordering::Relaxed) < calls;
+                if more {
+                    let timeline = &timelines[job % timelines.len()];
+                    let bound = scripts.bind(&timeline.strategy)?;
+                    let key = format!("{prefix}:{job}");
+                    for op in &timeline.ops {
+                        batch.add_command(bound.evalsha_cmd(&key, op.now, op.cost));
+                        expected.push(op.expect);
+                        if expected.len() == pipeline {
+                            flush(
+                                &mut con,
+                                &mut batch,
+                                &mut expected,
+                                &done_calls,
+                                &divergences,
+                                &mut first_divergence,
+                            )
+                            .await?;
+                        }
+                    }
+                }
+                if !more {
+                    flush(
+                        &mut con,
+                        &mut batch,
+                        &mut expected,
+                        &done_calls,
+                        &divergences,
+                        &mut first_divergence,
+                    )
+                    .await?;
+                    return anyhow::Ok(first_divergence);
+                }
+            }
+        }));
+    }
+    let mut first_divergence = None;
+    for task in tasks {
+        let first = task.await.context("a bench task panicked")??;
+        first_divergence = first_divergence.or(first);
+    }
+    Ok(Measured {
+        calls: done_calls.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        divergences: divergences.load(Ordering::Relaxed),
+        first_divergence,
+    })
+}
+
+async fn flush(
+    con: &mut redis::aio::MultiplexedConnection,
+    batch: &mut redis::Pipeline,
+    expected: &mut Vec<crate::model::Decision>,
+    done_calls: &AtomicU64,
+    divergences: &AtomicU64,
+    first_divergence: &mut Option<String>,
+) -> anyhow::Result<()> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let replies: Vec<redis::Value> = batch
+        .query_async(con)
+        .await
+        .context("a pipelined EVALSHA failed")?;
+    for (reply, want) in replies.iter().zip(expected.iter()) {
+        let got = decision_from_reply(reply);
+        if got.as_ref() != Ok(want) {
+            divergences.fetch_add(1, Ordering::Relaxed);
+            if first_divergence.is_none() {
+                *first_divergence = Some(format!("expected {want}, got {got:?}"));
+            }
+        }
+    }
+    done_calls.fetch_add(expected.len() as u64, Ordering::Relaxed);
+    batch.clear();
+    expected.clear();
+    Ok(())
+}
+
+/// redis-benchmark's combined rate over the same scripts, weighted like the corpus's mix:
+/// each script runs with its share of the calls (with one representative op's arguments, on
+/// random fresh keys), and the combined rate is total calls / total time.
+fn redis_benchmark(
+    scripts: &ScriptSet,
+    timelines: &[Timeline],
+    url: &str,
+    key_prefix: &str,
+    calls: u64,
+    connections: usize,
+    pipeline: usize,
+) -> anyhow::Result<Option<f64>> {
+    let Some(binary) = which("redis-benchmark") else {
+        return Ok(None);
+    };
+    let (host, port) = host_port(url)?;
+    // Calls per script in one pass over the corpus, and one representative op for each.
+    // Keyed by script name; each script gets its own key space (a key holds one strategy's type).
+    let mut mix: BTreeMap<String, (String, u64, Vec<String>)> = BTreeMap::new();
+    for t in timelines {
+        let bound = scripts.bind(&t.strategy)?;
+        let entry = mix
+            .entry(bound.script().entry.name.clone())
+            .or_insert_with(|| {
+                let argv = bound.argv(t.ops[0].now, t.ops[0].cost);
+                (bound.script().sha1.clone(), 0, argv)
+            });
+        entry.1 += t.ops.len() as u64;
+    }
+    let pass: u64 = mix.values().map(|(_, n, _)| n).sum();
+    let (mut total_calls, mut total_secs) = (0u64, 0f64);
+    for (name, (sha, share, argv)) in &mix {
+        let n = (calls * share / pass).max(10_000);
+        let output = Command::new(&binary)
+            .args(["-h", &host, "-p", &port.to_string()])
+            .args(["-c", &connections.to_string(), "-P", &pipeline.to_string()])
+            .args(["-n", &n.to_string(), "-r", "100000000", "--csv"])
+            .args([
+                "EVALSHA",
+                sha,
+                "1",
+                &format!("{key_prefix}:{name}:__rand_int__"),
+            ])
+            .args(argv)
+            .output()
+            .context("cannot run redis-benchmark")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let rps = stdout
+            .lines()
+            .filter(|l| l.starts_with("\"EVALSHA"))
+            .find_map(|l| l.split("\",\"").nth(1)?.parse::<f64>().ok())
+            .with_context(|| {
+                format!(
+                    "no rate in redis-benchmark's output: {stdout} {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })?;
+        total_calls += n;
+        total_secs += n as f64 / rps;
+    }
+    Ok(Some(total_calls as f64 / total_secs))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let info = redis::Client::open(url)?.get_connection_info().clone();
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => Ok((host.clone(), *port)),
+        other => bail!("redis-benchmark needs a TCP address, {url} is {other:?}"),
+    }
+}
+
+async fn delete_prefix(
+    con: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await?;
+        if !keys.is_empty() {
+            let _: u64 = redis::cmd("DEL").arg(&keys).query_async(con).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}

@@ -1,0 +1,246 @@
+//! `tk-conform run`: replay the contract's golden vectors against a backend, with logs, JUnit
+//! and a CI-gate exit code (0 all passed, 1 a trial failed, 2 usage/contract/infrastructure).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use super::backends::{BackendKind, ProvisionRequest, Provisioned, provision};
+use super::corpus;
+use super::trial::{TrialSpec, VectorReplay, run_trials, vector_trials};
+use crate::contract::vectors::Suite;
+use crate::infra::{RedisOptions, kill_all_owned};
+use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The engine to judge.
+    #[arg(long, value_enum, default_value = "redis")]
+    pub backend: BackendKind,
+    /// The contract folder (golden-vectors.json, scripts/, manifest.sha256).
+    #[arg(long, default_value = "contract")]
+    pub contract: PathBuf,
+    /// A vectors file to replay instead of <contract>/golden-vectors.json.
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// Use this Redis instead of starting one. Never flushed: keys get a unique per-run prefix.
+    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The redis-server (or valkey-server) binary to start, instead of the first on PATH.
+    #[arg(long)]
+    pub redis_server: Option<PathBuf>,
+    /// Image for the Docker fallback when no binary is found.
+    #[arg(long, default_value = "redis:7")]
+    pub redis_image: String,
+    /// Where run folders go (`<logs>/<UTC timestamp>-<backend>/`, `<logs>/latest`).
+    #[arg(long, default_value = "logs")]
+    pub logs: PathBuf,
+    /// Replay every suite this many times, each time from empty state.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub repeat: u32,
+    /// Milliseconds added to every `now` (spec 5). Default: 0, or the smallest fitting multiple
+    /// of 1000 when the vectors use the `now = 0` sentinel.
+    #[arg(long)]
+    pub clock_offset: Option<f64>,
+    /// Recorded in the logs; also part of the run's key prefix. Random by default.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Per-suite bound on one replay, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub trial_timeout: u64,
+    /// libtest flags after `--`: filters, --exact, --list, --test-threads, --format, --skip, ...
+    #[arg(last = true)]
+    pub libtest: Vec<String>,
+}
+
+/// Runs the command; every error is reported on one line and becomes exit code 2.
+pub fn run(args: RunArgs) -> ExitCode {
+    match execute(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tk-conform run: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let libtest = match libtest_mimic::Arguments::try_parse_from(
+        std::iter::once("tk-conform run --".to_owned()).chain(args.libtest.iter().cloned()),
+    ) {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            // --help and friends after `--`.
+            let _ = e.print();
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => anyhow::bail!("bad libtest arguments after `--`: {}", e.kind()),
+    };
+    let vectors_path = args
+        .vectors
+        .clone()
+        .unwrap_or_else(|| args.contract.join("golden-vectors.json"));
+    let vectors = corpus::load_vectors(&vectors_path)?;
+    let clock_offset = match args.clock_offset {
+        Some(offset) if offset.is_finite() && offset >= 0.0 => offset,
+        Some(offset) => anyhow::bail!("--clock-offset must be a finite number >= 0, got {offset}"),
+        None if corpus::uses_zero_now(&vectors) => {
+            corpus::smallest_offset(&vectors, &vectors_path)?
+        }
+        None => 0.0,
+    };
+    let suites: Vec<Suite> = vectors
+        .suites
+        .iter()
+        .map(|s| corpus::shifted(s, clock_offset))
+        .collect();
+
+    if libtest.list {
+        // Listing needs no backend: every suite is a trial name.
+        let specs = suites
+            .iter()
+            .map(|s| TrialSpec::new(s.trial_name(), "vectors", || unreachable!("only listed")))
+            .collect();
+        let _ = run_trials(&libtest, specs, None);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let contract_digest = corpus::contract_digest(&args.contract)?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let run_dir = RunDir::create(&args.logs, args.backend.label())
+        .with_context(|| format!("cannot create a run folder under {}", args.logs.display()))?;
+    let mut summary = Summary::new("run", &args.contract.display().to_string(), seed);
+    summary.contract_digest = contract_digest.clone();
+    summary.clock_offset_ms = clock_offset;
+    summary
+        .details
+        .insert("repeat".into(), serde_json::json!(args.repeat));
+    summary.details.insert(
+        "vectors".into(),
+        serde_json::json!(vectors_path.display().to_string()),
+    );
+    let recorder = Arc::new(
+        Recorder::start(run_dir, summary)
+            .with_context(|| format!("cannot write logs under {}", args.logs.display()))?,
+    );
+    let progress = Progress::new();
+    progress.line(&format!("logs: {}", recorder.dir().path().display()));
+    recorder.log(&format!(
+        "tk-conform {} run --backend {}, seed {seed}, vectors {} ({} suites), contract digest {}",
+        env!("CARGO_PKG_VERSION"),
+        args.backend.label(),
+        vectors_path.display(),
+        suites.len(),
+        contract_digest
+            .as_deref()
+            .unwrap_or("none (no manifest.sha256)")
+    ));
+    if clock_offset != 0.0 {
+        let line = format!(
+            "clock offset: {clock_offset} ms added to every now (the vectors use the now = 0 \
+             sentinel; expecting resetAt + {clock_offset})"
+        );
+        progress.line(&line);
+        recorder.log(&line);
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    interrupt_handler(&runtime, Arc::clone(&recorder));
+
+    let request = ProvisionRequest {
+        contract_dir: &args.contract,
+        redis: RedisOptions {
+            url: args.redis_url.clone(),
+            server_binary: args.redis_server.clone(),
+            container_image: Some(args.redis_image.clone()),
+        },
+        key_prefix: format!(
+            "tk-conform:{}:{}:{seed:x}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+            std::process::id()
+        ),
+    };
+    let provisioned = match runtime.block_on(provision(args.backend, &request, &progress)) {
+        Ok(p) => p,
+        Err(e) => {
+            let message = format!("{e:#}");
+            recorder.log(&format!("error: {message}"));
+            let _ = recorder.update(|s| s.error = Some(message));
+            let _ = recorder.finish(RunStatus::Error, 2);
+            return Err(e);
+        }
+    };
+    let info = provisioned.backend.info();
+    for note in &provisioned.notes {
+        recorder.log(note);
+    }
+    progress.line(&format!("backend: {} — {}", info.kind, info.server));
+    recorder.update(|s| s.backend = serde_json::to_value(&info).ok())?;
+
+    let replay = VectorReplay {
+        backend: Arc::clone(&provisioned.backend),
+        runtime: runtime.handle().clone(),
+        repeat: args.repeat,
+        timeout: Duration::from_secs(args.trial_timeout.max(1)),
+    };
+    let mut specs = vector_trials(suites, &replay);
+    let Provisioned {
+        backend,
+        extra_trials,
+        keep_alive,
+        ..
+    } = provisioned;
+    specs.extend(extra_trials);
+    progress.clear();
+
+    let conclusion = run_trials(&libtest, specs, Some(Arc::clone(&recorder)));
+
+    if let Err(e) = runtime.block_on(backend.shutdown()) {
+        recorder.log(&format!("backend shutdown: {e}"));
+    }
+    drop(replay);
+    drop(backend);
+    drop(keep_alive);
+    let code = if conclusion.has_failed() { 1 } else { 0 };
+    recorder.finish(RunStatus::Finished, code)?;
+    eprintln!(
+        "tk-conform: {} passed, {} failed, {} skipped; logs in {}",
+        conclusion.num_passed,
+        conclusion.num_failed,
+        conclusion.num_ignored,
+        recorder.dir().path().display()
+    );
+    Ok(ExitCode::from(code as u8))
+}
+
+/// Ctrl-C / SIGTERM: mark the summary interrupted (what finished stays recorded), kill every
+/// owned child, and exit 130 without waiting for running trials.
+fn interrupt_handler(runtime: &tokio::runtime::Runtime, recorder: Arc<Recorder>) {
+    runtime.spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        recorder.log("interrupted");
+        let _ = recorder.finish(RunStatus::Interrupted, 130);
+        kill_all_owned();
+        eprintln!(
+            "tk-conform: interrupted; partial logs in {}",
+            recorder.dir().path().display()
+        );
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,235 @@
+//! `tk-conform contract ...`: verify, seal, sync and generate the vendored contract.
+//!
+//! Exit codes: 0 ok; 1 drift or a failed check; 2 a usage or infrastructure error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::generate::{self, DEFAULT_OUTPUT, DEFAULT_TIMELINES_DIR};
+use super::layout::{CHECKSUMS, DEFAULT_DIR};
+use super::seal::{self, SealError};
+use super::sync::{self, ArchiveLimits, SyncOptions};
+use super::verify;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_CHECK_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Subcommand)]
+pub enum ContractCommand {
+    /// Check every contract file against manifest.sha256 and the pinned contractVersion.
+    Verify(VerifyArgs),
+    /// Vendor the contract from an upstream directory or an http(s) URL of a .tar.gz.
+    Sync(SyncArgs),
+    /// Generate golden-vectors.json from the timelines under suites/vectors (or check it).
+    Vectors(VectorsArgs),
+    /// Rewrite manifest.sha256 from the files on disk, after an intended edit.
+    Seal(SealArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The contract directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    pub contract: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// The contract directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    pub contract: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// An upstream checkout or contract folder, or an http(s) URL of a .tar.gz of one.
+    #[arg(long, value_name = "DIR|URL")]
+    pub from: String,
+    /// The contract directory to write.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    pub to: PathBuf,
+    /// Largest archive to download, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = ArchiveLimits::default().max_archive_bytes)]
+    pub max_archive_bytes: u64,
+    /// Largest total size of the unpacked archive, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = ArchiveLimits::default().max_unpacked_bytes)]
+    pub max_unpacked_bytes: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct VectorsArgs {
+    /// Do not write: exit 1 when the committed file differs from what the timelines generate.
+    #[arg(long)]
+    pub check: bool,
+    /// The folder of *.toml timelines.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_TIMELINES_DIR)]
+    pub timelines: PathBuf,
+    /// The vectors file to write or check.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_OUTPUT)]
+    pub out: PathBuf,
+}
+
+pub fn run(command: ContractCommand) -> ExitCode {
+    ExitCode::from(match command {
+        ContractCommand::Verify(args) => run_verify(&args.contract),
+        ContractCommand::Seal(args) => run_seal(&args.contract),
+        ContractCommand::Sync(args) => run_sync(args),
+        ContractCommand::Vectors(args) => run_vectors(&args),
+    })
+}
+
+fn run_verify(dir: &Path) -> u8 {
+    match verify::verify(dir) {
+        Ok(report) if report.is_ok() => {
+            println!(
+                "{}: verified, {} files match {CHECKSUMS}",
+                dir.display(),
+                report.pinned
+            );
+            EXIT_OK
+        }
+        Ok(report) => {
+            for finding in &report.findings {
+                println!("{finding}");
+            }
+            eprintln!(
+                "{}: verification failed with {} problem(s)",
+                dir.display(),
+                report.findings.len()
+            );
+            EXIT_CHECK_FAILED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn run_seal(dir: &Path) -> u8 {
+    match seal::seal(dir) {
+        Ok(report) => {
+            for path in &report.changed {
+                println!("pinned: {path}");
+            }
+            if report.wrote_source {
+                println!("wrote {}/SOURCE", dir.display());
+            }
+            println!(
+                "sealed {}: {CHECKSUMS} pins {} files ({} changed)",
+                dir.display(),
+                report.pinned.len(),
+                report.changed.len()
+            );
+            EXIT_OK
+        }
+        Err(e @ SealError::Refused { .. }) => {
+            eprintln!("error: {e}");
+            EXIT_CHECK_FAILED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn run_sync(args: SyncArgs) -> u8 {
+    let options = SyncOptions {
+        from: args.from,
+        to: args.to,
+        limits: ArchiveLimits {
+            max_archive_bytes: args.max_archive_bytes,
+            max_unpacked_bytes: args.max_unpacked_bytes,
+            ..ArchiveLimits::default()
+        },
+    };
+    match sync::sync(&options) {
+        Ok(report) => {
+            for (dest, origin) in &report.files {
+                println!("{dest} <- {origin}");
+            }
+            println!(
+                "synced {} ({} layout) into {}; {CHECKSUMS} and SOURCE rewritten",
+                options.from,
+                report.layout.name(),
+                report.target.display()
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!(
+                "the contract in {} was left as it was",
+                options.to.display()
+            );
+            if e.is_check_failure() {
+                EXIT_CHECK_FAILED
+            } else {
+                EXIT_USAGE
+            }
+        }
+    }
+}
+
+fn run_vectors(args: &VectorsArgs) -> u8 {
+    let vectors = match generate::generate_dir(&args.timelines) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let text = generate::render(&vectors);
+    if args.check {
+        return match std::fs::read(&args.out) {
+            Ok(committed) if committed == text.as_bytes() => {
+                println!(
+                    "{} is up to date with {} ({} suites)",
+                    args.out.display(),
+                    args.timelines.display(),
+                    vectors.suites.len()
+                );
+                EXIT_OK
+            }
+            Ok(committed) => {
+                eprintln!(
+                    "{} differs from what {} generates ({}); run `tk-conform contract vectors`, \
+                     then `tk-conform contract seal`",
+                    args.out.display(),
+                    args.timelines.display(),
+                    first_difference(&committed, text.as_bytes())
+                );
+                EXIT_CHECK_FAILED
+            }
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", args.out.display());
+                EXIT_USAGE
+            }
+        };
+    }
+    if let Err(e) = super::atomic::write_file(&args.out, text.as_bytes()) {
+        eprintln!("error: cannot write {}: {e}", args.out.display());
+        return EXIT_USAGE;
+    }
+    println!(
+        "wrote {} ({} suites); run `tk-conform contract seal` to re-pin its checksum",
+        args.out.display(),
+        vectors.suites.len()
+    );
+    EXIT_OK
+}
+
+/// "first difference at line N" for a check failure message.
+fn first_difference(a: &[u8], b: &[u8]) -> String {
+    let at = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    let line = a[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+    format!("first difference at line {line}")
+}

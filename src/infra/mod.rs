@@ -1,0 +1,19 @@
+//! Provisioning: the processes and stores a run needs, owned so that they are gone when the run
+//! ends, however it ends (success, failure, panic, Ctrl-C, or the harness being SIGKILLed).
+//!
+//! - [`OwnedChild`]: any child process in its own process group, killed (group and all) on drop,
+//!   and by the kernel (`PR_SET_PDEATHSIG`) if the harness dies first.
+//! - [`RedisInstance`]: a Redis to run against: a local `redis-server` / `valkey-server` we start,
+//!   a container (testcontainers), or an external `--redis-url` we never flush.
+
+mod child;
+mod container;
+mod port;
+mod redis;
+
+pub use child::{ChildError, OwnedChild, kill_all_owned, live_owned_pids};
+pub use port::free_loopback_port;
+pub use redis::{
+    LocalRedis, RedisError, RedisInstance, RedisOptions, RedisOrigin, connect, find_redis_binary,
+    server_version,
+};

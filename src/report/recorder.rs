@@ -1,0 +1,129 @@
+//! The live record of a run: `summary.json` rewritten after every trial, `run.log` appended,
+//! `junit.xml` written at the end.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::Mutex;
+
+use super::atomic::write_atomic;
+use super::junit::junit_xml;
+use super::run_dir::RunDir;
+use super::summary::{RunStatus, Summary, TrialRecord, now_rfc3339};
+
+pub struct Recorder {
+    dir: RunDir,
+    summary: Mutex<Summary>,
+    log: Mutex<File>,
+}
+
+impl Recorder {
+    /// Opens `run.log` and writes the first `summary.json` (status `running`).
+    pub fn start(dir: RunDir, summary: Summary) -> io::Result<Recorder> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.file("run.log"))?;
+        let recorder = Recorder {
+            dir,
+            summary: Mutex::new(summary),
+            log: Mutex::new(log),
+        };
+        recorder.write_summary()?;
+        Ok(recorder)
+    }
+
+    pub fn dir(&self) -> &RunDir {
+        &self.dir
+    }
+
+    /// Appends a timestamped line to `run.log`.
+    pub fn log(&self, line: &str) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        // A failed log write must not fail the run; the summary is the record that matters.
+        let _ = writeln!(log, "{} {line}", now_rfc3339());
+    }
+
+    /// Changes the summary and rewrites `summary.json`.
+    pub fn update(&self, change: impl FnOnce(&mut Summary)) -> io::Result<()> {
+        change(&mut self.summary.lock().unwrap_or_else(|e| e.into_inner()));
+        self.write_summary()
+    }
+
+    /// Adds a finished trial (and a `run.log` line) and rewrites `summary.json`.
+    pub fn record(&self, trial: TrialRecord) -> io::Result<()> {
+        let mut line = format!(
+            "trial {} {:?} in {:.1} ms",
+            trial.name, trial.outcome, trial.duration_ms
+        );
+        if let Some(message) = &trial.message {
+            line.push_str(": ");
+            line.push_str(message);
+        }
+        self.log(&line);
+        self.update(|s| s.push(trial))
+    }
+
+    /// A copy of the summary as it stands.
+    pub fn snapshot(&self) -> Summary {
+        self.summary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the final status and exit code, writes `summary.json` and `junit.xml`.
+    pub fn finish(&self, status: RunStatus, exit_code: i32) -> io::Result<()> {
+        self.update(|s| {
+            s.status = status;
+            s.exit_code = Some(exit_code);
+            s.finished_at = Some(now_rfc3339());
+        })?;
+        let xml = junit_xml(&self.snapshot()).map_err(io::Error::other)?;
+        write_atomic(&self.dir.file("junit.xml"), xml.as_bytes())?;
+        self.log(&format!("finished: {status:?}, exit code {exit_code}"));
+        Ok(())
+    }
+
+    fn write_summary(&self) -> io::Result<()> {
+        // Hold the lock while writing so concurrent trials cannot write an older summary last.
+        let summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+        let json = serde_json::to_vec_pretty(&*summary).map_err(io::Error::other)?;
+        write_atomic(&self.dir.file("summary.json"), &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{TrialOutcome, TrialRecord};
+
+    #[test]
+    fn the_summary_is_valid_after_every_trial() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = RunDir::create(root.path(), "model").unwrap();
+        let recorder = Recorder::start(dir, Summary::new("run", "contract", 1)).unwrap();
+        let read = || -> Summary {
+            serde_json::from_slice(&std::fs::read(recorder.dir().file("summary.json")).unwrap())
+                .unwrap()
+        };
+        assert_eq!(read().status, RunStatus::Running);
+        recorder
+            .record(TrialRecord {
+                name: "rateLimit::x".into(),
+                kind: "vectors".into(),
+                outcome: TrialOutcome::Passed,
+                duration_ms: 2.0,
+                message: None,
+            })
+            .unwrap();
+        // An interrupted run stops here: the summary on disk already lists the finished trial.
+        let mid = read();
+        assert_eq!(mid.counts.passed, 1);
+        assert_eq!(mid.status, RunStatus::Running);
+        recorder.finish(RunStatus::Finished, 0).unwrap();
+        assert_eq!(read().exit_code, Some(0));
+        assert!(recorder.dir().file("junit.xml").exists());
+        let log = std::fs::read_to_string(recorder.dir().file("run.log")).unwrap();
+        assert!(log.contains("trial rateLimit::x Passed"), "{log}");
+    }
+}
