@@ -142,9 +142,7 @@ impl ServiceTarget {
 
 /// A free loopback port for a server that must be told one (a tiny race is accepted).
 fn free_port() -> Result<u16, BackendError> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    crate::infra::free_loopback_port()
         .map_err(|e| BackendError::Unavailable(format!("cannot find a free port: {e}")))
 }
 

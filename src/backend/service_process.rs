@@ -1,23 +1,22 @@
-//! A gRPC server started and owned by the harness: spawned in its own process group, waited for
-//! until it listens, stopped with SIGTERM (then SIGKILL), and killed with its group when dropped
-//! or when the harness dies.
+//! A gRPC server started and owned by the harness (an `infra::OwnedChild`: own process group,
+//! killed with its group on drop, by the kernel if the harness dies, and by the runner's
+//! interrupt handler). Its stdout and stderr go to files, which readiness is read from and
+//! error messages quote.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use nix::sys::signal::Signal;
+
+use crate::infra::{ChildError, OwnedChild};
 
 /// How long a server may take to start listening.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopped server may take to drain before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-/// Lines of the server's stderr kept for error messages.
+/// Lines of the server's stderr quoted in error messages.
 const STDERR_TAIL: usize = 40;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +43,13 @@ pub enum ProcessError {
 }
 
 pub struct ServerProcess {
-    child: Child,
+    child: OwnedChild,
     pub addr: SocketAddr,
     command: String,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    /// Holds the output files; removed with the process handle.
+    _logs: tempfile::TempDir,
 }
 
 impl ServerProcess {
@@ -55,64 +57,48 @@ impl ServerProcess {
     /// when `port` (if the command was given one) accepts a connection.
     pub async fn start(argv: &[String], port: Option<u16>) -> Result<ServerProcess, ProcessError> {
         let command = shell_words::join(argv);
-        let (program, args) = argv.split_first().ok_or_else(|| ProcessError::Spawn {
+        let spawn_error = |message: String| ProcessError::Spawn {
             command: command.clone(),
-            message: "empty command".into(),
-        })?;
+            message,
+        };
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| spawn_error("empty command".into()))?;
+        let logs = tempfile::Builder::new()
+            .prefix("tk-conform-server-")
+            .tempdir()
+            .map_err(|e| spawn_error(format!("cannot create a folder for its output: {e}")))?;
+        let stdout = logs.path().join("stdout.log");
+        let stderr = logs.path().join("stderr.log");
+        let file = |path: &PathBuf| {
+            std::fs::File::create(path)
+                .map_err(|e| spawn_error(format!("cannot create {}: {e}", path.display())))
+        };
         let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        // SAFETY: only async-signal-safe work (one prctl call) between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| ProcessError::Spawn {
-            command: command.clone(),
-            message: e.to_string(),
-        })?;
-
-        let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        if let Some(pipe) = child.stderr.take() {
-            let tail = stderr.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                    if tail.len() == STDERR_TAIL {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line);
-                }
-            });
-        }
-        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<SocketAddr>(1);
-        if let Some(pipe) = child.stdout.take() {
-            // Keeps draining stdout after readiness, so the server never blocks on a full pipe.
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(addr) = listening_addr(&line) {
-                        let _ = ready_tx.try_send(addr);
-                    }
-                }
-            });
-        }
+            .stdout(file(&stdout)?)
+            .stderr(file(&stderr)?);
+        let name = std::path::Path::new(program)
+            .file_name()
+            .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
+        let child =
+            OwnedChild::spawn(name, cmd).map_err(|e: ChildError| spawn_error(e.to_string()))?;
 
         let mut process = ServerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0))),
             command,
+            stdout,
             stderr,
+            _logs: logs,
         };
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
-            if let Ok(addr) = ready_rx.try_recv() {
+            if let Some(addr) = std::fs::read_to_string(&process.stdout)
+                .ok()
+                .and_then(|text| text.lines().find_map(listening_addr))
+            {
                 process.addr = addr;
                 return Ok(process);
             }
@@ -123,9 +109,7 @@ impl ServerProcess {
             {
                 return Ok(process);
             }
-            if let Ok(Some(status)) = process.child.try_wait() {
-                // Let the stderr reader catch the last lines.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(status) = process.child.try_exit() {
                 return Err(ProcessError::EarlyExit {
                     command: process.command.clone(),
                     status: status.to_string(),
@@ -146,42 +130,32 @@ impl ServerProcess {
         }
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
     }
 
     /// The last lines the server wrote to stderr.
     pub fn stderr_tail(&self) -> String {
-        let tail = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(STDERR_TAIL)..].join("\n")
+    }
+
+    /// Sends `signal` to the server's whole process group (SIGSTOP / SIGCONT / SIGTERM ...).
+    pub fn signal(&self, signal: Signal) {
+        // A server that already exited has nothing left to signal.
+        let _ = self.child.signal(signal);
     }
 
     /// SIGTERM, wait for the drain, then SIGKILL the group. Returns the exit status text.
     pub async fn stop(mut self) -> String {
         self.signal(Signal::SIGTERM);
-        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
-            Ok(Ok(status)) => status.to_string(),
-            Ok(Err(e)) => format!("wait failed: {e}"),
-            Err(_) => {
-                self.signal(Signal::SIGKILL);
-                let _ = self.child.wait().await;
+        match self.child.wait_exit(STOP_TIMEOUT).await {
+            Some(status) => status.to_string(),
+            None => {
+                self.child.kill();
                 format!("did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed")
             }
-        }
-    }
-
-    /// Sends `signal` to the server's whole process group.
-    pub fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.child.id() {
-            let _ = killpg(Pid::from_raw(pid as i32), signal);
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal(Signal::SIGKILL);
         }
     }
 }
@@ -211,5 +185,19 @@ mod tests {
             Some("[::1]:80".parse().unwrap())
         );
         assert_eq!(listening_addr("starting"), None);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_exits_early_is_reported_with_its_stderr() {
+        let argv = ["sh", "-c", "echo 'bad config: policy `x`' >&2; exit 3"].map(String::from);
+        let error = ServerProcess::start(&argv, None)
+            .await
+            .err()
+            .expect("fails");
+        let text = error.to_string();
+        assert!(
+            text.contains("exited before it was ready") && text.contains("bad config: policy `x`"),
+            "{text}"
+        );
     }
 }
