@@ -12,7 +12,8 @@ use tk_conform::backend::Backend;
 use tk_conform::backend::service::{ServiceBackend, ServiceTarget};
 use tk_conform::service_suites::{self, Outcome};
 
-const LEASE_TTL: Duration = Duration::from_millis(400);
+// Long enough that a loaded two-core machine finishes a lifecycle step inside one lease.
+const LEASE_TTL: Duration = Duration::from_millis(1000);
 
 fn target(faults: &[&str]) -> ServiceTarget {
     let exe = env!("CARGO_BIN_EXE_tk-conform");

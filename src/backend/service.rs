@@ -25,13 +25,24 @@ pub struct ServiceArgs {
     /// The policy file the started server serves (the service suites expect this one).
     #[arg(long, default_value = service_suites::POLICY_FILE)]
     pub server_config: PathBuf,
-    /// The lease TTL the server runs with (short keeps the lifecycle suites quick).
-    #[arg(long, default_value_t = 300)]
+    /// What the started reference server stores in (`redis` starts or uses the run's Redis,
+    /// and adds the one-oracle suite).
+    #[arg(long, value_enum, default_value = "memory")]
+    pub server_store: ServerStore,
+    /// The lease TTL the server runs with: short keeps the lifecycle suites quick, long enough
+    /// that a loaded machine finishes each lifecycle step within one lease.
+    #[arg(long, default_value_t = 1000)]
     pub lease_ttl_ms: u64,
     #[arg(long, env = "TK_FLEET_SECRET")]
     pub fleet_secret: Option<String>,
     #[arg(long, env = "TK_MONITOR_SECRET")]
     pub monitor_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServerStore {
+    Memory,
+    Redis,
 }
 
 /// Everything needed to reach or start a server, resolved.
@@ -234,13 +245,22 @@ impl Backend for ServiceBackend {
             explicit_clock: false,
             lifecycle: true,
             fleet_lease: true,
-            ..Capabilities::default()
+            ..Capabilities::everything()
         }
+    }
+
+    fn unsupported_reason(&self, what: &str) -> String {
+        format!(
+            "vector replay needs {what}, but the service door decides on the server's own clock; \
+             the service::* suites judge this backend"
+        )
     }
 
     async fn open_suite(&self, _suite: &str) -> Result<Box<dyn SuiteSession>, BackendError> {
         Err(BackendError::Unsupported(
-            "the service door decides on the server's own clock; vector replay needs an explicit clock".into(),
+            "vector replay needs an explicit clock, but the service door decides on the server's own clock; \
+             the service::* suites judge this backend"
+                .into(),
         ))
     }
 

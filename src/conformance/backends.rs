@@ -10,6 +10,7 @@ use super::trial::TrialSpec;
 use crate::backend::Backend;
 use crate::backend::model::ModelBackend;
 use crate::backend::redis::RedisBackend;
+use crate::backend::service::{ServerStore, ServiceArgs, ServiceBackend, ServiceTarget};
 use crate::infra::{RedisInstance, RedisOptions, connect};
 use crate::redis_scripts::ScriptSet;
 use crate::report::Progress;
@@ -20,6 +21,9 @@ pub enum BackendKind {
     Redis,
     /// The in-process reference model (to check a vectors file itself).
     Model,
+    /// A gRPC server speaking the service door: `--endpoint`, `--server-cmd`, or by default the
+    /// reference server (`tk-conform serve`) started here. Judged by the service suites.
+    Service,
 }
 
 impl BackendKind {
@@ -27,6 +31,7 @@ impl BackendKind {
         match self {
             BackendKind::Redis => "redis",
             BackendKind::Model => "model",
+            BackendKind::Service => "service",
         }
     }
 }
@@ -48,6 +53,8 @@ pub struct ProvisionRequest<'a> {
     pub redis: RedisOptions,
     /// Namespaces every key of the run on a shared store.
     pub key_prefix: String,
+    /// How to reach or start the server (`--backend service`).
+    pub service: ServiceArgs,
 }
 
 pub async fn provision(
@@ -62,6 +69,7 @@ pub async fn provision(
             keep_alive: Vec::new(),
             notes: Vec::new(),
         }),
+        BackendKind::Service => provision_service(request, progress).await,
         BackendKind::Redis => {
             let scripts = ScriptSet::from_contract_dir(request.contract_dir)?;
             progress.phase(
@@ -93,4 +101,46 @@ pub async fn provision(
             })
         }
     }
+}
+
+/// Starts (or connects to) the server, with a Redis under it when `--server-store redis`.
+async fn provision_service(
+    request: &ProvisionRequest<'_>,
+    progress: &Progress,
+) -> anyhow::Result<Provisioned> {
+    let args = &request.service;
+    let mut keep_alive: Vec<Box<dyn Any + Send>> = Vec::new();
+    let mut notes = Vec::new();
+    let redis_url = match (&args.endpoint, args.server_store) {
+        (None, ServerStore::Redis) => {
+            progress.phase("starting redis-server for the reference server");
+            let instance = RedisInstance::provision(&request.redis).await?;
+            notes.push(format!("server store: {}", instance.describe()));
+            let url = instance.url().to_owned();
+            keep_alive.push(Box::new(instance));
+            Some(url)
+        }
+        // An external server on a Redis the caller names: enables the one-oracle suite.
+        (Some(_), _) => request.redis.url.clone(),
+        (None, ServerStore::Memory) => None,
+    };
+    let mut target = ServiceTarget::from_args(args, redis_url)?;
+    target.contract_dir = request.contract_dir.to_owned();
+    progress.phase(
+        match &target.endpoint {
+            Some(endpoint) => format!("connecting to {endpoint}"),
+            None => "starting the server".into(),
+        }
+        .as_str(),
+    );
+    let backend = Arc::new(ServiceBackend::start(target).await?);
+    notes.push(format!("service endpoint: {}", backend.endpoint()));
+    let extra_trials =
+        super::service::service_trials(backend.suite_context(), tokio::runtime::Handle::current());
+    Ok(Provisioned {
+        backend,
+        extra_trials,
+        keep_alive,
+        notes,
+    })
 }

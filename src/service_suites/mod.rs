@@ -81,7 +81,7 @@ impl ServiceSuite {
     pub async fn run(&self, ctx: Arc<SuiteContext>) -> Outcome {
         if self.needs_redis && ctx.redis_url.is_none() {
             return Outcome::Skipped(
-                "needs the Redis the server stores in (run with --redis, or a server started by the harness on one)"
+                "needs the Redis the server stores in (`run --backend service --server-store redis`, or --endpoint with --redis-url)"
                     .into(),
             );
         }
