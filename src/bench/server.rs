@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::backend::service_process::ServerProcess;
+use crate::infra::{RedisInstance, RedisOptions};
+use crate::model::{GcraOptions, Strategy};
 use crate::proto;
+use crate::redis_scripts::ScriptSet;
 use crate::server::engine::Engine;
 use crate::server::fault::Faults;
 use crate::server::policy::PolicySet;
@@ -29,9 +32,13 @@ pub struct ServerBenchArgs {
     /// Concurrent callers, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     pub callers: Vec<usize>,
-    /// Also measure the Redis store on this Redis (a unique key prefix is used; nothing is flushed).
+    /// Measure the Redis store on this Redis (nothing is flushed; keys expire by themselves).
+    /// Default: start a local redis-server, or skip the Redis rows when there is none.
     #[arg(long)]
     pub redis: Option<String>,
+    /// The contract whose Lua the Redis store (and the direct-door rows) run.
+    #[arg(long, default_value = "contract")]
+    pub contract: PathBuf,
     /// Stop a measurement after this many seconds even if calls remain.
     #[arg(long, default_value_t = 30)]
     pub max_seconds: u64,
@@ -79,9 +86,25 @@ pub async fn run(args: ServerBenchArgs) -> anyhow::Result<()> {
 
     results.push(engine_alone(&config, args.calls).await?);
     let mut stores = vec![("memory".to_owned(), None)];
-    if let Some(url) = &args.redis {
-        stores.push((format!("redis ({url})"), Some(url.clone())));
+    let redis = RedisInstance::provision(&RedisOptions {
+        url: args.redis.clone(),
+        ..RedisOptions::default()
+    })
+    .await;
+    match &redis {
+        Ok(instance) => {
+            stores.push(("redis".to_owned(), Some(instance.url().to_owned())));
+            let scripts = ScriptSet::from_contract_dir(&args.contract)?;
+            for &callers in &args.callers {
+                let m = direct_door(&scripts, instance.url(), callers, args.calls).await?;
+                results.push(m);
+            }
+            eprintln!("redis: {}", instance.describe());
+        }
+        Err(e) => eprintln!("note: no Redis, so no Redis rows: {e}"),
     }
+    let contract = std::fs::canonicalize(&args.contract)
+        .with_context(|| format!("contract folder {}", args.contract.display()))?;
     for (label, redis) in &stores {
         let mut argv = vec![
             exe.display().to_string(),
@@ -93,6 +116,7 @@ pub async fn run(args: ServerBenchArgs) -> anyhow::Result<()> {
         ];
         if let Some(url) = redis {
             argv.extend(["--redis".into(), url.clone()]);
+            argv.extend(["--contract".into(), contract.display().to_string()]);
         }
         let server = ServerProcess::start(&argv, None).await?;
         for &callers in &args.callers {
@@ -154,6 +178,52 @@ async fn engine_alone(config: &std::path::Path, calls: usize) -> anyhow::Result<
     Ok(summarize(
         "engine alone (memory store, no gRPC)",
         1,
+        started.elapsed(),
+        latencies,
+    ))
+}
+
+/// The contract's gcra.check straight on Redis (EVALSHA), no server: the store's share of a call.
+async fn direct_door(
+    scripts: &ScriptSet,
+    url: &str,
+    callers: usize,
+    calls: usize,
+) -> anyhow::Result<Measurement> {
+    let strategy = Strategy::Gcra(GcraOptions {
+        limit: 1e8,
+        period_ms: 1000.0,
+        burst: 1e8,
+    });
+    let per_caller = calls.div_ceil(callers);
+    let started = Instant::now();
+    let tasks = (0..callers).map(|c| {
+        let scripts = scripts.clone();
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            // One connection per caller, as the server's callers each have their own.
+            let mut con = crate::infra::connect(&url).await?;
+            let mut latencies = Vec::with_capacity(per_caller);
+            for i in 0..per_caller {
+                let key = format!(
+                    "tk-conform-bench:{}:k{}",
+                    std::process::id(),
+                    (c * per_caller + i) % KEYS
+                );
+                let t = Instant::now();
+                scripts.check(&mut con, &key, &strategy, 0.0, 1.0).await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        })
+    });
+    let mut latencies = Vec::with_capacity(calls);
+    for task in futures::future::join_all(tasks).await {
+        latencies.extend(task??);
+    }
+    Ok(summarize(
+        "direct door: gcra.check EVALSHA, no server",
+        callers,
         started.elapsed(),
         latencies,
     ))
