@@ -395,6 +395,8 @@ impl Engine {
         if axis == ReserveAxis::Concurrency {
             return Err(unimplemented(&policy, "Reserve on the concurrency axis"));
         }
+        // Only a federated window strategy is leasable: its per-window limit is policy-wide.
+        // (A fleetBudget meters per identity through Debit; Reserve names no identity.)
         let (limit, window_ms, batch) = match (&policy.kind, axis) {
             (
                 PolicyKind::Rate {
@@ -408,13 +410,6 @@ impl Engine {
                 window_of(strategy),
                 f64::from(f.batch),
             ),
-            (
-                PolicyKind::Budget {
-                    options,
-                    shared: true,
-                },
-                ReserveAxis::TokenBudget | ReserveAxis::Unspecified,
-            ) => (options.budget, options.window_ms, f64::INFINITY),
             _ => return Err(unimplemented(&policy, "Reserve")),
         };
         let window_key = format!("{}#reserve", self.prefix(&policy));
