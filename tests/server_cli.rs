@@ -77,7 +77,18 @@ async fn sigterm_drains_an_in_flight_call_and_exits_zero() {
         })
         .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Bounded wait until the server says the Check is being held.
+    for _ in 0..500 {
+        if server.stderr_tail().contains("slow-check: holding a Check") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.stderr_tail().contains("slow-check: holding a Check"),
+        "{}",
+        server.stderr_tail()
+    );
     server.signal(Signal::SIGTERM);
     let answer = in_flight
         .await

@@ -136,6 +136,8 @@ impl Engine {
         let cost = self.units("cost", cost)?;
         let key = self.identity(key)?;
         if self.faults.has(Fault::SlowCheck) {
+            // Announced, so a test can send SIGTERM while this call is surely in flight.
+            eprintln!("tk-conform serve: slow-check: holding a Check for 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let decision = self.decide(&policy, &strategy, key, None, cost).await?;
