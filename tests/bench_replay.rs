@@ -12,7 +12,14 @@ fn bench_replay_reports_rates_and_zero_divergences() {
     let contract = ContractCopy::new();
     let out = bin()
         .args(["bench", "replay", "--calls", "2000", "--connections", "4"])
-        .args(["--pipeline", "8", "--no-redis-benchmark", "--contract"])
+        .args([
+            "--pipeline",
+            "8",
+            "--rounds",
+            "1",
+            "--no-redis-benchmark",
+            "--contract",
+        ])
         .arg(contract.path())
         .env("CI", "1")
         .output()

@@ -316,3 +316,34 @@ fn vectors_starting_at_zero_replay_with_a_logged_offset() {
     let log = std::fs::read_to_string(logs.path().join("latest/run.log")).unwrap();
     assert!(log.contains("clock offset"), "{log}");
 }
+
+#[test]
+fn the_model_fails_a_tampered_vectors_file_naming_the_field() {
+    let contract = ContractCopy::new();
+    let mut vectors = contract.vectors();
+    let Suite::RateLimit(suite) = &mut vectors.suites[0] else {
+        panic!("the first suite is a rate-limit suite")
+    };
+    let name = format!("rateLimit::{}", suite.name);
+    suite.ops[1].expect.reset_at += 1;
+    std::fs::write(
+        contract.path().join("golden-vectors.json"),
+        serde_json::to_vec_pretty(&vectors).unwrap(),
+    )
+    .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let out = run(contract.path(), logs.path(), &["--backend", "model"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let summary = latest_summary(logs.path());
+    assert_eq!(summary["counts"]["failed"], 1);
+    let failed = summary["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["outcome"] == "failed")
+        .unwrap();
+    assert_eq!(failed["name"], name.as_str());
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("diverged at op 1 of"), "{message}");
+    assert!(message.contains("resetAt: expected"), "{message}");
+}

@@ -152,8 +152,16 @@ async fn lua_scripts_match_the_model_bit_for_bit() {
                 );
             }
             let raw = scripts.read(&mut con, &key, strategy.kind()).await.unwrap();
+            let raw = raw_state(&raw);
+            if raw.is_empty() && expected.expiry_ms.is_some_and(|e| e <= 5.0) && state.is_some() {
+                // A key written with a few ms to live can expire in wall time before the read:
+                // Redis is then right to have nothing, and the model follows it.
+                state = None;
+                calls += 1;
+                continue;
+            }
             assert_eq!(
-                normalise(strategy.kind(), raw_state(&raw)),
+                normalise(strategy.kind(), raw),
                 model_state(&state),
                 "{context}: read script"
             );

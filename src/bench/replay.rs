@@ -44,6 +44,9 @@ pub struct ReplayBenchArgs {
     /// Commands per pipeline in the concurrent configuration.
     #[arg(long, default_value_t = 16)]
     pub pipeline: usize,
+    /// Alternating rounds of ours and redis-benchmark per configuration (medians are reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub rounds: u32,
     /// Skip the redis-benchmark comparison.
     #[arg(long)]
     pub no_redis_benchmark: bool,
@@ -63,6 +66,23 @@ pub fn run(args: ReplayBenchArgs) -> ExitCode {
 struct Timeline {
     strategy: Strategy,
     ops: Vec<RateOp>,
+}
+
+/// One configuration's results over all rounds.
+struct Row {
+    connections: usize,
+    pipeline: usize,
+    calls: u64,
+    ours: Vec<f64>,
+    theirs: Vec<f64>,
+    divergences: u64,
+    first_divergence: Option<String>,
+}
+
+fn median(rates: &[f64]) -> f64 {
+    let mut sorted = rates.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 /// One measured configuration.
@@ -136,37 +156,58 @@ fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
         let configs = [(1usize, 1usize), (args.connections, args.pipeline)];
         let mut rows = Vec::new();
         for (i, &(connections, pipeline)) in configs.iter().enumerate() {
-            progress.phase(&format!(
-                "replaying {} calls over {connections} connection(s), pipeline {pipeline}",
-                args.calls
-            ));
-            let ours = replay_at_scale(
-                &scripts,
-                &timelines,
-                redis.url(),
-                &format!("{prefix}:{i}"),
-                args.calls,
+            // Alternate ours and theirs for several rounds and keep the medians: the machine may
+            // be shared, and alternating spreads any noise over both sides.
+            let mut row = Row {
                 connections,
                 pipeline,
-            )
-            .await?;
-            let theirs = if args.no_redis_benchmark {
-                None
-            } else {
+                calls: 0,
+                ours: Vec::new(),
+                theirs: Vec::new(),
+                divergences: 0,
+                first_divergence: None,
+            };
+            for round in 0..args.rounds {
                 progress.phase(&format!(
-                    "redis-benchmark: same scripts and mix, -c {connections} -P {pipeline}"
+                    "round {}/{}: replaying {} calls over {connections} connection(s), pipeline {pipeline}",
+                    round + 1,
+                    args.rounds,
+                    args.calls
                 ));
-                redis_benchmark(
+                let ours = replay_at_scale(
                     &scripts,
                     &timelines,
                     redis.url(),
-                    &format!("{prefix}:rb"),
+                    &format!("{prefix}:{i}:{round}"),
                     args.calls,
                     connections,
                     pipeline,
-                )?
-            };
-            rows.push((connections, pipeline, ours, theirs));
+                )
+                .await?;
+                row.calls = ours.calls;
+                row.ours.push(ours.rate());
+                row.divergences += ours.divergences;
+                row.first_divergence = row.first_divergence.or(ours.first_divergence);
+                if !args.no_redis_benchmark {
+                    progress.phase(&format!(
+                        "round {}/{}: redis-benchmark, same scripts and mix, -c {connections} -P {pipeline}",
+                        round + 1,
+                        args.rounds
+                    ));
+                    if let Some(rate) = redis_benchmark(
+                        &scripts,
+                        &timelines,
+                        redis.url(),
+                        &format!("{prefix}:rb"),
+                        args.calls,
+                        connections,
+                        pipeline,
+                    )? {
+                        row.theirs.push(rate);
+                    }
+                }
+            }
+            rows.push(row);
         }
         progress.clear();
         if redis.is_external() {
@@ -183,25 +224,33 @@ fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
             "{:<14} {:>9} {:>16} {:>22} {:>7} {:>12}",
             "config", "calls", "tk-conform ops/s", "redis-benchmark ops/s", "ratio", "divergences"
         );
-        for (connections, pipeline, ours, theirs) in &rows {
-            let (bench, ratio) = match theirs {
-                Some(rate) => (format!("{rate:.0}"), format!("{:.2}", ours.rate() / rate)),
-                None => ("-".into(), "-".into()),
+        for row in &rows {
+            let ours = median(&row.ours);
+            let (bench, ratio) = match row.theirs.is_empty() {
+                false => {
+                    let theirs = median(&row.theirs);
+                    (format!("{theirs:.0}"), format!("{:.2}", ours / theirs))
+                }
+                true => ("-".into(), "-".into()),
             };
             println!(
                 "{:<14} {:>9} {:>16.0} {:>22} {:>7} {:>12}",
-                format!("c={connections} P={pipeline}"),
-                ours.calls,
-                ours.rate(),
+                format!("c={} P={}", row.connections, row.pipeline),
+                row.calls,
+                ours,
                 bench,
                 ratio,
-                ours.divergences
+                row.divergences
             );
-            if let Some(first) = &ours.first_divergence {
+            if let Some(first) = &row.first_divergence {
                 println!("  first divergence: {first}");
             }
         }
-        if !args.no_redis_benchmark && rows.iter().any(|r| r.3.is_none()) {
+        println!(
+            "(medians of {} alternating rounds; calls per round per side)",
+            args.rounds
+        );
+        if !args.no_redis_benchmark && rows.iter().any(|r| r.theirs.is_empty()) {
             println!("(redis-benchmark not found on PATH: no comparison)");
         }
         anyhow::Ok(())

@@ -7,98 +7,56 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use crate::contract::CONTRACT_VERSION;
+use crate::contract::checksums::sha256_hex;
+use crate::contract::layout::{self, LayoutError};
 use crate::contract::vectors::{LeaseEvent, Suite, VectorsFile};
+use crate::contract::verify::{self, VerifyError};
 use crate::model::Strategy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CorpusError {
-    #[error("cannot read {path}: {source} (pass --contract DIR or --vectors FILE)")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: not a valid golden vectors file: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error(
-        "{path}: contractVersion is {found:?}, this tk-conform judges contract {CONTRACT_VERSION:?}"
-    )]
-    Version { path: PathBuf, found: String },
+    /// Unreadable, malformed (with line and column) or of another contract version.
+    #[error("{0} (pass --contract DIR or --vectors FILE)")]
+    Layout(#[from] LayoutError),
     #[error(
         "{path}: the vectors start at now = 0 and no clock offset up to {max} ms is a multiple of \
          every window and bucket width in the file; pass --clock-offset MS"
     )]
     NoOffset { path: PathBuf, max: f64 },
-    #[error("{manifest}: {file} {problem} (run `tk-conform contract verify` for the full list)")]
-    Sealed {
-        manifest: PathBuf,
-        file: String,
-        problem: String,
+    #[error("{0}")]
+    Verify(#[from] VerifyError),
+    #[error(
+        "the contract in {} drifted from its manifest.sha256:\n  {}\n(run `tk-conform contract verify` for details)",
+        root.display(),
+        findings.join("\n  ")
+    )]
+    Drift {
+        root: PathBuf,
+        findings: Vec<String>,
     },
 }
 
 /// Reads and checks a golden vectors file.
 pub fn load_vectors(path: &Path) -> Result<VectorsFile, CorpusError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CorpusError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let file: VectorsFile = serde_json::from_str(&text).map_err(|e| CorpusError::Parse {
-        path: path.to_owned(),
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
-    })?;
-    if file.contract_version != CONTRACT_VERSION {
-        return Err(CorpusError::Version {
-            path: path.to_owned(),
-            found: file.contract_version,
-        });
-    }
-    Ok(file)
+    Ok(layout::read_versioned_json(path)?)
 }
 
-/// sha256 of `<contract>/manifest.sha256`, after checking every file it lists; `None` when the
-/// contract folder is not sealed (no manifest.sha256, e.g. an author's work in progress).
+/// sha256 of `<contract>/manifest.sha256`, after the drift gate passed; `None` when the contract
+/// folder is not sealed (no manifest.sha256, e.g. an author's work in progress).
 pub fn contract_digest(contract_dir: &Path) -> Result<Option<String>, CorpusError> {
-    let manifest = contract_dir.join("manifest.sha256");
-    let text = match std::fs::read_to_string(&manifest) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(CorpusError::Read {
-                path: manifest,
-                source,
-            });
-        }
-    };
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let sealed = |file: &str, problem: String| CorpusError::Sealed {
-            manifest: manifest.clone(),
-            file: file.to_owned(),
-            problem,
-        };
-        let Some((digest, file)) = line.split_once("  ") else {
-            return Err(sealed(line, "is not a `<sha256>  <path>` line".into()));
-        };
-        let bytes = std::fs::read(contract_dir.join(file))
-            .map_err(|e| sealed(file, format!("cannot be read: {e}")))?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != digest.to_ascii_lowercase() {
-            return Err(sealed(
-                file,
-                format!("drifted: sha256 {actual}, the manifest says {digest}"),
-            ));
-        }
+    let manifest = contract_dir.join(layout::CHECKSUMS);
+    if !manifest.exists() {
+        return Ok(None);
     }
-    Ok(Some(hex::encode(Sha256::digest(text.as_bytes()))))
+    let report = verify::verify(contract_dir)?;
+    if !report.is_ok() {
+        return Err(CorpusError::Drift {
+            root: contract_dir.to_owned(),
+            findings: report.findings.iter().map(ToString::to_string).collect(),
+        });
+    }
+    let text = layout::read_text(&manifest)?;
+    Ok(Some(sha256_hex(text.as_bytes())))
 }
 
 /// Whether any op of the file uses the `now = 0` sentinel.
@@ -253,16 +211,31 @@ mod tests {
     #[test]
     fn a_drifted_sealed_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.txt"), "hello").unwrap();
-        let good = hex::encode(Sha256::digest(b"hello"));
-        std::fs::write(
-            dir.path().join("manifest.sha256"),
-            format!("{good}  a.txt\n"),
-        )
-        .unwrap();
-        assert!(contract_digest(dir.path()).unwrap().is_some());
-        std::fs::write(dir.path().join("a.txt"), "hellO").unwrap();
-        let err = contract_digest(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("a.txt") && err.contains("drifted"), "{err}");
+        let contract = dir.path().join("contract");
+        let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("contract");
+        copy_tree(&real, &contract);
+        assert!(contract_digest(&contract).unwrap().is_some());
+        let lua = contract.join("scripts/gcra.check.lua");
+        let mut bytes = std::fs::read(&lua).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&lua, bytes).unwrap();
+        let err = contract_digest(&contract).unwrap_err().to_string();
+        assert!(
+            err.contains("scripts/gcra.check.lua") && err.contains("drifted"),
+            "{err}"
+        );
+    }
+
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
     }
 }

@@ -176,8 +176,14 @@ fn rate_limit_suite(
                 .strategy
                 .check(&mut logical, now, step.cost)
                 .map_err(model_error)?;
-            let violation =
-                |(written_at, expiry_ms): (f64, f64), reason| GenerateError::WallClock {
+            let answers = Answers {
+                stored: outcome.decision,
+                absent: absent.decision,
+                logical: logical_outcome.decision,
+            };
+            if let Some(reason) = answers.wall_clock_violation(last_write) {
+                let (written_at, expiry_ms) = last_write.unwrap_or((now, 0.0));
+                return Err(GenerateError::WallClock {
                     path: path.to_owned(),
                     suite: name.clone(),
                     op: index,
@@ -185,16 +191,7 @@ fn rate_limit_suite(
                     written_at,
                     expiry_ms,
                     reason,
-                };
-            if let Some(write) = last_write
-                && outcome.decision != absent.decision
-                && write.1 < MIN_DEPENDENT_EXPIRY_MS
-            {
-                return Err(violation(write, SHORT_EXPIRY));
-            }
-            if outcome.decision != logical_outcome.decision {
-                let write = last_write.unwrap_or((now, 0.0));
-                return Err(violation(write, LOGICALLY_EXPIRED));
+                });
             }
             if let Some(expiry) = outcome.expiry_ms {
                 last_write = Some((now, expiry));
@@ -225,6 +222,31 @@ const SHORT_EXPIRY: &str =
     "that expiry is under 1000 ms, so the key could expire in wall time during replay";
 const LOGICALLY_EXPIRED: &str = "the key is logically expired by then, yet Redis would still hold it \
      during replay, and the two give different decisions";
+
+/// One op's decision three ways: against what Redis holds, with the key absent, and against
+/// what an engine that expires keys in logical time holds.
+struct Answers {
+    stored: Decision,
+    absent: Decision,
+    logical: Decision,
+}
+
+impl Answers {
+    /// Why the expectation would not survive a replay in wall time, if it would not.
+    /// `last_write` is `(now, expiry)` of the key's last write, as Redis saw it.
+    fn wall_clock_violation(&self, last_write: Option<(f64, f64)>) -> Option<&'static str> {
+        if let Some((_, expiry_ms)) = last_write
+            && self.stored != self.absent
+            && expiry_ms < MIN_DEPENDENT_EXPIRY_MS
+        {
+            return Some(SHORT_EXPIRY);
+        }
+        if self.stored != self.logical {
+            return Some(LOGICALLY_EXPIRED);
+        }
+        None
+    }
+}
 
 fn token_budget_suite(
     path: &Path,
@@ -343,4 +365,68 @@ fn lease_suite(path: &Path, t: &timelines::LeaseTimeline) -> Result<LeaseSuite, 
         config,
         events,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(remaining: i64) -> Decision {
+        Decision {
+            allowed: true,
+            limit: 5,
+            remaining,
+            reset_at: 2000,
+            retry_after_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_op_that_does_not_depend_on_the_key_is_always_portable() {
+        let same = Answers {
+            stored: d(4),
+            absent: d(4),
+            logical: d(4),
+        };
+        assert_eq!(same.wall_clock_violation(Some((1000.0, 1.0))), None);
+        assert_eq!(same.wall_clock_violation(None), None);
+    }
+
+    #[test]
+    fn a_dependent_op_needs_a_write_that_lives_a_second() {
+        let dependent = Answers {
+            stored: d(3),
+            absent: d(4),
+            logical: d(3),
+        };
+        assert_eq!(
+            dependent.wall_clock_violation(Some((1000.0, 999.0))),
+            Some(SHORT_EXPIRY)
+        );
+        assert_eq!(dependent.wall_clock_violation(Some((1000.0, 1000.0))), None);
+    }
+
+    #[test]
+    fn a_decision_that_differs_once_the_key_logically_expired_is_rejected() {
+        let expired = Answers {
+            stored: d(3),
+            absent: d(4),
+            logical: d(4),
+        };
+        assert_eq!(
+            expired.wall_clock_violation(Some((1000.0, 5000.0))),
+            Some(LOGICALLY_EXPIRED)
+        );
+        // Even when the key is absent now, a leftover difference inherited from an earlier
+        // expiry counts.
+        let inherited = Answers {
+            stored: d(3),
+            absent: d(3),
+            logical: d(2),
+        };
+        assert_eq!(
+            inherited.wall_clock_violation(Some((1000.0, 5000.0))),
+            Some(LOGICALLY_EXPIRED)
+        );
+    }
 }

@@ -6,8 +6,8 @@
 //!   golden-vectors.json      decision vectors (spec 5)
 //!   scripts/manifest.json    the scripts manifest (spec 6) ...
 //!   scripts/<file>           ... and every Lua file it names
+//!   SOURCE                   where the contract came from (sync and seal write it)
 //!   manifest.sha256          sha256sum of every file above (spec 7)
-//!   SOURCE                   where the contract came from (not checksummed: sync rewrites it)
 //! ```
 //! Loading checks `contractVersion` before anything else reads the files, so a contract of another
 //! version fails with that reason rather than with a confusing parse error.
@@ -137,7 +137,7 @@ pub fn read_scripts_manifest(path: &Path) -> Result<ScriptsManifest, LayoutError
 
 /// The files `manifest.sha256` must pin, as `/`-separated paths relative to the contract root.
 pub fn pinned_files(scripts: Option<&ScriptsManifest>) -> Vec<String> {
-    let mut files = vec![PROTO.to_owned(), VECTORS.to_owned()];
+    let mut files = vec![PROTO.to_owned(), VECTORS.to_owned(), SOURCE.to_owned()];
     if let Some(manifest) = scripts {
         files.push(SCRIPTS_MANIFEST.to_owned());
         files.extend(

@@ -61,6 +61,13 @@ pub fn seal(root: &Path) -> Result<SealReport, SealError> {
     };
     let on_disk = tree::list(root).map_err(io(root))?;
     let mut problems = Vec::new();
+    // A missing SOURCE is written (and pinned) along with the manifest, once nothing is refused.
+    let new_source = (!on_disk.contains_key(SOURCE)).then(|| {
+        format!(
+            "source: files on disk, sealed by `tk-conform contract seal` (tk-conform {})\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    });
 
     let scripts = if on_disk.contains_key(SCRIPTS_MANIFEST) {
         match layout::read_scripts_manifest(&root.join(SCRIPTS_MANIFEST)) {
@@ -86,6 +93,10 @@ pub fn seal(root: &Path) -> Result<SealReport, SealError> {
     }
     let mut digests = BTreeMap::new();
     for file in &files {
+        if let (true, Some(text)) = (file == SOURCE, &new_source) {
+            digests.insert(file.clone(), sha256_hex(text.as_bytes()));
+            continue;
+        }
         match on_disk.get(file) {
             Some(EntryKind::File) => {
                 let path = root.join(file);
@@ -98,9 +109,10 @@ pub fn seal(root: &Path) -> Result<SealReport, SealError> {
             None => problems.push(format!("missing: {file}: a contract file")),
         }
     }
-    for (path, _) in on_disk.iter().filter(|(p, _)| {
-        !digests.contains_key(*p) && !files.contains(p) && *p != CHECKSUMS && *p != SOURCE
-    }) {
+    for (path, _) in on_disk
+        .iter()
+        .filter(|(p, _)| !digests.contains_key(*p) && !files.contains(p) && *p != CHECKSUMS)
+    {
         problems.push(format!(
             "unexpected: {path}: not a contract file; move it out of the contract directory"
         ));
@@ -135,20 +147,15 @@ pub fn seal(root: &Path) -> Result<SealReport, SealError> {
         .filter(|(p, d)| previous.entries.get(*p) != Some(*d))
         .map(|(p, _)| p.clone())
         .collect();
+    if let Some(text) = &new_source {
+        let source_path = root.join(SOURCE);
+        atomic::write_file(&source_path, text.as_bytes()).map_err(io(&source_path))?;
+    }
     let manifest = ChecksumManifest { entries: digests };
     let checksums_path = root.join(CHECKSUMS);
     atomic::write_file(&checksums_path, manifest.render().as_bytes())
         .map_err(io(&checksums_path))?;
-
-    let source_path = root.join(SOURCE);
-    let wrote_source = !on_disk.contains_key(SOURCE);
-    if wrote_source {
-        let text = format!(
-            "source: files on disk, sealed by `tk-conform contract seal` (tk-conform {})\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        atomic::write_file(&source_path, text.as_bytes()).map_err(io(&source_path))?;
-    }
+    let wrote_source = new_source.is_some();
     Ok(SealReport {
         pinned: manifest.entries.keys().cloned().collect(),
         changed,

@@ -658,7 +658,7 @@ fn read_regular(up: &Upstream, path: &Path) -> Result<Vec<u8>, SyncError> {
 
 fn source_text(note: &SourceNote, up: &Upstream, files: &[Vendored]) -> String {
     let mut text = format!(
-        "# Where this contract came from. Written by `tk-conform contract sync`; not pinned by {CHECKSUMS}.\n\
+        "# Where this contract came from. Written by `tk-conform contract sync`.\n\
          source: {}\nlayout: {}\nsynced-at: {}\nsynced-by: tk-conform {}\n",
         note.from,
         up.layout.name(),
@@ -697,10 +697,12 @@ fn install(target: &Path, files: &[Vendored], source: &str) -> Result<(), SyncEr
         std::fs::write(&out, &f.bytes).map_err(io_error(&out))?;
         pins.entries.insert(f.dest.clone(), sha256_hex(&f.bytes));
     }
-    let checksums = staged.path().join(CHECKSUMS);
-    std::fs::write(&checksums, pins.render()).map_err(io_error(&checksums))?;
     let source_path = staged.path().join(SOURCE);
     std::fs::write(&source_path, source).map_err(io_error(&source_path))?;
+    pins.entries
+        .insert(SOURCE.to_owned(), sha256_hex(source.as_bytes()));
+    let checksums = staged.path().join(CHECKSUMS);
+    std::fs::write(&checksums, pins.render()).map_err(io_error(&checksums))?;
     let report =
         verify::verify(staged.path()).map_err(|e| SyncError::StagedInvalid(e.to_string()))?;
     if !report.is_ok() {

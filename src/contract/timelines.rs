@@ -31,6 +31,8 @@
 //! ]
 //! ```
 //! `start` must be non-zero: on the Redis wire `now = 0` means "use the server clock".
+//! Output order is stable: files by name, and in each file its rateLimit suites, then its
+//! tokenBudget suites, then its lease suites, each in the order written.
 
 use std::path::{Path, PathBuf};
 

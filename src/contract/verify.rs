@@ -3,7 +3,7 @@
 //!
 //! Every problem becomes one [`Finding`] naming the file, so a CI log says what to look at.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -59,7 +59,7 @@ impl fmt::Display for Finding {
         match &self.problem {
             Problem::Drifted { expected, actual } => write!(
                 f,
-                "drifted: {path}: expected sha256 {expected}, actual {actual}"
+                "drifted: {path}: {CHECKSUMS} pins sha256 {expected}, actual {actual}"
             ),
             Problem::Missing { why } => write!(f, "missing: {path}: {why}"),
             Problem::Unexpected { actual } => write!(
@@ -170,7 +170,14 @@ pub fn verify(root: &Path) -> Result<VerifyReport, VerifyError> {
     // What the contract's own files say must be pinned.
     let mut required: BTreeMap<String, String> = layout::pinned_files(scripts.as_ref())
         .into_iter()
-        .map(|p| (p, "a required contract file".to_owned()))
+        .map(|p| {
+            let why = if p == SOURCE {
+                "records where the contract came from; `tk-conform contract sync` or `seal` writes it"
+            } else {
+                "a required contract file"
+            };
+            (p, why.to_owned())
+        })
         .collect();
     if scripts_present {
         required.insert(SCRIPTS_MANIFEST.into(), "the scripts manifest".into());
@@ -231,12 +238,11 @@ pub fn verify(root: &Path) -> Result<VerifyReport, VerifyError> {
             }),
         }
     }
-    let bookkeeping: BTreeSet<&str> = [CHECKSUMS, SOURCE].into();
     for (path, kind) in &on_disk {
         if pinned.contains_key(path) || required.contains_key(path) {
             continue;
         }
-        if bookkeeping.contains(path.as_str()) {
+        if path == CHECKSUMS {
             if *kind == EntryKind::Other {
                 findings.push(Finding {
                     path: path.clone(),
@@ -252,15 +258,6 @@ pub fn verify(root: &Path) -> Result<VerifyReport, VerifyError> {
                     actual: digests.of(path)?,
                 },
                 EntryKind::Other => Problem::NotRegular,
-            },
-        });
-    }
-    if !on_disk.contains_key(SOURCE) {
-        findings.push(Finding {
-            path: SOURCE.into(),
-            problem: Problem::Missing {
-                why: "records where the contract came from; `tk-conform contract sync` or `seal` writes it"
-                    .into(),
             },
         });
     }
@@ -315,4 +312,33 @@ impl<'a> Digests<'a> {
         self.cache.insert(rel.to_owned(), digest.clone());
         Ok(digest)
     }
+}
+
+/// Why a contract could not be loaded for a run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Unreadable(#[from] VerifyError),
+    #[error(
+        "contract {} failed verification ({} problem(s)); run `tk-conform contract verify` for the list, first: {}",
+        root.display(), findings.len(), findings.first().map(ToString::to_string).unwrap_or_default()
+    )]
+    Drift {
+        root: PathBuf,
+        findings: Vec<Finding>,
+    },
+    #[error(transparent)]
+    Layout(#[from] super::layout::LayoutError),
+}
+
+/// Verifies the contract, then loads it: what a run does before it trusts any vector.
+pub fn load_verified(root: &Path) -> Result<super::Contract, LoadError> {
+    let report = verify(root)?;
+    if !report.is_ok() {
+        return Err(LoadError::Drift {
+            root: root.to_owned(),
+            findings: report.findings,
+        });
+    }
+    Ok(super::Contract::load(root)?)
 }

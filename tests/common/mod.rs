@@ -16,6 +16,10 @@ use tk_conform::model::{
     LeaseConfig, LeaseSpender, SpendOutcome, Strategy, TokenBudget, TokenBudgetOptions,
 };
 
+pub mod fixtures;
+#[allow(unused_imports)]
+pub use fixtures::*;
+
 pub const EPOCH: f64 = 1_700_000_000_000.0;
 
 pub fn repo() -> PathBuf {

@@ -1,8 +1,9 @@
-//! Writes the development corpus to a path given in TK_DEV_VECTORS (a manual helper, not a check).
+//! The development corpus (used until the committed golden vectors exist) obeys the wall-clock
+//! rule; set TK_DEV_VECTORS=PATH to also write it out for manual runs.
 mod common;
 
 #[test]
-fn dump_dev_corpus_when_asked() {
+fn dev_corpus_obeys_the_wall_clock_rule() {
     if let Some(path) = std::env::var_os("TK_DEV_VECTORS") {
         std::fs::write(
             path,
