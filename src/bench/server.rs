@@ -96,7 +96,14 @@ pub async fn run(args: ServerBenchArgs) -> anyhow::Result<()> {
             stores.push(("redis".to_owned(), Some(instance.url().to_owned())));
             let scripts = ScriptSet::from_contract_dir(&args.contract)?;
             for &callers in &args.callers {
-                let m = direct_door(&scripts, instance.url(), callers, args.calls).await?;
+                let m = direct_door(
+                    &scripts,
+                    instance.url(),
+                    callers,
+                    args.calls,
+                    Duration::from_secs(args.max_seconds),
+                )
+                .await?;
                 results.push(m);
             }
             eprintln!("redis: {}", instance.describe());
@@ -197,6 +204,7 @@ async fn direct_door(
     });
     let per_caller = calls.div_ceil(callers);
     let started = Instant::now();
+    let deadline = started + limit;
     let tasks = (0..callers).map(|c| {
         let scripts = scripts.clone();
         let url = url.to_owned();
@@ -205,6 +213,9 @@ async fn direct_door(
             let mut con = crate::infra::connect(&url).await?;
             let mut latencies = Vec::with_capacity(per_caller);
             for i in 0..per_caller {
+                if Instant::now() >= deadline {
+                    break;
+                }
                 let key = format!(
                     "tk-conform-bench:{}:k{}",
                     std::process::id(),
