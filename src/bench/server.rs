@@ -196,6 +196,7 @@ async fn direct_door(
     url: &str,
     callers: usize,
     calls: usize,
+    limit: Duration,
 ) -> anyhow::Result<Measurement> {
     let strategy = Strategy::Gcra(GcraOptions {
         limit: 1e8,
