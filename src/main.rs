@@ -28,6 +28,8 @@ enum Command {
     /// Throughput benchmarks.
     #[command(subcommand)]
     Bench(tk_conform::bench::BenchCommand),
+    /// Run the reference gRPC server (spec 8) over a memory or Redis store.
+    Serve(tk_conform::server::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +38,6 @@ fn main() -> ExitCode {
         Command::Contract { command } => tk_conform::contract::cli::run(command),
         Command::Run(args) => tk_conform::conformance::cli::run(args),
         Command::Bench(command) => tk_conform::bench::run(command),
+        Command::Serve(args) => tk_conform::server::cli::main(args),
     }
 }

@@ -7,6 +7,8 @@
 pub mod exec;
 pub mod model;
 pub mod redis;
+pub mod service;
+pub mod service_process;
 
 use std::collections::BTreeSet;
 

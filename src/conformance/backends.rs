@@ -11,6 +11,7 @@ use crate::backend::Backend;
 use crate::backend::exec::{ExecArgs, ExecBackend};
 use crate::backend::model::ModelBackend;
 use crate::backend::redis::RedisBackend;
+use crate::backend::service::{ServerStore, ServiceArgs, ServiceBackend, ServiceTarget};
 use crate::infra::{RedisInstance, RedisOptions, connect};
 use crate::redis_scripts::ScriptSet;
 use crate::report::Progress;
@@ -24,6 +25,9 @@ pub enum BackendKind {
     /// An engine in any language behind a JSON-lines adapter (--adapter "<command line>";
     /// docs/adapter-protocol.md). Redis is provisioned as for `redis` and handed to the adapter.
     Exec,
+    /// A gRPC server speaking the service door: `--endpoint`, `--server-cmd`, or by default the
+    /// reference server (`tk-conform serve`) started here. Judged by the service suites.
+    Service,
 }
 
 impl BackendKind {
@@ -32,6 +36,7 @@ impl BackendKind {
             BackendKind::Redis => "redis",
             BackendKind::Model => "model",
             BackendKind::Exec => "exec",
+            BackendKind::Service => "service",
         }
     }
 }
@@ -57,6 +62,8 @@ pub struct ProvisionRequest<'a> {
     pub log_dir: &'a Path,
     /// `--adapter` and friends, for `--backend exec`.
     pub exec: &'a ExecArgs,
+    /// How to reach or start the server (`--backend service`).
+    pub service: ServiceArgs,
 }
 
 pub async fn provision(
@@ -102,6 +109,7 @@ pub async fn provision(
             })
         }
         BackendKind::Exec => provision_exec(request, progress).await,
+        BackendKind::Service => provision_service(request, progress).await,
     }
 }
 
@@ -155,6 +163,48 @@ async fn provision_exec(
     Ok(Provisioned {
         backend: Arc::new(backend),
         extra_trials: Vec::new(),
+        keep_alive,
+        notes,
+    })
+}
+
+/// Starts (or connects to) the server, with a Redis under it when `--server-store redis`.
+async fn provision_service(
+    request: &ProvisionRequest<'_>,
+    progress: &Progress,
+) -> anyhow::Result<Provisioned> {
+    let args = &request.service;
+    let mut keep_alive: Vec<Box<dyn Any + Send>> = Vec::new();
+    let mut notes = Vec::new();
+    let redis_url = match (&args.endpoint, args.server_store) {
+        (None, ServerStore::Redis) => {
+            progress.phase("starting redis-server for the reference server");
+            let instance = RedisInstance::provision(&request.redis).await?;
+            notes.push(format!("server store: {}", instance.describe()));
+            let url = instance.url().to_owned();
+            keep_alive.push(Box::new(instance));
+            Some(url)
+        }
+        // An external server on a Redis the caller names: enables the one-oracle suite.
+        (Some(_), _) => request.redis.url.clone(),
+        (None, ServerStore::Memory) => None,
+    };
+    let mut target = ServiceTarget::from_args(args, redis_url)?;
+    target.contract_dir = request.contract_dir.to_owned();
+    progress.phase(
+        match &target.endpoint {
+            Some(endpoint) => format!("connecting to {endpoint}"),
+            None => "starting the server".into(),
+        }
+        .as_str(),
+    );
+    let backend = Arc::new(ServiceBackend::start(target).await?);
+    notes.push(format!("service endpoint: {}", backend.endpoint()));
+    let extra_trials =
+        super::service::service_trials(backend.suite_context(), tokio::runtime::Handle::current());
+    Ok(Provisioned {
+        backend,
+        extra_trials,
         keep_alive,
         notes,
     })

@@ -55,6 +55,9 @@ pub struct RunArgs {
     pub trial_timeout: u64,
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// `--backend service`: where the server is, or how to start it.
+    #[command(flatten)]
+    pub service: crate::backend::service::ServiceArgs,
     /// libtest flags after `--`: filters, --exact, --list, --test-threads, --format, --skip, ...
     #[arg(last = true)]
     pub libtest: Vec<String>,
@@ -104,9 +107,13 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     if libtest.list {
         // Listing needs no backend: every suite is a trial name.
-        let specs = suites
-            .iter()
-            .map(|s| TrialSpec::new(s.trial_name(), "vectors", || unreachable!("only listed")))
+        let mut names: Vec<String> = suites.iter().map(Suite::trial_name).collect();
+        if args.backend == BackendKind::Service {
+            names.extend(super::service::service_trial_names());
+        }
+        let specs = names
+            .into_iter()
+            .map(|name| TrialSpec::new(name, "vectors", || unreachable!("only listed")))
             .collect();
         let _ = run_trials(&libtest, specs, None);
         return Ok(ExitCode::SUCCESS);
@@ -172,6 +179,7 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
         log_dir: recorder.dir().path(),
         exec: &args.exec,
+        service: args.service.clone(),
     };
     let provisioned = match runtime.block_on(provision(args.backend, &request, &progress)) {
         Ok(p) => p,
