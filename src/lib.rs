@@ -10,6 +10,8 @@ pub mod infra;
 pub mod model;
 pub mod redis_scripts;
 pub mod report;
+pub mod server;
+pub mod service_suites;
 
 /// gRPC types and stubs generated from `contract/throttlekit.proto` at build time.
 pub mod proto {

@@ -78,7 +78,9 @@ local resetAt = math.ceil((c + 1) * w + window)
 
 if projected <= limit then
   local current = count_of(c)
-  redis.call('HSET', KEYS[1], field(c), string.format('%d:%.17g', c, current + cost))
+  -- The count is Lua's own number text (%.14g, what `..` writes), as in the ThrottleKit scripts:
+  -- a fractional count reads back rounded to 14 significant digits (0.1 + 2.7 is stored as 2.8).
+  redis.call('HSET', KEYS[1], field(c), string.format('%d:%.14g', c, current + cost))
   redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil(window + w)))
   return { 1, limit, math.max(0, math.floor(limit - projected)), resetAt, 0 }
 end

@@ -28,10 +28,10 @@ local function not_negative(i, name)
   return x
 end
 
--- Integers print without a fraction; other doubles with 17 significant digits (exact round-trip).
+-- Member names are Lua's own number text (%.14g, what `..` writes), as in the ThrottleKit
+-- scripts: `now` 1700000001618.25 is named 1700000001618.2, so two close instants can share a name.
 local function text(x)
-  if x == math.floor(x) and math.abs(x) < 2^53 then return string.format('%d', x) end
-  return string.format('%.17g', x)
+  return string.format('%.14g', x)
 end
 
 local now = not_negative(1, 'now')

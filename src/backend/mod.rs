@@ -4,8 +4,11 @@
 //! of failing. A `Backend` opens one `SuiteSession` per vector suite; the session owns a fresh,
 //! isolated key namespace (and, for the lease spender, a fresh spender).
 
+pub mod exec;
 pub mod model;
 pub mod redis;
+pub mod service;
+pub mod service_process;
 
 use std::collections::BTreeSet;
 

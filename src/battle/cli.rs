@@ -205,7 +205,8 @@ fn label(r: &ScenarioResult) -> &'static str {
 /// owned child (workers, servers, Redis), and exit 130.
 fn interrupt_handler(runtime: &tokio::runtime::Runtime, recorder: Arc<Recorder>) {
     runtime.spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         else {
             return;
         };

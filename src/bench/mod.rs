@@ -1,6 +1,7 @@
 //! `tk-conform bench ...`: throughput measurements (never timed assertions in tests).
 
 pub mod replay;
+pub mod server;
 
 /// The `bench` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -10,11 +11,14 @@ pub enum BenchCommand {
     /// Decisions/s through the battle's direct door with N calls in flight across worker
     /// processes, next to redis-benchmark -c N with the same script.
     Load(crate::battle::bench::LoadArgs),
+    /// Check calls/s and p50/p99 latency of the reference server, memory vs Redis store.
+    Server(server::ServerBenchArgs),
 }
 
 pub fn run(command: BenchCommand) -> std::process::ExitCode {
     match command {
         BenchCommand::Replay(args) => replay::run(args),
         BenchCommand::Load(args) => crate::battle::bench::run(args),
+        BenchCommand::Server(args) => server::main(args),
     }
 }

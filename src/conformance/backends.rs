@@ -8,8 +8,10 @@ use clap::ValueEnum;
 
 use super::trial::TrialSpec;
 use crate::backend::Backend;
+use crate::backend::exec::{ExecArgs, ExecBackend};
 use crate::backend::model::ModelBackend;
 use crate::backend::redis::RedisBackend;
+use crate::backend::service::{ServerStore, ServiceArgs, ServiceBackend, ServiceTarget};
 use crate::infra::{RedisInstance, RedisOptions, connect};
 use crate::redis_scripts::ScriptSet;
 use crate::report::Progress;
@@ -20,6 +22,12 @@ pub enum BackendKind {
     Redis,
     /// The in-process reference model (to check a vectors file itself).
     Model,
+    /// An engine in any language behind a JSON-lines adapter (--adapter "<command line>";
+    /// docs/adapter-protocol.md). Redis is provisioned as for `redis` and handed to the adapter.
+    Exec,
+    /// A gRPC server speaking the service door: `--endpoint`, `--server-cmd`, or by default the
+    /// reference server (`tk-conform serve`) started here. Judged by the service suites.
+    Service,
 }
 
 impl BackendKind {
@@ -27,6 +35,8 @@ impl BackendKind {
         match self {
             BackendKind::Redis => "redis",
             BackendKind::Model => "model",
+            BackendKind::Exec => "exec",
+            BackendKind::Service => "service",
         }
     }
 }
@@ -48,6 +58,12 @@ pub struct ProvisionRequest<'a> {
     pub redis: RedisOptions,
     /// Namespaces every key of the run on a shared store.
     pub key_prefix: String,
+    /// The run's log folder (an exec adapter's stderr goes there).
+    pub log_dir: &'a Path,
+    /// `--adapter` and friends, for `--backend exec`.
+    pub exec: &'a ExecArgs,
+    /// How to reach or start the server (`--backend service`).
+    pub service: ServiceArgs,
 }
 
 pub async fn provision(
@@ -92,5 +108,104 @@ pub async fn provision(
                 notes,
             })
         }
+        BackendKind::Exec => provision_exec(request, progress).await,
+        BackendKind::Service => provision_service(request, progress).await,
     }
+}
+
+/// Starts Redis (an adapter that needs none just ignores it) and then the adapter. Without a
+/// Redis the run goes on: the adapter is told nothing and declines what needs a store.
+async fn provision_exec(
+    request: &ProvisionRequest<'_>,
+    progress: &Progress,
+) -> anyhow::Result<Provisioned> {
+    // Check the flags before starting anything.
+    request.exec.config(request.log_dir, None)?;
+    let mut notes = Vec::new();
+    let mut keep_alive: Vec<Box<dyn Any + Send>> = Vec::new();
+    progress.phase(
+        match &request.redis.url {
+            Some(url) => format!("connecting to {url}"),
+            None => "starting redis-server".into(),
+        }
+        .as_str(),
+    );
+    let redis_url = match RedisInstance::provision(&request.redis).await {
+        Ok(instance) => {
+            notes.push(format!("redis for the adapter: {}", instance.describe()));
+            let url = instance.url().to_owned();
+            keep_alive.push(Box::new(instance));
+            Some(url)
+        }
+        Err(e) if request.redis.url.is_none() => {
+            notes.push(format!(
+                "no Redis for the adapter ({e}); TK_CONFORM_REDIS_URL is not set"
+            ));
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut config = request.exec.config(request.log_dir, redis_url)?;
+    config.namespace_prefix = request.key_prefix.clone();
+    progress.phase(&format!("starting the adapter: {}", config.command));
+    let stderr_log = config.stderr_log.clone();
+    let backend = ExecBackend::start(config).await?;
+    let hello = backend.hello();
+    notes.push(format!(
+        "adapter: {} {} ({}, {}); stderr in {}",
+        hello.adapter.name,
+        hello.adapter.version,
+        hello.adapter.language,
+        hello.adapter.homepage,
+        stderr_log.display()
+    ));
+    notes.push(format!("key namespace prefix: {}", request.key_prefix));
+    Ok(Provisioned {
+        backend: Arc::new(backend),
+        extra_trials: Vec::new(),
+        keep_alive,
+        notes,
+    })
+}
+
+/// Starts (or connects to) the server, with a Redis under it when `--server-store redis`.
+async fn provision_service(
+    request: &ProvisionRequest<'_>,
+    progress: &Progress,
+) -> anyhow::Result<Provisioned> {
+    let args = &request.service;
+    let mut keep_alive: Vec<Box<dyn Any + Send>> = Vec::new();
+    let mut notes = Vec::new();
+    let redis_url = match (&args.endpoint, args.server_store) {
+        (None, ServerStore::Redis) => {
+            progress.phase("starting redis-server for the reference server");
+            let instance = RedisInstance::provision(&request.redis).await?;
+            notes.push(format!("server store: {}", instance.describe()));
+            let url = instance.url().to_owned();
+            keep_alive.push(Box::new(instance));
+            Some(url)
+        }
+        // An external server on a Redis the caller names: enables the one-oracle suite.
+        (Some(_), _) => request.redis.url.clone(),
+        (None, ServerStore::Memory) => None,
+    };
+    let mut target = ServiceTarget::from_args(args, redis_url)?;
+    target.contract_dir = request.contract_dir.to_owned();
+    progress.phase(
+        match &target.endpoint {
+            Some(endpoint) => format!("connecting to {endpoint}"),
+            None => "starting the server".into(),
+        }
+        .as_str(),
+    );
+    let backend = Arc::new(ServiceBackend::start(target).await?);
+    notes.push(format!("service endpoint: {}", backend.endpoint()));
+    let extra_trials =
+        super::service::service_trials(backend.suite_context(), tokio::runtime::Handle::current());
+    Ok(Provisioned {
+        backend,
+        extra_trials,
+        keep_alive,
+        notes,
+    })
 }

@@ -12,6 +12,7 @@ use clap::Parser;
 use super::backends::{BackendKind, ProvisionRequest, Provisioned, provision};
 use super::corpus;
 use super::trial::{TrialSpec, VectorReplay, run_trials, vector_trials};
+use crate::backend::exec::ExecArgs;
 use crate::contract::vectors::Suite;
 use crate::infra::{RedisOptions, kill_all_owned};
 use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary};
@@ -52,6 +53,11 @@ pub struct RunArgs {
     /// Per-suite bound on one replay, in seconds.
     #[arg(long, default_value_t = 60)]
     pub trial_timeout: u64,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// `--backend service`: where the server is, or how to start it.
+    #[command(flatten)]
+    pub service: crate::backend::service::ServiceArgs,
     /// libtest flags after `--`: filters, --exact, --list, --test-threads, --format, --skip, ...
     #[arg(last = true)]
     pub libtest: Vec<String>,
@@ -101,9 +107,13 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     if libtest.list {
         // Listing needs no backend: every suite is a trial name.
-        let specs = suites
-            .iter()
-            .map(|s| TrialSpec::new(s.trial_name(), "vectors", || unreachable!("only listed")))
+        let mut names: Vec<String> = suites.iter().map(Suite::trial_name).collect();
+        if args.backend == BackendKind::Service {
+            names.extend(super::service::service_trial_names());
+        }
+        let specs = names
+            .into_iter()
+            .map(|name| TrialSpec::new(name, "vectors", || unreachable!("only listed")))
             .collect();
         let _ = run_trials(&libtest, specs, None);
         return Ok(ExitCode::SUCCESS);
@@ -167,6 +177,9 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
             chrono::Utc::now().format("%Y%m%dT%H%M%S"),
             std::process::id()
         ),
+        log_dir: recorder.dir().path(),
+        exec: &args.exec,
+        service: args.service.clone(),
     };
     let provisioned = match runtime.block_on(provision(args.backend, &request, &progress)) {
         Ok(p) => p,

@@ -5,12 +5,14 @@
 //! - `replay`: one suite against one session, stopping at the first divergence.
 //! - `trial`: trials, skips with reasons, recording; the seam where other suites plug in.
 //! - `backends`: `--backend` and provisioning (starting Redis, ...).
+//! - `service`: the service suites as trials (`--backend service`).
 //! - `cli`: the `run` command.
 
 pub mod backends;
 pub mod cli;
 pub mod corpus;
 pub mod replay;
+pub mod service;
 pub mod trial;
 
 pub use backends::{BackendKind, Provisioned};

@@ -114,6 +114,16 @@ impl OwnedChild {
         &self.name
     }
 
+    /// The child's stdin pipe, once, when `command` was given `Stdio::piped()` for it.
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// The child's stdout pipe, once, when `command` was given `Stdio::piped()` for it.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

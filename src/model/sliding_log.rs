@@ -27,7 +27,8 @@ pub(super) fn check(
 
     let outcome = if count + cost <= o.limit {
         for i in 1..=(cost as u64) {
-            let member = format!("{}-{}", num::to_argv(now), num::to_argv(count + i as f64));
+            // The script names members `now .. '-' .. (count + i)`: Lua text, 14 significant digits.
+            let member = format!("{}-{}", num::lua_text(now), num::lua_text(count + i as f64));
             zadd(&mut entries, now, member);
         }
         let oldest = entries.first().map_or(now, |e| e.score);
@@ -76,4 +77,36 @@ fn zadd(entries: &mut Vec<LogEntry>, score: f64, member: String) {
         .position(|e| (e.score, e.member.as_str()) > (score, member.as_str()))
         .unwrap_or(entries.len());
     entries.insert(at, LogEntry { score, member });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SlidingWindowLogOptions;
+
+    /// Member names are Lua text (14 significant digits): `…1618.25` is written `…1618.2`, so an
+    /// admission at `…1618.25` can re-score the member admitted at `…1618.2` instead of adding one.
+    #[test]
+    fn member_names_are_lua_text() {
+        let options = SlidingWindowLogOptions {
+            limit: 5.0,
+            window_ms: 1000.0,
+        };
+        let mut state = None;
+        for now in [
+            1_700_000_000_618.21,
+            1_700_000_001_618.2,
+            1_700_000_001_618.25,
+        ] {
+            assert!(check(&options, &mut state, now, 1.0).decision.allowed);
+        }
+        let Some(RateState::SlidingWindowLog { entries }) = state else {
+            panic!("the log keeps entries");
+        };
+        let members: Vec<_> = entries
+            .iter()
+            .map(|e| (e.member.as_str(), e.score))
+            .collect();
+        assert_eq!(members, [("1700000001618.2-2", 1_700_000_001_618.25)]);
+    }
 }

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use super::Decision;
 use super::strategy::{CheckOutcome, RateState, SlidingWindowOptions};
+use super::{Decision, num};
 
 pub(super) fn check(
     o: &SlidingWindowOptions,
@@ -50,7 +50,10 @@ pub(super) fn check(
         let current = count_of(c);
         let mut slots = slots.clone();
         let index = c as i64;
-        slots.insert(index.rem_euclid(ring), (index, current + cost));
+        // The script stores the count as the text `c .. ':' .. count`, and Lua writes a number
+        // in text with 14 significant digits: a fractional count reads back rounded.
+        let stored = num::through_lua_text(current + cost);
+        slots.insert(index.rem_euclid(ring), (index, stored));
         *state = Some(RateState::SlidingWindow { slots });
         return CheckOutcome {
             decision: Decision::from_f64(
@@ -73,5 +76,34 @@ pub(super) fn check(
     CheckOutcome {
         decision: Decision::from_f64(false, o.limit, remaining, reset_at, retry.max(1.0)),
         expiry_ms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_at(state: &mut Option<RateState>, cost: f64) -> Decision {
+        let options = SlidingWindowOptions {
+            limit: 3.0,
+            window_ms: 1000.0,
+            buckets: 1.0,
+        };
+        check(&options, state, 1_700_000_000_000.0, cost).decision
+    }
+
+    /// Found by replaying throttlekit-py's scripts: the count is stored as Lua text, so
+    /// `0.1 + 2.7` is kept as `2.8`, and a further `0.2` fits the limit of 3 exactly.
+    #[test]
+    fn a_fractional_count_is_stored_as_lua_text() {
+        let mut state = None;
+        assert!(check_at(&mut state, 0.1).allowed);
+        assert!(check_at(&mut state, 2.7).allowed);
+        let third = check_at(&mut state, 0.2);
+        assert!(
+            third.allowed,
+            "0.1 + 2.7 stored as 2.8, plus 0.2 is 3: {third}"
+        );
+        assert_eq!(third.remaining, 0);
     }
 }

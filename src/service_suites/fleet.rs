@@ -1,0 +1,138 @@
+//! Fleet.Reserve: window-coupled grants that never sum past the window's limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Code;
+
+use super::client::{fails_with, ok};
+use super::{SuiteContext, SuiteFailure, SuiteResult, differ, expect_eq};
+use crate::proto;
+use crate::server::clock;
+
+/// `federated` in the suites' policy file: fixedWindow, 10 per 2 s window, batch 4.
+pub(super) const LIMIT: i64 = 10;
+pub(super) const BATCH: i64 = 4;
+const WINDOW_MS: i64 = 2_000;
+
+async fn reserve(
+    ctx: &SuiteContext,
+    step: &str,
+    wants: i64,
+    axis: proto::Axis,
+) -> Result<proto::Lease, SuiteFailure> {
+    let request = proto::ReserveRequest {
+        policy: "federated".into(),
+        caller: Some(proto::Caller {
+            domain: "tk-conform".into(),
+            client_id: ctx.run_tag.clone(),
+            region: String::new(),
+            priority: 0,
+        }),
+        wants,
+        has: 0,
+        used: 0,
+        axis: axis as i32,
+    };
+    let (mut fleet, request) = ctx.clients.fleet(request);
+    ok(step, fleet.reserve(request).await)?
+        .lease
+        .ok_or_else(|| SuiteFailure(format!("{step}: the reply has no lease")))
+}
+
+pub(super) async fn reserve_within_window_budget(ctx: Arc<SuiteContext>) -> SuiteResult {
+    // Start at a fresh window: the budget is per policy, shared with earlier runs.
+    let probe = reserve(
+        &ctx,
+        "probe Reserve (learn the window)",
+        1,
+        proto::Axis::Rate,
+    )
+    .await?;
+    let wait = (probe.expiry_ms as f64 - clock::now_ms()).clamp(0.0, WINDOW_MS as f64) as u64;
+    tokio::time::sleep(Duration::from_millis(wait + 20)).await;
+
+    // Asks of 3, 100 (more than a batch), 0 (means 1), then 4s until refused; bounded.
+    let asks = [3, 100, 0]
+        .into_iter()
+        .chain(std::iter::repeat_n(BATCH, 17));
+    let mut window = None;
+    let mut granted = 0;
+    for (i, wants) in asks.enumerate() {
+        let step = format!(
+            "op {i} (Reserve federated wants={wants}, {granted} granted before in this window)"
+        );
+        let lease = reserve(&ctx, &step, wants, proto::Axis::Rate).await?;
+        if window != Some(lease.expiry_ms) {
+            // A new window (only at a slow start): its first grant is this one; count afresh.
+            window = Some(lease.expiry_ms);
+            granted = 0;
+        }
+        let asked = wants.max(1);
+        if !(0..=asked.min(BATCH)).contains(&lease.capacity) {
+            return Err(differ(
+                &step,
+                "capacity",
+                format!("0..={}", asked.min(BATCH)),
+                lease.capacity,
+            ));
+        }
+        expect_eq(&step, "limit", LIMIT, lease.limit)?;
+        granted += lease.capacity;
+        if granted > LIMIT {
+            return Err(differ(
+                &step,
+                "capacity (sum over the window)",
+                format!("<= limit {LIMIT}"),
+                granted,
+            ));
+        }
+        if lease.capacity == 0 {
+            if lease.retry_after_ms <= 0 || lease.retry_after_ms > WINDOW_MS {
+                return Err(differ(
+                    &step,
+                    "retry_after_ms (refused)",
+                    format!("1..={WINDOW_MS}"),
+                    lease.retry_after_ms,
+                ));
+            }
+            // Refused only once the window's whole budget was granted.
+            return expect_eq(
+                &step,
+                "capacity granted before the refusal (the window's budget)",
+                LIMIT,
+                granted,
+            );
+        }
+    }
+    Err(SuiteFailure(format!(
+        "Reserve: expected a refusal once {LIMIT} were granted in one window, but none came in 20 asks"
+    )))
+}
+
+pub(super) async fn reserve_concurrency_unimplemented(ctx: Arc<SuiteContext>) -> SuiteResult {
+    let request = proto::ReserveRequest {
+        policy: "federated".into(),
+        wants: 1,
+        axis: proto::Axis::Concurrency as i32,
+        ..Default::default()
+    };
+    let (mut fleet, request) = ctx.clients.fleet(request);
+    fails_with(
+        "Reserve federated axis=AXIS_CONCURRENCY",
+        Code::Unimplemented,
+        fleet.reserve(request).await,
+    )?;
+    let request = proto::ReserveRequest {
+        policy: "cc2".into(),
+        wants: 1,
+        axis: proto::Axis::Concurrency as i32,
+        ..Default::default()
+    };
+    let (mut fleet, request) = ctx.clients.fleet(request);
+    fails_with(
+        "Reserve cc2 axis=AXIS_CONCURRENCY",
+        Code::Unimplemented,
+        fleet.reserve(request).await,
+    )
+}

@@ -1,0 +1,373 @@
+//! `tk-conform run --backend exec` end to end: the real binary, a real adapter process, the
+//! contract's golden vectors, and the run folder it leaves. Every fault must give the right
+//! failed/skipped trials, a readable message and a finished run with exit code 1.
+
+mod common;
+mod support;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::{ContractCopy, bin, latest_summary, text};
+
+/// Suites of the golden vectors the fixture adapter serves: fixedWindow, tokenBudget, lease.
+fn served(contract: &Path) -> (u64, u64) {
+    let vectors: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(contract.join("golden-vectors.json")).unwrap())
+            .unwrap();
+    let suites = vectors["suites"].as_array().unwrap();
+    let served = suites
+        .iter()
+        .filter(|s| s["primitive"] != "rateLimit" || s["strategy"]["kind"] == "fixedWindow")
+        .count() as u64;
+    (served, suites.len() as u64 - served)
+}
+
+fn exec_run(adapter: &str, logs: &Path, extra: &[&str]) -> Output {
+    bin()
+        .arg("run")
+        .arg("--contract")
+        .arg(support::repo().join("contract"))
+        .arg("--logs")
+        .arg(logs)
+        .args(["--backend", "exec", "--adapter", adapter])
+        .args(extra)
+        .env("CI", "1")
+        .env_remove("TK_CONFORM_REDIS_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn faulty(args: &str) -> String {
+    format!(
+        "python3 {} {args}",
+        support::quoted(&support::fixture("faulty.py"))
+    )
+}
+
+fn trials_with(summary: &serde_json::Value, outcome: &str) -> Vec<(String, String)> {
+    summary["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["outcome"] == outcome)
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Pids of live processes whose command line mentions `marker` (a unique temp path).
+fn processes_mentioning(marker: &Path) -> Vec<i32> {
+    let marker = marker.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, r)| !r.starts_with('Z'))
+            });
+            running && String::from_utf8_lossy(&cmdline).contains(&marker)
+        })
+        .collect()
+}
+
+#[test]
+fn a_healthy_adapter_passes_what_it_serves_and_skips_the_rest_with_reasons() {
+    let logs = tempfile::tempdir().unwrap();
+    let out = exec_run(&faulty(""), logs.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let summary = latest_summary(logs.path());
+    let (served, other) = served(&support::repo().join("contract"));
+    assert_eq!(summary["status"], "finished");
+    assert_eq!(summary["counts"]["passed"], served, "{summary:#}");
+    assert_eq!(summary["counts"]["failed"], 0);
+    assert_eq!(summary["counts"]["skipped"], other);
+    assert_eq!(summary["backend"]["kind"], "exec");
+    assert_eq!(summary["backend"]["name"], "faulty-fixture");
+    for (name, reason) in trials_with(&summary, "skipped") {
+        let expected = if name.starts_with("rateLimit::gcra") {
+            "faulty-fixture: faulty fixture: only fixedWindow"
+        } else {
+            "the exec adapter faulty-fixture does not claim"
+        };
+        assert!(reason.starts_with(expected), "{name}: {reason}");
+    }
+    let log = std::fs::read_to_string(logs.path().join("latest/run.log")).unwrap();
+    assert!(
+        log.contains("adapter: faulty-fixture 0.0.1 (python"),
+        "{log}"
+    );
+    assert!(logs.path().join("latest/adapter.stderr.log").exists());
+}
+
+#[test]
+fn an_adapter_that_keeps_crashing_fails_the_run_and_is_given_up() {
+    let logs = tempfile::tempdir().unwrap();
+    let out = exec_run(
+        &faulty("--fault crash --at 4"),
+        logs.path(),
+        &["--adapter-restarts", "2"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let summary = latest_summary(logs.path());
+    assert_eq!(summary["status"], "finished");
+    assert_eq!(summary["exitCode"], 1);
+    let failed = trials_with(&summary, "failed");
+    let crashed: Vec<_> = failed
+        .iter()
+        .filter(|(_, m)| m.contains("closed stdout"))
+        .collect();
+    let given_up: Vec<_> = failed
+        .iter()
+        .filter(|(_, m)| m.contains("adapter unavailable"))
+        .collect();
+    assert_eq!(crashed.len(), 3, "{failed:#?}");
+    assert!(crashed[0].1.contains("exit status: 3"), "{}", crashed[0].1);
+    assert!(!given_up.is_empty(), "{failed:#?}");
+    assert!(
+        given_up[0].1.contains("crashed or hung 3 times"),
+        "{}",
+        given_up[0].1
+    );
+    let stderr = std::fs::read_to_string(logs.path().join("latest/adapter.stderr.log")).unwrap();
+    assert_eq!(
+        stderr.matches("faulty: crash at request").count(),
+        3,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_hung_adapter_is_killed_and_the_run_finishes() {
+    let logs = tempfile::tempdir().unwrap();
+    let marker = logs.path().join("hang-marker");
+    let adapter = faulty(&format!(
+        "--fault hang --at 3 --once {}",
+        support::quoted(&marker)
+    ));
+    let out = exec_run(&adapter, logs.path(), &["--adapter-timeout-ms", "2000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let summary = latest_summary(logs.path());
+    let failed = trials_with(&summary, "failed");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(
+        failed[0].1.contains("did not answer request"),
+        "{}",
+        failed[0].1
+    );
+    assert!(
+        failed[0].1.contains("within 2s; it was killed"),
+        "{}",
+        failed[0].1
+    );
+    let (served, _) = served(&support::repo().join("contract"));
+    assert_eq!(summary["counts"]["passed"], served - 1);
+    assert!(
+        processes_mentioning(&marker).is_empty(),
+        "an adapter outlived the run"
+    );
+}
+
+/// One protocol fault, fired once: exactly one trial fails, with a message containing `expected`.
+fn one_violation(fault: &str, expected: &[&str]) {
+    let logs = tempfile::tempdir().unwrap();
+    let marker = logs.path().join("fired");
+    let adapter = faulty(&format!(
+        "--fault {fault} --at 2 --once {}",
+        support::quoted(&marker)
+    ));
+    let out = exec_run(&adapter, logs.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{fault}: {}", text(&out));
+    let summary = latest_summary(logs.path());
+    assert_eq!(summary["status"], "finished");
+    let failed = trials_with(&summary, "failed");
+    assert_eq!(failed.len(), 1, "{fault}: {failed:#?}");
+    for part in expected {
+        assert!(
+            failed[0].1.contains(part),
+            "{fault}: `{}` lacks `{part}`",
+            failed[0].1
+        );
+    }
+    let (served, _) = served(&support::repo().join("contract"));
+    assert_eq!(summary["counts"]["passed"], served - 1, "{fault}");
+}
+
+#[test]
+fn protocol_violations_fail_one_trial_each_naming_the_line() {
+    one_violation(
+        "bad-json",
+        &[
+            "protocol violation",
+            "not valid JSON",
+            "stdout line",
+            "tru`",
+        ],
+    );
+    one_violation("wrong-id", &["protocol violation", "expected"]);
+    one_violation(
+        "missing-field",
+        &["protocol violation", "is a required property"],
+    );
+    one_violation("extra-line", &["extra output", r#""ok": true"#]);
+}
+
+#[test]
+fn one_wrong_field_fails_its_trial_naming_the_field() {
+    one_violation("wrong-field", &["remaining"]);
+}
+
+#[test]
+fn a_bad_adapter_command_is_a_usage_error() {
+    let logs = tempfile::tempdir().unwrap();
+    let out = exec_run("/nonexistent/adapter", logs.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot start the adapter `/nonexistent/adapter`"),
+        "{}",
+        text(&out)
+    );
+    let out = bin()
+        .args(["run", "--backend", "exec", "--logs"])
+        .arg(logs.path())
+        .arg("--contract")
+        .arg(support::repo().join("contract"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--backend exec needs --adapter"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn the_adapter_dies_with_a_killed_harness() {
+    let logs = tempfile::tempdir().unwrap();
+    let marker = logs.path().join("kill-marker");
+    let adapter = faulty(&format!(
+        "--fault hang --at 1 --once {}",
+        support::quoted(&marker)
+    ));
+    let mut harness = bin()
+        .arg("run")
+        .arg("--contract")
+        .arg(support::repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .args([
+            "--backend",
+            "exec",
+            "--adapter",
+            &adapter,
+            "--adapter-timeout-ms",
+            "60000",
+        ])
+        .env("CI", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Bounded wait (30 s on a busy machine) until the adapter has started hanging.
+    let mut adapters = Vec::new();
+    for _ in 0..3000 {
+        adapters = processes_mentioning(&marker);
+        if marker.exists() && !adapters.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!adapters.is_empty(), "the adapter never started");
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    for _ in 0..500 {
+        if processes_mentioning(&marker).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        processes_mentioning(&marker).is_empty(),
+        "the adapter outlived the SIGKILLed harness"
+    );
+}
+
+#[test]
+fn throttlekit_py_passes_every_rate_and_lease_suite() {
+    let Some(python) = support::throttlekit_python() else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let adapter = format!(
+        "{} {}",
+        support::quoted(&python),
+        support::quoted(&support::repo().join("adapters/python/throttlekit_py.py"))
+    );
+    let out = exec_run(&adapter, logs.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let summary = latest_summary(logs.path());
+    assert_eq!(summary["counts"]["failed"], 0);
+    for (name, reason) in trials_with(&summary, "skipped") {
+        assert!(
+            name.starts_with("tokenBudget::"),
+            "{name} skipped: {reason}"
+        );
+        assert!(reason.contains("ServiceBackend.debit"), "{name}: {reason}");
+    }
+    assert!(!trials_with(&summary, "passed").is_empty());
+}
+
+#[test]
+fn node_contract_lua_passes_and_a_broken_script_fails_its_suites() {
+    if support::node().is_none() {
+        return;
+    }
+    let adapter = |scripts: &Path| {
+        format!(
+            "node {} --scripts {}",
+            support::quoted(&support::repo().join("adapters/node/contract_lua.mjs")),
+            support::quoted(scripts)
+        )
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let out = exec_run(
+        &adapter(&support::repo().join("contract/scripts")),
+        logs.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(latest_summary(logs.path())["counts"]["failed"], 0);
+
+    // The same adapter on scripts whose fixedWindow allows one unit too many.
+    let broken = ContractCopy::new();
+    broken.edit_script("fixedWindow.check.lua", |lua| {
+        let edited = lua.replace("<= limit", "<= limit + 1");
+        assert_ne!(
+            edited, lua,
+            "the fixedWindow script has no `<= limit` to break"
+        );
+        edited
+    });
+    let logs = tempfile::tempdir().unwrap();
+    let out = exec_run(&adapter(&broken.path().join("scripts")), logs.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let failed = trials_with(&latest_summary(logs.path()), "failed");
+    assert!(!failed.is_empty());
+    for (name, message) in &failed {
+        assert!(
+            name.starts_with("rateLimit::fixedWindow"),
+            "{name}: {message}"
+        );
+        assert!(message.contains("allowed"), "{name}: {message}");
+    }
+}

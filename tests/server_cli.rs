@@ -1,0 +1,190 @@
+//! `tk-conform serve` as a process: bad policy files fail at start with the file, policy and key
+//! named; SIGTERM drains in-flight calls (and open Watch streams) and exits 0; Fleet and Monitor
+//! require the configured secret.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tk_conform::backend::service_process::ServerProcess;
+use tk_conform::proto;
+use tk_conform::service_suites;
+
+fn exe() -> String {
+    env!("CARGO_BIN_EXE_tk-conform").to_owned()
+}
+
+fn policies() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(service_suites::POLICY_FILE)
+        .display()
+        .to_string()
+}
+
+async fn serve(extra: &[&str]) -> ServerProcess {
+    let mut argv = vec![
+        exe(),
+        "serve".into(),
+        "--config".into(),
+        policies(),
+        "--port".into(),
+        "0".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    ServerProcess::start(&argv, None)
+        .await
+        .expect("server starts")
+}
+
+#[test]
+fn a_bad_policy_file_fails_at_start_naming_file_policy_and_key() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        file,
+        "version: 1\nlimiters:\n  api: {{ strategy: gcra, limit: 5, period: 5 parsecs }}"
+    )
+    .unwrap();
+    let out = std::process::Command::new(exe())
+        .args(["serve", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "{}: policy `api`: key `period`: expected a duration",
+        file.path().display()
+    );
+    assert!(stderr.contains(&expected), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_in_flight_call_and_exits_zero() {
+    // `slow-check` makes every Check take a second, so one is surely in flight at SIGTERM.
+    let server = serve(&["--fault", "slow-check"]).await;
+    let clients = service_suites::connect(&server.addr.to_string(), None, None)
+        .await
+        .unwrap();
+    let (mut monitor, watch) = clients.monitor(proto::WatchRequest::default());
+    let mut denials = monitor.watch(watch).await.unwrap().into_inner();
+    let mut rate = clients.rate();
+    let in_flight = tokio::spawn(async move {
+        rate.check(proto::CheckRequest {
+            policy: "burst5".into(),
+            key: "drain".into(),
+            cost: 1,
+        })
+        .await
+    });
+    // Bounded wait until the server says the Check is being held.
+    for _ in 0..500 {
+        if server.stderr_tail().contains("slow-check: holding a Check") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.stderr_tail().contains("slow-check: holding a Check"),
+        "{}",
+        server.stderr_tail()
+    );
+    server.signal(Signal::SIGTERM);
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight Check is answered, not cut");
+    assert!(answer.into_inner().decision.unwrap().allowed);
+    // The open Watch stream ends instead of holding the drain open.
+    let end = tokio::time::timeout(Duration::from_secs(10), denials.message())
+        .await
+        .expect("watch ends");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    let status = server.stop().await;
+    assert_eq!(status, "exit status: 0");
+}
+
+#[tokio::test]
+async fn fleet_and_monitor_require_the_configured_secret() {
+    let server = serve(&[
+        "--fleet-secret",
+        "fleet-s3cret",
+        "--monitor-secret",
+        "mon-s3cret",
+    ])
+    .await;
+    let addr = server.addr.to_string();
+    let reserve = || proto::ReserveRequest {
+        policy: "federated".into(),
+        wants: 1,
+        ..Default::default()
+    };
+    for (fleet_secret, ok) in [
+        (None, false),
+        (Some("wrong"), false),
+        (Some("fleet-s3cret"), true),
+    ] {
+        let clients = service_suites::connect(&addr, fleet_secret.map(String::from), None)
+            .await
+            .unwrap();
+        let (mut fleet, request) = clients.fleet(reserve());
+        let result = fleet.reserve(request).await;
+        match ok {
+            true => assert!(result.is_ok(), "{fleet_secret:?}: {result:?}"),
+            false => assert_eq!(
+                result.unwrap_err().code(),
+                tonic::Code::Unauthenticated,
+                "{fleet_secret:?}"
+            ),
+        }
+    }
+    // A bearer token works too.
+    let clients = service_suites::connect(&addr, None, None).await.unwrap();
+    let (mut monitor, mut request) = clients.monitor(proto::GetSnapshotRequest {});
+    assert_eq!(
+        monitor
+            .get_snapshot(tonic::Request::new(proto::GetSnapshotRequest {}))
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::Unauthenticated
+    );
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer mon-s3cret".parse().unwrap());
+    assert!(monitor.get_snapshot(request).await.is_ok());
+    // The rate limiter door needs no secret.
+    let checked = clients
+        .rate()
+        .check(proto::CheckRequest {
+            policy: "burst5".into(),
+            key: "k".into(),
+            cost: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        checked.into_inner().decision.unwrap().remaining,
+        4,
+        "cost 0 means 1"
+    );
+    assert_eq!(server.stop().await, "exit status: 0");
+}
+
+#[tokio::test]
+async fn without_a_secret_loopback_callers_are_served() {
+    let server = serve(&[]).await;
+    let clients = service_suites::connect(&server.addr.to_string(), None, None)
+        .await
+        .unwrap();
+    let (mut monitor, request) = clients.monitor(proto::GetSnapshotRequest {});
+    let snapshot = monitor
+        .get_snapshot(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(snapshot.policies.iter().any(|p| p.policy == "burst5"));
+    assert_eq!(server.stop().await, "exit status: 0");
+}

@@ -1,0 +1,302 @@
+//! The reference server on a real Redis (started here on a free loopback port): every service
+//! suite passes, including one oracle across the direct and service doors; N servers on one
+//! Redis enforce one limit; the Redis store's fault switches are caught by the matching suites;
+//! an emptied script cache is survived.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tk_conform::backend::Backend;
+use tk_conform::backend::service::{ServiceBackend, ServiceTarget};
+use tk_conform::backend::service_process::ServerProcess;
+use tk_conform::infra::{RedisInstance, RedisOptions};
+use tk_conform::proto;
+use tk_conform::service_suites::{self, Outcome};
+
+// Long enough that a loaded two-core machine finishes a lifecycle step inside one lease.
+const LEASE_TTL: Duration = Duration::from_millis(1000);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A Redis for this test, or `None` (with the reason printed) where none can run.
+async fn redis() -> Option<RedisInstance> {
+    match RedisInstance::provision(&RedisOptions::default()).await {
+        Ok(r) => Some(r),
+        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must have a Redis: {e}"),
+        Err(e) => {
+            eprintln!("skipped: no Redis here: {e}");
+            None
+        }
+    }
+}
+
+fn target(redis_url: &str, faults: &[&str]) -> ServiceTarget {
+    let exe = env!("CARGO_BIN_EXE_tk-conform");
+    let mut target =
+        ServiceTarget::reference(exe, root().join(service_suites::POLICY_FILE), LEASE_TTL);
+    target.redis_url = Some(redis_url.to_owned());
+    target.contract_dir = root().join("contract");
+    if !faults.is_empty() {
+        let flags: Vec<String> = faults.iter().map(|f| format!("--fault {f}")).collect();
+        target.server_cmd = Some(format!(
+            "{exe} serve --config {{config}} --port {{port}} --lease-ttl-ms {{lease_ttl_ms}} --redis {{redis_url}} --contract {} {}",
+            target.contract_dir.display(),
+            flags.join(" ")
+        ));
+    }
+    target
+}
+
+async fn run_suites(target: ServiceTarget, only: &[&str]) -> BTreeMap<&'static str, Outcome> {
+    let backend = ServiceBackend::start(target).await.expect("server starts");
+    let ctx = backend.suite_context();
+    let suites: Vec<_> = service_suites::all()
+        .into_iter()
+        .filter(|s| only.is_empty() || only.contains(&s.name))
+        .collect();
+    let outcomes = futures::future::join_all(suites.iter().map(|s| s.run(ctx.clone()))).await;
+    backend.shutdown().await.unwrap();
+    suites.iter().map(|s| s.name).zip(outcomes).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_server_on_redis_passes_every_service_suite() {
+    let Some(redis) = redis().await else { return };
+    let outcomes = run_suites(target(redis.url(), &[]), &[]).await;
+    let not_passed: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| **o != Outcome::Passed)
+        .collect();
+    assert!(not_passed.is_empty(), "{not_passed:#?}");
+    assert!(outcomes.contains_key("one_oracle_shared_budget"));
+}
+
+/// (fault, suite it must break, a fragment of the failure message): the Redis store's own Lua.
+const FAULTS: &[(&str, &str, &str)] = &[
+    (
+        "private-prefix",
+        "one_oracle_shared_budget",
+        "(direct door: gcra.check on oracle:",
+    ),
+    (
+        "never-reclaim",
+        "abandoned_hold_reclaimed",
+        "expected the abandoned slot to be reclaimed",
+    ),
+    (
+        "ignore-heartbeat",
+        "heartbeat_keeps_hold",
+        "field `live_ids`: expected [",
+    ),
+    (
+        "late-release-frees",
+        "late_release_frees_nothing",
+        "field `allowed`: expected false, actual true",
+    ),
+    (
+        "over-grant-reserve",
+        "reserve_within_window_budget",
+        "capacity (sum over the window)",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faulty_redis_backed_servers_fail_the_matching_suite() {
+    let Some(redis) = redis().await else { return };
+    let url = redis.url().to_owned();
+    let runs = FAULTS.iter().map(|(fault, suite, fragment)| {
+        let url = url.clone();
+        async move {
+            (
+                fault,
+                suite,
+                fragment,
+                run_suites(target(&url, &[fault]), &[suite]).await,
+            )
+        }
+    });
+    let finished: Vec<_> = futures::stream::iter(runs)
+        .buffer_unordered(3)
+        .collect()
+        .await;
+    let mut problems = Vec::new();
+    for (fault, suite, fragment, outcomes) in finished {
+        match &outcomes[suite] {
+            Outcome::Failed(m) if m.contains(fragment) => println!("--fault {fault} (redis): {m}"),
+            other => problems.push(format!(
+                "--fault {fault}: {suite}: wanted `{fragment}`, got {other:?}"
+            )),
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+const FLEET_POLICIES: &str = r#"
+version: 1
+limiters:
+  one-slot: { distributedConcurrency: { minLimit: 1, maxLimit: 1 } }
+  local-slot: { concurrency: { minLimit: 1, maxLimit: 1 } }
+  shared-meter: { fleetBudget: { budget: 3, windowMs: 1h } }
+  coupled: { strategy: fixedWindow, limit: 10, period: 1h, twoTier: { mode: leased, batch: 4, windowCoupled: true } }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_on_one_redis_enforce_one_limit() {
+    let Some(redis) = redis().await else { return };
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(FLEET_POLICIES.as_bytes()).unwrap();
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let argv: Vec<String> = [
+            env!("CARGO_BIN_EXE_tk-conform"),
+            "serve",
+            "--config",
+            &file.path().display().to_string(),
+            "--port",
+            "0",
+            "--redis",
+            redis.url(),
+            "--contract",
+            &root().join("contract").display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let server = ServerProcess::start(&argv, None)
+            .await
+            .expect("server starts");
+        clients.push(
+            service_suites::connect(&server.addr.to_string(), None, None)
+                .await
+                .unwrap()
+                .rate(),
+        );
+        servers.push(server);
+    }
+    let tag = std::process::id();
+    let admit = |policy: &str| proto::AdmitRequest {
+        policy: policy.into(),
+        key: format!("k{tag}"),
+        cost: 1,
+        hold: true,
+        value: 0,
+    };
+
+    // distributedConcurrency: one slot across the fleet; concurrency: one per server.
+    let held = clients[0]
+        .admit(admit("one-slot"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(held.decision.unwrap().allowed);
+    for c in &mut clients[1..] {
+        let refused = c.admit(admit("one-slot")).await.unwrap().into_inner();
+        assert_eq!(
+            (
+                refused.decision.unwrap().allowed,
+                refused.binding_axis.as_str()
+            ),
+            (false, "concurrency")
+        );
+        assert!(
+            c.admit(admit("local-slot"))
+                .await
+                .unwrap()
+                .into_inner()
+                .decision
+                .unwrap()
+                .allowed
+        );
+    }
+    // Any server releases any lease.
+    clients[2]
+        .release(proto::ReleaseRequest {
+            lease_id: held.lease_id,
+            dropped: false,
+        })
+        .await
+        .unwrap();
+    assert!(
+        clients[1]
+            .admit(admit("one-slot"))
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap()
+            .allowed
+    );
+
+    // fleetBudget: one meter.
+    let mut debits = Vec::new();
+    for i in 0..6 {
+        let d = clients[i % 3]
+            .debit(proto::DebitRequest {
+                policy: "shared-meter".into(),
+                key: format!("k{tag}"),
+                tokens: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        debits.push(d.decision.unwrap().allowed);
+    }
+    assert_eq!(debits, [true, true, true, false, false, false]);
+
+    // twoTier, window-coupled: at most `limit` per window across the fleet.
+    let mut admitted = 0;
+    for i in 0..60 {
+        let check = proto::CheckRequest {
+            policy: "coupled".into(),
+            key: format!("k{tag}"),
+            cost: 1,
+        };
+        if clients[i % 3]
+            .check(check)
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap()
+            .allowed
+        {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 10);
+    for server in servers {
+        assert_eq!(server.stop().await, "exit status: 0");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_script_cache_is_survived() {
+    let Some(redis) = redis().await else { return };
+    let backend = ServiceBackend::start(target(redis.url(), &[]))
+        .await
+        .unwrap();
+    let ctx = backend.suite_context();
+    let mut con = tk_conform::infra::connect(redis.url()).await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for suite in service_suites::all()
+        .iter()
+        .filter(|s| ["peek_does_not_consume", "admit_holds_until_release"].contains(&s.name))
+    {
+        assert_eq!(
+            suite.run(ctx.clone()).await,
+            Outcome::Passed,
+            "{} after SCRIPT FLUSH",
+            suite.name
+        );
+    }
+    backend.shutdown().await.unwrap();
+}

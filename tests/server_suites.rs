@@ -1,0 +1,192 @@
+//! Every service suite against real `tk-conform serve` processes on 127.0.0.1: the reference
+//! server passes them all; each deliberately faulty server fails the matching suite with a
+//! message that says what was expected.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use tk_conform::backend::Backend;
+use tk_conform::backend::service::{ServiceBackend, ServiceTarget};
+use tk_conform::service_suites::{self, Outcome};
+
+// Long enough that a loaded two-core machine finishes a lifecycle step inside one lease.
+const LEASE_TTL: Duration = Duration::from_millis(1000);
+
+fn target(faults: &[&str]) -> ServiceTarget {
+    let exe = env!("CARGO_BIN_EXE_tk-conform");
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(service_suites::POLICY_FILE);
+    let mut target = ServiceTarget::reference(exe, config, LEASE_TTL);
+    if !faults.is_empty() {
+        let flags: Vec<String> = faults.iter().map(|f| format!("--fault {f}")).collect();
+        target.server_cmd = Some(format!(
+            "{exe} serve --config {{config}} --port {{port}} --lease-ttl-ms {{lease_ttl_ms}} {}",
+            flags.join(" ")
+        ));
+    }
+    target
+}
+
+/// Starts a server, runs the named suites (all when `only` is empty) concurrently, stops it.
+async fn run_suites(target: ServiceTarget, only: &[&str]) -> BTreeMap<&'static str, Outcome> {
+    let backend = ServiceBackend::start(target).await.expect("server starts");
+    let ctx = backend.suite_context();
+    let suites: Vec<_> = service_suites::all()
+        .into_iter()
+        .filter(|s| only.is_empty() || only.contains(&s.name))
+        .collect();
+    assert!(
+        !suites.is_empty() && (only.is_empty() || suites.len() == only.len()),
+        "unknown suite in {only:?}"
+    );
+    let outcomes = futures::future::join_all(suites.iter().map(|s| s.run(ctx.clone()))).await;
+    backend.shutdown().await.unwrap();
+    suites.iter().map(|s| s.name).zip(outcomes).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_server_passes_every_service_suite() {
+    let outcomes = run_suites(target(&[]), &[]).await;
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
+        .collect();
+    assert!(failed.is_empty(), "failed: {failed:#?}");
+    for (name, outcome) in &outcomes {
+        let needs_redis = service_suites::all()
+            .iter()
+            .any(|s| s.name == *name && s.needs_redis);
+        if !needs_redis {
+            assert_eq!(outcome, &Outcome::Passed, "{name}");
+        }
+    }
+}
+
+/// (fault, suite it must break, a fragment of the failure message)
+const FAULTS: &[(&str, &str, &str)] = &[
+    (
+        "never-reclaim",
+        "abandoned_hold_reclaimed",
+        "expected the abandoned slot to be reclaimed within TTL + 1 s",
+    ),
+    (
+        "ignore-heartbeat",
+        "heartbeat_keeps_hold",
+        "field `live_ids`: expected [",
+    ),
+    (
+        "late-release-frees",
+        "late_release_frees_nothing",
+        "after A's late Release): field `allowed`: expected false, actual true",
+    ),
+    (
+        "over-grant-reserve",
+        "reserve_within_window_budget",
+        "field `capacity (sum over the window)`: expected \"<= limit 10\"",
+    ),
+    (
+        "release-noop",
+        "admit_holds_until_release",
+        "op 5 (Admit cc2 after a Release): field `allowed`: expected true, actual false",
+    ),
+    (
+        "peek-consumes",
+        "peek_does_not_consume",
+        "(Peek said)`: expected",
+    ),
+    (
+        "burst-plus-one",
+        "cold_burst_then_deny",
+        "past the burst): field `allowed`: expected false, actual true",
+    ),
+    (
+        "zero-retry",
+        "cold_burst_then_deny",
+        "field `retryAfterMs`: expected \"> 0\", actual 0",
+    ),
+    (
+        "shared-keys",
+        "independent_keys",
+        "key b (after a was spent): op 0",
+    ),
+    (
+        "forecast-off-by-one",
+        "forecast_counts_admits",
+        "field `spendable_now (vs admits that followed)`: expected",
+    ),
+    (
+        "checkmany-reversed",
+        "check_many_in_order",
+        "CheckMany pair keys=[a, b, a, c, a, b]: decision",
+    ),
+    (
+        "debit-never-refuses",
+        "debit_spends_then_refuses",
+        "op 2 (Debit tokens",
+    ),
+    (
+        "lax-status",
+        "unknown_policy_not_found",
+        "status: expected NotFound, actual Internal",
+    ),
+    (
+        "lax-status",
+        "wrong_op_unimplemented",
+        "status: expected Unimplemented, actual Unknown",
+    ),
+    (
+        "lax-status",
+        "malformed_input_invalid",
+        "status: expected InvalidArgument, actual OK",
+    ),
+    (
+        "unified-binds-rate",
+        "unified_binds_tighter_axis",
+        "field `binding_axis`: expected \"concurrency\", actual \"rate\"",
+    ),
+    (
+        "stale-snapshot",
+        "snapshot_counts_decisions",
+        "field `denied (increase)`: expected 2, actual 0",
+    ),
+    (
+        "watch-silent",
+        "watch_streams_denials",
+        "expected a streamed denial for key",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_faulty_server_fails_the_matching_suite() {
+    let mut by_fault: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for (fault, suite, fragment) in FAULTS {
+        by_fault.entry(fault).or_default().push((suite, fragment));
+    }
+    let runs = by_fault.iter().map(|(fault, expectations)| async move {
+        let suites: Vec<&str> = expectations.iter().map(|(s, _)| *s).collect();
+        (
+            *fault,
+            expectations,
+            run_suites(target(&[fault]), &suites).await,
+        )
+    });
+    let mut problems = Vec::new();
+    // A few servers at a time: the machine has two cores.
+    let finished: Vec<_> = futures::stream::iter(runs)
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for (fault, expectations, outcomes) in finished {
+        for (suite, fragment) in expectations.iter() {
+            match &outcomes[suite] {
+                Outcome::Failed(message) if message.contains(fragment) => {
+                    println!("--fault {fault}: {message}");
+                }
+                other => problems.push(format!("--fault {fault}: suite {suite}: wanted a failure containing `{fragment}`, got {other:?}")),
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
