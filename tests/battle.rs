@@ -21,13 +21,13 @@ fn root() -> PathBuf {
 }
 
 /// The reference server on a per-instance memory store: a fleet that shares nothing.
-const UNSHARED_FLEET: &str =
-    "{exe} serve --config {policy} --host 127.0.0.1 --port {port} --lease-ttl-ms {lease_ttl_ms}";
+const UNSHARED_FLEET: &str = "{exe} serve --config {policy} --host 127.0.0.1 --port {port} \
+                              --contract {contract} --lease-ttl-ms {lease_ttl_ms}";
 
 fn faulty_server(fault: &str) -> String {
     format!(
         "{{exe}} serve --config {{policy}} --host 127.0.0.1 --port {{port}} --redis {{redis}} \
-         --lease-ttl-ms {{lease_ttl_ms}} --fault {fault}"
+         --contract {{contract}} --lease-ttl-ms {{lease_ttl_ms}} --fault {fault}"
     )
 }
 
@@ -332,14 +332,23 @@ fn a_server_that_ignores_heartbeats_loses_the_renewed_hold() {
     let (b, j) = must_fail(
         "heartbeat",
         &["--server-cmd", &faulty_server("ignore-heartbeat")],
-        "concurrency#0",
+        "concurrency#1",
     );
+    // The holder still renewing, and a contender let in beside it.
     assert_eq!(j["numbers"]["maxInFlight"], 2, "{j:#}");
     assert!(
         j["summary"].as_str().unwrap().contains("holder[0]"),
         "{j:#}"
     );
-    let _ = b;
+    let renewed = b.judgement("heartbeat", "renewed#0");
+    assert_eq!(renewed["verdict"], "fail", "{renewed:#}");
+    assert!(
+        renewed["summary"]
+            .as_str()
+            .unwrap()
+            .contains("said the lease was gone"),
+        "{renewed:#}"
+    );
 }
 
 #[test]
@@ -380,7 +389,7 @@ fn a_door_that_never_reloads_scripts_stops_deciding_after_a_restart() {
         j["numbers"]["sampleError"]
             .as_str()
             .unwrap()
-            .contains("NOSCRIPT"),
+            .contains("No matching script"),
         "{j:#}"
     );
     assert_eq!(j["numbers"]["decisionsAfter"], 0, "{j:#}");
@@ -476,4 +485,53 @@ fn sigkilling_the_harness_leaves_no_process_of_the_run() {
         survivors.is_empty(),
         "survived the harness: {survivors:?} of {seen:?}"
     );
+}
+
+#[test]
+fn unshared_servers_break_the_cap_across_a_redis_restart() {
+    if !have_redis() {
+        return;
+    }
+    let (b, j) = must_fail(
+        "redis-restart-fleet",
+        &["--server-cmd", UNSHARED_FLEET],
+        "cap#0",
+    );
+    assert!(j["numbers"]["admitted"].as_u64().unwrap() > 1000, "{j:#}");
+    // Both doors still decided after the restart: only the shared budget broke.
+    assert_eq!(
+        b.judgement("redis-restart-fleet", "resumes#1")["verdict"],
+        "pass"
+    );
+}
+
+#[test]
+fn bench_load_measures_the_direct_door() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(EXE)
+        .args([
+            "bench",
+            "load",
+            "--seconds",
+            "0.3",
+            "--workers",
+            "2",
+            "--in-flight",
+            "4",
+        ])
+        .args(["--no-redis-benchmark", "--contract"])
+        .arg(root().join("contract"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("tk-conform direct door"), "{text}");
+    assert!(text.contains(", 0 errors"), "{text}");
 }
