@@ -1,9 +1,9 @@
 //! The fault schedule: at planned times after the barrier, the runner hits workers, servers or
-//! Redis, and records exactly when (the checker's second input besides the histories).
+//! Redis, and records exactly when it did (the checker's second input besides the histories).
 
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
-use tokio::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::checker::FaultRecord;
 use super::history::now_us;
@@ -28,20 +28,26 @@ pub trait FaultTarget: Send {
     async fn restart_redis(&mut self) -> Result<String, String>;
 }
 
-/// Carries out `faults` in time order, each at `t0 + at_ms`. Returns a record per fault.
-pub async fn run_schedule(
-    faults: &[Fault],
-    t0: Instant,
-    target: &mut dyn FaultTarget,
-) -> Vec<FaultRecord> {
-    let mut planned: Vec<&Fault> = faults.iter().collect();
-    planned.sort_by_key(|f| f.at_ms);
-    let mut records = Vec::new();
-    for fault in planned {
-        tokio::time::sleep_until(t0 + Duration::from_millis(fault.at_ms)).await;
-        records.push(carry_out(fault, target).await);
+/// The scenario's faults in time order, handed out as they fall due.
+pub struct Schedule<'a> {
+    /// Latest first, so the next one due is at the end.
+    pending: Vec<&'a Fault>,
+}
+
+impl<'a> Schedule<'a> {
+    pub fn new(faults: &'a [Fault]) -> Schedule<'a> {
+        let mut pending: Vec<&Fault> = faults.iter().collect();
+        pending.sort_by_key(|f| std::cmp::Reverse(f.at_ms));
+        Schedule { pending }
     }
-    records
+
+    /// The next fault whose time has come `elapsed` after the barrier, if any.
+    pub fn due(&mut self, elapsed: Duration) -> Option<&'a Fault> {
+        match self.pending.last() {
+            Some(f) if Duration::from_millis(f.at_ms) <= elapsed => self.pending.pop(),
+            _ => None,
+        }
+    }
 }
 
 /// Carries out one fault now and records when and on whom.
@@ -123,7 +129,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn runs_in_time_order_and_records_failures() {
+    async fn hands_faults_out_in_time_order_and_records_failures() {
         let faults = [
             fault("cont", 20, FaultAction::SigcontWorkers),
             fault("stop", 5, FaultAction::SigstopWorkers),
@@ -131,8 +137,15 @@ mod tests {
             fault("restart", 30, FaultAction::RestartRedis),
         ];
         let mut log = Log::default();
-        let t0 = Instant::now();
-        let records = run_schedule(&faults, t0, &mut log).await;
+        let mut schedule = Schedule::new(&faults);
+        assert!(schedule.due(Duration::from_millis(4)).is_none());
+        let mut records = Vec::new();
+        for ms in [5, 20, 30] {
+            while let Some(f) = schedule.due(Duration::from_millis(ms)) {
+                records.push(carry_out(f, &mut log).await);
+            }
+        }
+        assert!(schedule.due(Duration::from_secs(1)).is_none());
         assert_eq!(
             log.0,
             ["SIGSTOP holders None", "SIGCONT holders None", "restart"]
@@ -140,7 +153,7 @@ mod tests {
         let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["stop", "cont", "kill-server", "restart"]);
         assert_eq!(records[0].workers, ["holders[0]"]);
-        assert!(records[1].at_us > records[0].at_us);
+        assert!(records[1].at_us >= records[0].at_us);
         assert_eq!(records[2].at_us, None);
         assert_eq!(records[2].error.as_deref(), Some("server 1 already gone"));
     }

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::checker::{self, FaultRecord, Judgement, Verdict};
-use super::faults::{FaultTarget, carry_out};
+use super::faults::{FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
 use super::policy::{self, PolicyFacts};
 use super::scenario::{Door, FaultAction, MAX_DURATION_MS, Scenario, WorkerGroup};
@@ -225,8 +225,7 @@ async fn battle(
         redis,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
-    let mut pending: Vec<_> = scenario.plan.faults.iter().collect();
-    pending.sort_by_key(|f| std::cmp::Reverse(f.at_ms));
+    let mut schedule = Schedule::new(&scenario.plan.faults);
     let mut records: Vec<FaultRecord> = Vec::new();
     let mut timed_out = false;
     loop {
@@ -241,11 +240,8 @@ async fn battle(
             timed_out = true;
             break;
         }
-        if let Some(f) = pending.last()
-            && t0 + Duration::from_millis(f.at_ms) <= Instant::now()
-        {
+        if let Some(f) = schedule.due(t0.elapsed()) {
             records.push(carry_out(f, &mut target).await);
-            pending.pop();
             continue;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
