@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cli_edge;
 pub mod conformance;
 pub mod contract;
 pub mod infra;
