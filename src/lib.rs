@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod battle;
 pub mod bench;
+pub mod cli_edge;
 pub mod conformance;
 pub mod contract;
 pub mod infra;

@@ -53,13 +53,7 @@ pub struct ReplayBenchArgs {
 }
 
 pub fn run(args: ReplayBenchArgs) -> ExitCode {
-    match execute(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tk-conform bench replay: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    crate::cli_edge::exit_code("bench replay", execute(args).map(|()| ExitCode::SUCCESS))
 }
 
 /// One timeline: a strategy, and its ops with expectations.
@@ -132,10 +126,7 @@ fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
     }
     let scripts = Arc::new(ScriptSet::from_contract_dir(&args.contract)?);
     let progress = Progress::new();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::cli_edge::runtime()?;
     runtime.block_on(async {
         progress.phase("starting redis");
         let redis = RedisInstance::provision(&RedisOptions {

@@ -58,18 +58,7 @@ pub struct Measurement {
 }
 
 pub fn main(args: ServerBenchArgs) -> std::process::ExitCode {
-    let outcome = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| runtime.block_on(run(args)));
-    match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tk-conform bench server: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    crate::cli_edge::block_on("bench server", run(args))
 }
 
 pub async fn run(args: ServerBenchArgs) -> anyhow::Result<()> {

@@ -65,13 +65,7 @@ pub struct RunArgs {
 
 /// Runs the command; every error is reported on one line and becomes exit code 2.
 pub fn run(args: RunArgs) -> ExitCode {
-    match execute(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("tk-conform run: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    crate::cli_edge::exit_code("run", execute(args))
 }
 
 fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -158,11 +152,7 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         recorder.log(&line);
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::cli_edge::runtime()?;
     interrupt_handler(&runtime, Arc::clone(&recorder));
 
     let request = ProvisionRequest {

@@ -114,21 +114,8 @@ pub async fn replay(session: &mut dyn SuiteSession, suite: &Suite) -> Result<usi
                     num::to_argv(op.now),
                     num::to_argv(op.cost)
                 );
-                let actual = session
-                    .check(&s.strategy, &s.key, op.now, op.cost)
-                    .await
-                    .map_err(|e| diverged(i, s.ops.len(), inputs.clone(), Detail::Error(e)))?;
-                if actual != op.expect {
-                    return Err(diverged(
-                        i,
-                        s.ops.len(),
-                        inputs,
-                        Detail::Decision {
-                            expected: op.expect,
-                            actual,
-                        },
-                    ));
-                }
+                let actual = session.check(&s.strategy, &s.key, op.now, op.cost).await;
+                judge(actual, op.expect).map_err(|d| diverged(i, s.ops.len(), inputs, d))?;
             }
             Ok(s.ops.len())
         }
@@ -139,21 +126,8 @@ pub async fn replay(session: &mut dyn SuiteSession, suite: &Suite) -> Result<usi
                     num::to_argv(op.now),
                     num::to_argv(op.tokens)
                 );
-                let actual = session
-                    .debit(&s.options, &s.name, op.now, op.tokens)
-                    .await
-                    .map_err(|e| diverged(i, s.ops.len(), inputs.clone(), Detail::Error(e)))?;
-                if actual != op.expect {
-                    return Err(diverged(
-                        i,
-                        s.ops.len(),
-                        inputs,
-                        Detail::Decision {
-                            expected: op.expect,
-                            actual,
-                        },
-                    ));
-                }
+                let actual = session.debit(&s.options, &s.name, op.now, op.tokens).await;
+                judge(actual, op.expect).map_err(|d| diverged(i, s.ops.len(), inputs, d))?;
             }
             Ok(s.ops.len())
         }
@@ -206,5 +180,14 @@ pub async fn replay(session: &mut dyn SuiteSession, suite: &Suite) -> Result<usi
             }
             Ok(n)
         }
+    }
+}
+
+/// One op's verdict: the backend's answer must be exactly the expected decision.
+fn judge(actual: Result<Decision, BackendError>, expected: Decision) -> Result<(), Detail> {
+    match actual {
+        Ok(actual) if actual == expected => Ok(()),
+        Ok(actual) => Err(Detail::Decision { expected, actual }),
+        Err(e) => Err(Detail::Error(e)),
     }
 }

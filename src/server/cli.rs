@@ -57,18 +57,7 @@ pub struct ServeArgs {
 
 /// Runs the server until SIGTERM / Ctrl-C; a start-up error is one line and exit code 2.
 pub fn main(args: ServeArgs) -> std::process::ExitCode {
-    let outcome = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| runtime.block_on(run(args)));
-    match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tk-conform serve: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    crate::cli_edge::block_on("serve", run(args))
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {

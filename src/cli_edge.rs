@@ -1,0 +1,31 @@
+//! What every command does at its edge: an async runtime to run on, and one way to turn an
+//! error into a single line on stderr and exit code 2 (usage or infrastructure error).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+/// The multi-thread runtime a command's async work runs on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The command's exit code: its own on success; an error is reported on one line and becomes 2.
+pub fn exit_code(command: &str, outcome: anyhow::Result<ExitCode>) -> ExitCode {
+    outcome.unwrap_or_else(|e| {
+        eprintln!("tk-conform {command}: error: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+/// Runs an async command body to completion: success is exit code 0, an error exit code 2.
+pub fn block_on(
+    command: &str,
+    body: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let outcome = runtime().and_then(|runtime| runtime.block_on(body));
+    exit_code(command, outcome.map(|()| ExitCode::SUCCESS))
+}
