@@ -73,17 +73,7 @@ struct LoadTotals {
 }
 
 pub fn run(args: LoadArgs) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime");
-    match runtime.block_on(execute(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tk-conform bench load: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    crate::cli_edge::block_on("bench load", execute(args))
 }
 
 async fn execute(args: LoadArgs) -> anyhow::Result<()> {

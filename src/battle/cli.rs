@@ -59,13 +59,7 @@ pub struct BattleArgs {
 }
 
 pub fn run(args: BattleArgs) -> ExitCode {
-    match execute(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("tk-conform battle: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    crate::cli_edge::exit_code("battle", execute(args))
 }
 
 fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
@@ -113,10 +107,7 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         call_timeout_ms: args.call_timeout_ms.max(1),
         run_id: format!("battle-{seed:x}-{}", now_us() / 1000),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = crate::cli_edge::runtime()?;
     interrupt_handler(&runtime, recorder.clone());
     let progress = Progress::new();
     progress.line(&format!(
