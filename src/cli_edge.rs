@@ -3,7 +3,12 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::Context;
+
+use crate::infra::kill_all_owned;
+use crate::report::{Recorder, RunStatus};
 
 /// The multi-thread runtime a command's async work runs on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -28,4 +33,31 @@ pub fn block_on(
 ) -> ExitCode {
     let outcome = runtime().and_then(|runtime| runtime.block_on(body));
     exit_code(command, outcome.map(|()| ExitCode::SUCCESS))
+}
+
+/// On Ctrl-C or SIGTERM: mark the run interrupted in its logs, kill every owned child, exit 130.
+pub fn exit_on_interrupt(
+    runtime: &tokio::runtime::Runtime,
+    recorder: Arc<Recorder>,
+    command: &'static str,
+) {
+    runtime.spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        recorder.log("interrupted");
+        let _ = recorder.finish(RunStatus::Interrupted, 130);
+        kill_all_owned();
+        eprintln!(
+            "tk-conform {command}: interrupted; partial logs in {}",
+            recorder.dir().path().display()
+        );
+        std::process::exit(130);
+    });
 }

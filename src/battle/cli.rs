@@ -13,7 +13,7 @@ use super::history::now_us;
 use super::runner::{BattleConfig, ScenarioResult, run_scenario};
 use super::scenario;
 use super::worker::WorkerFault;
-use crate::infra::{RedisOptions, kill_all_owned};
+use crate::infra::RedisOptions;
 use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary, TrialOutcome, TrialRecord};
 
 #[derive(Debug, clap::Args)]
@@ -108,7 +108,7 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         run_id: format!("battle-{seed:x}-{}", now_us() / 1000),
     };
     let runtime = crate::cli_edge::runtime()?;
-    interrupt_handler(&runtime, recorder.clone());
+    crate::cli_edge::exit_on_interrupt(&runtime, Arc::clone(&recorder), "battle");
     let progress = Progress::new();
     progress.line(&format!(
         "battle: {} scenarios, seed {seed}, logs in {}",
@@ -190,28 +190,4 @@ fn label(r: &ScenarioResult) -> &'static str {
     } else {
         r.verdict.name()
     }
-}
-
-/// Ctrl-C / SIGTERM: mark the summary interrupted (finished scenarios stay recorded), kill every
-/// owned child (workers, servers, Redis), and exit 130.
-fn interrupt_handler(runtime: &tokio::runtime::Runtime, recorder: Arc<Recorder>) {
-    runtime.spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        recorder.log("interrupted");
-        let _ = recorder.finish(RunStatus::Interrupted, 130);
-        kill_all_owned();
-        eprintln!(
-            "tk-conform battle: interrupted; partial logs in {}",
-            recorder.dir().path().display()
-        );
-        std::process::exit(130);
-    });
 }

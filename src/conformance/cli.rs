@@ -14,7 +14,7 @@ use super::corpus;
 use super::trial::{TrialSpec, VectorReplay, run_trials, vector_trials};
 use crate::backend::exec::ExecArgs;
 use crate::contract::vectors::Suite;
-use crate::infra::{RedisOptions, kill_all_owned};
+use crate::infra::RedisOptions;
 use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary};
 
 #[derive(Debug, clap::Args)]
@@ -153,7 +153,7 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let runtime = crate::cli_edge::runtime()?;
-    interrupt_handler(&runtime, Arc::clone(&recorder));
+    crate::cli_edge::exit_on_interrupt(&runtime, Arc::clone(&recorder), "run");
 
     let request = ProvisionRequest {
         contract_dir: &args.contract,
@@ -222,28 +222,4 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         recorder.dir().path().display()
     );
     Ok(ExitCode::from(code as u8))
-}
-
-/// Ctrl-C / SIGTERM: mark the summary interrupted (what finished stays recorded), kill every
-/// owned child, and exit 130 without waiting for running trials.
-fn interrupt_handler(runtime: &tokio::runtime::Runtime, recorder: Arc<Recorder>) {
-    runtime.spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        recorder.log("interrupted");
-        let _ = recorder.finish(RunStatus::Interrupted, 130);
-        kill_all_owned();
-        eprintln!(
-            "tk-conform: interrupted; partial logs in {}",
-            recorder.dir().path().display()
-        );
-        std::process::exit(130);
-    });
 }
