@@ -3,9 +3,11 @@
 //! After each call the test checks the PTTL the script set against the model's expiry, then
 //! PERSISTs the key so Redis's wall-clock expiry cannot interfere with logical time.
 
+mod common;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tk_conform::infra::{RedisInstance, RedisOptions, connect, find_redis_binary};
+use tk_conform::infra::{RedisInstance, RedisOptions, connect};
 use tk_conform::model::{
     FixedWindowOptions, GcraOptions, RateState, SlidingWindowLogOptions, SlidingWindowOptions,
     Strategy, StrategyKind, TokenBucketOptions,
@@ -100,8 +102,7 @@ fn normalise(kind: StrategyKind, raw: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lua_scripts_match_the_model_bit_for_bit() {
-    if find_redis_binary().is_none() {
-        eprintln!("skipped: no redis-server or valkey-server on PATH (.ci/run installs one)");
+    if !common::have_redis() {
         return;
     }
     let redis = RedisInstance::provision(&RedisOptions::default())

@@ -95,7 +95,11 @@ impl fmt::Display for Divergence {
 pub async fn replay(session: &mut dyn SuiteSession, suite: &Suite) -> Result<usize, ReplayFailure> {
     let trial = suite.trial_name();
     let diverged = |op: usize, ops: usize, inputs: String, detail: Detail| {
-        if let Detail::Error(BackendError::Unsupported(reason)) = &detail {
+        // "Unsupported" skips the trial only before anything was answered: an engine that
+        // served part of a timeline and then declines has left it, and that is a failure.
+        if op == 0
+            && let Detail::Error(BackendError::Unsupported(reason)) = &detail
+        {
             return ReplayFailure::Unsupported(reason.clone());
         }
         ReplayFailure::Diverged(Box::new(Divergence {
@@ -189,5 +193,109 @@ fn judge(actual: Result<Decision, BackendError>, expected: Decision) -> Result<(
         Ok(actual) if actual == expected => Ok(()),
         Ok(actual) => Err(Detail::Decision { expected, actual }),
         Err(e) => Err(Detail::Error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::backend::model::ModelSession;
+    use crate::contract::vectors::VectorsFile;
+    use crate::model::{LeaseConfig, Strategy, TokenBudgetOptions};
+
+    /// The reference model, broken on purpose: it declines every check from op `declines_at` on.
+    struct DeclinesMidway {
+        model: ModelSession,
+        served: usize,
+        declines_at: usize,
+    }
+
+    #[async_trait]
+    impl SuiteSession for DeclinesMidway {
+        async fn check(
+            &mut self,
+            strategy: &Strategy,
+            key: &str,
+            now: f64,
+            cost: f64,
+        ) -> Result<Decision, BackendError> {
+            if self.served == self.declines_at {
+                return Err(BackendError::Unsupported("not this one".into()));
+            }
+            self.served += 1;
+            self.model.check(strategy, key, now, cost).await
+        }
+        async fn debit(
+            &mut self,
+            o: &TokenBudgetOptions,
+            k: &str,
+            now: f64,
+            t: f64,
+        ) -> Result<Decision, BackendError> {
+            self.model.debit(o, k, now, t).await
+        }
+        async fn lease_grant(
+            &mut self,
+            c: &LeaseConfig,
+            cap: f64,
+            at: f64,
+        ) -> Result<(), BackendError> {
+            self.model.lease_grant(c, cap, at).await
+        }
+        async fn lease_spend(
+            &mut self,
+            c: &LeaseConfig,
+            now: f64,
+            cost: f64,
+        ) -> Result<SpendOutcome, BackendError> {
+            self.model.lease_spend(c, now, cost).await
+        }
+    }
+
+    fn a_rate_suite() -> Suite {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contract/golden-vectors.json");
+        let file: VectorsFile = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        file.suites
+            .into_iter()
+            .find(|s| matches!(s, Suite::RateLimit(r) if r.ops.len() >= 3))
+            .expect("the contract has a rate suite of 3 ops or more")
+    }
+
+    fn replay_declining_at(declines_at: usize) -> Result<usize, ReplayFailure> {
+        let mut session = DeclinesMidway {
+            model: ModelSession::default(),
+            served: 0,
+            declines_at,
+        };
+        let suite = a_rate_suite();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(replay(&mut session, &suite))
+    }
+
+    #[test]
+    fn declining_the_first_op_is_a_skip() {
+        assert!(matches!(
+            replay_declining_at(0),
+            Err(ReplayFailure::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn declining_after_answering_part_of_a_timeline_is_a_failure() {
+        match replay_declining_at(2) {
+            Err(ReplayFailure::Diverged(d)) => {
+                assert_eq!(d.op, 2);
+                let text = d.to_string();
+                assert!(
+                    text.contains("diverged at op 2") && text.contains("not this one"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a divergence at op 2, got {other:?}"),
+        }
     }
 }

@@ -154,14 +154,24 @@ async fn replay_repeatedly(r: &VectorReplay, suite: &Suite) -> TrialResult {
         };
         let mut session = match r.backend.open_suite(suite.name()).await {
             Ok(session) => session,
-            Err(crate::backend::BackendError::Unsupported(reason)) => {
+            // Only a first refusal is a skip: a suite already replayed cannot become unsupported.
+            Err(crate::backend::BackendError::Unsupported(reason)) if round == 1 => {
                 return TrialResult::Skipped(reason);
             }
             Err(e) => return TrialResult::Failed(format!("cannot open a session{of_repeat}: {e}")),
         };
         match tokio::time::timeout(r.timeout, replay(session.as_mut(), suite)).await {
             Ok(Ok(n)) => ops += n,
-            Ok(Err(ReplayFailure::Unsupported(reason))) => return TrialResult::Skipped(reason),
+            Ok(Err(ReplayFailure::Unsupported(reason))) if round == 1 => {
+                return TrialResult::Skipped(reason);
+            }
+            Ok(Err(ReplayFailure::Unsupported(reason))) => {
+                return TrialResult::Failed(format!(
+                    "{} became unsupported after {} passing replay(s): {reason}",
+                    suite.trial_name(),
+                    round - 1
+                ));
+            }
             Ok(Err(ReplayFailure::Diverged(d))) => {
                 return TrialResult::Failed(format!("{d}{of_repeat}"));
             }

@@ -24,11 +24,17 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tk-conform"))
 }
 
+/// Whether a Redis binary is on PATH. Without one the caller skips, unless
+/// `TK_CONFORM_REQUIRE_ALL=1` (set by .ci/run): then nothing may skip and this panics.
 pub fn have_redis() -> bool {
     if tk_conform::infra::find_redis_binary().is_some() {
         return true;
     }
-    eprintln!("skipped: no redis-server or valkey-server on PATH (.ci/run installs one)");
+    let reason = "no redis-server or valkey-server on PATH (.ci/run installs one)";
+    if std::env::var("TK_CONFORM_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("TK_CONFORM_REQUIRE_ALL=1 but {reason}");
+    }
+    eprintln!("skipped: {reason}");
     false
 }
 
