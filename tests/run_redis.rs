@@ -347,3 +347,45 @@ fn the_model_fails_a_tampered_vectors_file_naming_the_field() {
     assert!(message.contains("diverged at op 1 of"), "{message}");
     assert!(message.contains("resetAt: expected"), "{message}");
 }
+
+#[test]
+fn a_run_that_checked_nothing_is_not_green() {
+    let contract = ContractCopy::new();
+    let logs = tempfile::tempdir().unwrap();
+    let out = run(
+        contract.path(),
+        logs.path(),
+        &["--backend", "model", "--", "no-trial-has-this-name"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no trial was checked"),
+        "{}",
+        text(&out)
+    );
+    let summary = latest_summary(logs.path());
+    assert_eq!(summary["exitCode"], 1);
+    assert!(
+        summary["error"].as_str().unwrap().contains("filtered out"),
+        "{summary:#}"
+    );
+}
+
+#[test]
+fn a_redis_run_where_every_trial_is_skipped_is_not_green() {
+    if !have_redis() {
+        return;
+    }
+    // The redis backend has no script for lease suites: all of them skip, so nothing is checked.
+    let contract = ContractCopy::new();
+    let logs = tempfile::tempdir().unwrap();
+    let out = run(
+        contract.path(),
+        logs.path(),
+        &["--backend", "redis", "--", "lease::"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let summary = latest_summary(logs.path());
+    assert!(summary["counts"]["skipped"].as_u64().unwrap() > 0);
+    assert_eq!(summary["counts"]["passed"], 0);
+}

@@ -212,7 +212,23 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(replay);
     drop(backend);
     drop(keep_alive);
-    let code = if conclusion.has_failed() { 1 } else { 0 };
+    // A gate that checked nothing must not read as green: every trial skipped or filtered out
+    // is a failed run, not a pass.
+    let nothing_checked = conclusion.num_passed == 0 && conclusion.num_failed == 0;
+    let code = if conclusion.has_failed() || nothing_checked {
+        1
+    } else {
+        0
+    };
+    if nothing_checked {
+        let line = format!(
+            "no trial was checked ({} skipped, {} filtered out): the run fails",
+            conclusion.num_ignored, conclusion.num_filtered_out
+        );
+        recorder.log(&line);
+        let _ = recorder.update(|s| s.error = Some(line.clone()));
+        eprintln!("tk-conform: {line}");
+    }
     recorder.finish(RunStatus::Finished, code)?;
     eprintln!(
         "tk-conform: {} passed, {} failed, {} skipped; logs in {}",

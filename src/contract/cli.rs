@@ -211,7 +211,7 @@ fn run_vectors(args: &VectorsArgs) -> u8 {
             }
         };
     }
-    if let Err(e) = super::atomic::write_file(&args.out, text.as_bytes()) {
+    if let Err(e) = crate::report::write_atomic(&args.out, text.as_bytes()) {
         eprintln!("error: cannot write {}: {e}", args.out.display());
         return EXIT_USAGE;
     }

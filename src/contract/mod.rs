@@ -4,7 +4,6 @@
 //! `seal` re-pins after an intended edit, `sync` vendors an upstream, `timelines` + `generate`
 //! turn readable suites into `golden-vectors.json`, and `cli` is the `tk-conform contract` command.
 
-pub mod atomic;
 pub mod checksums;
 pub mod cli;
 pub mod generate;

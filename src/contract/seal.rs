@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::atomic;
 use super::checksums::{ChecksumManifest, sha256_hex};
 use super::layout::{self, CHECKSUMS, SCRIPTS_DIR, SCRIPTS_MANIFEST, SOURCE, VECTORS};
 use super::tree::{self, EntryKind};
 use super::vectors::VectorsFile;
+use crate::report::write_atomic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -149,12 +149,11 @@ pub fn seal(root: &Path) -> Result<SealReport, SealError> {
         .collect();
     if let Some(text) = &new_source {
         let source_path = root.join(SOURCE);
-        atomic::write_file(&source_path, text.as_bytes()).map_err(io(&source_path))?;
+        write_atomic(&source_path, text.as_bytes()).map_err(io(&source_path))?;
     }
     let manifest = ChecksumManifest { entries: digests };
     let checksums_path = root.join(CHECKSUMS);
-    atomic::write_file(&checksums_path, manifest.render().as_bytes())
-        .map_err(io(&checksums_path))?;
+    write_atomic(&checksums_path, manifest.render().as_bytes()).map_err(io(&checksums_path))?;
     let wrote_source = new_source.is_some();
     Ok(SealReport {
         pinned: manifest.entries.keys().cloned().collect(),

@@ -390,8 +390,14 @@ async fn spawn_and_wait(binary: &Path, port: u16, dir: &Path) -> Result<OwnedChi
         )
         .await
         {
-            let pong: Result<String, _> = redis::cmd("PING").query_async(&mut con).await;
-            if pong.is_ok() {
+            // A server that accepts but does not answer yet must not stall the wait.
+            let ping = redis::cmd("PING");
+            let pong = tokio::time::timeout(
+                Duration::from_millis(500),
+                ping.query_async::<String>(&mut con),
+            )
+            .await;
+            if matches!(pong, Ok(Ok(_))) {
                 return Ok(child);
             }
         }
