@@ -182,6 +182,27 @@ fn never_expiring_keys_are_named() {
 }
 
 #[test]
+fn expiring_keys_too_early_is_named() {
+    if !have_redis() {
+        return;
+    }
+    let contract = ContractCopy::new();
+    contract.edit_script("fixedWindow.check.lua", |lua| {
+        lua.replace(
+            "math.max(1, math.ceil(resetAt - now))))",
+            "math.max(1, math.floor((resetAt - now) / 2))))",
+        )
+    });
+    let failures = failures_of(&contract);
+    let first = &failures[0];
+    assert!(first.starts_with("rateLimit::fixedWindow"), "{first}");
+    assert!(
+        first.contains("expiry") && first.contains("shorter than the contract's expiry"),
+        "{first}"
+    );
+}
+
+#[test]
 fn a_script_that_drifted_from_its_manifest_is_exit_2() {
     let contract = ContractCopy::new();
     let lua = contract.path().join("scripts/gcra.check.lua");

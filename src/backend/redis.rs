@@ -3,8 +3,9 @@
 //! Every key lives under a per-run prefix plus a per-session namespace, so runs and suites never
 //! see each other's state, even on a shared `--redis-url`. Beside each decision the session runs
 //! the reference model on the same inputs; when the model says the script wrote, it checks the
-//! key's PTTL is in (0, the model's PEXPIRE], so a script that never expires keys (or expires
-//! them too late) fails even when every decision is right.
+//! key's PTTL is the model's PEXPIRE less the wall time elapsed since the call, so a script that
+//! never expires keys, or expires them too late or too early, fails even when every decision is
+//! right.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -238,18 +239,23 @@ impl SuiteSession for RedisSession {
     }
 }
 
-/// The key's PTTL right after a write must be in (0, expiry]. Redis expires in wall time, so a
-/// key whose expiry is shorter than the time the call and the PTTL took may already be gone.
+/// The key's PTTL right after a write must be in [expiry - waited, expiry], where `waited` is
+/// the wall time the call and the PTTL took (plus a ms of rounding each way): Redis counts the
+/// expiry down in wall time, so a key whose expiry is shorter than that may already be gone.
 fn check_expiry(pttl: i64, expiry_ms: f64, waited_ms: f64) -> Result<(), BackendError> {
+    let lowest = expiry_ms - waited_ms.ceil() - 2.0;
     let fail = |what: String| {
         Err(BackendError::Protocol(format!(
             "expiry: {what}; the contract sets PEXPIRE {expiry_ms} ms on this write, so PTTL \
-             must be in (0, {expiry_ms}]"
+             must be in [{lowest}, {expiry_ms}] ({waited_ms:.1} ms after the write)"
         )))
     };
     match pttl {
         -1 => fail("the script left the key without an expiry (PTTL -1)".into()),
-        p if p > 0 && (p as f64) <= expiry_ms => Ok(()),
+        p if p > 0 && (p as f64) <= expiry_ms && (p as f64) >= lowest => Ok(()),
+        p if p > 0 && (p as f64) < lowest => fail(format!(
+            "PTTL is {p} ms, shorter than the contract's expiry"
+        )),
         p if p > 0 => fail(format!("PTTL is {p} ms, longer than the contract's expiry")),
         // Gone (-2) or about to go (0): fine only if the expiry could have elapsed meanwhile.
         _ if expiry_ms <= waited_ms.ceil() + 1.0 => Ok(()),
@@ -266,7 +272,13 @@ mod tests {
     #[test]
     fn expiry_bounds() {
         assert!(check_expiry(500, 500.0, 0.2).is_ok());
-        assert!(check_expiry(1, 500.0, 0.2).is_ok());
+        assert!(check_expiry(498, 500.0, 0.2).is_ok());
+        assert!(check_expiry(400, 500.0, 100.0).is_ok());
+        let short = check_expiry(250, 500.0, 0.2).unwrap_err().to_string();
+        assert!(
+            short.contains("shorter") && short.contains("PTTL is 250"),
+            "{short}"
+        );
         let never = check_expiry(-1, 500.0, 0.2).unwrap_err().to_string();
         assert!(
             never.contains("expiry") && never.contains("PTTL -1"),
