@@ -371,3 +371,47 @@ fn node_contract_lua_passes_and_a_broken_script_fails_its_suites() {
         assert!(message.contains("allowed"), "{name}: {message}");
     }
 }
+
+/// Without a Redis the adapter would decline its strategies and their suites only skip: where
+/// nothing may skip (`TK_CONFORM_REQUIRE_ALL=1`, as in CI) the run refuses to start instead.
+#[test]
+fn no_redis_for_the_adapter_is_an_error_where_nothing_may_skip() {
+    let logs = tempfile::tempdir().unwrap();
+    let no_redis = ["--redis-server", "/nonexistent/redis-server"];
+    let mut strict = bin();
+    strict
+        .arg("run")
+        .arg("--contract")
+        .arg(support::repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .args(["--backend", "exec", "--adapter", &faulty("")])
+        .args(no_redis)
+        .env("TK_CONFORM_REQUIRE_ALL", "1")
+        .env_remove("TK_CONFORM_REDIS_URL")
+        .stdin(Stdio::null());
+    let out = strict.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no Redis for the exec adapter") && text(&out).contains("REQUIRE_ALL"),
+        "{}",
+        text(&out)
+    );
+    // Elsewhere the run goes on, and the run log says the adapter had no Redis.
+    let mut lenient = bin();
+    lenient
+        .arg("run")
+        .arg("--contract")
+        .arg(support::repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .args(["--backend", "exec", "--adapter", &faulty("")])
+        .args(no_redis)
+        .env("TK_CONFORM_REQUIRE_ALL", "0")
+        .env_remove("TK_CONFORM_REDIS_URL")
+        .stdin(Stdio::null());
+    let out = lenient.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = std::fs::read_to_string(logs.path().join("latest/run.log")).unwrap();
+    assert!(log.contains("no Redis for the adapter"), "{log}");
+}

@@ -1,7 +1,8 @@
 //! The reference server on a real Redis (started here on a free loopback port): every service
 //! suite passes, including one oracle across the direct and service doors; N servers on one
 //! Redis enforce one limit; the Redis store's fault switches are caught by the matching suites;
-//! an emptied script cache is survived.
+//! an emptied script cache is survived; the background sweep reclaims an abandoned slot with no
+//! call to trigger it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -27,7 +28,12 @@ fn root() -> PathBuf {
 async fn redis() -> Option<RedisInstance> {
     match RedisInstance::provision(&RedisOptions::default()).await {
         Ok(r) => Some(r),
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must have a Redis: {e}"),
+        Err(e)
+            if std::env::var_os("CI").is_some()
+                || std::env::var("TK_CONFORM_REQUIRE_ALL").as_deref() == Ok("1") =>
+        {
+            panic!("CI must have a Redis: {e}")
+        }
         Err(e) => {
             eprintln!("skipped: no Redis here: {e}");
             None
@@ -36,9 +42,35 @@ async fn redis() -> Option<RedisInstance> {
 }
 
 fn target(redis_url: &str, faults: &[&str]) -> ServiceTarget {
+    target_on(root().join(service_suites::POLICY_FILE), redis_url, faults)
+}
+
+/// The suites' policy file with the lifecycle policies `cc2` and `solo` made
+/// `distributedConcurrency`, so their slots live in Redis (the store's own Lua) instead of in
+/// each server's memory, where plain `concurrency` keeps them.
+fn distributed_slot_policies() -> tempfile::NamedTempFile {
+    let shipped = std::fs::read_to_string(root().join(service_suites::POLICY_FILE)).unwrap();
+    let mut text = shipped.clone();
+    for name in ["cc2:", "solo:"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no `{name}` policy in the suites' policy file"))
+            .to_owned();
+        assert!(line.contains("{ concurrency:"), "{line}");
+        text = text.replace(
+            &line,
+            &line.replace("{ concurrency:", "{ distributedConcurrency:"),
+        );
+    }
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+fn target_on(config: PathBuf, redis_url: &str, faults: &[&str]) -> ServiceTarget {
     let exe = env!("CARGO_BIN_EXE_tk-conform");
-    let mut target =
-        ServiceTarget::reference(exe, root().join(service_suites::POLICY_FILE), LEASE_TTL);
+    let mut target = ServiceTarget::reference(exe, config, LEASE_TTL);
     target.redis_url = Some(redis_url.to_owned());
     target.contract_dir = root().join("contract");
     if !faults.is_empty() {
@@ -76,6 +108,26 @@ async fn reference_server_on_redis_passes_every_service_suite() {
     assert!(outcomes.contains_key("one_oracle_shared_budget"));
 }
 
+const LIFECYCLE_SUITES: &[&str] = &[
+    "admit_holds_until_release",
+    "heartbeat_keeps_hold",
+    "abandoned_hold_reclaimed",
+    "late_release_frees_nothing",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_suites_pass_with_slots_in_redis() {
+    let Some(redis) = redis().await else { return };
+    let policies = distributed_slot_policies();
+    let target = target_on(policies.path().to_owned(), redis.url(), &[]);
+    let outcomes = run_suites(target, LIFECYCLE_SUITES).await;
+    let not_passed: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| **o != Outcome::Passed)
+        .collect();
+    assert!(not_passed.is_empty(), "{not_passed:#?}");
+}
+
 /// (fault, suite it must break, a fragment of the failure message): the Redis store's own Lua.
 const FAULTS: &[(&str, &str, &str)] = &[
     (
@@ -107,17 +159,19 @@ const FAULTS: &[(&str, &str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faulty_redis_backed_servers_fail_the_matching_suite() {
-    let Some(redis) = redis().await else { return };
-    let url = redis.url().to_owned();
+    if redis().await.is_none() {
+        return;
+    }
+    // Slots in Redis: the lifecycle faults are the Redis store's Lua, not the memory store's.
+    let policies = distributed_slot_policies();
     let runs = FAULTS.iter().map(|(fault, suite, fragment)| {
-        let url = url.clone();
+        let policies = policies.path().to_owned();
         async move {
-            (
-                fault,
-                suite,
-                fragment,
-                run_suites(target(&url, &[fault]), &[suite]).await,
-            )
+            // A Redis per faulty server: the sweep is Redis-wide, so a healthy server's sweep
+            // would reclaim the slots a `never-reclaim` server keeps.
+            let redis = redis().await.expect("a Redis was provisioned before");
+            let outcomes = run_suites(target_on(policies, redis.url(), &[fault]), &[suite]).await;
+            (fault, suite, fragment, outcomes)
         }
     });
     let finished: Vec<_> = futures::stream::iter(runs)
@@ -299,4 +353,90 @@ async fn an_emptied_script_cache_is_survived() {
         );
     }
     backend.shutdown().await.unwrap();
+}
+
+/// The set of every slots key the Redis store keeps (`src/server/store/redis.rs`).
+const SLOT_KEYS: &str = "tk-conform-server#slot-keys";
+
+/// Admits one `solo` slot (in Redis), abandons it, and then makes no call to the server at all:
+/// returns whether the server's sweep reclaimed it before `TTL + 2 s`, or `None` where no Redis
+/// can run.
+async fn abandoned_slot_swept_without_a_call(faults: &[&str]) -> Option<bool> {
+    let redis = redis().await?;
+    let policies = distributed_slot_policies();
+    let target = target_on(policies.path().to_owned(), redis.url(), faults);
+    let backend = ServiceBackend::start(target).await.expect("server starts");
+    let ctx = backend.suite_context();
+    let key = ctx.key("sweep", "k");
+    let granted = ctx
+        .clients
+        .rate()
+        .admit(proto::AdmitRequest {
+            policy: "solo".into(),
+            key: key.clone(),
+            cost: 1,
+            hold: true,
+            value: 0,
+        })
+        .await
+        .expect("Admit solo")
+        .into_inner();
+    assert!(
+        granted.decision.unwrap().allowed,
+        "a cold solo slot is free"
+    );
+    let mut con = tk_conform::infra::connect(redis.url()).await.unwrap();
+    let slot_keys: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(SLOT_KEYS)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let slots_key = slot_keys
+        .iter()
+        .find(|k| k.ends_with(&key))
+        .unwrap_or_else(|| panic!("no slots key for {key} in {SLOT_KEYS}: {slot_keys:?}"))
+        .clone();
+    // A generous bound (the sweep runs every TTL/4): this checks that it happens, not how fast.
+    let deadline = tokio::time::Instant::now() + LEASE_TTL + Duration::from_secs(2);
+    let swept = loop {
+        // Only the sweep takes a key out of the set (a key's own expiry leaves it listed).
+        let listed: bool = redis::cmd("SISMEMBER")
+            .arg(SLOT_KEYS)
+            .arg(&slots_key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if !listed {
+            break true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    backend.shutdown().await.unwrap();
+    Some(swept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_reclaims_an_abandoned_slot_without_a_new_call() {
+    let Some(swept) = abandoned_slot_swept_without_a_call(&[]).await else {
+        return;
+    };
+    assert!(
+        swept,
+        "the abandoned slot was still in Redis {:?} after its TTL of {LEASE_TTL:?} with no call: no sweep ran",
+        Duration::from_secs(2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_sweeps_is_caught() {
+    let Some(swept) = abandoned_slot_swept_without_a_call(&["never-reclaim"]).await else {
+        return;
+    };
+    assert!(
+        !swept,
+        "--fault never-reclaim: the slot left Redis anyway, so the sweep check cannot fail"
+    );
 }
