@@ -323,8 +323,18 @@ fn a_server_that_never_reclaims_fails_crash_reclaim_and_pause() {
     let never = faulty_server("never-reclaim");
     let (_, j) = must_fail("crash-reclaim", &["--server-cmd", &never], "reclaim#0");
     assert_eq!(j["numbers"]["grantedAfterFault"], 0, "{j:#}");
-    let (_, j) = must_fail("pause", &["--server-cmd", &never], "reclaim#0");
+    let (b, j) = must_fail("pause", &["--server-cmd", &never], "reclaim#0");
     assert_eq!(j["numbers"]["grantedAfterFault"], 0, "{j:#}");
+    // The woken holder still finds its lease live: it never lost the slot.
+    let lost = b.judgement("pause", "lost-after-pause#1");
+    assert_eq!(lost["verdict"], "fail", "{lost:#}");
+    assert!(
+        lost["summary"]
+            .as_str()
+            .unwrap()
+            .contains("still found the lease live"),
+        "{lost:#}"
+    );
 }
 
 #[test]
