@@ -342,19 +342,13 @@ fn a_server_that_ignores_heartbeats_loses_the_renewed_hold() {
     if !have_redis() {
         return;
     }
-    let (b, j) = must_fail(
+    let (b, renewed) = must_fail(
         "heartbeat",
         &["--server-cmd", &faulty_server("ignore-heartbeat")],
-        "concurrency#1",
+        "renewed#0",
     );
-    // The holder still renewing, and a contender let in beside it.
-    assert_eq!(j["numbers"]["maxInFlight"], 2, "{j:#}");
-    assert!(
-        j["summary"].as_str().unwrap().contains("holder[0]"),
-        "{j:#}"
-    );
-    let renewed = b.judgement("heartbeat", "renewed#0");
-    assert_eq!(renewed["verdict"], "fail", "{renewed:#}");
+    // Whoever touches the expired lease first (a contender's admit or the holder's next
+    // heartbeat), the holder's in-time heartbeat is told its lease is gone.
     assert!(
         renewed["summary"]
             .as_str()
@@ -362,6 +356,19 @@ fn a_server_that_ignores_heartbeats_loses_the_renewed_hold() {
             .contains("said the lease was gone"),
         "{renewed:#}"
     );
+    // When a contender got in first, it held the slot beside the still-renewing holder. When
+    // the holder's heartbeat got there first, the holder gave up and no overlap happened: a
+    // race on the machine's timing, so only the first case is checked in detail.
+    let j = b.judgement("heartbeat", "concurrency#1");
+    if j["verdict"] == "fail" {
+        assert_eq!(j["numbers"]["maxInFlight"], 2, "{j:#}");
+        assert!(
+            j["summary"].as_str().unwrap().contains("holder[0]"),
+            "{j:#}"
+        );
+    } else {
+        assert_eq!(j["numbers"]["maxInFlight"], 1, "{j:#}");
+    }
 }
 
 #[test]
