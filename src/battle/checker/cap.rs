@@ -1,5 +1,6 @@
 //! Cap: admitted units per window (attributed by `resetAt`) or per run, never above the limit
-//! (plus a stated slack), and with `exact`, never below it in a window that denied.
+//! (plus a stated slack), and with `exact`, never below it in a window that denied (and some
+//! window must have denied).
 
 use std::collections::BTreeMap;
 
