@@ -7,7 +7,7 @@
 //! recording a history, and writes its totals to a result file.
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -21,10 +21,13 @@ use super::history::now_us;
 use super::runner::{spawn_worker, wait_exit, wait_ready};
 use super::scenario::Operation;
 use super::worker::{DoorSpec, WorkerSpec};
-use crate::infra::{RedisInstance, RedisOptions};
+use crate::infra::{OwnedChild, RedisInstance, RedisOptions};
 use crate::model::{FixedWindowOptions, Strategy};
 use crate::redis_scripts::ScriptSet;
 use crate::report::write_atomic;
+
+/// Generous: up to 2 million calls on a loaded 2-core machine.
+const REDIS_BENCHMARK_BOUND: Duration = Duration::from_secs(300);
 
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
@@ -193,7 +196,8 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
             &argv,
             args.in_flight,
             (ours * args.seconds) as u64,
-        )?
+        )
+        .await?
     };
     println!("redis: {}", redis.describe());
     println!(
@@ -291,7 +295,7 @@ pub async fn load_worker(
     write_atomic(&load.result_file, &json)
 }
 
-fn redis_benchmark(
+async fn redis_benchmark(
     url: &str,
     sha: &str,
     prefix: &str,
@@ -307,7 +311,11 @@ fn redis_benchmark(
         redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
         other => bail!("redis-benchmark needs a TCP address, {url} is {other:?}"),
     };
-    let output = Command::new(binary)
+    // An owned child (killed with the harness) with its output in files, waited on with a bound.
+    let out_dir = tempfile::tempdir().context("cannot create a folder for redis-benchmark")?;
+    let (out_file, err_file) = (out_dir.path().join("stdout"), out_dir.path().join("stderr"));
+    let mut command = Command::new(binary);
+    command
         .args([
             "-h",
             &host,
@@ -325,19 +333,24 @@ fn redis_benchmark(
         ])
         .args(["EVALSHA", sha, "1", &format!("{prefix}:__rand_int__")])
         .args(argv)
-        .output()
-        .context("cannot run redis-benchmark")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_file)?)
+        .stderr(std::fs::File::create(&err_file)?);
+    let mut child = OwnedChild::spawn("redis-benchmark", command)?;
+    if child.wait_exit(REDIS_BENCHMARK_BOUND).await.is_none() {
+        child.kill();
+        bail!(
+            "redis-benchmark did not finish within {} s: killed",
+            REDIS_BENCHMARK_BOUND.as_secs()
+        );
+    }
+    let stdout = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_file).unwrap_or_default();
     let rate = stdout
         .lines()
         .filter(|l| l.starts_with("\"EVALSHA"))
         .find_map(|l| l.split("\",\"").nth(1)?.parse::<f64>().ok())
-        .with_context(|| {
-            format!(
-                "no rate in redis-benchmark's output: {stdout} {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })?;
+        .with_context(|| format!("no rate in redis-benchmark's output: {stdout} {stderr}"))?;
     Ok(Some(rate))
 }
 

@@ -22,6 +22,9 @@ pub struct ServiceDoor {
     key: String,
     client_id: String,
     timeout: Duration,
+    /// Whether a connection failure moves calls to the next server (off only for the
+    /// `no-failover` worker fault).
+    fail_over: bool,
 }
 
 impl ServiceDoor {
@@ -54,7 +57,14 @@ impl ServiceDoor {
             key: key.into(),
             client_id: client_id.into(),
             timeout,
+            fail_over: true,
         })
+    }
+
+    /// Turns fail-over on or off (off makes the deliberately broken `no-failover` client).
+    pub fn fail_over(mut self, on: bool) -> ServiceDoor {
+        self.fail_over = on;
+        self
     }
 
     fn channel(&self) -> Channel {
@@ -73,7 +83,7 @@ impl ServiceDoor {
             status.code(),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
         );
-        if transport || refused {
+        if (transport || refused) && self.fail_over {
             self.current = (self.current + 1) % self.servers.len();
         }
         if refused {

@@ -201,7 +201,8 @@ pub enum Assertion {
         limit: u64,
         #[serde(default)]
         per: CapScope,
-        /// Saturated windows (those with a denial) must admit exactly `limit`.
+        /// Saturated windows (those with a denial) must admit exactly `limit`, and at least one
+        /// window must saturate (else exactness was never put to the test).
         #[serde(default)]
         exact: bool,
         /// Tolerated overshoot above `limit` (e.g. `fleet * (batch - 1)` for uncoupled leases).

@@ -98,6 +98,8 @@ pub enum WorkerFault {
     CarryCredits,
     /// The direct door sends EVALSHA only and never reloads a script after NOSCRIPT.
     NoScriptReload,
+    /// The service door stays on its first server even after it stops answering.
+    NoFailover,
 }
 
 #[derive(Debug, clap::Args)]
@@ -209,7 +211,8 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
             key,
         } => Box::new(
             ServiceDoor::new(servers, *primary, policy, key, &label, timeout)
-                .map_err(|m| door_error("service", m))?,
+                .map_err(|m| door_error("service", m))?
+                .fail_over(spec.fault != Some(WorkerFault::NoFailover)),
         ),
         DoorSpec::FleetLease {
             servers,
@@ -218,7 +221,8 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
             ..
         } => Box::new(
             ServiceDoor::new(servers, *primary, policy, "", &label, timeout)
-                .map_err(|m| door_error("fleet-lease", m))?,
+                .map_err(|m| door_error("fleet-lease", m))?
+                .fail_over(spec.fault != Some(WorkerFault::NoFailover)),
         ),
     };
     let mut recorder = Recorder {

@@ -1,5 +1,6 @@
 //! Cap: admitted units per window (attributed by `resetAt`) or per run, never above the limit
-//! (plus a stated slack), and with `exact`, never below it in a window that denied.
+//! (plus a stated slack), and with `exact`, never below it in a window that denied (and some
+//! window must have denied).
 
 use std::collections::BTreeMap;
 
@@ -153,6 +154,17 @@ pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Outcome {
     }
     for m in malformed.iter().take(3) {
         violations.push(format!("an allowed decision is malformed: {m}"));
+    }
+    // Exactness is shown only by a window that reached its limit and denied; without one a
+    // target that lost or failed half its calls would pass unseen.
+    if rule.exact && windows.values().all(|w| w.min_denied_cost.is_none()) {
+        violations.push(format!(
+            "no window denied anything, so exactness was never exercised ({} admitted, limit {}, \
+             {failed} failed, {} indeterminate)",
+            windows.values().map(|w| w.admitted).sum::<u64>(),
+            rule.limit,
+            lost.len()
+        ));
     }
     let exercised = windows.values().filter(|w| w.admitted > 0).count() as u64;
     if exercised < rule.min_windows {
@@ -347,8 +359,43 @@ mod tests {
 
     #[test]
     fn unsaturated_window_is_not_held_to_exactness() {
-        let (v, msg, _) = run(&race(10, 7, 0), &rule(10));
+        // Window 1000 saturates exactly; window 2000 admits 7 and never denies.
+        let mut hs = race(10, 10, 2);
+        for i in 0..7 {
+            hs[0].calls.push(check_ok(
+                200 + i,
+                1500 + i as i64,
+                decision(true, 10, 9 - i as i64, 2000),
+            ));
+        }
+        let (v, msg, _) = run(&hs, &rule(10));
         assert_eq!(v, Verdict::Pass, "{msg}");
+    }
+
+    #[test]
+    fn exactness_never_exercised_fails() {
+        // 7 admits and 3 failed calls, no denial: nothing shows the limit was reached.
+        let mut hs = race(10, 7, 0);
+        for i in 0..3 {
+            hs[1].calls.push(call(
+                300 + i,
+                Op::Check { cost: 1 },
+                50,
+                Some(51),
+                CallOutcome::Fail {
+                    error: "Internal: boom".into(),
+                },
+            ));
+        }
+        let (v, msg, _) = run(&hs, &rule(10));
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains(
+                "no window denied anything, so exactness was never exercised (7 admitted, \
+                 limit 10, 3 failed, 0 indeterminate)"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]
