@@ -64,33 +64,9 @@ impl RedisBackend {
 
     /// Deletes the keys this backend created (everything under its prefix) and nothing else.
     pub async fn delete_own_keys(&self) -> Result<u64, BackendError> {
-        let mut con = self.con.clone();
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor: u64 = 0;
-        let mut deleted = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut con)
-                .await
-                .map_err(|e| BackendError::Unavailable(format!("SCAN {pattern}: {e}")))?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async(&mut con)
-                    .await
-                    .map_err(|e| BackendError::Unavailable(format!("DEL: {e}")))?;
-                deleted += n;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
+        crate::infra::delete_prefixed(&mut self.con.clone(), &self.prefix)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("deleting {}:*: {e}", self.prefix)))
     }
 }
 

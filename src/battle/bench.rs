@@ -229,24 +229,7 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
         None => println!("(redis-benchmark not found on PATH: no comparison)"),
     }
     // Leave an external Redis as it was.
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut con)
-            .await?;
-        if !keys.is_empty() {
-            let _: u64 = redis::cmd("DEL").arg(&keys).query_async(&mut con).await?;
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    crate::infra::delete_prefixed(&mut con, &prefix).await?;
     Ok(())
 }
 

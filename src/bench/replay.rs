@@ -202,7 +202,7 @@ fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
         }
         progress.clear();
         if redis.is_external() {
-            delete_prefix(&mut con, &prefix).await?;
+            crate::infra::delete_prefixed(&mut con, &prefix).await?;
         }
 
         println!(
@@ -437,29 +437,5 @@ fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
     match info.addr() {
         redis::ConnectionAddr::Tcp(host, port) => Ok((host.clone(), *port)),
         other => bail!("redis-benchmark needs a TCP address, {url} is {other:?}"),
-    }
-}
-
-async fn delete_prefix(
-    con: &mut redis::aio::MultiplexedConnection,
-    prefix: &str,
-) -> anyhow::Result<()> {
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(con)
-            .await?;
-        if !keys.is_empty() {
-            let _: u64 = redis::cmd("DEL").arg(&keys).query_async(con).await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
     }
 }

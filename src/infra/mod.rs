@@ -14,6 +14,6 @@ mod redis;
 pub use child::{ChildError, OwnedChild, kill_all_owned, live_owned_pids};
 pub use port::free_loopback_port;
 pub use redis::{
-    LocalRedis, RedisError, RedisInstance, RedisOptions, RedisOrigin, connect, find_redis_binary,
-    server_version,
+    LocalRedis, RedisError, RedisInstance, RedisOptions, RedisOrigin, connect, delete_prefixed,
+    find_redis_binary, server_version,
 };

@@ -251,6 +251,34 @@ pub async fn connect(url: &str) -> Result<MultiplexedConnection, RedisError> {
     }
 }
 
+/// Deletes every key under `<prefix>:` (SCAN + DEL) and nothing else, so a run can leave a Redis it
+/// did not start as it found it. Returns how many keys went.
+pub async fn delete_prefixed(
+    con: &mut MultiplexedConnection,
+    prefix: &str,
+) -> redis::RedisResult<u64> {
+    let pattern = format!("{prefix}:*");
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await?;
+        if !keys.is_empty() {
+            deleted += redis::cmd("DEL").arg(&keys).query_async::<u64>(con).await?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
 /// `redis 7.0.15` / `valkey 9.1.2` from `INFO server`.
 pub async fn server_version(con: &mut MultiplexedConnection) -> Result<String, String> {
     let info: String = redis::cmd("INFO")
