@@ -25,7 +25,7 @@ struct Window {
 
 pub fn judge(histories: &[&WorkerHistory], budget: u64, tolerance: u64) -> Outcome {
     let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
-    let mut lost: Vec<(i64, i64, u64)> = Vec::new();
+    let mut lost: Vec<super::Lost> = Vec::new();
     let mut failed = 0u64;
     for h in histories {
         for c in &h.calls {
@@ -65,11 +65,7 @@ pub fn judge(histories: &[&WorkerHistory], budget: u64, tolerance: u64) -> Outco
     for (i, key) in keys.iter().enumerate() {
         let prev_end = if i == 0 { i64::MIN } else { keys[i - 1] };
         let w = windows.get_mut(key).expect("key from the map");
-        w.possible = lost
-            .iter()
-            .filter(|(t0, t1, _)| *t0 < *key && *t1 >= prev_end)
-            .map(|(_, _, t)| t)
-            .sum();
+        w.possible = super::possible_in_window(&lost, prev_end, *key);
     }
 
     let mut violations = Vec::new();

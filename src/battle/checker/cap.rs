@@ -42,7 +42,7 @@ fn cost(call: &Call) -> Option<u64> {
 
 pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Outcome {
     let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
-    let mut lost: Vec<(i64, i64, u64)> = Vec::new(); // (invoke ms, end ms or MAX, cost)
+    let mut lost: Vec<super::Lost> = Vec::new();
     let (mut failed, mut malformed, mut stale) = (0u64, Vec::new(), 0u64);
     for h in histories {
         for c in &h.calls {
@@ -93,11 +93,11 @@ pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Outcome {
     for (i, key) in keys.iter().enumerate() {
         let prev_end = if i == 0 { i64::MIN } else { keys[i - 1] };
         let w = windows.get_mut(key).expect("key from the map");
-        w.possible = lost
-            .iter()
-            .filter(|(t0, t1, _)| rule.per == CapScope::Run || (*t0 < *key && *t1 >= prev_end))
-            .map(|(_, _, u)| u)
-            .sum();
+        w.possible = match rule.per {
+            // One budget for the whole run: every unknown call may have counted against it.
+            CapScope::Run => super::possible_in_window(&lost, i64::MIN, i64::MAX),
+            _ => super::possible_in_window(&lost, prev_end, *key),
+        };
     }
 
     let ceiling = rule.limit + rule.slack;

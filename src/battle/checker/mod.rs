@@ -237,6 +237,19 @@ fn find_fault<'a>(
 }
 
 /// Milliseconds from `from_us` to `to_us`, for messages.
+/// A call whose effect is unknown: `(invoke ms, completion ms or i64::MAX, units)`.
+type Lost = (i64, i64, u64);
+
+/// The units of indeterminate calls that may belong to the window ending at `end`: a call can
+/// only have landed in a window it overlaps, i.e. one ending after its invoke whose predecessor
+/// (ending at `prev_end`) ended before it completed.
+fn possible_in_window(lost: &[Lost], prev_end: i64, end: i64) -> u64 {
+    lost.iter()
+        .filter(|(t0, t1, _)| *t0 < end && *t1 >= prev_end)
+        .map(|(_, _, units)| units)
+        .sum()
+}
+
 fn ms_between(from_us: i64, to_us: i64) -> f64 {
     ((to_us - from_us) as f64 / 1000.0 * 10.0).round() / 10.0
 }
