@@ -193,10 +193,17 @@ async fn faulty_redis_backed_servers_fail_the_matching_suite() {
 const FLEET_POLICIES: &str = r#"
 version: 1
 limiters:
-  one-slot: { distributedConcurrency: { minLimit: 1, maxLimit: 1 } }
-  local-slot: { concurrency: { minLimit: 1, maxLimit: 1 } }
-  shared-meter: { fleetBudget: { budget: 3, windowMs: 1h } }
-  coupled: { strategy: fixedWindow, limit: 10, period: 1h, twoTier: { mode: leased, batch: 4, windowCoupled: true } }
+  one-slot:
+    distributedConcurrency: { minLimit: 1, maxLimit: 1 }
+  local-slot:
+    concurrency: { minLimit: 1, maxLimit: 1 }
+  shared-meter:
+    fleetBudget: { budget: 3, windowMs: 3600000 }
+  coupled:
+    strategy: fixedWindow
+    limit: 10
+    period: 1h
+    twoTier: { mode: leased, batch: 4, windowCoupled: true }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,7 +244,7 @@ async fn servers_on_one_redis_enforce_one_limit() {
         policy: policy.into(),
         key: format!("k{tag}"),
         cost: 1,
-        hold: true,
+        hold: 0,
         value: 0,
     };
 
@@ -375,7 +382,7 @@ async fn abandoned_slot_swept_without_a_call(faults: &[&str]) -> Option<bool> {
             policy: "solo".into(),
             key: key.clone(),
             cost: 1,
-            hold: true,
+            hold: 0,
             value: 0,
         })
         .await

@@ -200,7 +200,6 @@ impl ServiceBackend {
     pub fn suite_context(&self) -> Arc<SuiteContext> {
         Arc::new(SuiteContext {
             clients: self.clients.clone(),
-            lease_ttl: self.target.lease_ttl,
             redis_url: self.target.redis_url.clone(),
             run_tag: run_tag(),
             contract_dir: self.target.contract_dir.clone(),

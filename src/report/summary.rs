@@ -23,6 +23,9 @@ pub enum TrialOutcome {
     Failed,
     /// Not run because the backend does not claim what the trial needs (`message` says why).
     Skipped,
+    /// Ran, and found a choice the spec leaves to the engine (`message` says which reading):
+    /// neither a pass nor a failure, and no reason for a non-zero exit code.
+    Informational,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +46,16 @@ pub struct Counts {
     pub passed: u64,
     pub failed: u64,
     pub skipped: u64,
+    #[serde(default)]
+    pub informational: u64,
+}
+
+/// An informational finding, as `summary.json` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub trial: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +82,10 @@ pub struct Summary {
     pub clock_offset_ms: f64,
     pub counts: Counts,
     pub trials: Vec<TrialRecord>,
+    /// The informational findings among `trials`: which reading the engine took where the
+    /// spec allows several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub informational: Vec<Finding>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Command-specific facts (e.g. `repeat`, battle parameters).
@@ -93,6 +110,7 @@ impl Summary {
             clock_offset_ms: 0.0,
             counts: Counts::default(),
             trials: Vec::new(),
+            informational: Vec::new(),
             error: None,
             details: BTreeMap::new(),
         }
@@ -103,6 +121,13 @@ impl Summary {
             TrialOutcome::Passed => self.counts.passed += 1,
             TrialOutcome::Failed => self.counts.failed += 1,
             TrialOutcome::Skipped => self.counts.skipped += 1,
+            TrialOutcome::Informational => {
+                self.counts.informational += 1;
+                self.informational.push(Finding {
+                    trial: trial.name.clone(),
+                    message: trial.message.clone().unwrap_or_default(),
+                });
+            }
         }
         self.trials.push(trial);
     }

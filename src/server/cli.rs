@@ -11,7 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use super::auth::Guard;
-use super::engine::Engine;
+use super::engine::{Compat, Engine};
 use super::fault::{Fault, Faults};
 use super::grpc::{FleetService, MonitorService, RateLimiterService};
 use super::policy::PolicySet;
@@ -21,6 +21,12 @@ use crate::proto;
 
 /// How long a drain may take before the server stops waiting for in-flight calls.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// ThrottleKit's lease: a fixed 2 s TTL, swept every 1 s.
+const THROTTLEKIT_LEASE_TTL: Duration = Duration::from_secs(2);
+const THROTTLEKIT_SWEEP: Duration = Duration::from_secs(1);
+/// Bounds on the flags: a lease of at most a day, a node id of printable text.
+const MAX_LEASE_TTL_MS: u64 = 86_400_000;
+const MAX_NODE_ID: usize = 128;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -38,9 +44,19 @@ pub struct ServeArgs {
     /// The contract whose Lua scripts the Redis store runs (`<dir>/scripts/manifest.json`).
     #[arg(long, default_value = "contract")]
     pub contract: PathBuf,
-    /// A concurrency lease lives this long without a Heartbeat.
-    #[arg(long, default_value_t = 2000)]
-    pub lease_ttl_ms: u64,
+    /// A concurrency lease lives this long without a Heartbeat (default 2000; `--compat
+    /// throttlekit` has a fixed 2 s lease and refuses this flag).
+    #[arg(long)]
+    pub lease_ttl_ms: Option<u64>,
+    /// Where spec 8 lets a server choose, answer as ThrottleKit's server does (`throttlekit`:
+    /// malformed input served as 1, NOT_FOUND for Reserve on a policy that is not federated,
+    /// grants up to `wants`, a fixed 2 s lease swept every 1 s, and a Watch stream that sends
+    /// no headers until its first event). A fixture for judging the judges.
+    #[arg(long, value_enum, default_value = "reference")]
+    pub compat: Compat,
+    /// This server's name in a fleet (shown in the readiness line and Monitor snapshots).
+    #[arg(long)]
+    pub node_id: Option<String>,
     /// Require this secret from Fleet callers (otherwise: loopback peers only).
     #[arg(long, env = "TK_FLEET_SECRET")]
     pub fleet_secret: Option<String>,
@@ -61,8 +77,17 @@ pub fn main(args: ServeArgs) -> std::process::ExitCode {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.lease_ttl_ms > 0, "--lease-ttl-ms must be at least 1");
+    let (lease_ttl, sweep_every) = lease_timing(&args)?;
+    if let Some(id) = &args.node_id {
+        anyhow::ensure!(
+            !id.is_empty() && id.len() <= MAX_NODE_ID && id.chars().all(|c| c.is_ascii_graphic()),
+            "--node-id must be 1 to {MAX_NODE_ID} printable ASCII characters without spaces, got {id:?}"
+        );
+    }
     let policies = PolicySet::load(&args.config)?;
+    for warning in &policies.warnings {
+        eprintln!("tk-conform serve: warning: {warning}");
+    }
     let faults = Faults::new(args.faults.iter().copied());
     let store_faults = StoreFaults {
         never_reclaim: faults.has(Fault::NeverReclaim),
@@ -77,14 +102,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot use --redis {url}"))?,
     };
-    let lease_ttl = Duration::from_millis(args.lease_ttl_ms);
-    let engine = Arc::new(Engine::new(
-        policies,
-        shared,
-        local,
-        lease_ttl,
-        faults.clone(),
-    ));
+    let engine = Arc::new(
+        Engine::new(policies, shared, local, lease_ttl, faults.clone())
+            .with_identity(args.compat, args.node_id.as_deref().unwrap_or_default()),
+    );
 
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -94,7 +115,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let sweeper = tokio::spawn(sweep_forever(
         engine.clone(),
-        lease_ttl,
+        sweep_every,
         shutdown_rx.clone(),
     ));
     let fleet_guard = Guard::new("x-fleet-secret", args.fleet_secret.clone());
@@ -117,9 +138,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     println!(
-        "tk-conform serve: listening on {addr} (store: {}, policies: {}{}{})",
+        "tk-conform serve: listening on {addr} (store: {}, policies: {}{}{}{}{})",
         engine.store_description(),
         engine.policy_names().collect::<Vec<_>>().join(","),
+        match args.compat {
+            Compat::Reference => String::new(),
+            Compat::Throttlekit => ", compat: throttlekit".into(),
+        },
+        args.node_id
+            .as_deref()
+            .map(|n| format!(", node: {n}"))
+            .unwrap_or_default(),
         args.region
             .as_deref()
             .map(|r| format!(", region: {r}"))
@@ -155,13 +184,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lease TTL and the sweep period.
+fn lease_timing(args: &ServeArgs) -> anyhow::Result<(Duration, Duration)> {
+    match (args.compat, args.lease_ttl_ms) {
+        (Compat::Throttlekit, Some(_)) => anyhow::bail!(
+            "--lease-ttl-ms cannot be combined with --compat throttlekit, whose lease is a fixed 2 s (drop the flag)"
+        ),
+        (Compat::Throttlekit, None) => Ok((THROTTLEKIT_LEASE_TTL, THROTTLEKIT_SWEEP)),
+        (Compat::Reference, ttl) => {
+            let ttl = ttl.unwrap_or(2000);
+            anyhow::ensure!(
+                (1..=MAX_LEASE_TTL_MS).contains(&ttl),
+                "--lease-ttl-ms must be 1 to {MAX_LEASE_TTL_MS}, got {ttl}"
+            );
+            let ttl = Duration::from_millis(ttl);
+            let sweep = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+            Ok((ttl, sweep))
+        }
+    }
+}
+
 /// Reclaims expired slots on a timer, so a reclaim never waits for the next Admit.
 async fn sweep_forever(
     engine: Arc<Engine>,
-    lease_ttl: Duration,
+    every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let every = (lease_ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

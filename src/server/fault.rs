@@ -27,6 +27,8 @@ pub enum Fault {
     ForecastOffByOne,
     /// CheckMany answers in reverse order.
     CheckmanyReversed,
+    /// Every other CheckMany decides each key 1 ms after the one before (not one instant).
+    CheckmanySplitInstant,
     /// Debit never refuses.
     DebitNeverRefuses,
     /// Wrong status codes: unknown policy is INTERNAL, a wrong op is served, a negative cost is 1.

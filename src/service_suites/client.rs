@@ -116,3 +116,23 @@ pub(crate) fn fails_with<T: std::fmt::Debug>(
         ))),
     }
 }
+
+/// Checks that a call failed with one of `codes` (where the spec allows several); returns which.
+pub(crate) fn fails_with_one_of<T: std::fmt::Debug>(
+    step: &str,
+    codes: &[tonic::Code],
+    result: Result<tonic::Response<T>, tonic::Status>,
+) -> Result<tonic::Code, SuiteFailure> {
+    match result {
+        Err(status) if codes.contains(&status.code()) => Ok(status.code()),
+        Err(status) => Err(SuiteFailure(format!(
+            "{step}: status: expected one of {codes:?}, actual {:?} ({})",
+            status.code(),
+            status.message()
+        ))),
+        Ok(response) => Err(SuiteFailure(format!(
+            "{step}: status: expected one of {codes:?}, actual OK with {:?}",
+            response.into_inner()
+        ))),
+    }
+}
