@@ -185,6 +185,59 @@ async fn without_a_secret_loopback_callers_are_served() {
         .into_inner()
         .snapshot
         .unwrap();
-    assert!(snapshot.policies.iter().any(|p| p.policy == "burst5"));
+    assert!(snapshot.policies.iter().any(|p| p.name == "burst5"));
     assert_eq!(server.stop().await, "exit status: 0");
+}
+
+/// A flow map inside a flow map loads here but not on ThrottleKit's server: the reference
+/// server says so at start-up, naming the file and line.
+#[tokio::test]
+async fn a_nested_flow_map_is_warned_about_at_start() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        file,
+        "version: 1\nlimiters:\n  ok: {{ strategy: gcra, limit: 5, period: 1h }}\n  cc: {{ concurrency: {{ minLimit: 1, maxLimit: 1 }} }}"
+    )
+    .unwrap();
+    let argv = [
+        exe(),
+        "serve".into(),
+        "--config".into(),
+        file.path().display().to_string(),
+        "--port".into(),
+        "0".into(),
+    ];
+    let server = ServerProcess::start(&argv, None)
+        .await
+        .expect("it still loads");
+    let stderr = server.stderr_tail();
+    let expected = format!(
+        "warning: {}:4: a flow map `{{ ... }}` inside a flow map",
+        file.path().display()
+    );
+    assert!(stderr.contains(&expected), "stderr: {stderr}");
+    server.stop().await;
+}
+
+#[test]
+fn bad_serve_flags_are_refused_with_the_flag_named() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--lease-ttl-ms", "0"], "--lease-ttl-ms must be 1 to 86400000, got 0"),
+        (
+            &["--compat", "throttlekit", "--lease-ttl-ms", "1000"],
+            "--lease-ttl-ms cannot be combined with --compat throttlekit",
+        ),
+        (&["--node-id", "tk 0"], "--node-id must be 1 to 128 printable ASCII"),
+        (&["--compat", "nodejs"], "invalid value 'nodejs' for '--compat <COMPAT>'"),
+    ];
+    for (flags, expected) in cases {
+        let out = std::process::Command::new(exe())
+            .args(["serve", "--config", &policies(), "--port", "0"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+    }
 }

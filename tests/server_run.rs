@@ -62,6 +62,41 @@ fn the_reference_server_passes_and_vector_suites_are_skipped_with_a_reason() {
             t["outcome"] == "skipped" && t["message"].as_str().unwrap().contains("explicit clock")
         });
     assert!(skipped_vectors, "{summary}");
+    let malformed = trial(&summary, "service::malformed_input");
+    assert_eq!(malformed["outcome"], "informational", "{summary}");
+}
+
+/// A run whose only finding is informational (which reading of malformed input the server
+/// takes) exits 0; summary.json lists the finding and junit.xml shows it beside a passed case.
+#[test]
+fn an_informational_finding_is_listed_and_exits_zero() {
+    let logs = tempfile::tempdir().unwrap();
+    let template = format!(
+        "{} serve --compat throttlekit --config {{config}} --host 127.0.0.1 --port {{port}}",
+        exe()
+    );
+    let (code, summary, text) = run(
+        logs.path(),
+        &["--server-cmd", &template, "--", "service::malformed_input"],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(summary["counts"]["informational"], 1, "{summary}");
+    assert_eq!(summary["counts"]["failed"], 0, "{summary}");
+    let finding = &summary["informational"][0];
+    assert_eq!(finding["trial"], "service::malformed_input", "{summary}");
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains("Check lenient cost=-1 (cold key): served as 1"),
+        "{summary}"
+    );
+    let junit = std::fs::read_to_string(logs.path().join("latest/junit.xml")).unwrap();
+    assert!(
+        junit.contains("informational: suite malformed_input:") && junit.contains("failures=\"0\""),
+        "{junit}"
+    );
+    assert!(text.contains("informational: suite malformed_input"), "{text}");
 }
 
 #[test]
