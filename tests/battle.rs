@@ -194,6 +194,54 @@ fn green_subset_against_the_reference_fleet() {
     );
 }
 
+/// ThrottleKit's own flags, as the README's template for its server has them, with the
+/// reference server's ThrottleKit-like mode standing in for it.
+fn throttlekit_template() -> String {
+    format!(
+        "{EXE} serve --compat throttlekit --config {{policy}} --host 127.0.0.1 --port {{port}} \
+         --redis {{redis}} --node-id tk-{{index}}"
+    )
+}
+
+/// The scenarios that use servers and hold to any lease TTL (crash-reclaim and pause time a
+/// reclaim against their own `lease_ttl_ms`, which a fixed 2 s lease does not follow).
+#[test]
+fn the_throttlekit_template_runs_the_server_scenarios() {
+    if !have_redis() {
+        return;
+    }
+    let names = [
+        "cap-service-fixed-window",
+        "two-doors-one-oracle",
+        "fleet-lease",
+        "fleet-budget",
+        "twotier-coupled",
+        "distributed-concurrency",
+        "heartbeat",
+        "server-crash",
+    ];
+    let b = battle(&names, &["--server-cmd", &throttlekit_template()]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    assert!(
+        b.stdout().contains("8/8 scenarios passed"),
+        "{}",
+        b.describe()
+    );
+    // `{index}` named each server of the fleet.
+    for index in 0..3 {
+        let log = b
+            .logs
+            .path()
+            .join(format!("latest/scenarios/fleet-lease/servers/server-{index}.log"));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains(&format!("node: tk-{index}")) && text.contains("compat: throttlekit"),
+            "{}: {text}",
+            log.display()
+        );
+    }
+}
+
 #[test]
 fn non_atomic_lua_overshoots_the_direct_caps() {
     if !have_redis() {
