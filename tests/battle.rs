@@ -229,10 +229,9 @@ fn the_throttlekit_template_runs_the_server_scenarios() {
     );
     // `{index}` named each server of the fleet.
     for index in 0..3 {
-        let log = b
-            .logs
-            .path()
-            .join(format!("latest/scenarios/fleet-lease/servers/server-{index}.log"));
+        let log = b.logs.path().join(format!(
+            "latest/scenarios/fleet-lease/servers/server-{index}.log"
+        ));
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(
             text.contains(&format!("node: tk-{index}")) && text.contains("compat: throttlekit"),

@@ -222,13 +222,22 @@ async fn a_nested_flow_map_is_warned_about_at_start() {
 #[test]
 fn bad_serve_flags_are_refused_with_the_flag_named() {
     let cases: [(&[&str], &str); 4] = [
-        (&["--lease-ttl-ms", "0"], "--lease-ttl-ms must be 1 to 86400000, got 0"),
+        (
+            &["--lease-ttl-ms", "0"],
+            "--lease-ttl-ms must be 1 to 86400000, got 0",
+        ),
         (
             &["--compat", "throttlekit", "--lease-ttl-ms", "1000"],
             "--lease-ttl-ms cannot be combined with --compat throttlekit",
         ),
-        (&["--node-id", "tk 0"], "--node-id must be 1 to 128 printable ASCII"),
-        (&["--compat", "nodejs"], "invalid value 'nodejs' for '--compat <COMPAT>'"),
+        (
+            &["--node-id", "tk 0"],
+            "--node-id must be 1 to 128 printable ASCII",
+        ),
+        (
+            &["--compat", "nodejs"],
+            "invalid value 'nodejs' for '--compat <COMPAT>'",
+        ),
     ];
     for (flags, expected) in cases {
         let out = std::process::Command::new(exe())

@@ -54,7 +54,9 @@ fn distributed_slot_policies() -> tempfile::NamedTempFile {
     for name in ["cc2", "beat", "abandon", "late"] {
         let at = text
             .find(&format!("  {name}:\n    distributedConcurrency: {{"))
-            .unwrap_or_else(|| panic!("no block `{name}` concurrency policy in the suites' policy file"));
+            .unwrap_or_else(|| {
+                panic!("no block `{name}` concurrency policy in the suites' policy file")
+            });
         assert!(at > 0);
     }
     let mut file = tempfile::NamedTempFile::new().unwrap();

@@ -96,7 +96,10 @@ fn an_informational_finding_is_listed_and_exits_zero() {
         junit.contains("informational: suite malformed_input:") && junit.contains("failures=\"0\""),
         "{junit}"
     );
-    assert!(text.contains("informational: suite malformed_input"), "{text}");
+    assert!(
+        text.contains("informational: suite malformed_input"),
+        "{text}"
+    );
 }
 
 #[test]

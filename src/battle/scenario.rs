@@ -744,9 +744,8 @@ exact = true
         for s in &all {
             let yaml = s.policy_yaml().unwrap();
             // Spec 9's subset, which every server (ThrottleKit's too) reads.
-            let set =
-                crate::server::policy::PolicySet::parse(&s.file.display().to_string(), &yaml)
-                    .unwrap();
+            let set = crate::server::policy::PolicySet::parse(&s.file.display().to_string(), &yaml)
+                .unwrap();
             assert!(set.warnings.is_empty(), "{:#?}", set.warnings);
         }
     }

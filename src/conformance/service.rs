@@ -23,9 +23,7 @@ pub fn service_trials(ctx: Arc<SuiteContext>, runtime: Handle) -> Vec<TrialSpec>
                         Ok(Outcome::Passed) => TrialResult::Passed(Some(suite.checks.to_owned())),
                         Ok(Outcome::Failed(message)) => TrialResult::Failed(message),
                         Ok(Outcome::Skipped(reason)) => TrialResult::Skipped(reason),
-                        Ok(Outcome::Informational(finding)) => {
-                            TrialResult::Informational(finding)
-                        }
+                        Ok(Outcome::Informational(finding)) => TrialResult::Informational(finding),
                         Err(_) => TrialResult::Failed(format!(
                             "suite {} did not finish within {} s",
                             suite.name,

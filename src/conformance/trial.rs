@@ -85,9 +85,7 @@ pub fn run_trials(
                     TrialResult::Passed(note) => (TrialOutcome::Passed, note.clone()),
                     TrialResult::Failed(m) => (TrialOutcome::Failed, Some(m.clone())),
                     TrialResult::Skipped(m) => (TrialOutcome::Skipped, Some(m.clone())),
-                    TrialResult::Informational(m) => {
-                        (TrialOutcome::Informational, Some(m.clone()))
-                    }
+                    TrialResult::Informational(m) => (TrialOutcome::Informational, Some(m.clone())),
                 };
                 if let Some(recorder) = &recorder {
                     // A summary that cannot be written is reported by the final write.

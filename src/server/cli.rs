@@ -205,11 +205,7 @@ fn lease_timing(args: &ServeArgs) -> anyhow::Result<(Duration, Duration)> {
 }
 
 /// Reclaims expired slots on a timer, so a reclaim never waits for the next Admit.
-async fn sweep_forever(
-    engine: Arc<Engine>,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn sweep_forever(engine: Arc<Engine>, every: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

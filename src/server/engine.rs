@@ -205,9 +205,7 @@ impl Engine {
         let mut decisions = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
             let at = if split { now + i as f64 } else { now };
-            let decision = self
-                .decide(&policy, &strategy, key, Some(at), cost)
-                .await?;
+            let decision = self.decide(&policy, &strategy, key, Some(at), cost).await?;
             self.record(&policy, key, &decision, "rate").await;
             decisions.push(decision);
         }

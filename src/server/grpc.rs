@@ -244,20 +244,22 @@ impl proto::monitor_server::Monitor for MonitorService {
         } else {
             None
         };
-        let head = futures::stream::iter(
-            first.map(|denial| Ok(proto::WatchResponse { denial: Some(denial) })),
-        );
-        let rest = futures::stream::unfold(
-            (denials, shutdown),
-            move |(mut denials, mut shutdown)| {
+        let head = futures::stream::iter(first.map(|denial| {
+            Ok(proto::WatchResponse {
+                denial: Some(denial),
+            })
+        }));
+        let rest =
+            futures::stream::unfold((denials, shutdown), move |(mut denials, mut shutdown)| {
                 let policy = policy.clone();
                 async move {
                     let denial = next_denial(&mut denials, &mut shutdown, &policy, silent).await?;
-                    let item = Ok(proto::WatchResponse { denial: Some(denial) });
+                    let item = Ok(proto::WatchResponse {
+                        denial: Some(denial),
+                    });
                     Some((item, (denials, shutdown)))
                 }
-            },
-        );
+            });
         let stream = futures::StreamExt::chain(head, rest);
         Ok(Response::new(Box::pin(stream)))
     }

@@ -249,7 +249,10 @@ mod tests {
         m.record("p", "k", &decision(false), "rate", t + 2.0);
         let s = m.snapshot(t + 3.0);
         let meta = s.meta.clone().unwrap();
-        assert_eq!((meta.generated_at, meta.window_ms), (t as i64 + 3, WINDOW_MS));
+        assert_eq!(
+            (meta.generated_at, meta.window_ms),
+            (t as i64 + 3, WINDOW_MS)
+        );
         assert_eq!((s.policies[0].allowed, s.policies[0].denied), (1, 1));
         assert_eq!(s.policies[0].limit, 3);
         assert_eq!(s.recent_denials.len(), 1);

@@ -895,9 +895,17 @@ limiters:
             "{}",
             set.warnings[1]
         );
-        assert_eq!(nested_flow_map_lines("a: '{ {'\nb: { c: 1 }\n"), Vec::<usize>::new());
+        assert_eq!(
+            nested_flow_map_lines("a: '{ {'\nb: { c: 1 }\n"),
+            Vec::<usize>::new()
+        );
         assert_eq!(nested_flow_map_lines("a: {\n  b: {c: 1}\n}\n"), vec![2]);
-        assert!(PolicySet::parse("s.yaml", SPEC_EXAMPLE).unwrap().warnings.is_empty());
+        assert!(
+            PolicySet::parse("s.yaml", SPEC_EXAMPLE)
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
     }
 
     #[test]

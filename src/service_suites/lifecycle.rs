@@ -132,7 +132,12 @@ async fn admit(
     let decision = decision_of(step, reply.decision)?;
     if decision.allowed {
         if reply.lease_id.is_empty() {
-            return Err(differ(step, "lease_id", "non-empty (granted)", reply.lease_id));
+            return Err(differ(
+                step,
+                "lease_id",
+                "non-empty (granted)",
+                reply.lease_id,
+            ));
         }
         holds.keep(&reply.lease_id);
     }
@@ -158,12 +163,7 @@ async fn admit(
     })
 }
 
-async fn release(
-    ctx: &SuiteContext,
-    holds: &mut Holds,
-    step: &str,
-    lease_id: &str,
-) -> SuiteResult {
+async fn release(ctx: &SuiteContext, holds: &mut Holds, step: &str, lease_id: &str) -> SuiteResult {
     let request = proto::ReleaseRequest {
         lease_id: lease_id.into(),
         dropped: false,
@@ -218,7 +218,13 @@ async fn admit_holds_steps(ctx: &SuiteContext, holds: &mut Holds) -> SuiteResult
     expect_denied_on(step, "concurrency", &third)?;
     release(ctx, holds, "op 3 (Release op 0's lease)", &first.lease_id).await?;
     // Release is idempotent.
-    release(ctx, holds, "op 4 (Release op 0's lease again)", &first.lease_id).await?;
+    release(
+        ctx,
+        holds,
+        "op 4 (Release op 0's lease again)",
+        &first.lease_id,
+    )
+    .await?;
     let step = "op 5 (Admit cc2 after a Release)";
     let fourth = admit(ctx, holds, step, "cc2", &key).await?;
     expect_granted(step, &fourth)?;

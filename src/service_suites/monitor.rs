@@ -46,7 +46,11 @@ async fn counts(ctx: &SuiteContext, step: &str) -> Result<Counted, SuiteFailure>
         .ok_or_else(|| {
             SuiteFailure(format!(
                 "{step}: no PolicySummary named `snap` in {:?}",
-                snapshot.policies.iter().map(|p| &p.name).collect::<Vec<_>>()
+                snapshot
+                    .policies
+                    .iter()
+                    .map(|p| &p.name)
+                    .collect::<Vec<_>>()
             ))
         })?;
     Ok(Counted {
@@ -172,7 +176,12 @@ pub(super) async fn watch_streams_denials(ctx: Arc<SuiteContext>) -> SuiteResult
             1,
         )
         .await?;
-        expect_eq(&format!("Check {denied} watched"), "allowed", false, d.allowed)?;
+        expect_eq(
+            &format!("Check {denied} watched"),
+            "allowed",
+            false,
+            d.allowed,
+        )?;
         match tokio::time::timeout(EVENT_WAIT, next_of(&mut events, &key)).await {
             Ok(Ok(event)) => {
                 return expect_eq(step, "DenialEvent.policy", "watched", event.policy.as_str());

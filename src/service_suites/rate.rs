@@ -89,7 +89,12 @@ pub(super) async fn peek_does_not_consume(ctx: Arc<SuiteContext>) -> SuiteResult
         for _ in 0..3 {
             let step = format!("op {op} (Peek burst5 key={key} after {spent} admits)");
             let p = peek(&ctx, &step, "burst5", &key).await?;
-            expect_eq(&step, "allowed (= remaining >= 1)", p.remaining >= 1, p.allowed)?;
+            expect_eq(
+                &step,
+                "allowed (= remaining >= 1)",
+                p.remaining >= 1,
+                p.allowed,
+            )?;
             peeked.push(p);
             op += 1;
         }
@@ -191,7 +196,10 @@ pub(super) async fn check_many_in_order(ctx: Arc<SuiteContext>) -> SuiteResult {
 
 /// One CheckMany on three cold keys: its order is checked here; a resetAt that differs between
 /// the cold keys' first admits (`now + T` for each, equal iff one instant) is returned.
-async fn check_many_once(ctx: &SuiteContext, attempt: usize) -> Result<Option<String>, SuiteFailure> {
+async fn check_many_once(
+    ctx: &SuiteContext,
+    attempt: usize,
+) -> Result<Option<String>, SuiteFailure> {
     let names = ["a", "b", "a", "c", "a", "b"];
     let keys: Vec<String> = names
         .iter()
@@ -213,7 +221,12 @@ async fn check_many_once(ctx: &SuiteContext, attempt: usize) -> Result<Option<St
         cost: 1,
     };
     let reply = ok(&step, ctx.clients.rate().check_many(request).await)?;
-    expect_eq(&step, "decisions.len", expected.len(), reply.decisions.len())?;
+    expect_eq(
+        &step,
+        "decisions.len",
+        expected.len(),
+        reply.decisions.len(),
+    )?;
     let decisions: Vec<Decision> = reply.decisions.iter().map(from_proto).collect();
     for (i, ((allowed, remaining), d)) in expected.iter().zip(&decisions).enumerate() {
         let at = format!("{step}: decision {i} (key {})", names[i]);

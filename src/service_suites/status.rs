@@ -130,7 +130,9 @@ pub(super) async fn wrong_op_unimplemented(ctx: Arc<SuiteContext>) -> SuiteResul
 /// Spec 8 lets a server refuse a negative cost, tokens or wants with INVALID_ARGUMENT or serve
 /// it as 1. Either passes; which one is the finding. Anything else (another status, or served
 /// as some other amount) fails.
-pub(super) async fn malformed_input(ctx: Arc<SuiteContext>) -> Result<Option<String>, SuiteFailure> {
+pub(super) async fn malformed_input(
+    ctx: Arc<SuiteContext>,
+) -> Result<Option<String>, SuiteFailure> {
     let mut readings = Vec::new();
     let mut rate = ctx.clients.rate();
 
