@@ -234,6 +234,21 @@ const FAULTS: &[(&str, &str, &str)] = &[
         "field `binding_axis`: expected \"concurrency\", actual \"rate\"",
     ),
     (
+        "policy-denied-on-denial",
+        "admit_holds_until_release",
+        "op 2 (Admit cc2 at the ceiling of 2): field `policy_denied (allowed = false, binding_axis = \"concurrency\")`: expected false, actual true",
+    ),
+    (
+        "no-lease-expiry",
+        "abandoned_hold_reclaimed",
+        "field `lease_expires_at (epoch ms; the lease TTL is read from it)`: expected \"in the next 600s",
+    ),
+    (
+        "past-deadline",
+        "heartbeat_keeps_hold",
+        "field `next_deadline (epoch ms)`: expected \">=",
+    ),
+    (
         "stale-snapshot",
         "snapshot_counts_decisions",
         "field `denied (increase)`: expected 2, actual 0",

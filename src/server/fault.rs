@@ -35,6 +35,12 @@ pub enum Fault {
     LaxStatus,
     /// Unified denials always name the "rate" axis.
     UnifiedBindsRate,
+    /// Admit sets `policy_denied` on every denial (rate and concurrency ones too).
+    PolicyDeniedOnDenial,
+    /// A granted Admit reports `lease_expires_at = 0`, so its TTL cannot be read.
+    NoLeaseExpiry,
+    /// Heartbeat reports a `next_deadline` already past.
+    PastDeadline,
     /// Monitor counters ignore denials.
     StaleSnapshot,
     /// Monitor.Watch never sends a denial.

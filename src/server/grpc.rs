@@ -123,13 +123,18 @@ impl proto::rate_limiter_server::RateLimiter for RateLimiterService {
             .admit(&r.policy, &r.key, r.cost)
             .await
             .map_err(|e| status(&self.engine, e))?;
+        let faults = self.engine.faults();
         Ok(Response::new(proto::AdmitResponse {
             // Only an experimental joint policy sets it (spec 8); this server serves none, and a
             // rate or concurrency denial leaves it false.
-            policy_denied: false,
+            policy_denied: faults.has(Fault::PolicyDeniedOnDenial) && !a.decision.allowed,
             decision: Some(to_proto(&a.decision)),
             lease_id: a.lease_id,
-            lease_expires_at: a.lease_expires_at,
+            lease_expires_at: if faults.has(Fault::NoLeaseExpiry) {
+                0
+            } else {
+                a.lease_expires_at
+            },
             binding_axis: a.binding_axis.to_owned(),
         }))
     }
@@ -159,7 +164,11 @@ impl proto::rate_limiter_server::RateLimiter for RateLimiterService {
         Ok(Response::new(proto::HeartbeatResponse {
             live_ids: h.live_ids,
             reclaimed_ids: h.reclaimed_ids,
-            next_deadline: h.next_deadline,
+            next_deadline: if self.engine.faults().has(Fault::PastDeadline) {
+                clock::now_ms() as i64 - 1_000
+            } else {
+                h.next_deadline
+            },
         }))
     }
 }

@@ -201,13 +201,13 @@ pub fn all() -> Vec<ServiceSuite> {
             "heartbeat_keeps_hold",
             lifecycle::heartbeat_keeps_hold,
             "a Heartbeat-renewed hold survives 3x the lease TTL (read from lease_expires_at)",
-            "8: the slot is reclaimed by the server once the lease TTL passes without a Heartbeat"
+            "8: the slot is reclaimed by the server once the lease TTL passes without a Heartbeat; a judge reads the TTL from lease_expires_at / next_deadline"
         ),
         suite!(
             "abandoned_hold_reclaimed",
             lifecycle::abandoned_hold_reclaimed,
             "an abandoned hold is reclaimed within the TTL (read from lease_expires_at) + one sweep",
-            "8: the slot is reclaimed by the server once the lease TTL passes without a Heartbeat; reclaim lands within TTL + one sweep"
+            "8: the slot is reclaimed by the server once the lease TTL passes without a Heartbeat; reclaim lands within TTL + one sweep; a judge reads the TTL from lease_expires_at / next_deadline"
         ),
         suite!(
             "late_release_frees_nothing",
