@@ -250,3 +250,51 @@ fn bad_serve_flags_are_refused_with_the_flag_named() {
         assert!(stderr.contains(expected), "{flags:?}: {stderr}");
     }
 }
+
+/// The ThrottleKit-like mode holds back Watch's response headers until the first denial (as
+/// ThrottleKit does), so a client that waits for the stream to open first waits in vain; the
+/// denial then arrives as the stream's first message.
+#[tokio::test]
+async fn a_throttlekit_like_watch_sends_no_headers_until_its_first_event() {
+    let server = serve(&["--compat", "throttlekit"]).await;
+    let clients = service_suites::connect(&server.addr.to_string(), None, None)
+        .await
+        .unwrap();
+    let (mut monitor, request) = clients.monitor(proto::WatchRequest {
+        policy: "watched".into(),
+    });
+    let opening = tokio::spawn(async move { monitor.watch(request).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!opening.is_finished(), "headers came before any event");
+    let mut rate = clients.rate();
+    let check = || proto::CheckRequest {
+        policy: "watched".into(),
+        key: "headers".into(),
+        cost: 1,
+    };
+    rate.check(check()).await.unwrap();
+    let denied = rate.check(check()).await.unwrap().into_inner();
+    assert!(!denied.decision.unwrap().allowed);
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), opening)
+        .await
+        .expect("the stream opens with the first denial")
+        .unwrap()
+        .expect("Watch")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("one event");
+    let event = first.denial.expect("a DenialEvent");
+    assert_eq!(
+        (event.policy.as_str(), event.key.as_str()),
+        ("watched", "headers")
+    );
+    assert_eq!(
+        (event.axis.as_str(), event.limit, event.remaining),
+        ("rate", 1, 0)
+    );
+    drop(stream);
+    server.stop().await;
+}

@@ -100,6 +100,10 @@ fn an_informational_finding_is_listed_and_exits_zero() {
         text.contains("informational: suite malformed_input"),
         "{text}"
     );
+    assert!(
+        text.contains("0 failed, 0 skipped, 1 informational"),
+        "{text}"
+    );
 }
 
 #[test]
