@@ -187,6 +187,34 @@ pub(super) async fn malformed_input(
             format!("{step}: served as 1")
         }
     });
+
+    let step = "Reserve lenient-fleet wants=-3";
+    let (mut fleet, reserve) = ctx.clients.fleet(proto::ReserveRequest {
+        policy: "lenient-fleet".into(),
+        caller: Some(proto::Caller {
+            domain: format!("malformed-{}", ctx.run_tag),
+            ..Default::default()
+        }),
+        wants: -3,
+        ..Default::default()
+    });
+    readings.push(match refused_or(step, fleet.reserve(reserve).await)? {
+        None => format!("{step}: INVALID_ARGUMENT"),
+        Some(reply) => {
+            let lease = reply
+                .lease
+                .ok_or_else(|| SuiteFailure(format!("{step}: the reply has no lease")))?;
+            if !(0..=1).contains(&lease.capacity) {
+                return Err(super::differ(
+                    step,
+                    "capacity (served as 1: at most 1)",
+                    "0..=1",
+                    lease.capacity,
+                ));
+            }
+            format!("{step}: served as 1")
+        }
+    });
     Ok(Some(readings.join("; ")))
 }
 
