@@ -796,6 +796,7 @@ limiters:
     /// one key per line, so nested maps stay within spec 9's subset.
     fn error_of(body: &str) -> String {
         let text = format!("version: 1\nlimiters:\n  p:\n{}", block(body));
+        assert!(subset_warnings("pol.yaml", &text).is_empty(), "{text}");
         PolicySet::parse("pol.yaml", &text).unwrap_err().to_string()
     }
 
