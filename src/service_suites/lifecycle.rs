@@ -346,9 +346,9 @@ async fn abandoned_steps(ctx: &SuiteContext, holds: &mut Holds) -> SuiteResult {
         return Ok(());
     }
     Err(SuiteFailure(format!(
-        "Admit abandon: expected the abandoned slot to be reclaimed within TTL + 1 s (the TTL of {ttl:?} read from \
-         lease_expires_at, plus one sweep, plus {CALL_MARGIN:?} for the calls), but every Admit until {:?} after the \
-         grant was denied",
+        "Admit abandon: expected the abandoned slot to be reclaimed within TTL + one sweep (the TTL of {ttl:?} read \
+         from lease_expires_at, + {SWEEP_ALLOWANCE:?} for a sweep, + {CALL_MARGIN:?} for the calls), but every Admit \
+         until {:?} after the grant was denied",
         granted_at.elapsed()
     )))
 }

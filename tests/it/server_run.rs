@@ -129,7 +129,7 @@ fn a_faulty_server_fails_the_matching_trial_with_exit_code_1() {
         failed["message"]
             .as_str()
             .unwrap()
-            .contains("reclaimed within TTL + 1 s"),
+            .contains("reclaimed within TTL + one sweep"),
         "{failed}"
     );
 }

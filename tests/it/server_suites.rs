@@ -151,7 +151,7 @@ const FAULTS: &[(&str, &str, &str)] = &[
     (
         "never-reclaim",
         "abandoned_hold_reclaimed",
-        "expected the abandoned slot to be reclaimed within TTL + 1 s",
+        "expected the abandoned slot to be reclaimed within TTL + one sweep (the TTL of",
     ),
     (
         "ignore-heartbeat",
