@@ -292,9 +292,7 @@ fn vectors_starting_at_zero_replay_with_a_logged_offset() {
     let contract = ContractCopy::new();
     let mut vectors = contract.vectors();
     let small_offset = |s: &Suite| {
-        let mut one = contract.vectors();
-        one.suites = vec![s.clone()];
-        tk_conform::conformance::corpus::smallest_offset(&one, std::path::Path::new("x"))
+        tk_conform::conformance::corpus::suite_offset(s, std::path::Path::new("x"))
             .is_ok_and(|base| base <= 60_000.0)
     };
     vectors.suites.retain(|s| {
@@ -409,4 +407,102 @@ fn a_redis_run_where_every_trial_is_skipped_is_not_green() {
     let summary = latest_summary(logs.path());
     assert!(summary["counts"]["skipped"].as_u64().unwrap() > 0);
     assert_eq!(summary["counts"]["passed"], 0);
+}
+
+/// A file shaped like ThrottleKit's published vectors, made the way an in-process oracle makes
+/// them: every timeline starts at now = 0, and a tokenBudget suite with a 60000 ms window sits
+/// beside a gcra suite `{limit: 3, periodMs: 1000, burst: 3}`.
+fn throttlekit_shaped_vectors() -> tk_conform::contract::vectors::VectorsFile {
+    use tk_conform::contract::vectors::{DebitOp, RateLimitSuite, RateOp, TokenBudgetSuite};
+    use tk_conform::model::{Strategy, TokenBudget, TokenBudgetOptions};
+    let strategy: Strategy =
+        serde_json::from_str(r#"{"kind":"gcra","options":{"limit":3,"periodMs":1000,"burst":3}}"#)
+            .unwrap();
+    let mut state = None;
+    let ops = [
+        (0.0, 1.0),
+        (0.0, 1.0),
+        (0.0, 1.0),
+        (0.0, 1.0),
+        (334.0, 1.0),
+        (1000.0, 2.0),
+    ]
+    .into_iter()
+    .map(|(now, cost)| RateOp {
+        now,
+        cost,
+        expect: strategy.check(&mut state, now, cost).unwrap().decision,
+    })
+    .collect();
+    let options = TokenBudgetOptions {
+        budget: 10.0,
+        window_ms: 60_000.0,
+    };
+    let meter = TokenBudget::new(options).unwrap();
+    let mut used = None;
+    let debits = [
+        (0.0, 4.0),
+        (30_000.0, 7.0),
+        (59_999.0, 1.0),
+        (60_000.0, 1.0),
+    ]
+    .into_iter()
+    .map(|(now, tokens)| DebitOp {
+        now,
+        tokens,
+        expect: meter.debit(&mut used, now, tokens).unwrap(),
+    })
+    .collect();
+    let mut file = ContractCopy::new().vectors();
+    file.generated_from = "an in-process oracle at now = 0 (ThrottleKit-shaped)".into();
+    file.suites = vec![
+        Suite::TokenBudget(TokenBudgetSuite {
+            name: "budget-minute".into(),
+            options,
+            ops: debits,
+        }),
+        Suite::RateLimit(RateLimitSuite {
+            name: "gcra-3-per-s".into(),
+            strategy,
+            key: "k".into(),
+            ops,
+        }),
+    ];
+    file
+}
+
+/// Spec 5 asks for the smallest offset: one offset for the whole file (60000, for the budget's
+/// window) made gcra's first `remaining` 1 where 2 is right. Each suite gets its own, logged.
+#[test]
+fn throttlekit_shaped_vectors_replay_green_on_model_and_redis() {
+    let vectors = throttlekit_shaped_vectors();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("throttlekit-shaped.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&vectors).unwrap()).unwrap();
+    let contract = ContractCopy::new();
+    let mut backends = vec!["model"];
+    if have_redis() {
+        backends.push("redis");
+    }
+    for backend in backends {
+        let logs = tempfile::tempdir().unwrap();
+        let out = run(
+            contract.path(),
+            logs.path(),
+            &["--backend", backend, "--vectors", path.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(0), "{backend}: {}", text(&out));
+        let summary = latest_summary(logs.path());
+        assert_eq!(summary["counts"]["failed"], 0, "{backend}: {summary:#}");
+        assert_eq!(
+            summary["details"]["clockOffsets"],
+            serde_json::json!({"rateLimit::gcra-3-per-s": 1000.0}),
+            "{backend}"
+        );
+        let log = std::fs::read_to_string(logs.path().join("latest/run.log")).unwrap();
+        assert!(
+            log.contains("clock offset: 1000 ms added to every now of rateLimit::gcra-3-per-s"),
+            "{log}"
+        );
+    }
 }
