@@ -506,3 +506,90 @@ fn throttlekit_shaped_vectors_replay_green_on_model_and_redis() {
         );
     }
 }
+
+/// Every vectors file loads cleanly or the run stops with exit 2, naming the suite and op.
+#[test]
+fn a_vectors_file_that_does_not_load_cleanly_is_exit_2_naming_suite_and_op() {
+    let contract = ContractCopy::new();
+    let good = contract.vectors();
+    let first_rate = good
+        .suites
+        .iter()
+        .position(|s| matches!(s, Suite::RateLimit(_)))
+        .unwrap();
+    let trial = good.suites[first_rate].trial_name();
+    let second = good.suites[first_rate + 1].name().to_owned();
+    let edit = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut raw: serde_json::Value = serde_json::to_value(&good).unwrap();
+        change(&mut raw["suites"][first_rate]);
+        raw
+    };
+    let cases: Vec<(&str, serde_json::Value, String)> = vec![
+        (
+            "unknown field",
+            edit(&|s| s["ops"][1]["costt"] = 2.into()),
+            format!("suite {trial} (suites[{first_rate}]): unknown field `ops[1].costt`"),
+        ),
+        (
+            "duplicate name",
+            edit(&|s| s["name"] = second.clone().into()),
+            format!(
+                "(suites[{}]): the name {second:?} is also the name of suites[{first_rate}]",
+                first_rate + 1
+            ),
+        ),
+        (
+            "negative cost",
+            edit(&|s| s["ops"][1]["cost"] = (-1).into()),
+            "op 1: cost must be a finite number >= 0, got -1".to_owned(),
+        ),
+        (
+            "limit 0",
+            edit(&|s| s["strategy"]["options"]["limit"] = 0.into()),
+            "option `limit` must be a positive finite number, got 0".to_owned(),
+        ),
+        (
+            "negative now",
+            edit(&|s| s["ops"][2]["now"] = (-1000).into()),
+            "op 2: now must be a finite number of epoch milliseconds, got -1000".to_owned(),
+        ),
+    ];
+    for (what, raw, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&raw).unwrap()).unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let out = run(
+            contract.path(),
+            logs.path(),
+            &["--backend", "model", "--vectors", path.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("bad.json does not load cleanly") && stderr.contains(&want),
+            "{what}: want {want:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn clock_offsets_and_trial_timeouts_out_of_bounds_are_exit_2() {
+    let contract = ContractCopy::new();
+    for flags in [
+        ["--clock-offset", "1e20"],
+        ["--clock-offset", "NaN"],
+        ["--clock-offset", "inf"],
+        ["--clock-offset=-1", ""],
+        ["--trial-timeout", "0"],
+    ] {
+        let logs = tempfile::tempdir().unwrap();
+        let mut args = vec!["--backend", "model"];
+        args.extend(flags.into_iter().filter(|f| !f.is_empty()));
+        let out = run(contract.path(), logs.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let flag = flags[0].split('=').next().unwrap();
+        assert!(stderr.contains(flag), "{flags:?}: {stderr}");
+    }
+}

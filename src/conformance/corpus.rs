@@ -34,6 +34,16 @@ pub enum CorpusError {
         "--clock-offset must be a finite number of milliseconds from 0 to {MAX_CLOCK_OFFSET}, got {0}"
     )]
     BadOffset(f64),
+    #[error(
+        "{} does not load cleanly ({} problem(s)); fix the file:\n  {}",
+        path.display(),
+        problems.len(),
+        listed(problems)
+    )]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
     #[error("{0}")]
     Verify(#[from] VerifyError),
     #[error(
@@ -47,9 +57,29 @@ pub enum CorpusError {
     },
 }
 
-/// Reads and checks a golden vectors file.
+fn listed(problems: &[String]) -> String {
+    let max = super::vectors_check::MAX_LISTED;
+    let mut text = problems[..problems.len().min(max)].join("\n  ");
+    if problems.len() > max {
+        text.push_str(&format!("\n  ... and {} more", problems.len() - max));
+    }
+    text
+}
+
+/// Reads and checks a golden vectors file: its version, its shape, and that it loads cleanly
+/// (`vectors_check`: no unknown field, unique suite names, options and ops in bounds).
 pub fn load_vectors(path: &Path) -> Result<VectorsFile, CorpusError> {
-    Ok(layout::read_versioned_json(path)?)
+    let text = layout::read_text(path)?;
+    let file: VectorsFile = layout::parse_versioned_json(&text, path)?;
+    let raw: serde_json::Value = layout::parse_versioned_json(&text, path)?;
+    let problems = super::vectors_check::problems(&file, &raw);
+    if !problems.is_empty() {
+        return Err(CorpusError::Invalid {
+            path: path.to_owned(),
+            problems,
+        });
+    }
+    Ok(file)
 }
 
 /// sha256 of `<contract>/manifest.sha256`, after the drift gate passed; `None` when the contract
