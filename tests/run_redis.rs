@@ -593,3 +593,155 @@ fn clock_offsets_and_trial_timeouts_out_of_bounds_are_exit_2() {
         assert!(stderr.contains(flag), "{flags:?}: {stderr}");
     }
 }
+
+/// An engine author's scripts folder: manifest.json and the *.lua files, nothing else.
+fn scripts_dir_from(contract: &ContractCopy) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(contract.path().join("scripts")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn run_scripts(scripts: &std::path::Path, logs: &std::path::Path) -> std::process::Output {
+    // The vendored, sealed contract supplies the vectors; --scripts supplies the engine.
+    bin()
+        .args(["run", "--backend", "redis", "--logs"])
+        .arg(logs)
+        .arg("--scripts")
+        .arg(scripts)
+        .current_dir(common::repo())
+        .env("CI", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn own_scripts_are_judged_against_the_vendored_vectors() {
+    if !have_redis() {
+        return;
+    }
+    let contract = ContractCopy::new();
+    // A copy of the contract's scripts, broken as an author might: remaining off by one.
+    contract.edit_script("gcra.check.lua", |lua| {
+        lua.replace(
+            "math.max(0, math.floor((tau - (newTat - now)) / T))",
+            "math.max(0, math.floor((tau - (newTat - now)) / T)) + 1",
+        )
+    });
+    let broken = scripts_dir_from(&contract);
+    assert!(!broken.path().join("SOURCE").exists());
+    let logs = tempfile::tempdir().unwrap();
+    let out = run_scripts(broken.path(), logs.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let summary = latest_summary(logs.path());
+    assert!(summary["contractDigest"].is_string(), "{summary:#}");
+    assert_eq!(
+        summary["details"]["scripts"],
+        broken.path().display().to_string()
+    );
+    let failed: Vec<&str> = summary["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["outcome"] == "failed")
+        .map(|t| t["message"].as_str().unwrap())
+        .collect();
+    assert!(!failed.is_empty());
+    for message in &failed {
+        assert!(
+            message.starts_with("rateLimit::gcra")
+                && message.contains("diverged at op ")
+                && message.contains("remaining: expected"),
+            "{message}"
+        );
+    }
+    // The same folder unbroken passes.
+    let fine = scripts_dir_from(&ContractCopy::new());
+    let logs = tempfile::tempdir().unwrap();
+    let out = run_scripts(fine.path(), logs.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn a_bad_scripts_dir_is_exit_2_saying_what_is_wrong() {
+    let contract = ContractCopy::new();
+    let cases: Vec<(&str, Box<dyn Fn(&std::path::Path)>, &str)> = vec![
+        (
+            "no manifest",
+            Box::new(|d| std::fs::remove_file(d.join("manifest.json")).unwrap()),
+            "no scripts manifest there; a scripts folder holds manifest.json",
+        ),
+        (
+            "a script file missing",
+            Box::new(|d| std::fs::remove_file(d.join("gcra.check.lua")).unwrap()),
+            "script \"gcra.check\": cannot read its file",
+        ),
+        (
+            "sha mismatch",
+            Box::new(|d| {
+                let lua = d.join("gcra.check.lua");
+                let text = std::fs::read_to_string(&lua).unwrap() + "-- edited\n";
+                std::fs::write(lua, text).unwrap();
+            }),
+            "gcra.check.lua: sha256 is",
+        ),
+        (
+            "a file outside the folder",
+            Box::new(|d| {
+                let path = d.join("manifest.json");
+                let text = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .replace("\"gcra.check.lua\"", "\"../gcra.check.lua\"");
+                std::fs::write(path, text).unwrap();
+            }),
+            "not a plain relative path",
+        ),
+    ];
+    for (what, breaks, want) in cases {
+        let dir = scripts_dir_from(&contract);
+        breaks(dir.path());
+        let logs = tempfile::tempdir().unwrap();
+        let out = run_scripts(dir.path(), logs.path());
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{what}: want {want:?} in {stderr}");
+        let errors = stderr.lines().filter(|l| l.contains("error")).count();
+        assert_eq!(errors, 1, "{what}: {stderr}");
+    }
+    // --scripts is for the redis backend.
+    let dir = scripts_dir_from(&contract);
+    let logs = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["run", "--backend", "model", "--scripts"])
+        .arg(dir.path())
+        .arg("--logs")
+        .arg(logs.path())
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn a_contract_dir_without_source_suggests_seal_or_scripts() {
+    let contract = ContractCopy::new();
+    // A sealed copy whose SOURCE is gone: the author's own folder passed as --contract.
+    std::fs::copy(
+        common::repo().join("contract/manifest.sha256"),
+        contract.path().join("manifest.sha256"),
+    )
+    .unwrap();
+    std::fs::remove_file(contract.path().join("SOURCE")).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let out = run(contract.path(), logs.path(), &["--backend", "model"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no SOURCE")
+            && stderr.contains("--scripts DIR")
+            && stderr.contains("tk-conform contract seal --contract"),
+        "{stderr}"
+    );
+}

@@ -55,6 +55,8 @@ pub struct Provisioned {
 /// What provisioning needs from the command line.
 pub struct ProvisionRequest<'a> {
     pub contract_dir: &'a Path,
+    /// `--scripts DIR`: the scripts to judge instead of `<contract>/scripts`.
+    pub scripts_dir: Option<&'a Path>,
     pub redis: RedisOptions,
     /// Namespaces every key of the run on a shared store.
     pub key_prefix: String,
@@ -79,7 +81,10 @@ pub async fn provision(
             notes: Vec::new(),
         }),
         BackendKind::Redis => {
-            let scripts = ScriptSet::from_contract_dir(request.contract_dir)?;
+            let scripts = match request.scripts_dir {
+                Some(dir) => ScriptSet::from_scripts_dir(dir)?,
+                None => ScriptSet::from_contract_dir(request.contract_dir)?,
+            };
             progress.phase(
                 match &request.redis.url {
                     Some(url) => format!("connecting to {url}"),

@@ -25,6 +25,11 @@ pub struct RunArgs {
     /// The contract folder (golden-vectors.json, scripts/, manifest.sha256).
     #[arg(long, default_value = "contract")]
     pub contract: PathBuf,
+    /// `--backend redis`: judge your own Lua scripts, a folder holding `manifest.json` (spec 6)
+    /// and the `*.lua` files it names, against the vendored vectors. The drift gate guards the
+    /// vendored contract, not the engine under test: DIR needs no SOURCE or manifest.sha256.
+    #[arg(long, value_name = "DIR")]
+    pub scripts: Option<PathBuf>,
     /// A vectors file to replay instead of <contract>/golden-vectors.json.
     #[arg(long)]
     pub vectors: Option<PathBuf>,
@@ -81,6 +86,12 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => anyhow::bail!("bad libtest arguments after `--`: {}", e.kind()),
     };
+    if args.scripts.is_some() && args.backend != BackendKind::Redis {
+        anyhow::bail!(
+            "--scripts DIR judges Lua scripts, which only --backend redis runs (got --backend {})",
+            args.backend.label()
+        );
+    }
     let vectors_path = args
         .vectors
         .clone()
@@ -133,6 +144,12 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     summary
         .details
         .insert("repeat".into(), serde_json::json!(args.repeat));
+    if let Some(dir) = &args.scripts {
+        summary.details.insert(
+            "scripts".into(),
+            serde_json::json!(dir.display().to_string()),
+        );
+    }
     summary.details.insert(
         "vectors".into(),
         serde_json::json!(vectors_path.display().to_string()),
@@ -167,6 +184,7 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let request = ProvisionRequest {
         contract_dir: &args.contract,
+        scripts_dir: args.scripts.as_deref(),
         redis: RedisOptions {
             url: args.redis_url.clone(),
             server_binary: args.redis_server.clone(),

@@ -47,13 +47,15 @@ pub enum CorpusError {
     #[error("{0}")]
     Verify(#[from] VerifyError),
     #[error(
-        "the contract in {} drifted from its manifest.sha256:\n  {}\n(run `tk-conform contract verify` for details)",
+        "the contract in {} drifted from its manifest.sha256:\n  {}\n(run `tk-conform contract verify` for details){hint}",
         root.display(),
         findings.join("\n  ")
     )]
     Drift {
         root: PathBuf,
         findings: Vec<String>,
+        /// What to do when the folder is plainly an author's own (no SOURCE), or empty.
+        hint: String,
     },
 }
 
@@ -91,9 +93,23 @@ pub fn contract_digest(contract_dir: &Path) -> Result<Option<String>, CorpusErro
     }
     let report = verify::verify(contract_dir)?;
     if !report.is_ok() {
+        let hint = if contract_dir.join(layout::SOURCE).exists() {
+            String::new()
+        } else {
+            format!(
+                "\n{} has no SOURCE, so it is not a vendored contract. To judge your own \
+                 scripts against the vendored vectors, pass them as `--scripts DIR` (a folder \
+                 with manifest.json and the *.lua files; no SOURCE or manifest.sha256 needed); \
+                 to re-pin a contract folder after an intended edit, run `tk-conform contract \
+                 seal --contract {}`",
+                contract_dir.display(),
+                contract_dir.display()
+            )
+        };
         return Err(CorpusError::Drift {
             root: contract_dir.to_owned(),
             findings: report.findings.iter().map(ToString::to_string).collect(),
+            hint,
         });
     }
     let text = layout::read_text(&manifest)?;
