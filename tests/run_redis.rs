@@ -667,7 +667,8 @@ fn own_scripts_are_judged_against_the_vendored_vectors() {
 #[test]
 fn a_bad_scripts_dir_is_exit_2_saying_what_is_wrong() {
     let contract = ContractCopy::new();
-    let cases: Vec<(&str, Box<dyn Fn(&std::path::Path)>, &str)> = vec![
+    type Breaks = Box<dyn Fn(&std::path::Path)>;
+    let cases: Vec<(&str, Breaks, &str)> = vec![
         (
             "no manifest",
             Box::new(|d| std::fs::remove_file(d.join("manifest.json")).unwrap()),
@@ -742,6 +743,36 @@ fn a_contract_dir_without_source_suggests_seal_or_scripts() {
         stderr.contains("has no SOURCE")
             && stderr.contains("--scripts DIR")
             && stderr.contains("tk-conform contract seal --contract"),
+        "{stderr}"
+    );
+}
+
+/// Errors that quote their source in their own message must not have it printed again.
+#[test]
+fn a_cause_is_printed_once() {
+    let logs = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "run",
+            "--backend",
+            "model",
+            "--vectors",
+            "/nonexistent/v.json",
+            "--logs",
+        ])
+        .arg(logs.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("cannot read /nonexistent/v.json").count(),
+        1,
         "{stderr}"
     );
 }

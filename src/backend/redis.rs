@@ -43,7 +43,8 @@ impl RedisBackend {
         RedisBackend {
             scripts,
             con,
-            url: url.to_owned(),
+            // Only ever shown (logs, summary.json): never with a password.
+            url: crate::infra::redact_url(url),
             server: server.to_owned(),
             prefix: prefix.to_owned(),
             sessions: AtomicU64::new(0),

@@ -47,7 +47,7 @@ pub struct LoadArgs {
     #[arg(long, default_value = "contract")]
     pub contract: PathBuf,
     /// Use this Redis instead of starting one (keys get a unique prefix).
-    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    #[arg(long, env = "TK_CONFORM_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The redis-server binary to start, instead of the first on PATH.
     #[arg(long)]

@@ -30,7 +30,7 @@ pub struct ReplayBenchArgs {
     #[arg(long)]
     pub vectors: Option<PathBuf>,
     /// Use this Redis instead of starting one (keys get a unique prefix; nothing is flushed).
-    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    #[arg(long, env = "TK_CONFORM_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The redis-server (or valkey-server) binary to start.
     #[arg(long)]

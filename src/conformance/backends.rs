@@ -87,7 +87,7 @@ pub async fn provision(
             };
             progress.phase(
                 match &request.redis.url {
-                    Some(url) => format!("connecting to {url}"),
+                    Some(url) => format!("connecting to {}", crate::infra::redact_url(url)),
                     None => "starting redis-server".into(),
                 }
                 .as_str(),
@@ -130,7 +130,7 @@ async fn provision_exec(
     let mut keep_alive: Vec<Box<dyn Any + Send>> = Vec::new();
     progress.phase(
         match &request.redis.url {
-            Some(url) => format!("connecting to {url}"),
+            Some(url) => format!("connecting to {}", crate::infra::redact_url(url)),
             None => "starting redis-server".into(),
         }
         .as_str(),

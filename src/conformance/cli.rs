@@ -34,7 +34,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub vectors: Option<PathBuf>,
     /// Use this Redis instead of starting one. Never flushed: keys get a unique per-run prefix.
-    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    #[arg(long, env = "TK_CONFORM_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The redis-server (or valkey-server) binary to start, instead of the first on PATH.
     #[arg(long)]
@@ -202,7 +202,7 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
     let provisioned = match runtime.block_on(provision(args.backend, &request, &progress)) {
         Ok(p) => p,
         Err(e) => {
-            let message = format!("{e:#}");
+            let message = crate::cli_edge::render(&e);
             recorder.log(&format!("error: {message}"));
             let _ = recorder.update(|s| s.error = Some(message));
             let _ = recorder.finish(RunStatus::Error, 2);

@@ -21,7 +21,9 @@ pub fn redact_text(text: &str) -> String {
         out.push_str(before);
         // The authority ends at the first '/', '?', '#' or a character no URL holds here.
         let end = after
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || "\"'<>,;)]}`".contains(c))
+            .find(|c: char| {
+                c == '/' || c == '?' || c == '#' || c.is_whitespace() || "\"'<>,;)]}`".contains(c)
+            })
             .unwrap_or(after.len());
         let (authority, tail) = after.split_at(end);
         match authority.rfind('@') {
@@ -40,7 +42,12 @@ pub fn redact_text(text: &str) -> String {
             }
             None => out.push_str(authority),
         }
-        rest = tail;
+        // The path, up to a query.
+        let path_end = tail
+            .find(|c: char| c == '?' || c == '#' || c.is_whitespace() || "\"'<>,;)]}`".contains(c))
+            .unwrap_or(tail.len());
+        out.push_str(&tail[..path_end]);
+        rest = &tail[path_end..];
         // A `password=` query parameter of this URL.
         if let Some(query) = rest.strip_prefix('?') {
             let end = query
@@ -72,10 +79,16 @@ mod tests {
     fn passwords_are_redacted_and_the_rest_kept() {
         let cases = [
             ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
-            ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+            (
+                "redis://:hunter2@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
             ("redis://alice:hunter2@db:6379", "redis://alice:***@db:6379"),
             ("rediss://hunter2@db", "rediss://***@db"),
-            ("redis://db:6379/?password=hunter2&db=1", "redis://db:6379/?password=***&db=1"),
+            (
+                "redis://db:6379/?password=hunter2&db=1",
+                "redis://db:6379/?password=***&db=1",
+            ),
             ("redis://al:p@ss@db:1", "redis://al:***@db:1"),
             (
                 "cannot reach Redis at redis://:hunter2@db:1: refused; also redis://x:y@z",

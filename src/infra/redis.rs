@@ -94,8 +94,8 @@ impl RedisInstance {
                 server_version(&mut con)
                     .await
                     .map_err(|reason| RedisError::Unreachable {
-                        url: url.clone(),
-                        reason,
+                        url: redact_url(url),
+                        reason: redact_text(&reason),
                     })?;
             return Ok(RedisInstance {
                 url: url.clone(),
@@ -160,7 +160,7 @@ impl RedisInstance {
     pub fn origin(&self) -> RedisOrigin {
         match &self.owned {
             Owned::External => RedisOrigin::External {
-                url: self.url.clone(),
+                url: redact_url(&self.url),
             },
             Owned::Local(local) => RedisOrigin::Local {
                 binary: local.binary.clone(),
@@ -181,7 +181,7 @@ impl RedisInstance {
             }
             RedisOrigin::Container { image } => format!("container {image}"),
         };
-        format!("{} at {} ({how})", self.version, self.url)
+        format!("{} at {} ({how})", self.version, redact_url(&self.url))
     }
 
     /// The pid of the server process when we started it as a local child.
@@ -201,7 +201,7 @@ impl RedisInstance {
                 "the container {} (restart is only supported for a local binary)",
                 c.image()
             ))),
-            Owned::External => Err(RedisError::NotOwned(self.url.clone())),
+            Owned::External => Err(RedisError::NotOwned(redact_url(&self.url))),
         }
     }
 
@@ -233,8 +233,8 @@ fn is_executable(path: &Path) -> bool {
 /// A multiplexed connection with connect and response timeouts, so no call can hang a run.
 pub async fn connect(url: &str) -> Result<MultiplexedConnection, RedisError> {
     let unreachable = |reason: String| RedisError::Unreachable {
-        url: url.to_owned(),
-        reason,
+        url: redact_url(url),
+        reason: redact_text(&reason),
     };
     let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
     let config = AsyncConnectionConfig::new()
