@@ -77,6 +77,21 @@ pub enum ScriptCallError {
 }
 
 impl ScriptCallError {
+    /// True when the call got no answer in time (the connection's response timeout).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ScriptCallError::Redis { source, .. } if source.is_timeout())
+    }
+
+    /// The manifest name of the script that failed, when there was one.
+    pub fn script(&self) -> Option<&str> {
+        match self {
+            ScriptCallError::Redis { script, .. } | ScriptCallError::Reply { script, .. } => {
+                Some(script)
+            }
+            ScriptCallError::Missing { .. } => None,
+        }
+    }
+
     /// True when the failure is the connection (refused, dropped, timed out) rather than the script.
     pub fn is_unavailable(&self) -> bool {
         match self {

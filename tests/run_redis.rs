@@ -776,3 +776,83 @@ fn a_cause_is_printed_once() {
         "{stderr}"
     );
 }
+
+/// A script that never returns wedges Redis (one script at a time): the harness sends SCRIPT
+/// KILL on a second connection, fails only that trial naming the script and the bound, and
+/// every later trial keeps passing. A Redis it did not start is not left answering BUSY.
+#[test]
+fn a_runaway_script_is_killed_and_only_its_trial_fails() {
+    if !have_redis() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = rt
+        .block_on(tk_conform::infra::RedisInstance::provision(
+            &tk_conform::infra::RedisOptions::default(),
+        ))
+        .unwrap();
+    let contract = ContractCopy::new();
+    let victim = "fixedWindow-boundary-ms";
+    contract.edit_script("fixedWindow.check.lua", |lua| {
+        format!("if string.find(KEYS[1], '{victim}', 1, true) then while true do end end\n{lua}")
+    });
+    let scripts = scripts_dir_from(&contract);
+    let logs = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "run",
+            "--backend",
+            "redis",
+            "--redis-url",
+            redis.url(),
+            "--logs",
+        ])
+        .arg(logs.path())
+        .arg("--scripts")
+        .arg(scripts.path())
+        .args(["--", "--test-threads", "1"])
+        .current_dir(common::repo())
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let summary = latest_summary(logs.path());
+    let trials = summary["trials"].as_array().unwrap();
+    let failed: Vec<&serde_json::Value> =
+        trials.iter().filter(|t| t["outcome"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{summary:#}");
+    assert_eq!(failed[0]["name"], format!("rateLimit::{victim}"));
+    let message = failed[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("fixedWindow.check did not answer within 3 s")
+            && message.contains("SCRIPT KILL")
+            && message.contains("Redis killed it"),
+        "{message}"
+    );
+    // The trials after it, fixedWindow ones included, passed.
+    let (rate, _) = counts(&contract.vectors());
+    assert_eq!(summary["counts"]["passed"], rate - 1, "{summary:#}");
+    let position = trials
+        .iter()
+        .position(|t| t["outcome"] == "failed")
+        .unwrap();
+    assert!(
+        trials[position + 1..].iter().any(|t| t["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("rateLimit::fixedWindow")
+            && t["outcome"] == "passed"),
+        "{summary:#}"
+    );
+    // The Redis the harness did not start answers, not BUSY.
+    let mut con = rt
+        .block_on(tk_conform::infra::connect(redis.url()))
+        .unwrap();
+    let pong: String = rt
+        .block_on(redis::cmd("PING").query_async(&mut con))
+        .unwrap();
+    assert_eq!(pong, "PONG");
+}
