@@ -66,6 +66,8 @@ pub struct ProvisionRequest<'a> {
     pub exec: &'a ExecArgs,
     /// How to reach or start the server (`--backend service`).
     pub service: ServiceArgs,
+    /// `--trial-timeout`: the bound on each trial a backend brings.
+    pub trial_timeout: std::time::Duration,
 }
 
 pub async fn provision(
@@ -213,8 +215,11 @@ async fn provision_service(
     );
     let backend = Arc::new(ServiceBackend::start(target).await?);
     notes.push(format!("service endpoint: {}", backend.endpoint()));
-    let extra_trials =
-        super::service::service_trials(backend.suite_context(), tokio::runtime::Handle::current());
+    let extra_trials = super::service::service_trials(
+        backend.suite_context(),
+        tokio::runtime::Handle::current(),
+        request.trial_timeout,
+    );
     Ok(Provisioned {
         backend,
         extra_trials,

@@ -198,6 +198,7 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         log_dir: recorder.dir().path(),
         exec: &args.exec,
         service: args.service.clone(),
+        trial_timeout: Duration::from_secs(args.trial_timeout),
     };
     let provisioned = match runtime.block_on(provision(args.backend, &request, &progress)) {
         Ok(p) => p,
