@@ -109,7 +109,12 @@ fn service_suites_honour_the_trial_timeout() {
     let logs = tempfile::tempdir().unwrap();
     let (code, summary, text) = run(
         logs.path(),
-        &["--trial-timeout", "1", "--", "service::heartbeat_keeps_hold"],
+        &[
+            "--trial-timeout",
+            "1",
+            "--",
+            "service::heartbeat_keeps_hold",
+        ],
     );
     assert_eq!(code, 1, "{text}");
     let hold = trial(&summary, "service::heartbeat_keeps_hold");
