@@ -609,7 +609,7 @@ fn run_scripts(scripts: &std::path::Path, logs: &std::path::Path) -> std::proces
         .arg(logs)
         .arg("--scripts")
         .arg(scripts)
-        .current_dir(common::repo())
+        .current_dir(crate::util::repo())
         .env("CI", "1")
         .output()
         .unwrap()
@@ -717,7 +717,7 @@ fn a_bad_scripts_dir_is_exit_2_saying_what_is_wrong() {
         .arg(dir.path())
         .arg("--logs")
         .arg(logs.path())
-        .current_dir(common::repo())
+        .current_dir(crate::util::repo())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -728,7 +728,7 @@ fn a_contract_dir_without_source_suggests_seal_or_scripts() {
     let contract = ContractCopy::new();
     // A sealed copy whose SOURCE is gone: the author's own folder passed as --contract.
     std::fs::copy(
-        common::repo().join("contract/manifest.sha256"),
+        crate::util::repo().join("contract/manifest.sha256"),
         contract.path().join("manifest.sha256"),
     )
     .unwrap();
@@ -812,7 +812,7 @@ fn a_runaway_script_is_killed_and_only_its_trial_fails() {
         .arg("--scripts")
         .arg(scripts.path())
         .args(["--", "--test-threads", "1"])
-        .current_dir(common::repo())
+        .current_dir(crate::util::repo())
         .env("CI", "1")
         .output()
         .unwrap();

@@ -2,13 +2,11 @@
 //! run folder (run.log, summary.json, junit.xml, a battle's result.json, histories, worker
 //! specs), and `--help` never shows the value of a secret's environment variable.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ContractCopy, bin, have_redis, latest_summary, text};
+use crate::util::{ContractCopy, bin, have_redis, latest_summary, text};
 use tk_conform::infra::{OwnedChild, find_redis_binary, free_loopback_port};
 
 const PASSWORD: &str = "Sup3r-s3cret-pw";
@@ -158,7 +156,7 @@ fn a_battle_never_writes_the_redis_password() {
         ])
         .arg("--logs")
         .arg(logs.path())
-        .current_dir(common::repo())
+        .current_dir(crate::util::repo())
         .env("CI", "1")
         .output()
         .unwrap();
