@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::infra::kill_all_owned;
+use crate::infra::{kill_all_owned, redact_text};
 use crate::report::{Recorder, RunStatus};
 
 /// The multi-thread runtime a command's async work runs on.
@@ -21,9 +21,27 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The command's exit code: its own on success; an error is reported on one line and becomes 2.
 pub fn exit_code(command: &str, outcome: anyhow::Result<ExitCode>) -> ExitCode {
     outcome.unwrap_or_else(|e| {
-        eprintln!("tk-conform {command}: error: {e:#}");
+        eprintln!("tk-conform {command}: error: {}", render(&e));
         ExitCode::from(2)
     })
+}
+
+/// An error and its causes on one line, `outer: cause: root`, each cause printed once: many
+/// errors already quote their source in their own message (`cannot read X: <io error>`), and
+/// `{:#}` would print it a second time. No store password survives (`infra::redact_text`).
+pub fn render(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    redact_text(&line)
 }
 
 /// Runs an async command body to completion: success is exit code 0, an error exit code 2.

@@ -22,7 +22,10 @@ use crate::redis_scripts::{ScriptCallError, ScriptSet};
 pub struct RedisBackend {
     scripts: Arc<ScriptSet>,
     con: MultiplexedConnection,
+    /// For display only (redacted).
     url: String,
+    /// For a second connection (`SCRIPT KILL`).
+    connect_url: Arc<str>,
     server: String,
     prefix: String,
     sessions: AtomicU64,
@@ -43,7 +46,9 @@ impl RedisBackend {
         RedisBackend {
             scripts,
             con,
-            url: url.to_owned(),
+            // Only ever shown (logs, summary.json): never with a password.
+            url: crate::infra::redact_url(url),
+            connect_url: url.into(),
             server: server.to_owned(),
             prefix: prefix.to_owned(),
             sessions: AtomicU64::new(0),
@@ -122,6 +127,7 @@ impl Backend for RedisBackend {
         Ok(Box::new(RedisSession {
             scripts: Arc::clone(&self.scripts),
             con: self.con.clone(),
+            connect_url: Arc::clone(&self.connect_url),
             namespace: format!("{}:{n}:{suite}", self.prefix),
             model: HashMap::new(),
         }))
@@ -131,9 +137,26 @@ impl Backend for RedisBackend {
 struct RedisSession {
     scripts: Arc<ScriptSet>,
     con: MultiplexedConnection,
+    connect_url: Arc<str>,
     namespace: String,
     /// The reference model's view of each key, to know when and how long the script must expire it.
     model: HashMap<String, Option<RateState>>,
+}
+
+impl RedisSession {
+    /// A script call that did not answer in time: the script may loop forever, and Redis runs
+    /// one script at a time, so every later call (of this run, and of anyone else on a shared
+    /// server) would wait behind it. `SCRIPT KILL` on a connection of its own ends it; only this
+    /// op fails, naming the script and the bound.
+    async fn runaway(&self, e: ScriptCallError) -> BackendError {
+        let script = e.script().unwrap_or("the script").to_owned();
+        let outcome = crate::infra::kill_running_script(&self.connect_url).await;
+        BackendError::Internal(format!(
+            "{script} did not answer within {} s (the bound on one script call): a runaway \
+             script? SCRIPT KILL sent on a separate connection: {outcome}",
+            crate::infra::IO_TIMEOUT.as_secs()
+        ))
+    }
 }
 
 fn call_error(e: ScriptCallError) -> BackendError {
@@ -163,11 +186,15 @@ impl SuiteSession for RedisSession {
         let expected = strategy.check(state, now, cost).ok();
         let wrote = state.is_some();
         let started = Instant::now();
-        let decision = self
+        let decision = match self
             .scripts
             .check(&mut self.con, &full_key, strategy, now, cost)
             .await
-            .map_err(call_error)?;
+        {
+            Ok(decision) => decision,
+            Err(e) if e.is_timeout() => return Err(self.runaway(e).await),
+            Err(e) => return Err(call_error(e)),
+        };
         // The expiry check only makes sense while script and model agree; a decision that
         // differs is reported by the runner field by field.
         if let Some(expected) = expected

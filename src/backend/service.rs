@@ -33,9 +33,9 @@ pub struct ServiceArgs {
     /// that a loaded machine finishes each lifecycle step within one lease.
     #[arg(long, default_value_t = 1000)]
     pub lease_ttl_ms: u64,
-    #[arg(long, env = "TK_FLEET_SECRET")]
+    #[arg(long, env = "TK_FLEET_SECRET", hide_env_values = true)]
     pub fleet_secret: Option<String>,
-    #[arg(long, env = "TK_MONITOR_SECRET")]
+    #[arg(long, env = "TK_MONITOR_SECRET", hide_env_values = true)]
     pub monitor_secret: Option<String>,
 }
 
@@ -233,7 +233,7 @@ impl Backend for ServiceBackend {
                 self.target
                     .redis_url
                     .as_deref()
-                    .map(|r| format!(" on {r}"))
+                    .map(|r| format!(" on {}", crate::infra::redact_url(r)))
                     .unwrap_or_default()
             ),
         }

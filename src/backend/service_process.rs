@@ -56,7 +56,8 @@ impl ServerProcess {
     /// Starts `argv` and waits until it listens: on `listening on <addr>` in its stdout, or
     /// when `port` (if the command was given one) accepts a connection.
     pub async fn start(argv: &[String], port: Option<u16>) -> Result<ServerProcess, ProcessError> {
-        let command = shell_words::join(argv);
+        // For messages only: a `--redis` URL in it keeps its password out of them.
+        let command = crate::infra::redact_text(&shell_words::join(argv));
         let spawn_error = |message: String| ProcessError::Spawn {
             command: command.clone(),
             message,

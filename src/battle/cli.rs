@@ -45,7 +45,7 @@ pub struct BattleArgs {
     pub logs: PathBuf,
     /// Use this Redis instead of starting one per scenario (keys get a unique per-run prefix;
     /// scenarios that restart Redis are skipped).
-    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    #[arg(long, env = "TK_CONFORM_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The redis-server (or valkey-server) binary to start, instead of the first on PATH.
     #[arg(long)]

@@ -40,7 +40,8 @@ impl RedisDoor {
     ) -> Result<RedisDoor, String> {
         let scripts = ScriptSet::from_contract_dir(contract_dir).map_err(|e| e.to_string())?;
         scripts.bind(&strategy).map_err(|e| e.to_string())?;
-        let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| crate::infra::redact_text(&format!("{url}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -51,8 +52,14 @@ impl RedisDoor {
             ConnectionManager::new_with_config(client, config),
         )
         .await
-        .map_err(|_| format!("{url}: no connection within {} ms", timeout.as_millis() * 2))?
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|_| {
+            format!(
+                "{}: no connection within {} ms",
+                crate::infra::redact_url(url),
+                timeout.as_millis() * 2
+            )
+        })?
+        .map_err(|e| crate::infra::redact_text(&format!("{url}: {e}")))?;
         let mut con = con;
         if fault == Some(WorkerFault::NoScriptReload) {
             // Loads once at start, like a client that never expects the cache to empty.
@@ -67,7 +74,10 @@ impl RedisDoor {
             strategy,
             key: key.into(),
             scratch: format!("{key}:non-atomic-copy:{}", std::process::id()),
-            target: format!("redis {}", url.trim_start_matches("redis://")),
+            target: format!(
+                "redis {}",
+                crate::infra::redact_url(url).trim_start_matches("redis://")
+            ),
             timeout,
             fault,
         })

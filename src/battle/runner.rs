@@ -531,7 +531,14 @@ pub(crate) fn spawn_worker(
 ) -> Result<Worker, String> {
     let name = format!("{}-{}", spec.group, spec.index);
     let spec_file = dir.join("workers").join(format!("{name}.json"));
-    let json = serde_json::to_vec_pretty(spec).map_err(|e| e.to_string())?;
+    // The file holds the URL without its password; the worker gets the real one in its
+    // environment, which is not written anywhere.
+    let mut on_disk = spec.clone();
+    let mut real_url = None;
+    if let DoorSpec::Redis { url, .. } = &mut on_disk.door {
+        real_url = Some(std::mem::replace(url, crate::infra::redact_url(url)));
+    }
+    let json = serde_json::to_vec_pretty(&on_disk).map_err(|e| e.to_string())?;
     std::fs::write(&spec_file, json)
         .map_err(|e| format!("cannot write {}: {e}", spec_file.display()))?;
     let stderr = dir.join("workers").join(format!("{name}.stderr"));
@@ -548,6 +555,9 @@ pub(crate) fn spawn_worker(
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())
         .stderr(Stdio::from(err));
+    if let Some(url) = real_url {
+        command.env(super::worker::REDIS_URL_ENV, url);
+    }
     let label = format!("{}[{}]", spec.group, spec.index);
     let child = OwnedChild::spawn(format!("worker {label}"), command).map_err(|e| e.to_string())?;
     Ok(Worker {

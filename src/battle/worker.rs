@@ -142,15 +142,24 @@ pub fn main(args: WorkerArgs) -> ExitCode {
     }
 }
 
+/// The environment variable that carries a redis door's real URL to a worker: the spec file
+/// on disk holds it redacted (`infra::redact_url`), so no password is written to the run folder.
+pub const REDIS_URL_ENV: &str = "TK_CONFORM_WORKER_REDIS_URL";
+
 fn read_spec(file: &Path) -> Result<WorkerSpec, WorkerError> {
     let text = std::fs::read_to_string(file).map_err(|e| WorkerError::Spec {
         file: file.into(),
         message: e.to_string(),
     })?;
-    serde_json::from_str(&text).map_err(|e| WorkerError::Spec {
+    let mut spec: WorkerSpec = serde_json::from_str(&text).map_err(|e| WorkerError::Spec {
         file: file.into(),
         message: e.to_string(),
-    })
+    })?;
+    if let (DoorSpec::Redis { url, .. }, Ok(real)) = (&mut spec.door, std::env::var(REDIS_URL_ENV))
+    {
+        *url = real;
+    }
+    Ok(spec)
 }
 
 /// Runs one worker; `Ok(false)` when the barrier never opened.

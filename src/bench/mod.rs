@@ -1,5 +1,6 @@
 //! `tk-conform bench ...`: throughput measurements (never timed assertions in tests).
 
+pub mod redis_benchmark;
 pub mod replay;
 pub mod server;
 

@@ -55,6 +55,8 @@ pub struct Provisioned {
 /// What provisioning needs from the command line.
 pub struct ProvisionRequest<'a> {
     pub contract_dir: &'a Path,
+    /// `--scripts DIR`: the scripts to judge instead of `<contract>/scripts`.
+    pub scripts_dir: Option<&'a Path>,
     pub redis: RedisOptions,
     /// Namespaces every key of the run on a shared store.
     pub key_prefix: String,
@@ -64,6 +66,8 @@ pub struct ProvisionRequest<'a> {
     pub exec: &'a ExecArgs,
     /// How to reach or start the server (`--backend service`).
     pub service: ServiceArgs,
+    /// `--trial-timeout`: the bound on each trial a backend brings.
+    pub trial_timeout: std::time::Duration,
 }
 
 pub async fn provision(
@@ -79,10 +83,13 @@ pub async fn provision(
             notes: Vec::new(),
         }),
         BackendKind::Redis => {
-            let scripts = ScriptSet::from_contract_dir(request.contract_dir)?;
+            let scripts = match request.scripts_dir {
+                Some(dir) => ScriptSet::from_scripts_dir(dir)?,
+                None => ScriptSet::from_contract_dir(request.contract_dir)?,
+            };
             progress.phase(
                 match &request.redis.url {
-                    Some(url) => format!("connecting to {url}"),
+                    Some(url) => format!("connecting to {}", crate::infra::redact_url(url)),
                     None => "starting redis-server".into(),
                 }
                 .as_str(),
@@ -125,7 +132,7 @@ async fn provision_exec(
     let mut keep_alive: Vec<Box<dyn Any + Send>> = Vec::new();
     progress.phase(
         match &request.redis.url {
-            Some(url) => format!("connecting to {url}"),
+            Some(url) => format!("connecting to {}", crate::infra::redact_url(url)),
             None => "starting redis-server".into(),
         }
         .as_str(),
@@ -208,8 +215,11 @@ async fn provision_service(
     );
     let backend = Arc::new(ServiceBackend::start(target).await?);
     notes.push(format!("service endpoint: {}", backend.endpoint()));
-    let extra_trials =
-        super::service::service_trials(backend.suite_context(), tokio::runtime::Handle::current());
+    let extra_trials = super::service::service_trials(
+        backend.suite_context(),
+        tokio::runtime::Handle::current(),
+        request.trial_timeout,
+    );
     Ok(Provisioned {
         backend,
         extra_trials,

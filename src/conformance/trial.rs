@@ -99,7 +99,7 @@ pub fn run_trials(
                 }
                 match result {
                     TrialResult::Passed(_) => Ok(Completion::Completed),
-                    TrialResult::Failed(m) => Err(Failed::from(m)),
+                    TrialResult::Failed(m) => Err(Failed::from(crate::infra::redact_text(&m))),
                     TrialResult::Skipped(reason) => Ok(Completion::ignored_with(reason)),
                     TrialResult::Informational(finding) => {
                         // libtest shows it as `ok`; the finding goes beside it and into the logs.

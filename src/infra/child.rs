@@ -119,6 +119,11 @@ impl OwnedChild {
         self.child.stdin.take()
     }
 
+    /// The child's stderr pipe, once, when `command` was given `Stdio::piped()` for it.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
     /// The child's stdout pipe, once, when `command` was given `Stdio::piped()` for it.
     pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
         self.child.stdout.take()

@@ -1,5 +1,6 @@
 //! The live record of a run: `summary.json` rewritten after every trial, `run.log` appended,
-//! `junit.xml` written at the end.
+//! `junit.xml` written at the end. Everything written passes through `infra::redact_text`, so
+//! no store password reaches a run folder, whatever message quoted its URL.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -9,6 +10,7 @@ use super::atomic::write_atomic;
 use super::junit::junit_xml;
 use super::run_dir::RunDir;
 use super::summary::{RunStatus, Summary, TrialRecord, now_rfc3339};
+use crate::infra::redact_text;
 
 pub struct Recorder {
     dir: RunDir,
@@ -40,7 +42,7 @@ impl Recorder {
     pub fn log(&self, line: &str) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         // A failed log write must not fail the run; the summary is the record that matters.
-        let _ = writeln!(log, "{} {line}", now_rfc3339());
+        let _ = writeln!(log, "{} {}", now_rfc3339(), redact_text(line));
     }
 
     /// Changes the summary and rewrites `summary.json`.
@@ -79,7 +81,7 @@ impl Recorder {
             s.finished_at = Some(now_rfc3339());
         })?;
         let xml = junit_xml(&self.snapshot()).map_err(io::Error::other)?;
-        write_atomic(&self.dir.file("junit.xml"), xml.as_bytes())?;
+        write_atomic(&self.dir.file("junit.xml"), redact_text(&xml).as_bytes())?;
         self.log(&format!("finished: {status:?}, exit code {exit_code}"));
         Ok(())
     }
@@ -87,8 +89,11 @@ impl Recorder {
     fn write_summary(&self) -> io::Result<()> {
         // Hold the lock while writing so concurrent trials cannot write an older summary last.
         let summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
-        let json = serde_json::to_vec_pretty(&*summary).map_err(io::Error::other)?;
-        write_atomic(&self.dir.file("summary.json"), &json)
+        let json = serde_json::to_string_pretty(&*summary).map_err(io::Error::other)?;
+        write_atomic(
+            &self.dir.file("summary.json"),
+            redact_text(&json).as_bytes(),
+        )
     }
 }
 

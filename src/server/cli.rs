@@ -58,10 +58,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub node_id: Option<String>,
     /// Require this secret from Fleet callers (otherwise: loopback peers only).
-    #[arg(long, env = "TK_FLEET_SECRET")]
+    #[arg(long, env = "TK_FLEET_SECRET", hide_env_values = true)]
     pub fleet_secret: Option<String>,
     /// Require this secret from Monitor callers (otherwise: loopback peers only).
-    #[arg(long, env = "TK_MONITOR_SECRET")]
+    #[arg(long, env = "TK_MONITOR_SECRET", hide_env_values = true)]
     pub monitor_secret: Option<String>,
     /// A label for this server in a multi-region fleet (shown in the readiness line).
     #[arg(long)]

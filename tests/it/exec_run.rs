@@ -413,3 +413,26 @@ fn no_redis_for_the_adapter_is_an_error_where_nothing_may_skip() {
     let log = std::fs::read_to_string(logs.path().join("latest/run.log")).unwrap();
     assert!(log.contains("no Redis for the adapter"), "{log}");
 }
+
+/// An adapter that floods stderr (50 MB before it even says hello) cannot fill the disk: the
+/// log stops at its cap with a note, and the adapter, whose pipe is still drained, is judged.
+#[test]
+fn an_adapter_flooding_stderr_is_capped_with_a_note() {
+    let logs = tempfile::tempdir().unwrap();
+    let adapter = format!(
+        "sh -c {}",
+        shell_words::quote(&format!(
+            "head -c 50000000 /dev/zero >&2; exec {}",
+            faulty("")
+        ))
+    );
+    let out = exec_run(&adapter, logs.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = logs.path().join("latest/adapter.stderr.log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    let cap = tk_conform::backend::exec::process::MAX_STDERR_LOG_BYTES;
+    assert!(size > cap && size < cap + 1024, "{size} bytes");
+    let bytes = std::fs::read(&log).unwrap();
+    let tail = String::from_utf8_lossy(&bytes[bytes.len() - 300..]);
+    assert!(tail.contains("reached its cap of 16 MiB"), "{tail}");
+}

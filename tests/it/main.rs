@@ -17,6 +17,7 @@ mod model_properties;
 mod run_infra;
 mod run_redis;
 mod scripts_vs_model;
+mod secrets;
 mod server_cli;
 mod server_redis;
 mod server_run;

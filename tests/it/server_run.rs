@@ -144,3 +144,26 @@ fn list_shows_the_service_suites() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("service::heartbeat_keeps_hold"), "{text}");
 }
+
+/// `--trial-timeout` bounds the service suites too: heartbeat_keeps_hold waits about 3 s.
+#[test]
+fn service_suites_honour_the_trial_timeout() {
+    let logs = tempfile::tempdir().unwrap();
+    let (code, summary, text) = run(
+        logs.path(),
+        &[
+            "--trial-timeout",
+            "1",
+            "--",
+            "service::heartbeat_keeps_hold",
+        ],
+    );
+    assert_eq!(code, 1, "{text}");
+    let hold = trial(&summary, "service::heartbeat_keeps_hold");
+    assert_eq!(hold["outcome"], "failed", "{hold}");
+    let message = hold["message"].as_str().unwrap();
+    assert!(
+        message.contains("heartbeat_keeps_hold did not finish within 1 s"),
+        "{message}"
+    );
+}
