@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// A label for this server in a multi-region fleet (shown in the readiness line).
     #[arg(long)]
     pub region: Option<String>,
+    /// While the Redis store is unreachable: `closed` admits nothing (UNAVAILABLE), `open`
+    /// admits every Check and reports it on stderr.
+    #[arg(long, value_enum, default_value = "closed")]
+    pub fail: super::fail_mode::FailPolicy,
     /// Test only: break one promise on purpose (repeatable).
     #[arg(long = "fault", value_enum, hide = true)]
     pub faults: Vec<Fault>,
@@ -78,13 +82,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot use --redis {url}"))?,
     };
     let lease_ttl = Duration::from_millis(args.lease_ttl_ms);
-    let engine = Arc::new(Engine::new(
-        policies,
-        shared,
-        local,
-        lease_ttl,
-        faults.clone(),
-    ));
+    let engine = Arc::new(
+        Engine::new(policies, shared, local, lease_ttl, faults.clone()).with_fail_policy(args.fail),
+    );
 
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
