@@ -35,6 +35,9 @@ pub struct RedisDoor {
     origin_ms: i64,
 }
 
+/// The least time the door is given to open its connection.
+const CONNECT_AT_LEAST: Duration = Duration::from_secs(5);
+
 /// Attempts of a `blind-retry` door before it gives up on one call.
 const BLIND_RETRIES: u32 = 20;
 
@@ -55,13 +58,12 @@ impl RedisDoor {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_millis(200));
-        let con = tokio::time::timeout(
-            timeout * 2,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| format!("{url}: no connection within {} ms", timeout.as_millis() * 2))?
-        .map_err(|e| format!("{url}: {e}"))?;
+        // Opening is not a call: a short call bound must not fail a start on a busy machine.
+        let open = (timeout * 2).max(CONNECT_AT_LEAST);
+        let con = tokio::time::timeout(open, ConnectionManager::new_with_config(client, config))
+            .await
+            .map_err(|_| format!("{url}: no connection within {} ms", open.as_millis()))?
+            .map_err(|e| format!("{url}: {e}"))?;
         let mut con = con;
         if fault == Some(WorkerFault::NoScriptReload) {
             // Loads once at start, like a client that never expects the cache to empty.

@@ -441,16 +441,6 @@ async fn start_server(
         .get(index)
         .copied()
         .unwrap_or(0);
-    let words = if offset != 0 {
-        // libfaketime moves this server's wall clock only; sleeps and timers keep working.
-        let spec = format!("{:+.3}s", offset as f64 / 1000.0);
-        ["faketime".to_string(), "-f".into(), spec]
-            .into_iter()
-            .chain(words)
-            .collect()
-    } else {
-        words
-    };
     let Some((program, args)) = words.split_first() else {
         return Err("--server-cmd is empty".into());
     };
@@ -464,6 +454,18 @@ async fn start_server(
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
+    if offset != 0 {
+        // libfaketime preloaded into the server itself (not the `faketime` wrapper, whose
+        // forked child would outlive a SIGKILLed harness): only its wall clock moves.
+        let lib = faketime_library().ok_or_else(|| {
+            "this scenario skews a server's clock with libfaketime, which is not installed \
+             (Debian: apt-get install faketime)"
+                .to_string()
+        })?;
+        command
+            .env("LD_PRELOAD", lib)
+            .env("FAKETIME", format!("{:+.3}s", offset as f64 / 1000.0));
+    }
     let mut child =
         OwnedChild::spawn(format!("server {index}"), command).map_err(|e| e.to_string())?;
     let addr = format!("127.0.0.1:{port}");
@@ -579,6 +581,18 @@ fn worker_spec(
         clock: group.clock,
         now: group.now,
     })
+}
+
+/// libfaketime's thread-safe preload library (the server is multi-threaded), where Debian
+/// (any architecture) or a local build puts it.
+fn faketime_library() -> Option<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/usr/lib"), PathBuf::from("/usr/local/lib")];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.is_file())
 }
 
 fn absolute(path: &Path) -> PathBuf {

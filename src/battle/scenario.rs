@@ -896,6 +896,126 @@ exact = true
         assert!(err.contains("faults[0].server"), "{err}");
     }
 
+    fn with_net_fault(fault: &str, network: &str) -> Result<Scenario, ScenarioError> {
+        parse(&format!(
+            "{GOOD}\n{network}\n[[faults]]\nname = \"f\"\nat_ms = 10\n{fault}\n"
+        ))
+    }
+
+    #[test]
+    fn network_faults_are_checked_field_by_field() {
+        let proxy = "[network]\nproxy = true";
+        let cases = [
+            (
+                "action = \"drop-replies\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                "",
+                "faults[0].action",
+                "[network] proxy = true",
+            ),
+            (
+                "action = \"drop-replies\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "FROM->TO",
+            ),
+            (
+                "action = \"partition\"\nlink = \"worker->db\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "TO must be",
+            ),
+            (
+                "action = \"blackhole\"\nlink = \"nobody->redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "no worker group called `nobody`",
+            ),
+            (
+                "action = \"reset\"\nlink = \"server3->redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "the fleet has 0 servers",
+            ),
+            (
+                "action = \"reset\"\nlink = \"worker->redis\"",
+                proxy,
+                "faults[0].for_ms",
+                "1..=30000",
+            ),
+            (
+                "action = \"delay\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].delay_ms",
+                "1..=10000",
+            ),
+            (
+                "action = \"heal\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].action",
+                "written by the runner",
+            ),
+            (
+                "action = \"reset\"\nlink = \"worker->redis\"\nfor_ms = 5\ndirection = \"reply\"",
+                proxy,
+                "faults[0].direction",
+                "`delay` and `blackhole` only",
+            ),
+            (
+                "action = \"restart-redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "network faults only",
+            ),
+            (
+                "action = \"reset\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                "[network]\nproxy = true\ncall_timeout_ms = 0",
+                "network.call_timeout_ms",
+                "1..=60000",
+            ),
+        ];
+        for (fault, network, key, needle) in cases {
+            let err = with_net_fault(fault, network).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(needle), "{fault}: {err}");
+        }
+        let ok = with_net_fault(
+            "action = \"delay\"\nlink = \"racers->redis\"\nfor_ms = 5\ndelay_ms = 3\njitter_ms = 2",
+            proxy,
+        )
+        .unwrap();
+        assert!(ok.plan.network.proxy);
+    }
+
+    #[test]
+    fn clocks_are_bounded_and_belong_to_the_direct_door() {
+        let err = parse(&GOOD.replace(
+            "requests = 5",
+            "requests = 5\nclock = { offset_ms = 99999999 }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("workers[0].clock") && err.contains("offset_ms"),
+            "{err}"
+        );
+        let err = parse(&GOOD.replace("requests = 5", "requests = 5\nclock = { skew = 1 }"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("skew"), "{err}");
+        let ok = parse(&GOOD.replace(
+            "requests = 5",
+            "requests = 5\nclock = { offset_ms = -5000, drift_ppm = 10 }\nnow = \"client\"",
+        ))
+        .unwrap();
+        assert_eq!(ok.plan.workers[0].now, NowSource::Client);
+        let err = parse(&GOOD.replace(
+            "[topology]\nfleet = 0",
+            "[topology]\nfleet = 0\nserver_clock_offsets_ms = [5000]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("topology.server_clock_offsets_ms"), "{err}");
+    }
+
     #[test]
     fn shipped_scenarios_all_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");

@@ -91,3 +91,56 @@ pub fn judge(histories: &[&WorkerHistory], strategy: Option<&Strategy>, skew_ms:
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{check_ok, decision, history};
+    use super::*;
+    use crate::model::{FixedWindowOptions, GcraOptions};
+
+    fn gcra() -> Strategy {
+        Strategy::Gcra(GcraOptions {
+            limit: 10.0,
+            period_ms: 1000.0,
+            burst: 10.0,
+        })
+    }
+
+    /// `n` admits, one per ms from t = 0.
+    fn admits(n: u64) -> WorkerHistory {
+        history(
+            "g",
+            0,
+            (1..=n)
+                .map(|i| check_ok(i, i as i64, decision(true, 10, 0, 0)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn gcra_bound_grows_with_the_skew() {
+        // span = 1..=12 ms plus the last call's 1 ms: floor((12 + 0 + 1) / 100) = 0.
+        let h = admits(12);
+        let (v, summary, numbers) = judge(&[&h], Some(&gcra()), 0);
+        assert_eq!(v, Verdict::Fail);
+        assert_eq!(numbers["bound"], 10);
+        assert!(
+            summary.contains("12 units admitted, above the bound 10") && summary.contains("by 2"),
+            "{summary}"
+        );
+        let (v, summary, numbers) = judge(&[&h], Some(&gcra()), 250);
+        assert_eq!(v, Verdict::Pass, "{summary}");
+        assert_eq!(numbers["bound"], 12);
+    }
+
+    #[test]
+    fn strategies_without_a_derived_bound_are_unknown_not_passed() {
+        let fw = Strategy::FixedWindow(FixedWindowOptions {
+            limit: 10.0,
+            window_ms: 1000.0,
+        });
+        let (v, summary, _) = judge(&[&admits(3)], Some(&fw), 5000);
+        assert_eq!(v, Verdict::Unknown);
+        assert!(summary.contains("fixedWindow"), "{summary}");
+    }
+}

@@ -317,3 +317,169 @@ pub fn judge_hygiene(snapshot: &StoreSnapshot) -> Outcome {
         (Verdict::Fail, text, numbers)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{check_lost, check_ok, decision, history};
+    use super::*;
+    use crate::battle::scenario::FaultAction;
+    use crate::model::FixedWindowOptions;
+
+    const WINDOW: i64 = 3_600_000;
+
+    fn snapshot(count: u64) -> StoreSnapshot {
+        let mut s = StoreSnapshot::default();
+        s.groups.insert(
+            "direct".into(),
+            GroupKey {
+                key: "cap:run-k".into(),
+                strategy: Some(Strategy::FixedWindow(FixedWindowOptions {
+                    limit: 100.0,
+                    window_ms: WINDOW as f64,
+                })),
+                window: Some((0, count)),
+            },
+        );
+        s
+    }
+
+    fn three_ok_one_lost() -> WorkerHistory {
+        let d = |r| decision(true, 100, r, WINDOW);
+        history(
+            "direct",
+            0,
+            vec![
+                check_ok(1, 10, d(99)),
+                check_ok(2, 20, d(98)),
+                check_lost(3, 30),
+                check_ok(4, 40, d(96)),
+            ],
+        )
+    }
+
+    #[test]
+    fn counted_once_passes_between_ok_and_ok_plus_indeterminate() {
+        let h = three_ok_one_lost();
+        for count in [3, 4] {
+            let (v, summary, _) = judge_counted_once(&[&h], &snapshot(count));
+            assert_eq!(v, Verdict::Pass, "{summary}");
+        }
+    }
+
+    #[test]
+    fn counted_once_names_units_counted_twice_and_admits_lost() {
+        let h = three_ok_one_lost();
+        let (v, summary, numbers) = judge_counted_once(&[&h], &snapshot(6));
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            summary.contains("the store counted 6")
+                && summary.contains("3 ok admits and 1 indeterminate")
+                && summary.contains("2 units were counted more than once"),
+            "{summary}"
+        );
+        assert_eq!(numbers["keys"][0]["storeCount"], 6);
+        let (v, summary, _) = judge_counted_once(&[&h], &snapshot(2));
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            summary.contains("1 acknowledged admits are missing"),
+            "{summary}"
+        );
+    }
+
+    fn cut(name: &str, at_ms: i64, heal_ms: i64) -> Vec<FaultRecord> {
+        let record = |name: String, action, at: i64, targets: Vec<String>| FaultRecord {
+            name,
+            action,
+            planned_at_ms: 0,
+            at_us: Some(at * 1000),
+            done_us: Some(at * 1000),
+            server: None,
+            workers: Vec::new(),
+            targets,
+            error: None,
+        };
+        vec![
+            record(
+                name.into(),
+                FaultAction::Reset,
+                at_ms,
+                vec!["server0->redis (2 connections reset)".into()],
+            ),
+            record(
+                crate::battle::network::heal_name(name),
+                FaultAction::Heal,
+                heal_ms,
+                vec!["server0->redis".into()],
+            ),
+        ]
+    }
+
+    fn on_server(mut h: WorkerHistory, server: usize) -> WorkerHistory {
+        for c in &mut h.calls {
+            c.server = format!("server {server} 127.0.0.1:1");
+        }
+        h
+    }
+
+    #[test]
+    fn store_down_fails_closed_servers_that_admit_while_cut_off() {
+        let faults = cut("down", 15, 35);
+        let h = on_server(three_ok_one_lost(), 0);
+        let (v, summary, numbers) =
+            judge_store_down(&[&h], &faults, &faults[0], FailPolicy::Closed);
+        assert_eq!(v, Verdict::Fail, "{summary}");
+        assert!(
+            summary.contains("declared fail-closed, but 1 units were admitted by server(s) [0]")
+                && summary.contains("direct[0] call 2"),
+            "{summary}"
+        );
+        assert_eq!(numbers["admittedInWindow"], 1);
+        // Fail-open may admit: reported, not failed.
+        let (v, summary, _) = judge_store_down(&[&h], &faults, &faults[0], FailPolicy::Open);
+        assert_eq!(v, Verdict::Pass);
+        assert!(summary.contains("fail-open: 1 units admitted"), "{summary}");
+        // Calls to a server the fault did not cut are not its business.
+        let other = on_server(three_ok_one_lost(), 1);
+        let (v, _, _) = judge_store_down(&[&other], &faults, &faults[0], FailPolicy::Closed);
+        assert_eq!(v, Verdict::Unknown);
+    }
+
+    #[test]
+    fn hygiene_names_keys_without_ttl_and_too_many_keys() {
+        let mut s = StoreSnapshot {
+            ttl_bound_ms: 2000,
+            key_bound: 1,
+            key_formula: "1 key".into(),
+            read_at_ms: 10_000,
+            ..StoreSnapshot::default()
+        };
+        s.keys = vec![StoredKey {
+            key: "a".into(),
+            pttl_ms: 500,
+            slots: None,
+        }];
+        assert_eq!(judge_hygiene(&s).0, Verdict::Pass);
+        s.keys.push(StoredKey {
+            key: "registry".into(),
+            pttl_ms: -1,
+            slots: None,
+        });
+        s.keys.push(StoredKey {
+            key: "slots".into(),
+            pttl_ms: 5000,
+            slots: Some((9_000, 2)),
+        });
+        let (v, summary, _) = judge_hygiene(&s);
+        assert_eq!(v, Verdict::Fail);
+        assert!(summary.contains("registry has no TTL"), "{summary}");
+        assert!(
+            summary.contains("slots has a TTL of 5000 ms, above the bound of 2000 ms"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("slots holds 2 expired leases"),
+            "{summary}"
+        );
+        assert!(summary.contains("and 1 more"), "{summary}");
+    }
+}
