@@ -1,8 +1,6 @@
 //! The fault proxy against a real `redis-server` on loopback: each rule's effect, seen from a
 //! client through the proxy and from a direct connection that bypasses it.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,6 +9,8 @@ use tk_conform::netfault::{Direction, NetAction, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
+
+use crate::util::have_redis;
 
 /// How long a client here waits for a reply before calling the call indeterminate.
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(400);
@@ -71,7 +71,7 @@ struct Rig {
 }
 
 async fn rig() -> Option<Rig> {
-    if !common::have_redis() {
+    if !have_redis() {
         return None;
     }
     let redis = LocalRedis::start(&find_redis_binary().unwrap())
