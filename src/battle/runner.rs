@@ -512,7 +512,7 @@ fn worker_spec(
             group.group, group.policy
         )
     })?;
-    let identity = format!("{}-{}", cfg.run_id, group.key);
+    let identity = identity(cfg, group);
     let primary = group.server.unwrap_or(index as usize);
     let door = match group.door {
         Door::Redis => {
@@ -526,7 +526,7 @@ fn worker_spec(
                 url: redis_url.into(),
                 contract_dir: cfg.contract_dir.clone(),
                 strategy: *strategy,
-                key: format!("{}:{identity}", policy.prefix),
+                key: store_key(cfg, group, policy),
             }
         }
         Door::Service => DoorSpec::Service {
@@ -593,6 +593,16 @@ fn faketime_library() -> Option<PathBuf> {
     dirs.into_iter()
         .map(|d| d.join("faketime/libfaketimeMT.so.1"))
         .find(|p| p.is_file())
+}
+
+/// The identity a group works on: its key, made unique per run.
+pub(crate) fn identity(cfg: &BattleConfig, group: &WorkerGroup) -> String {
+    format!("{}-{}", cfg.run_id, group.key)
+}
+
+/// The store key a group's rate decisions live under (`<prefix>:<identity>`, both doors).
+pub(crate) fn store_key(cfg: &BattleConfig, group: &WorkerGroup, policy: &PolicyFacts) -> String {
+    format!("{}:{}", policy.prefix, identity(cfg, group))
 }
 
 fn absolute(path: &Path) -> PathBuf {

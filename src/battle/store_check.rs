@@ -103,7 +103,7 @@ pub async fn snapshot(
             snap.groups.insert(
                 g.group.clone(),
                 GroupKey {
-                    key: format!("{}:{}-{}", facts.prefix, cfg.run_id, g.key),
+                    key: super::runner::store_key(cfg, g, facts),
                     strategy: facts.strategy,
                     window: None,
                 },
