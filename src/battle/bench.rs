@@ -142,6 +142,8 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
             ready_file: work.path().join(format!("load-{index}.ready")),
             go_file: go_file.clone(),
             fault: None,
+            clock: None,
+            now: Default::default(),
             load: Some(LoadSpec {
                 connections: share,
                 keys: args.keys,

@@ -18,15 +18,18 @@ use tokio::time::Instant;
 use super::checker::{self, FaultRecord, Judgement, Verdict};
 use super::faults::{FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
+use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
 use super::scenario::{Door, FaultAction, MAX_DURATION_MS, Scenario, WorkerGroup};
+use super::store_check;
 use super::worker::{DoorSpec, WorkerFault, WorkerSpec};
 use crate::infra::{OwnedChild, RedisInstance, RedisOptions, free_loopback_port};
 use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
 pub const REFERENCE_SERVER: &str = "{exe} serve --config {policy} --host 127.0.0.1 --port {port} \
-                                    --redis {redis} --contract {contract} --lease-ttl-ms {lease_ttl_ms}";
+                                    --redis {redis} --contract {contract} --lease-ttl-ms {lease_ttl_ms} \
+                                    --fail {fail}";
 
 /// How long a server may take to accept connections.
 const SERVER_START: Duration = Duration::from_secs(20);
@@ -74,6 +77,11 @@ pub struct ScenarioResult {
     pub duration_ms: f64,
     pub judgements: Vec<Judgement>,
     pub faults: Vec<serde_json::Value>,
+    /// Network faults as windows (ms after the barrier) and the proxy's own log.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fault_windows: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub network: Vec<crate::netfault::NetEvent>,
     pub workers: Vec<serde_json::Value>,
 }
 
@@ -120,6 +128,8 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         duration_ms: 0.0,
         judgements: Vec::new(),
         faults: Vec::new(),
+        fault_windows: Vec::new(),
+        network: Vec::new(),
         workers: Vec::new(),
     };
     match battle(scenario, cfg, dir, &mut result).await {
@@ -168,22 +178,22 @@ async fn battle(
         .map_err(|e| setup(e.to_string()))?;
     result.redis = redis.describe();
 
+    let mut net = scenario.plan.network.proxy.then(Network::new);
     let fleet_size = result.fleet;
     let template = cfg.server_cmd.as_deref().unwrap_or(REFERENCE_SERVER);
     let mut servers = Vec::new();
     for index in 0..fleet_size {
+        let url = match &mut net {
+            Some(n) => n
+                .redis_for_server(index, redis.url())
+                .await
+                .map_err(setup)?,
+            None => redis.url().to_string(),
+        };
         servers.push(
-            start_server(
-                template,
-                index,
-                cfg,
-                scenario,
-                &policy_file,
-                redis.url(),
-                dir,
-            )
-            .await
-            .map_err(setup)?,
+            start_server(template, index, cfg, scenario, &policy_file, &url, dir)
+                .await
+                .map_err(setup)?,
         );
     }
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
@@ -194,6 +204,21 @@ async fn battle(
     let go_file = dir.join("workers").join("go");
     let mut workers = Vec::new();
     for group in &scenario.plan.workers {
+        let (group_redis, group_addrs) = match &mut net {
+            Some(n) if group.door == Door::Redis => (
+                n.redis_for_group(&group.group, redis.url())
+                    .await
+                    .map_err(setup)?,
+                addrs.clone(),
+            ),
+            Some(n) => (
+                redis.url().to_string(),
+                n.servers_for_group(&group.group, &addrs)
+                    .await
+                    .map_err(setup)?,
+            ),
+            None => (redis.url().to_string(), addrs.clone()),
+        };
         for index in 0..group.count {
             let spec = worker_spec(
                 scenario,
@@ -201,8 +226,8 @@ async fn battle(
                 group,
                 index,
                 &policies,
-                &addrs,
-                redis.url(),
+                &group_addrs,
+                &group_redis,
                 dir,
                 &go_file,
             )
@@ -223,9 +248,11 @@ async fn battle(
         workers,
         servers,
         redis,
+        net,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
-    let mut schedule = Schedule::new(&scenario.plan.faults);
+    let planned = network::with_heals(&scenario.plan.faults);
+    let mut schedule = Schedule::new(&planned);
     let mut records: Vec<FaultRecord> = Vec::new();
     let mut timed_out = false;
     loop {
@@ -312,7 +339,15 @@ async fn battle(
             v
         })
         .collect();
-    result.judgements = checker::judge(&scenario.plan, &histories, &records);
+    result.fault_windows = network::windows(&records, t0_us);
+    if let Some(n) = &target.net {
+        result.network = n.log();
+    }
+    // The store as the run left it: read directly, never through the proxy.
+    let snapshot =
+        store_check::snapshot(scenario, cfg, &policies, target.redis.url(), fleet_size).await;
+    result.judgements =
+        checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);
     Ok(())
 }
@@ -324,7 +359,13 @@ fn plan_bound(scenario: &Scenario) -> Duration {
         .workers
         .iter()
         .map(|g| g.start_after_ms + g.duration_ms.unwrap_or(MAX_DURATION_MS) + g.hold_ms)
-        .chain(scenario.plan.faults.iter().map(|f| f.at_ms))
+        .chain(
+            scenario
+                .plan
+                .faults
+                .iter()
+                .map(|f| f.at_ms + f.for_ms.unwrap_or(0)),
+        )
         .max()
         .unwrap_or(0);
     Duration::from_millis(ms)
@@ -373,6 +414,16 @@ async fn start_server(
             "{contract}",
             absolute(&cfg.contract_dir).display().to_string(),
         ),
+        (
+            "{fail}",
+            scenario
+                .plan
+                .topology
+                .fail
+                .unwrap_or_default()
+                .name()
+                .to_string(),
+        ),
     ]
     .into();
     let words: Vec<String> = words
@@ -383,6 +434,13 @@ async fn start_server(
                 .fold(w.clone(), |acc, (k, v)| acc.replace(k, v))
         })
         .collect();
+    let offset = scenario
+        .plan
+        .topology
+        .server_clock_offsets_ms
+        .get(index)
+        .copied()
+        .unwrap_or(0);
     let Some((program, args)) = words.split_first() else {
         return Err("--server-cmd is empty".into());
     };
@@ -396,6 +454,18 @@ async fn start_server(
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
+    if offset != 0 {
+        // libfaketime preloaded into the server itself (not the `faketime` wrapper, whose
+        // forked child would outlive a SIGKILLed harness): only its wall clock moves.
+        let lib = faketime_library().ok_or_else(|| {
+            "this scenario skews a server's clock with libfaketime, which is not installed \
+             (Debian: apt-get install faketime)"
+                .to_string()
+        })?;
+        command
+            .env("LD_PRELOAD", lib)
+            .env("FAKETIME", format!("{:+.3}s", offset as f64 / 1000.0));
+    }
     let mut child =
         OwnedChild::spawn(format!("server {index}"), command).map_err(|e| e.to_string())?;
     let addr = format!("127.0.0.1:{port}");
@@ -442,7 +512,7 @@ fn worker_spec(
             group.group, group.policy
         )
     })?;
-    let identity = format!("{}-{}", cfg.run_id, group.key);
+    let identity = identity(cfg, group);
     let primary = group.server.unwrap_or(index as usize);
     let door = match group.door {
         Door::Redis => {
@@ -456,7 +526,7 @@ fn worker_spec(
                 url: redis_url.into(),
                 contract_dir: cfg.contract_dir.clone(),
                 strategy: *strategy,
-                key: format!("{}:{identity}", policy.prefix),
+                key: store_key(cfg, group, policy),
             }
         }
         Door::Service => DoorSpec::Service {
@@ -498,13 +568,41 @@ fn worker_spec(
         heartbeat_ms: group.heartbeat_ms,
         hold_once: group.hold_once,
         batch: group.batch,
-        call_timeout_ms: cfg.call_timeout_ms,
+        call_timeout_ms: scenario
+            .plan
+            .network
+            .call_timeout_ms
+            .unwrap_or(cfg.call_timeout_ms),
         history: dir.join("histories").join(format!("{name}.jsonl")),
         ready_file: dir.join("workers").join(format!("{name}.ready")),
         go_file: go_file.to_path_buf(),
         fault: cfg.worker_fault,
         load: None,
+        clock: group.clock,
+        now: group.now,
     })
+}
+
+/// libfaketime's thread-safe preload library (the server is multi-threaded), where Debian
+/// (any architecture) or a local build puts it.
+fn faketime_library() -> Option<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/usr/lib"), PathBuf::from("/usr/local/lib")];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.is_file())
+}
+
+/// The identity a group works on: its key, made unique per run.
+pub(crate) fn identity(cfg: &BattleConfig, group: &WorkerGroup) -> String {
+    format!("{}-{}", cfg.run_id, group.key)
+}
+
+/// The store key a group's rate decisions live under (`<prefix>:<identity>`, both doors).
+pub(crate) fn store_key(cfg: &BattleConfig, group: &WorkerGroup, policy: &PolicyFacts) -> String {
+    format!("{}:{}", policy.prefix, identity(cfg, group))
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -644,6 +742,7 @@ struct Target {
     workers: Vec<Worker>,
     servers: Vec<Server>,
     redis: RedisInstance,
+    net: Option<Network>,
 }
 
 #[async_trait]
@@ -689,6 +788,13 @@ impl FaultTarget for Target {
             .signal(Signal::SIGKILL)
             .map_err(|e| e.to_string())?;
         Ok(format!("server {index} {} (pid {pid})", server.addr))
+    }
+
+    fn network(&mut self, fault: &super::scenario::Fault) -> Result<Vec<String>, String> {
+        match &self.net {
+            Some(n) => n.apply(fault),
+            None => Err("this run has no fault proxy (`[network] proxy = true`)".into()),
+        }
     }
 
     async fn restart_redis(&mut self) -> Result<String, String> {

@@ -58,6 +58,11 @@ pub struct WorkerSpec {
     /// `bench load`: count decisions over many connections instead of recording a history.
     #[serde(default)]
     pub load: Option<super::bench::LoadSpec>,
+    /// Direct door: the group's clock fault and where `now` comes from.
+    #[serde(default)]
+    pub clock: Option<super::clock::ClientClock>,
+    #[serde(default)]
+    pub now: super::scenario::NowSource,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +105,11 @@ pub enum WorkerFault {
     NoScriptReload,
     /// The service door stays on its first server even after it stops answering.
     NoFailover,
+    /// The direct door retries a call that timed out, blindly, and records one call.
+    BlindRetry,
+    /// The direct door sends its own (skewed) clock as `now` even where the group promises
+    /// the server's clock.
+    SkewedNow,
 }
 
 #[derive(Debug, clap::Args)]
@@ -211,7 +221,8 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
         } => Box::new(
             RedisDoor::connect(url, contract_dir, *strategy, key, timeout, spec.fault)
                 .await
-                .map_err(|m| door_error("redis", m))?,
+                .map_err(|m| door_error("redis", m))?
+                .with_clock(spec.clock.unwrap_or_default(), spec.now),
         ),
         DoorSpec::Service {
             servers,

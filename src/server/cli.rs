@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// A label for this server in a multi-region fleet (shown in the readiness line).
     #[arg(long)]
     pub region: Option<String>,
+    /// While the Redis store is unreachable: `closed` admits nothing (UNAVAILABLE), `open`
+    /// admits every Check and reports it on stderr.
+    #[arg(long, value_enum, default_value = "closed")]
+    pub fail: super::fail_mode::FailPolicy,
     /// Test only: break one promise on purpose (repeatable).
     #[arg(long = "fault", value_enum, hide = true)]
     pub faults: Vec<Fault>,
@@ -104,7 +108,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let engine = Arc::new(
         Engine::new(policies, shared, local, lease_ttl, faults.clone())
-            .with_identity(args.compat, args.node_id.as_deref().unwrap_or_default()),
+            .with_identity(args.compat, args.node_id.as_deref().unwrap_or_default())
+            .with_fail_policy(args.fail),
     );
 
     let listener = TcpListener::bind((args.host.as_str(), args.port))

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::fail_mode::{FailPolicy, OpenReport};
 use super::fault::{Fault, Faults};
 use super::lease_id::LeaseId;
 use super::monitor::{Monitor, MonitorIdentity, PolicyLabel};
@@ -100,6 +101,8 @@ pub struct Engine {
     calls: AtomicU64,
     /// Keys whose one extra admit the `burst-plus-one` fault has given away.
     bonus_given: Mutex<HashSet<String>>,
+    fail: FailPolicy,
+    open_report: OpenReport,
 }
 
 impl Engine {
@@ -126,6 +129,8 @@ impl Engine {
             compat: Compat::Reference,
             calls: AtomicU64::new(0),
             bonus_given: Mutex::default(),
+            fail: FailPolicy::Closed,
+            open_report: OpenReport::default(),
         }
     }
 
@@ -150,6 +155,16 @@ impl Engine {
 
     pub fn compat(&self) -> Compat {
         self.compat
+    }
+
+    /// What Check does while the shared store is unreachable (`serve --fail`).
+    pub fn with_fail_policy(mut self, fail: FailPolicy) -> Self {
+        self.fail = fail;
+        self
+    }
+
+    fn fails_open(&self) -> bool {
+        self.fail == FailPolicy::Open || self.faults.has(Fault::FailsOpen)
     }
 
     pub fn monitor(&self) -> &Monitor {
@@ -182,7 +197,13 @@ impl Engine {
             eprintln!("tk-conform serve: slow-check: holding a Check for 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let decision = self.decide(&policy, &strategy, key, None, cost).await?;
+        let decision = match self.decide(&policy, &strategy, key, None, cost).await {
+            Err(EngineError::Store(StoreError::Unavailable(why))) if self.fails_open() => {
+                let limit = super::two_tier::strategy_limit(&strategy);
+                return Ok(self.open_report.admit(limit, super::clock::now_ms(), &why));
+            }
+            r => r?,
+        };
         self.record(&policy, key, &decision, "rate").await;
         Ok(decision)
     }
@@ -602,7 +623,14 @@ impl Engine {
                     .check(self.shared.as_ref(), strategy, *tt, &store_key, cost)
                     .await?
             }
-            _ => self.shared.check(strategy, &store_key, now, cost).await?,
+            _ => {
+                // The broken variant trusts its own (possibly skewed) clock over the store's.
+                let now = match now {
+                    None if self.faults.has(Fault::OwnClock) => Some(super::clock::now_ms()),
+                    n => n,
+                };
+                self.shared.check(strategy, &store_key, now, cost).await?
+            }
         };
         if !decision.allowed && self.faults.has(Fault::BurstPlusOne) {
             let mut given = self.bonus_given.lock().unwrap_or_else(|p| p.into_inner());

@@ -49,6 +49,10 @@ pub enum Fault {
     PrivatePrefix,
     /// Check takes an extra second (to show that SIGTERM drains in-flight calls).
     SlowCheck,
+    /// Checks are admitted while the store is unreachable, whatever `--fail` says.
+    FailsOpen,
+    /// Checks send the server's own wall clock as `now` instead of letting Redis read its own.
+    OwnClock,
 }
 
 /// The set of faults a server was started with (empty for the reference server).

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod duration;
 pub mod engine;
+pub mod fail_mode;
 pub mod fault;
 pub mod grpc;
 pub mod lease_id;

@@ -632,3 +632,217 @@ fn bench_load_measures_the_direct_door() {
     assert!(text.contains("tk-conform direct door"), "{text}");
     assert!(text.contains(", 0 errors"), "{text}");
 }
+
+/// The reference server with `--fail {fail}` and one deliberate fault.
+fn faulty_server_with_fail(fault: &str) -> String {
+    format!(
+        "{{exe}} serve --config {{policy}} --host 127.0.0.1 --port {{port}} --redis {{redis}} \
+         --contract {{contract}} --lease-ttl-ms {{lease_ttl_ms}} --fail {{fail}} --fault {fault}"
+    )
+}
+
+const NETWORK_AND_CLOCK: [&str; 9] = [
+    "net-lost-replies",
+    "net-latency-spikes",
+    "net-store-partitioned-one-server",
+    "net-worker-cut-off",
+    "net-store-down-fail-closed",
+    "net-store-down-fail-open",
+    "skew-direct-server-clock",
+    "skew-direct-client-clock",
+    "skew-server-faketime",
+];
+
+#[test]
+fn network_and_clock_scenarios_are_green_against_the_reference_fleet() {
+    if !have_redis() {
+        return;
+    }
+    let b = battle(&NETWORK_AND_CLOCK, &[]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    // Lost replies really were lost: calls ended indeterminate and the store still counted
+    // each committed call once.
+    let once = b.judgement("net-lost-replies", "counted-once#0");
+    let keys = &once["numbers"]["keys"][0];
+    assert!(keys["indeterminate"].as_u64().unwrap() > 0, "{once:#}");
+    let (count, ok) = (
+        keys["storeCount"].as_u64().unwrap(),
+        keys["okAdmits"].as_u64().unwrap(),
+    );
+    assert!(count >= ok, "{once:#}");
+    // The fault windows and the proxy's log are in result.json.
+    let result = b.result("net-lost-replies");
+    let window = &result["faultWindows"][0];
+    assert_eq!(window["fault"], "lose-replies", "{result:#}");
+    assert!(window["toMs"].as_f64().unwrap() > window["fromMs"].as_f64().unwrap());
+    assert_eq!(window["links"][0], "direct->redis", "{result:#}");
+    let log: Vec<&str> = result["network"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(log, ["drop-replies", "heal"], "{result:#}");
+    // Hygiene is judged after every scenario.
+    let hygiene = b.judgement("net-latency-spikes", "hygiene");
+    assert_eq!(hygiene["verdict"], "pass", "{hygiene:#}");
+    let open = b.judgement("net-store-down-fail-open", "store-down#0");
+    assert!(
+        open["summary"].as_str().unwrap().starts_with("fail-open: "),
+        "{open:#}"
+    );
+}
+
+#[test]
+fn a_client_that_blindly_retries_lost_replies_is_counted_twice() {
+    if !have_redis() {
+        return;
+    }
+    let (_, j) = must_fail(
+        "net-lost-replies",
+        &["--worker-fault", "blind-retry"],
+        "counted-once#0",
+    );
+    let keys = &j["numbers"]["keys"][0];
+    let count = keys["storeCount"].as_u64().unwrap();
+    let most = keys["okAdmits"].as_u64().unwrap() + keys["indeterminate"].as_u64().unwrap();
+    assert!(count > most, "{j:#}");
+    assert!(
+        j["summary"].as_str().unwrap().contains(&format!(
+            "{} units were counted more than once",
+            count - most
+        )),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn a_server_that_fails_open_while_declaring_fail_closed_is_caught() {
+    if !have_redis() {
+        return;
+    }
+    let server = faulty_server_with_fail("fails-open");
+    let (_, j) = must_fail(
+        "net-store-down-fail-closed",
+        &["--server-cmd", &server],
+        "store-down#0",
+    );
+    let admitted = j["numbers"]["admittedInWindow"].as_u64().unwrap();
+    assert!(admitted > 0, "{j:#}");
+    assert!(
+        j["summary"].as_str().unwrap().contains(&format!(
+            "declared fail-closed, but {admitted} units were admitted by server(s) [0]"
+        )),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn a_door_that_sends_its_skewed_clock_breaks_the_server_clock_promise() {
+    if !have_redis() {
+        return;
+    }
+    let (_, j) = must_fail(
+        "skew-direct-server-clock",
+        &["--worker-fault", "skewed-now"],
+        "skew-bound#0",
+    );
+    // 5 s ahead on T = 100 ms: about 50 units too many.
+    let over = j["numbers"]["admitted"].as_u64().unwrap() - j["numbers"]["bound"].as_u64().unwrap();
+    assert!(over >= 20, "{j:#}");
+    assert!(
+        j["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("(by {over};")),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn a_server_under_faketime_that_trusts_its_own_clock_overshoots() {
+    if !have_redis() {
+        return;
+    }
+    let server = faulty_server_with_fail("own-clock");
+    let (_, j) = must_fail(
+        "skew-server-faketime",
+        &["--server-cmd", &server],
+        "skew-bound#0",
+    );
+    let over = j["numbers"]["admitted"].as_u64().unwrap() - j["numbers"]["bound"].as_u64().unwrap();
+    assert!(over >= 10, "{j:#}");
+}
+
+#[test]
+fn a_client_cut_off_from_its_server_that_never_fails_over_is_stranded() {
+    if !have_redis() {
+        return;
+    }
+    let (_, j) = must_fail(
+        "net-worker-cut-off",
+        &["--worker-fault", "no-failover"],
+        "failover#0",
+    );
+    let stranded = j["numbers"]["workersStranded"].as_array().unwrap();
+    assert_eq!(stranded.len(), 2, "{j:#}");
+}
+
+#[test]
+fn a_server_that_never_reclaims_leaves_slot_keys_without_a_ttl() {
+    if !have_redis() {
+        return;
+    }
+    let never = faulty_server("never-reclaim");
+    let (_, j) = must_fail("crash-reclaim", &["--server-cmd", &never], "hygiene");
+    assert!(
+        j["summary"].as_str().unwrap().contains("has no TTL"),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn sigkilling_the_harness_mid_network_battle_leaves_no_server_under_faketime() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "skew-server-faketime", "net-lost-replies"])
+        .arg("--scenarios-dir")
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Redis, 2 servers (one under libfaketime) and 4 workers.
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        seen = descendants(harness.id());
+        if seen.len() >= 7 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen.len() >= 7, "the battle never got going: {seen:?}");
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let run_dir = logs.path().to_string_lossy().into_owned();
+    let mut strays = naming(&run_dir);
+    while !strays.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        strays = naming(&run_dir);
+    }
+    assert!(
+        strays.is_empty(),
+        "processes naming {run_dir} survived the harness: {strays:?}"
+    );
+}

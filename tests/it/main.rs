@@ -14,6 +14,7 @@ mod exec_node;
 mod exec_run;
 mod exec_throttlekit;
 mod model_properties;
+mod netfault;
 mod run_infra;
 mod run_redis;
 mod scripts_vs_model;

@@ -307,7 +307,12 @@ impl Store for RedisStore {
             flag(self.faults.ignore_heartbeat),
         ];
         let reply = self
-            .run(&self.own.renew, &[slots_key], &args, "slot renew")
+            .run(
+                &self.own.renew,
+                &[slots_key, SLOT_KEYS],
+                &args,
+                "slot renew",
+            )
             .await?;
         let [live, expires_at] = ints::<2>(&reply, "slot renew")?;
         Ok(if live == 1.0 {
