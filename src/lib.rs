@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod contract;
 pub mod infra;
 pub mod model;
+pub mod property;
 pub mod redis_scripts;
 pub mod report;
 pub mod server;
