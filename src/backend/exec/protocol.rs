@@ -680,4 +680,127 @@ mod tests {
             }
         );
     }
+
+    const V2_HELLO: &str = r#"{"id":0,"protocolVersion":2,"adapter":{"name":"e","version":"1","language":"py","homepage":""},"limiters":[{"name":"fw","family":"fixedWindow","clock":"store","windowStart":"firstCall","parameters":{"limit":{"min":1,"max":100},"windowMs":{"min":200,"max":1000}},"exposes":["remaining"],"takesCost":false,"countsDenials":false}]}"#;
+
+    fn hello_request() -> Request<'static> {
+        Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            protocol_versions: PROTOCOL_VERSIONS,
+            harness: HarnessInfo {
+                name: "tk-conform".into(),
+                version: "0".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_v2_hello_is_read_and_hostile_ones_are_refused() {
+        let checker = ReplyChecker::new(true);
+        let hello = hello_request();
+        match checker.check(&hello, 0, V2_HELLO).unwrap() {
+            Reply::Hello(Handshake::V2(h)) => assert_eq!(h.limiters[0].name, "fw"),
+            other => panic!("{other:?}"),
+        }
+        let cases = [
+            (V2_HELLO.replace(r#""countsDenials":false}"#, r#""countsDenials":false,"x":1}"#), "Additional properties"),
+            (V2_HELLO.replace(r#""max":100"#, r#""max":1e12"#), "at /limiters/0/parameters/limit/max"),
+            (V2_HELLO.replace(r#""min":200"#, r#""min":0"#), "at /limiters/0/parameters/windowMs/min"),
+            (V2_HELLO.replace(r#""name":"fw""#, r#""name":"no spaces allowed""#), "at /limiters/0/name"),
+            (V2_HELLO.replace(r#""family":"fixedWindow""#, r#""family":"leakyBucket""#), "at /limiters/0/family"),
+            (V2_HELLO.replace(r#""exposes":["remaining"]"#, r#""exposes":["remaining","remaining"]"#), "at /limiters/0/exposes"),
+            (V2_HELLO.replace(r#""limiters":["#, r#""limiters":[{"name":"fw","family":"gcra","clock":"client","parameters":{"limit":{"min":1,"max":2},"periodMs":{"min":1,"max":2}},"exposes":[],"takesCost":true,"countsDenials":true},"#), "declared twice"),
+            (V2_HELLO.replace(r#""protocolVersion":2"#, r#""protocolVersion":3"#), "speaks protocol version 3"),
+        ];
+        for (line, wanted) in cases {
+            let err = checker.check(&hello, 0, &line).unwrap_err().to_string();
+            assert!(
+                err.contains(wanted),
+                "{line}: got `{err}`, wanted `{wanted}`"
+            );
+        }
+    }
+
+    #[test]
+    fn v2_requests_match_the_schema_and_decisions_are_bounded() {
+        let schema: Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+        let validator = compile_def(&schema, "request");
+        let params: BTreeMap<String, f64> = [("limit".to_owned(), 5.0)].into();
+        let requests = [
+            Request::Configure {
+                limiter: "L",
+                kind: "fw",
+                params: &params,
+            },
+            Request::Decide {
+                limiter: "L",
+                key: "k",
+                cost: 1.0,
+                now: Some(Now(1.5)),
+            },
+            Request::Decide {
+                limiter: "L",
+                key: "k",
+                cost: 1.0,
+                now: None,
+            },
+            Request::Release {
+                limiter: "L",
+                key: "k",
+            },
+        ];
+        for request in &requests {
+            let line = request.to_line(9);
+            let value: Value = serde_json::from_str(&line).unwrap();
+            assert!(validator.is_valid(&value), "{line}");
+        }
+        assert_eq!(
+            requests[0].to_line(1),
+            r#"{"id":1,"op":"configure","limiter":"L","kind":"fw","params":{"limit":5}}"#
+        );
+        assert!(!requests[2].to_line(1).contains("now"));
+        let checker = ReplyChecker::new(true);
+        let decide = &requests[1];
+        assert!(matches!(
+            checker.check(decide, 9, r#"{"id":9,"decision":{"allowed":false,"retryAfterMs":12}}"#).unwrap(),
+            Reply::DecisionV2(d) if d.retry_after_ms == Some(12)
+        ));
+        for (line, wanted) in [
+            (
+                r#"{"id":9,"decision":{"allowed":true,"remaining":1e17}}"#,
+                "at /decision/remaining",
+            ),
+            (
+                r#"{"id":9,"decision":{"allowed":true,"remaining":1.5}}"#,
+                "at /decision/remaining",
+            ),
+            (
+                r#"{"id":9,"decision":{"allowed":true,"limit":3}}"#,
+                "Additional properties",
+            ),
+            (
+                r#"{"id":9,"error":{"kind":"down","message":"x"}}"#,
+                "at /error/kind",
+            ),
+        ] {
+            let err = checker.check(decide, 9, line).unwrap_err().to_string();
+            assert!(
+                err.contains(wanted),
+                "{line}: got `{err}`, wanted `{wanted}`"
+            );
+        }
+        assert_eq!(
+            checker
+                .check(
+                    decide,
+                    9,
+                    r#"{"id":9,"error":{"kind":"unavailable","message":"down"}}"#
+                )
+                .unwrap(),
+            Reply::Error {
+                kind: ErrorKind::Unavailable,
+                message: "down".into()
+            }
+        );
+    }
 }
