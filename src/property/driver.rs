@@ -12,8 +12,9 @@ use crate::backend::BackendError;
 use crate::backend::exec::V2Session;
 use crate::backend::exec::v2::{Clock, DecisionV2, LimiterKind};
 
-/// TTLs in whole seconds round up; an engine using them may keep a key this much longer.
-const TTL_GRANULARITY_MS: f64 = 1000.0;
+/// TTLs in whole seconds round up, and some engines keep a key a few intervals plus a second;
+/// hygiene is after keys kept forever or far beyond their use, not after such rounding.
+const TTL_SLACK_MS: f64 = 5000.0;
 
 /// The limiter id every trial configures.
 const LIMITER: &str = "L";
@@ -232,7 +233,7 @@ impl Driver {
     pub async fn hygiene(&mut self, shape: &Shape) -> Result<String, Verdict> {
         let namespace = self.namespace().to_owned();
         let keys = self.keys_used.len();
-        let slack = TTL_GRANULARITY_MS + self.ahead_ms.max(0.0);
+        let slack = TTL_SLACK_MS + self.ahead_ms.max(0.0);
         match self.store.as_mut() {
             None => Ok("no redis to inspect".into()),
             Some(store) => store

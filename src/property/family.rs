@@ -90,7 +90,8 @@ pub struct Shape {
     pub one_free: f64,
     /// From a drained key with no further calls, when it is fully idle again (ms).
     pub all_free: f64,
-    /// The longest a key may live after its last write (ms).
+    /// The longest a key may live after its last write (ms): twice the window or refill, so
+    /// only a key kept far beyond its use fails (plus the store's slack).
     pub ttl_bound: f64,
     /// For slidingWindowCounter: the fraction a trailing window may exceed the limit.
     pub tolerance: f64,
@@ -115,7 +116,7 @@ impl Shape {
                     window: w,
                     one_free: if counter { 2.0 * w } else { w },
                     all_free: if counter { 2.0 * w } else { w },
-                    ttl_bound: if counter { 2.0 * w } else { w },
+                    ttl_bound: 2.0 * w,
                     tolerance,
                     rate: limit / w,
                 }
@@ -131,7 +132,7 @@ impl Shape {
                     window: full,
                     one_free: 1.0 / per_ms,
                     all_free: full,
-                    ttl_bound: full,
+                    ttl_bound: 2.0 * full,
                     tolerance,
                     rate: per_ms,
                 }
@@ -148,7 +149,7 @@ impl Shape {
                     window: burst * interval,
                     one_free: interval,
                     all_free: burst * interval,
-                    ttl_bound: burst * interval,
+                    ttl_bound: 2.0 * burst * interval,
                     tolerance,
                     rate: 1.0 / interval,
                 }
