@@ -25,16 +25,25 @@ def main(logs, engines):
             row = [f"{engine} {backend.get('version', '')}", kind, family]
             for prop in PROPERTIES:
                 results = props.get(prop, [])
-                passed = sum(1 for o, _, _ in results if o == "passed")
-                failed = [r for r in results if r[0] == "failed"]
+                # A suite whose own check passed but whose closing hygiene check failed.
+                closing = [r for r in results if r[0] == "failed" and ": hygiene:" in r[2] and prop != "hygiene"]
+                passed = sum(1 for o, _, _ in results if o == "passed") + len(closing)
+                failed = [r for r in results if r[0] == "failed" and r not in closing]
+                unknown = [r for r in results if r[0] == "skipped" and r[2].startswith("unknown")]
                 skipped = [r for r in results if r[0] == "skipped"]
+                parts = []
                 if failed:
-                    row.append(f"**fail** {len(failed)}/{len(results)}")
-                elif skipped and not passed:
-                    row.append("unknown" if skipped[0][2].startswith("unknown") else "n/a")
-                else:
-                    row.append(f"pass {passed}/{len(results)}" + (" (+n/a)" if skipped else ""))
-                for outcome, point, message in failed + skipped:
+                    parts.append(f"**fail** {len(failed)}/{len(results)}")
+                elif passed:
+                    parts.append(f"pass {passed}/{len(results)}")
+                if unknown:
+                    parts.append(f"unknown {len(unknown)}")
+                if len(skipped) > len(unknown):
+                    parts.append("n/a" if not parts else f"n/a {len(skipped) - len(unknown)}")
+                if closing:
+                    parts.append(f"(then hygiene **fail** {len(closing)})")
+                row.append(" ".join(parts))
+                for outcome, point, message in failed + closing + skipped:
                     if outcome != "failed" and prop == "interleaved":
                         continue
                     notes.append(f"- {engine} `{kind}` **{prop}** @{point}: {outcome}: {message}")
