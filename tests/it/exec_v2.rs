@@ -2,28 +2,25 @@
 //! real Redis. The correct fixture passes every property suite; each deliberately broken one
 //! fails exactly the property that covers its defect, with a message that says what differed.
 
-mod common;
-mod support;
-
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use common::{bin, latest_summary, text};
+use crate::util::{self, bin, latest_summary, text};
 
 fn python() -> Option<String> {
     // The fixture needs only the `redis` package, which the throttlekit venv has.
-    support::throttlekit_python().map(|p| p.to_string_lossy().into_owned())
+    util::throttlekit_python().map(|p| p.to_string_lossy().into_owned())
 }
 
 fn run(python: &str, args: &str, logs: &Path, filters: &[&str]) -> Output {
     let adapter = format!(
         "{python} {} {args}",
-        support::quoted(&support::fixture("v2_fixture.py"))
+        util::quoted(&util::fixture("v2_fixture.py"))
     );
     bin()
         .arg("run")
         .arg("--contract")
-        .arg(support::repo().join("contract"))
+        .arg(util::repo().join("contract"))
         .arg("--logs")
         .arg(logs)
         .args(["--backend", "exec", "--adapter", &adapter])
@@ -54,7 +51,7 @@ fn outcomes(logs: &Path) -> Vec<(String, String, String)> {
 /// Runs a broken fixture and checks that `property` failed with `wanted` in its message, and
 /// that no other property of the listed `clean` ones failed.
 fn expect_failure(args: &str, filter: &str, property: &str, wanted: &str) {
-    if !common::have_redis() {
+    if !util::have_redis() {
         return;
     }
     let Some(python) = python() else { return };
@@ -77,7 +74,7 @@ fn expect_failure(args: &str, filter: &str, property: &str, wanted: &str) {
 
 #[test]
 fn the_correct_fixture_passes_every_property() {
-    if !common::have_redis() {
+    if !util::have_redis() {
         return;
     }
     let Some(python) = python() else { return };
