@@ -10,6 +10,7 @@ pub mod contract;
 pub mod infra;
 pub mod model;
 pub mod netfault;
+pub mod property;
 pub mod redis_scripts;
 pub mod report;
 pub mod server;

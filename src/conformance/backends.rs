@@ -50,6 +50,8 @@ pub struct Provisioned {
     pub keep_alive: Vec<Box<dyn Any + Send>>,
     /// Lines for run.log (what was started, where).
     pub notes: Vec<String>,
+    /// Whether the golden vectors apply (a protocol-2 adapter is judged by properties only).
+    pub vectors: bool,
 }
 
 /// What provisioning needs from the command line.
@@ -81,6 +83,7 @@ pub async fn provision(
             extra_trials: Vec::new(),
             keep_alive: Vec::new(),
             notes: Vec::new(),
+            vectors: true,
         }),
         BackendKind::Redis => {
             let scripts = match request.scripts_dir {
@@ -113,6 +116,7 @@ pub async fn provision(
                 extra_trials: Vec::new(),
                 keep_alive: vec![Box::new(instance)],
                 notes,
+                vectors: true,
             })
         }
         BackendKind::Exec => provision_exec(request, progress).await,
@@ -137,10 +141,12 @@ async fn provision_exec(
         }
         .as_str(),
     );
+    let mut redis_owned = false;
     let redis_url = match RedisInstance::provision(&request.redis).await {
         Ok(instance) => {
             notes.push(format!("redis for the adapter: {}", instance.describe()));
             let url = instance.url().to_owned();
+            redis_owned = !instance.is_external();
             keep_alive.push(Box::new(instance));
             Some(url)
         }
@@ -160,26 +166,45 @@ async fn provision_exec(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut config = request.exec.config(request.log_dir, redis_url)?;
+    let mut config = request.exec.config(request.log_dir, redis_url.clone())?;
     config.namespace_prefix = request.key_prefix.clone();
     progress.phase(&format!("starting the adapter: {}", config.command));
     let stderr_log = config.stderr_log.clone();
     let backend = ExecBackend::start(config).await?;
-    let hello = backend.hello();
+    let adapter = backend.hello().adapter();
     notes.push(format!(
-        "adapter: {} {} ({}, {}); stderr in {}",
-        hello.adapter.name,
-        hello.adapter.version,
-        hello.adapter.language,
-        hello.adapter.homepage,
+        "adapter: {} {} ({}, {}, protocol {}); stderr in {}",
+        adapter.name,
+        adapter.version,
+        adapter.language,
+        adapter.homepage,
+        backend.hello().version(),
         stderr_log.display()
     ));
     notes.push(format!("key namespace prefix: {}", request.key_prefix));
+    let backend = Arc::new(backend);
+    let v2 = backend.hello_v2().is_some();
+    let extra_trials = if v2 {
+        notes.push(
+            "protocol 2: the adapter declares limiter kinds; judged by the property suites (the golden vectors need protocol 1)"
+                .into(),
+        );
+        crate::property::property_trials(&crate::property::PropertyTarget {
+            backend: Arc::clone(&backend),
+            redis: redis_url.map(|url| (url, redis_owned)),
+            run_prefix: request.key_prefix.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            timeout: std::time::Duration::from_secs(120),
+        })
+    } else {
+        Vec::new()
+    };
     Ok(Provisioned {
-        backend: Arc::new(backend),
-        extra_trials: Vec::new(),
+        backend,
+        extra_trials,
         keep_alive,
         notes,
+        vectors: !v2,
     })
 }
 
@@ -225,5 +250,6 @@ async fn provision_service(
         extra_trials,
         keep_alive,
         notes,
+        vectors: true,
     })
 }

@@ -223,13 +223,18 @@ fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
         repeat: args.repeat,
         timeout: Duration::from_secs(args.trial_timeout),
     };
-    let mut specs = vector_trials(suites, &replay);
     let Provisioned {
         backend,
         extra_trials,
         keep_alive,
+        vectors,
         ..
     } = provisioned;
+    let mut specs = if vectors {
+        vector_trials(suites, &replay)
+    } else {
+        Vec::new()
+    };
     specs.extend(extra_trials);
     progress.clear();
 

@@ -13,6 +13,7 @@ mod exec_backend;
 mod exec_node;
 mod exec_run;
 mod exec_throttlekit;
+mod exec_v2;
 mod model_properties;
 mod netfault;
 mod run_infra;
