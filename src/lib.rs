@@ -10,6 +10,7 @@ pub mod contract;
 pub mod fuzz;
 pub mod infra;
 pub mod model;
+pub mod mutate;
 pub mod redis_scripts;
 pub mod report;
 pub mod server;

@@ -35,6 +35,8 @@ enum Command {
     Worker(tk_conform::battle::worker::WorkerArgs),
     /// Differential fuzzing against the reference model, shrinking the first divergence.
     Fuzz(tk_conform::fuzz::cli::FuzzArgs),
+    /// Mutation score of a contract's vectors: plausible bugs in its Lua scripts, replayed.
+    Mutate(tk_conform::mutate::cli::MutateArgs),
     /// Run the reference gRPC server (spec 8) over a memory or Redis store.
     Serve(tk_conform::server::ServeArgs),
 }
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Battle(args) => tk_conform::battle::cli::run(args),
         Command::Worker(args) => tk_conform::battle::worker::main(args),
         Command::Fuzz(args) => tk_conform::fuzz::cli::run(args),
+        Command::Mutate(args) => tk_conform::mutate::cli::run(args),
         Command::Serve(args) => tk_conform::server::cli::main(args),
     }
 }

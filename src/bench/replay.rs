@@ -57,9 +57,9 @@ pub fn run(args: ReplayBenchArgs) -> ExitCode {
 }
 
 /// One timeline: a strategy, and its ops with expectations.
-struct Timeline {
-    strategy: Strategy,
-    ops: Vec<RateOp>,
+pub(crate) struct Timeline {
+    pub(crate) strategy: Strategy,
+    pub(crate) ops: Vec<RateOp>,
 }
 
 /// One configuration's results over all rounds.
@@ -365,7 +365,7 @@ async fn flush(
 /// redis-benchmark's combined rate over the same scripts, weighted like the corpus's mix:
 /// each script runs with its share of the calls (with one representative op's arguments, on
 /// random fresh keys), and the combined rate is total calls / total time.
-fn redis_benchmark(
+pub(crate) fn redis_benchmark(
     scripts: &ScriptSet,
     timelines: &[Timeline],
     url: &str,

@@ -120,25 +120,34 @@ fn key_prefix(seed: u64) -> String {
     format!("tk-conform:fuzz:{seed:x}:{}", std::process::id())
 }
 
-/// `n` redis backends over `scripts`, each with its own connection to `instance`.
+/// The Redis a set of redis backends talks to.
+pub struct RedisTarget<'a> {
+    pub url: &'a str,
+    /// e.g. `redis 7.0.15`.
+    pub version: &'a str,
+    /// Not ours: only our own keys are deleted at the end.
+    pub external: bool,
+}
+
+/// `n` redis backends over `scripts`, each with its own connection.
 pub async fn redis_backends(
     scripts: Arc<ScriptSet>,
-    instance: &RedisInstance,
+    target: &RedisTarget<'_>,
     prefix: &str,
     n: usize,
 ) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
     let mut backends: Vec<Arc<dyn Backend>> = Vec::with_capacity(n);
     for i in 0..n {
-        let con = connect(instance.url()).await?;
+        let con = connect(target.url).await?;
         backends.push(Arc::new(
             RedisBackend::new(
                 Arc::clone(&scripts),
                 con,
-                instance.url(),
-                instance.version(),
+                target.url,
+                target.version,
                 &format!("{prefix}:{i}"),
             )
-            .delete_keys_on_shutdown(instance.is_external()),
+            .delete_keys_on_shutdown(target.external),
         ));
     }
     Ok(backends)
@@ -176,8 +185,12 @@ fn execute(args: FuzzArgs) -> anyhow::Result<ExitCode> {
                 });
                 progress.phase("starting redis");
                 let instance = RedisInstance::provision(&redis).await?;
-                let backends =
-                    redis_backends(scripts, &instance, &key_prefix(seed), workers).await?;
+                let target = RedisTarget {
+                    url: instance.url(),
+                    version: instance.version(),
+                    external: instance.is_external(),
+                };
+                let backends = redis_backends(scripts, &target, &key_prefix(seed), workers).await?;
                 keep_alive.push(Box::new(instance));
                 anyhow::Ok(backends)
             }

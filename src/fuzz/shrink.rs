@@ -219,10 +219,34 @@ fn neighbours(file: &TimelineFile, diverged_suite: &str, diverged_op: usize) -> 
     out
 }
 
-/// Simpler times: shift a suite so its first op is at 0, move one op onto (or 1 ms after) the op
-/// before it, round one op's offset, or round the start epoch.
+/// The smallest start the shrinker tries: small and round, yet a plausible epoch-ms clock
+/// (like the committed timelines), never the `now = 0` sentinel.
+const LOWEST_START: f64 = 1_000_000.0;
+
+/// Simpler times: move a suite's start onto its first op (the same instants, read from 0), shift
+/// a suite so its first op is at 0, move one op onto (or 1 ms after) the op before it, round one
+/// op's offset, or round the start epoch.
 fn time_neighbours(file: &TimelineFile) -> Vec<TimelineFile> {
     let mut out = Vec::new();
+    let first_at = |ats: &[f64]| ats.iter().copied().reduce(f64::min).filter(|m| *m > 0.0);
+    for (s, t) in file.rate_limit.iter().enumerate() {
+        let ats: Vec<f64> = t.ops.iter().map(|o| o.at).collect();
+        if let Some(min) = first_at(&ats) {
+            let mut f = file.clone();
+            f.rate_limit[s].start += min;
+            f.rate_limit[s].ops.iter_mut().for_each(|o| o.at -= min);
+            out.push(f);
+        }
+    }
+    for (s, t) in file.token_budget.iter().enumerate() {
+        let ats: Vec<f64> = t.ops.iter().map(|o| o.at).collect();
+        if let Some(min) = first_at(&ats) {
+            let mut f = file.clone();
+            f.token_budget[s].start += min;
+            f.token_budget[s].ops.iter_mut().for_each(|o| o.at -= min);
+            out.push(f);
+        }
+    }
     let shifted = |ats: &[f64]| -> Vec<Vec<f64>> {
         let mut variants = Vec::new();
         if let Some(min) = ats.iter().copied().reduce(f64::min)
@@ -259,7 +283,7 @@ fn time_neighbours(file: &TimelineFile) -> Vec<TimelineFile> {
             }
             out.push(f);
         }
-        for c in candidates(t.start, 1.0) {
+        for c in candidates(t.start, LOWEST_START) {
             let mut f = file.clone();
             f.rate_limit[s].start = c;
             out.push(f);
@@ -274,7 +298,7 @@ fn time_neighbours(file: &TimelineFile) -> Vec<TimelineFile> {
             }
             out.push(f);
         }
-        for c in candidates(t.start, 1.0) {
+        for c in candidates(t.start, LOWEST_START) {
             let mut f = file.clone();
             f.token_budget[s].start = c;
             out.push(f);
@@ -292,7 +316,7 @@ fn time_neighbours(file: &TimelineFile) -> Vec<TimelineFile> {
             }
             out.push(f);
         }
-        for c in candidates(t.start, 1.0) {
+        for c in candidates(t.start, LOWEST_START) {
             let mut f = file.clone();
             f.lease[s].start = c;
             out.push(f);
