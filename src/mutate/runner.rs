@@ -101,11 +101,12 @@ async fn replay_all(backend: &RedisBackend, suites: &[&Suite]) -> Replayed {
             Err(ReplayFailure::Diverged(d)) => {
                 if let Detail::Error(e) = &d.detail {
                     let text = e.to_string();
-                    if text.contains("SCRIPT KILL") || text.contains("Script killed") {
-                        return Replayed::Killed;
-                    }
+                    // BUSY first: its message also names SCRIPT KILL.
                     if text.contains("BUSY") || matches!(e, BackendError::Unavailable(_)) {
                         return Replayed::Retry;
+                    }
+                    if text.contains("Script killed") {
+                        return Replayed::Killed;
                     }
                 }
                 let text = d.to_string();
