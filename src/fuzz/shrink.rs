@@ -52,10 +52,13 @@ fn candidates(x: f64, lowest: f64) -> Vec<f64> {
         scale *= 10.0;
     }
     out.retain(|c| *c >= lowest && simpler(*c, x));
-    out.sort_by(|a, b| complexity(*a).cmp(&complexity(*b)));
+    out.sort_by_key(|c| complexity(*c));
     out.dedup();
     out
 }
+
+/// Writes one number into a timeline.
+type Setter = Box<dyn Fn(&mut TimelineFile, f64)>;
 
 /// Every one-step simplification of `file`, in the order they are tried.
 fn neighbours(file: &TimelineFile, diverged_suite: &str, diverged_op: usize) -> Vec<TimelineFile> {
@@ -136,7 +139,7 @@ fn neighbours(file: &TimelineFile, diverged_suite: &str, diverged_op: usize) -> 
     }
     // Simpler numbers: options, then costs, then times (starting the first op at 0, then each
     // op closer to the one before it), then the start epoch.
-    let mut numbers: Vec<(f64, f64, Box<dyn Fn(&mut TimelineFile, f64)>)> = Vec::new();
+    let mut numbers: Vec<(f64, f64, Setter)> = Vec::new();
     for (s, t) in file.rate_limit.iter().enumerate() {
         for (field, value) in strategy_numbers(&t.strategy) {
             let lowest = if field == 0 && matches!(t.strategy, Strategy::SlidingWindow(_)) {
