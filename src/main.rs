@@ -33,6 +33,10 @@ enum Command {
     /// One battle worker process (started by `battle`, not by hand).
     #[command(hide = true)]
     Worker(tk_conform::battle::worker::WorkerArgs),
+    /// Differential fuzzing against the reference model, shrinking the first divergence.
+    Fuzz(tk_conform::fuzz::cli::FuzzArgs),
+    /// Mutation score of a contract's vectors: plausible bugs in its Lua scripts, replayed.
+    Mutate(tk_conform::mutate::cli::MutateArgs),
     /// Run the reference gRPC server (spec 8) over a memory or Redis store.
     Serve(tk_conform::server::ServeArgs),
 }
@@ -45,6 +49,8 @@ fn main() -> ExitCode {
         Command::Bench(command) => tk_conform::bench::run(command),
         Command::Battle(args) => tk_conform::battle::cli::run(args),
         Command::Worker(args) => tk_conform::battle::worker::main(args),
+        Command::Fuzz(args) => tk_conform::fuzz::cli::run(args),
+        Command::Mutate(args) => tk_conform::mutate::cli::run(args),
         Command::Serve(args) => tk_conform::server::cli::main(args),
     }
 }

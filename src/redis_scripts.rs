@@ -245,6 +245,17 @@ impl ScriptSet {
         })
     }
 
+    /// A copy of the set with script `name`'s code replaced (a mutant, for `tk-conform mutate`):
+    /// the manifest's sha256 no longer applies to it, the EVALSHA handle is recomputed.
+    /// `None` when the set has no script of that name.
+    pub fn with_code(&self, name: &str, code: String) -> Option<ScriptSet> {
+        let mut set = self.clone();
+        let script = set.scripts.iter_mut().find(|s| s.entry.name == name)?;
+        script.sha1 = redis::Script::new(&code).get_hash().to_owned();
+        script.code = code;
+        Some(set)
+    }
+
     pub fn manifest(&self) -> &ScriptsManifest {
         &self.manifest
     }

@@ -65,9 +65,9 @@ pub fn run(args: ReplayBenchArgs) -> ExitCode {
 }
 
 /// One timeline: a strategy, and its ops with expectations.
-struct Timeline {
-    strategy: Strategy,
-    ops: Vec<RateOp>,
+pub(crate) struct Timeline {
+    pub(crate) strategy: Strategy,
+    pub(crate) ops: Vec<RateOp>,
 }
 
 /// One configuration's results over all rounds.
@@ -198,7 +198,11 @@ fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
                         &timelines,
                         redis.url(),
                         &format!("{prefix}:rb"),
-                        &args,
+                        &BenchmarkLoad {
+                            calls: args.calls,
+                            keys: args.keys,
+                            bound: Duration::from_secs(args.redis_benchmark_timeout),
+                        },
                         connections,
                         pipeline,
                     )
@@ -372,15 +376,23 @@ async fn flush(
     Ok(())
 }
 
+/// How much load `redis_benchmark` sends: calls in all, on how many random keys, and the
+/// time bound of each redis-benchmark child.
+pub(crate) struct BenchmarkLoad {
+    pub calls: u64,
+    pub keys: u64,
+    pub bound: Duration,
+}
+
 /// redis-benchmark's combined rate over the same scripts, weighted like the corpus's mix:
 /// each script runs with its share of the calls (with one representative op's arguments, on
 /// `--keys` random keys), and the combined rate is total calls / total time.
-async fn redis_benchmark(
+pub(crate) async fn redis_benchmark(
     scripts: &ScriptSet,
     timelines: &[Timeline],
     url: &str,
     key_prefix: &str,
-    args: &ReplayBenchArgs,
+    load: &BenchmarkLoad,
     connections: usize,
     pipeline: usize,
 ) -> anyhow::Result<Option<f64>> {
@@ -403,7 +415,7 @@ async fn redis_benchmark(
     let pass: u64 = mix.values().map(|(_, n, _)| n).sum();
     let (mut total_calls, mut total_secs) = (0u64, 0f64);
     for (name, (sha, share, argv)) in &mix {
-        let n = (args.calls * share / pass).max(10_000);
+        let n = (load.calls * share / pass).max(10_000);
         let rps = redis_benchmark::rate(
             &binary,
             &redis_benchmark::Run {
@@ -414,8 +426,8 @@ async fn redis_benchmark(
                 connections: connections as u64,
                 pipeline: pipeline as u64,
                 requests: n,
-                keys: args.keys,
-                bound: Duration::from_secs(args.redis_benchmark_timeout),
+                keys: load.keys,
+                bound: load.bound,
             },
         )
         .await?;
