@@ -125,6 +125,10 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         ));
         let dir = recorder.dir().path().join("scenarios").join(&s.name);
         let result = runtime.block_on(run_scenario(s, &cfg, &dir));
+        // The page grows a section per scenario, so a crash later still leaves these plots.
+        recorder
+            .add_section(super::plots::scenario_plots(&result, &dir).render())
+            .context("cannot write report.html")?;
         let outcome = match (&result.skipped, result.verdict, &result.error) {
             (Some(_), _, _) => TrialOutcome::Skipped,
             (None, Verdict::Pass, None) => TrialOutcome::Passed,

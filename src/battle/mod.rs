@@ -21,6 +21,7 @@ pub mod door_redis;
 pub mod door_service;
 pub mod faults;
 pub mod history;
+pub mod plots;
 pub mod policy;
 pub mod runner;
 pub mod scenario;
