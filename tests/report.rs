@@ -345,3 +345,150 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+fn model_run(logs: &Path, vectors: Option<&Path>) -> PathBuf {
+    let mut cmd = Command::new(EXE);
+    cmd.current_dir(repo())
+        .args(["run", "--backend", "model", "--logs"])
+        .arg(logs);
+    if let Some(v) = vectors {
+        cmd.arg("--vectors").arg(v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    latest(logs)
+}
+
+fn report(args: &[&Path], out: &Path) -> std::process::Output {
+    Command::new(EXE)
+        .current_dir(repo())
+        .arg("report")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn report_combines_runs_into_a_matrix_badges_and_a_checklist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = model_run(&tmp.path().join("good"), None);
+    let vectors = broken_vectors(tmp.path());
+    let bad = model_run(&tmp.path().join("bad"), Some(&vectors));
+    let mut runs = vec![good.as_path()];
+    let redis_run;
+    if have_redis() {
+        let logs = tmp.path().join("redis");
+        let out = Command::new(EXE)
+            .current_dir(repo())
+            .args(["run", "--backend", "redis", "--logs"])
+            .arg(&logs)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        redis_run = latest(&logs);
+        runs.push(&redis_run);
+    }
+    let out_dir = tmp.path().join("report");
+    let out = report(&runs, &out_dir);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let matrix: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("matrix.json")).unwrap()).unwrap();
+    let engines = matrix["engines"].as_array().unwrap();
+    assert_eq!(engines.len(), runs.len(), "{matrix:#}");
+    let model = engines
+        .iter()
+        .find(|e| e["engine"].as_str().unwrap().contains("model"))
+        .unwrap();
+    let trials = model["rows"].as_object().unwrap().len();
+    assert!(trials > 40);
+    assert_eq!(model["passed"], trials);
+    assert_eq!(model["stores"], serde_json::json!(["in-process"]));
+    let badge = std::fs::read_to_string(out_dir.join(model["badge"].as_str().unwrap())).unwrap();
+    assert!(
+        badge.contains(&format!("contract v1: {trials}/{trials}")) && badge.contains("#15803d"),
+        "{badge}"
+    );
+    if let Some(redis) = engines
+        .iter()
+        .find(|e| e["engine"] == "contract Lua scripts")
+    {
+        let store = redis["stores"][0].as_str().unwrap();
+        assert!(
+            store.starts_with("redis ") || store.starts_with("valkey "),
+            "{store}"
+        );
+    }
+    let checklist = std::fs::read_to_string(out_dir.join("checklist.md")).unwrap();
+    assert!(
+        checklist.contains(&format!("### Passed ({trials})")),
+        "{checklist}"
+    );
+    assert!(checklist.contains("### Next"), "{checklist}");
+    assert!(
+        checklist.contains("tk-conform matrix --redis-server"),
+        "{checklist}"
+    );
+
+    // The broken run: a red badge, and the checklist names the trial and the op.
+    let bad_dir = tmp.path().join("bad-report");
+    let out = report(&[&bad], &bad_dir);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let matrix: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bad_dir.join("matrix.json")).unwrap()).unwrap();
+    let e = &matrix["engines"][0];
+    assert_eq!(
+        e["passed"].as_u64().unwrap() + 1,
+        e["judged"].as_u64().unwrap()
+    );
+    let badge = std::fs::read_to_string(bad_dir.join(e["badge"].as_str().unwrap())).unwrap();
+    assert!(badge.contains("#b91c1c"), "{badge}");
+    let checklist = std::fs::read_to_string(bad_dir.join("checklist.md")).unwrap();
+    assert!(checklist.contains("### Failed (1)"), "{checklist}");
+    assert!(checklist.contains("diverged at op 0"), "{checklist}");
+    assert!(checklist.contains("--exact"), "{checklist}");
+
+    if let Some(chromium) = chromium() {
+        let loaded = load(&chromium, &out_dir.join("index.html"), None);
+        no_errors(&loaded);
+        assert_eq!(loaded.dom.matches("data-engine=").count(), runs.len());
+        assert!(loaded.dom.contains(r#"data-outcome="pass""#));
+    }
+}
+
+#[test]
+fn report_refuses_what_is_not_a_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let expect_2 = |dir: &Path, needle: &str| {
+        let out = report(&[dir], &out_dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+        assert!(!out_dir.join("matrix.json").exists());
+    };
+    // A folder with no summary, and a path that does not exist.
+    expect_2(tmp.path(), "is not a run folder (no summary.json in it)");
+    expect_2(&tmp.path().join("missing"), "missing is not a run folder");
+    // A truncated summary: file, line and column.
+    let run = tmp.path().join("truncated");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::write(run.join("summary.json"), "{\n  \"tool\": \"tk-conform\",\n").unwrap();
+    expect_2(&run, "truncated/summary.json:3:0: not a tk-conform summary");
+    // Valid JSON of the wrong shape.
+    std::fs::write(run.join("summary.json"), r#"{"trials": 3}"#).unwrap();
+    expect_2(&run, "truncated/summary.json:1:");
+    // Another tool's summary with our shape.
+    let good = model_run(&tmp.path().join("logs"), None);
+    let text = std::fs::read_to_string(good.join("summary.json")).unwrap();
+    std::fs::write(
+        run.join("summary.json"),
+        text.replace("\"tool\": \"tk-conform\"", "\"tool\": \"other\""),
+    )
+    .unwrap();
+    expect_2(&run, "written by other, not tk-conform");
+    // No run folder at all is a usage error.
+    let out = Command::new(EXE).arg("report").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

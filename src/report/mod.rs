@@ -8,6 +8,7 @@
 mod atomic;
 pub mod html;
 mod junit;
+pub mod matrix;
 mod progress;
 mod recorder;
 mod run_dir;

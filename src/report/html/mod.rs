@@ -19,12 +19,7 @@ pub fn page(summary: &Summary, sections: &[String]) -> String {
     let mut s = String::with_capacity(16_384 + sections.iter().map(String::len).sum::<usize>());
     let backend = backend_kind(summary);
     let title = format!("tk-conform {} — {backend}", summary.command);
-    let _ = write!(
-        s,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{}</title><script>{ERROR_TRAP}</script><style>{CSS}</style></head><body>"#,
-        escape(&title)
-    );
-    s.push_str(r#"<ol id="console-errors" hidden></ol>"#);
+    s.push_str(&head(&title));
     let verdict = verdict(summary);
     let _ = write!(
         s,
@@ -38,13 +33,25 @@ pub fn page(summary: &Summary, sections: &[String]) -> String {
     for section in sections {
         s.push_str(section);
     }
-    let _ = write!(
-        s,
-        r#"<footer>Written by tk-conform {} at {}.</footer></body></html>"#,
-        escape(&summary.tool_version),
-        escape(summary.finished_at.as_deref().unwrap_or("(still running)"))
-    );
+    s.push_str(&foot(&format!(
+        "Written by tk-conform {} at {}.",
+        summary.tool_version,
+        summary.finished_at.as_deref().unwrap_or("(still running)")
+    )));
     s
+}
+
+/// The page's start: title, the error witness, the stylesheet, and the (empty) error list.
+pub fn head(title: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{}</title><script>{ERROR_TRAP}</script><style>{CSS}</style></head><body><ol id="console-errors" hidden></ol>"#,
+        escape(title)
+    )
+}
+
+/// The page's end, with a footer line.
+pub fn foot(line: &str) -> String {
+    format!("<footer>{}</footer></body></html>", escape(line))
 }
 
 /// `pass`, `fail`, `running`, `interrupted` or `error`: what the page's badge says.
@@ -294,7 +301,7 @@ svg text{font:11px system-ui,sans-serif;fill:#374151}svg text.title{font-weight:
 .limit{stroke:#111827;stroke-dasharray:5 3;stroke-width:1.3}.ref{font-size:10px}\
 .q50,.q90,.q99,.qmax,.slots{fill:none;stroke-width:1.6}.q50{stroke:#2563eb}.q90{stroke:#0891b2}.q99{stroke:#d97706}.qmax{stroke:#9ca3af;stroke-dasharray:3 2}.slots{stroke:#7c3aed}\
 rect.q50{fill:#2563eb}rect.q90{fill:#0891b2}rect.q99{fill:#d97706}rect.qmax{fill:#9ca3af}rect.slots{fill:#7c3aed}\
-.g0{fill:#3b82f6}.g1{fill:#f97316}.g2{fill:#10b981}.g3{fill:#a855f7}";
+.cell{text-align:center}.matrix td.name{white-space:nowrap}.g0{fill:#3b82f6}.g1{fill:#f97316}.g2{fill:#10b981}.g3{fill:#a855f7}";
 
 #[cfg(test)]
 mod tests {
