@@ -8,6 +8,7 @@ pub mod cli_edge;
 pub mod conformance;
 pub mod contract;
 pub mod infra;
+pub mod matrix;
 pub mod model;
 pub mod redis_scripts;
 pub mod report;

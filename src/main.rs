@@ -33,6 +33,8 @@ enum Command {
     /// One battle worker process (started by `battle`, not by hand).
     #[command(hide = true)]
     Worker(tk_conform::battle::worker::WorkerArgs),
+    /// Judge every given redis-server / valkey-server binary; write docs/compatibility.md.
+    Matrix(tk_conform::matrix::cli::MatrixArgs),
     /// Combine run folders into a matrix page, matrix.json, badges and a checklist.
     Report(tk_conform::report::matrix::cli::ReportArgs),
     /// Run the reference gRPC server (spec 8) over a memory or Redis store.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => tk_conform::bench::run(command),
         Command::Battle(args) => tk_conform::battle::cli::run(args),
         Command::Worker(args) => tk_conform::battle::worker::main(args),
+        Command::Matrix(args) => tk_conform::matrix::cli::run(args),
         Command::Report(args) => tk_conform::report::matrix::cli::run(args),
         Command::Serve(args) => tk_conform::server::cli::main(args),
     }
