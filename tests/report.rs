@@ -492,3 +492,50 @@ fn report_refuses_what_is_not_a_run_folder() {
     let out = Command::new(EXE).arg("report").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn battle_draws_one_bar_per_scenario_on_a_terminal_and_plain_lines_in_ci() {
+    if !have_redis() {
+        return;
+    }
+    let _one = ONE_BATTLE.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let battle = format!(
+        "{EXE} battle cap-direct-gcra cap-direct-fixed-window --seed 5 --logs {}",
+        tmp.path().join("tty").display()
+    );
+    // `script` gives the battle a terminal; its output is what the terminal showed.
+    let out = Command::new("script")
+        .args(["-qfec", &battle, "/dev/null"])
+        .current_dir(repo())
+        .env_remove("CI")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("script(1) from util-linux");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    for bar in ["1/2 cap-direct-gcra", "2/2 cap-direct-fixed-window"] {
+        let line = shown
+            .split(['\r', '\n'])
+            .rfind(|l| l.contains(bar) && l.contains('['))
+            .unwrap_or_else(|| panic!("no bar for {bar}: {shown}"));
+        assert!(line.contains("120/120") && line.contains("pass"), "{line}");
+    }
+    let plain = Command::new(EXE)
+        .current_dir(repo())
+        .args(["battle", "cap-direct-gcra", "--seed", "5", "--logs"])
+        .arg(tmp.path().join("ci"))
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert_eq!(plain.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("tk-conform: battle 1/1 cap-direct-gcra: planned 120 calls"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\r'),
+        "{stderr:?}"
+    );
+}

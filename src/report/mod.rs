@@ -6,6 +6,7 @@
 //! start a [`Recorder`] on a [`RunDir`], [`Recorder::record`] each trial, then [`Recorder::finish`].
 
 mod atomic;
+mod bars;
 pub mod html;
 mod junit;
 pub mod matrix;
@@ -15,6 +16,7 @@ mod run_dir;
 mod summary;
 
 pub use atomic::write_atomic;
+pub use bars::{Measure, ScenarioBar, ScenarioBars};
 pub use junit::junit_xml;
 pub use progress::Progress;
 pub use recorder::Recorder;
