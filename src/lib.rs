@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod contract;
 pub mod fuzz;
 pub mod infra;
+pub mod matrix;
 pub mod model;
 pub mod netfault;
 pub mod property;

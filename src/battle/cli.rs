@@ -12,9 +12,13 @@ use super::checker::Verdict;
 use super::history::now_us;
 use super::runner::{BattleConfig, ScenarioResult, run_scenario};
 use super::scenario;
+use super::scenario::Scenario;
 use super::worker::WorkerFault;
 use crate::infra::RedisOptions;
-use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary, TrialOutcome, TrialRecord};
+use crate::report::{
+    Measure, Recorder, RunDir, RunStatus, ScenarioBar, ScenarioBars, Summary, TrialOutcome,
+    TrialRecord,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct BattleArgs {
@@ -109,28 +113,33 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = crate::cli_edge::runtime()?;
     crate::cli_edge::exit_on_interrupt(&runtime, Arc::clone(&recorder), "battle");
-    let progress = Progress::new();
-    progress.line(&format!(
+    let bars = ScenarioBars::new();
+    bars.line(&format!(
         "battle: {} scenarios, seed {seed}, logs in {}",
         scenarios.len(),
         recorder.dir().path().display()
     ));
     let mut results: Vec<ScenarioResult> = Vec::new();
     for (k, s) in scenarios.iter().enumerate() {
-        progress.phase(&format!(
-            "battle {}/{}: {} …",
-            k + 1,
-            scenarios.len(),
-            s.name
-        ));
         let dir = recorder.dir().path().join("scenarios").join(&s.name);
-        let result = runtime.block_on(run_scenario(s, &cfg, &dir));
+        let bar = bars.start(k + 1, scenarios.len(), &s.name, measure(s));
+        let result = runtime.block_on(watch(
+            run_scenario(s, &cfg, &dir),
+            &bar,
+            &dir,
+            !bars.is_plain(),
+        ));
+        bar.finish(label(&result));
+        // The page grows a section per scenario, so a crash later still leaves these plots.
+        recorder
+            .add_section(super::plots::scenario_plots(&result, &dir).render())
+            .context("cannot write report.html")?;
         let outcome = match (&result.skipped, result.verdict, &result.error) {
             (Some(_), _, _) => TrialOutcome::Skipped,
             (None, Verdict::Pass, None) => TrialOutcome::Passed,
             _ => TrialOutcome::Failed,
         };
-        progress.line(&format!(
+        bars.line(&format!(
             "{:<7} {} ({:.1} s): {}",
             label(&result),
             s.name,
@@ -146,7 +155,6 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         })?;
         results.push(result);
     }
-    progress.clear();
 
     let passed = results
         .iter()
@@ -190,4 +198,69 @@ fn label(r: &ScenarioResult) -> &'static str {
     } else {
         r.verdict.name()
     }
+}
+
+/// Calls planned when every group stops after a request count, else the plan's time bound.
+fn measure(s: &Scenario) -> Measure {
+    let planned: Option<u64> = s
+        .plan
+        .workers
+        .iter()
+        .map(|g| match (g.requests, g.duration_ms, g.hold_once) {
+            (Some(n), None, false) => Some(n * u64::from(g.count)),
+            _ => None,
+        })
+        .sum();
+    match planned {
+        Some(calls) if calls > 0 => Measure::Calls(calls),
+        _ => Measure::Millis(super::runner::plan_bound(s).as_millis() as u64),
+    }
+}
+
+/// Runs the scenario, moving its bar every 200 ms from what the run leaves on disk: completed
+/// calls in the histories, or the time since the start barrier opened (`workers/go`).
+async fn watch(
+    run: impl std::future::Future<Output = ScenarioResult>,
+    bar: &ScenarioBar,
+    dir: &std::path::Path,
+    live: bool,
+) -> ScenarioResult {
+    if !live {
+        return run.await;
+    }
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            result = &mut run => return result,
+            _ = tick.tick() => bar.set(match bar.measure() {
+                Measure::Calls(_) => completed_calls(&dir.join("histories")),
+                Measure::Millis(_) => std::fs::read_to_string(dir.join("workers").join("go"))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<i64>().ok())
+                    .map_or(0, |t0| ((now_us() - t0).max(0) / 1000) as u64),
+            }),
+        }
+    }
+}
+
+/// Completion events (`ok`, `fail`, `indeterminate`) in a scenario's history files so far.
+fn completed_calls(histories: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(histories) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| {
+            [
+                "\"type\":\"ok\"",
+                "\"type\":\"fail\"",
+                "\"type\":\"indeterminate\"",
+            ]
+            .iter()
+            .map(|needle| text.matches(needle).count() as u64)
+            .sum::<u64>()
+        })
+        .sum()
 }

@@ -24,6 +24,7 @@ pub mod door_service;
 pub mod faults;
 pub mod history;
 pub mod network;
+pub mod plots;
 pub mod policy;
 pub mod runner;
 pub mod scenario;

@@ -353,7 +353,7 @@ async fn battle(
 }
 
 /// The latest moment any group can still be working, from the scenario's own bounds.
-fn plan_bound(scenario: &Scenario) -> Duration {
+pub fn plan_bound(scenario: &Scenario) -> Duration {
     let ms = scenario
         .plan
         .workers

@@ -1,12 +1,13 @@
-//! The live record of a run: `summary.json` rewritten after every trial, `run.log` appended,
-//! `junit.xml` written at the end. Everything written passes through `infra::redact_text`, so
-//! no store password reaches a run folder, whatever message quoted its URL.
+//! The live record of a run: `summary.json` and `report.html` rewritten after every trial,
+//! `run.log` appended, `junit.xml` written at the end. Everything written passes through
+//! `infra::redact_text`, so no store password reaches a run folder, whatever message quoted its URL.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::Mutex;
 
 use super::atomic::write_atomic;
+use super::html;
 use super::junit::junit_xml;
 use super::run_dir::RunDir;
 use super::summary::{RunStatus, Summary, TrialRecord, now_rfc3339};
@@ -15,6 +16,8 @@ use crate::infra::redact_text;
 pub struct Recorder {
     dir: RunDir,
     summary: Mutex<Summary>,
+    /// Extra `report.html` sections (one per battle scenario), in order.
+    sections: Mutex<Vec<String>>,
     log: Mutex<File>,
 }
 
@@ -28,6 +31,7 @@ impl Recorder {
         let recorder = Recorder {
             dir,
             summary: Mutex::new(summary),
+            sections: Mutex::new(Vec::new()),
             log: Mutex::new(log),
         };
         recorder.write_summary()?;
@@ -65,6 +69,15 @@ impl Recorder {
         self.update(|s| s.push(trial))
     }
 
+    /// Appends a section to `report.html` (and rewrites it).
+    pub fn add_section(&self, html: String) -> io::Result<()> {
+        self.sections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(html);
+        self.write_summary()
+    }
+
     /// A copy of the summary as it stands.
     pub fn snapshot(&self) -> Summary {
         self.summary
@@ -93,6 +106,11 @@ impl Recorder {
         write_atomic(
             &self.dir.file("summary.json"),
             redact_text(&json).as_bytes(),
+        )?;
+        let sections = self.sections.lock().unwrap_or_else(|e| e.into_inner());
+        write_atomic(
+            &self.dir.file("report.html"),
+            redact_text(&html::page(&summary, &sections)).as_bytes(),
         )
     }
 }
@@ -124,6 +142,11 @@ mod tests {
         // An interrupted run stops here: the summary on disk already lists the finished trial.
         let mid = read();
         assert_eq!(mid.counts.passed, 1);
+        let page = std::fs::read_to_string(recorder.dir().file("report.html")).unwrap();
+        assert!(
+            page.contains("rateLimit::x") && page.contains(">running<"),
+            "{page}"
+        );
         assert_eq!(mid.status, RunStatus::Running);
         recorder.finish(RunStatus::Finished, 0).unwrap();
         assert_eq!(read().exit_code, Some(0));
