@@ -145,7 +145,8 @@ fn kind(outcome: &Outcome) -> CallKind {
 }
 
 /// When each fault was in force: a pause until its resume, a killed server until the end, a
-/// Redis restart until Redis answered again, a killed worker for an instant.
+/// Redis restart until Redis answered again, a network fault until its heal, a killed worker
+/// for an instant.
 fn bands(faults: &[FaultRecord], span_ms: f64, ms: impl Fn(i64) -> f64) -> Vec<FaultBand> {
     let mut out = Vec::new();
     for f in faults {
@@ -162,6 +163,15 @@ fn bands(faults: &[FaultRecord], span_ms: f64, ms: impl Fn(i64) -> f64) -> Vec<F
             FaultAction::SigkillServer => span_ms,
             FaultAction::RestartRedis => f.done_us.map_or(ms(at), &ms),
             FaultAction::SigkillWorkers => ms(at),
+            // A heal ends its network fault's band; it is not a band of its own.
+            FaultAction::Heal => continue,
+            FaultAction::Delay
+            | FaultAction::DropReplies
+            | FaultAction::Blackhole
+            | FaultAction::Reset
+            | FaultAction::Partition => crate::battle::network::window_of(faults, &f.name)
+                .and_then(|(_, end)| end)
+                .map_or(span_ms, &ms),
         };
         let what = if f.targets.is_empty() {
             String::new()

@@ -13,6 +13,7 @@ fn word(o: Option<&(TrialOutcome, Option<String>)>) -> &'static str {
         Some(TrialOutcome::Passed) => "pass",
         Some(TrialOutcome::Failed) => "**fail**",
         Some(TrialOutcome::Skipped) => "skip",
+        Some(TrialOutcome::Informational) => "info",
         None => "—",
     }
 }

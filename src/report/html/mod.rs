@@ -190,6 +190,7 @@ fn trials(summary: &Summary) -> String {
             TrialOutcome::Passed => ("pass", "pass"),
             TrialOutcome::Failed => ("fail", "fail"),
             TrialOutcome::Skipped => ("skip", "skip"),
+                TrialOutcome::Informational => ("info", "info"),
         };
         let detail = match (&t.message, t.outcome) {
             (Some(m), TrialOutcome::Failed) => failure(m),
@@ -285,7 +286,7 @@ b.setAttribute('data-height',String(document.documentElement.scrollHeight));});}
 const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0 auto;max-width:900px;padding:16px;color:#1d2327;background:#fff}\
 h1{font-size:20px;margin:0 0 8px}h2{font-size:16px;margin:24px 0 6px}code{font:12px ui-monospace,monospace}\
 .badge{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;font-weight:600;color:#fff;background:#6b7280;vertical-align:middle}\
-.v-pass{background:#15803d}.v-fail,.v-error{background:#b91c1c}.v-unknown,.v-interrupted,.v-running{background:#b45309}.v-skip,.v-skipped{background:#6b7280}\
+.v-pass{background:#15803d}.v-fail,.v-error{background:#b91c1c}.v-unknown,.v-interrupted,.v-running{background:#b45309}.v-skip,.v-skipped{background:#6b7280}.v-info,.v-informational{background:#2563eb}\
 table{border-collapse:collapse;width:100%;margin:6px 0}th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #e5e7eb;vertical-align:top}\
 .facts th{width:140px;color:#4b5563;font-weight:500}.num{text-align:right;font-variant-numeric:tabular-nums}\
 .diff{width:auto}.diff .want{color:#15803d}.diff .got{color:#b91c1c;font-weight:600}\

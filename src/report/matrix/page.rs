@@ -42,6 +42,7 @@ pub fn html(matrix: &Matrix) -> String {
                             TrialOutcome::Passed => ("pass", "pass"),
                             TrialOutcome::Failed => ("fail", "fail"),
                             TrialOutcome::Skipped => ("skip", "skip"),
+                            TrialOutcome::Informational => ("info", "info"),
                         };
                         let title = c.message.as_deref().unwrap_or("");
                         let _ = write!(
