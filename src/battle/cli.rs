@@ -67,6 +67,10 @@ pub fn run(args: BattleArgs) -> ExitCode {
 }
 
 fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
+    // Network namespaces a SIGKILLed harness left behind (the kernel keeps them mounted).
+    for name in crate::netfault::netns::sweep_stale() {
+        eprintln!("tk-conform battle: removed network namespace {name} left by a dead harness");
+    }
     let scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
     if args.list {
         for s in &scenarios {

@@ -100,6 +100,29 @@ pub fn validate(s: &Scenario) -> Result<(), ScenarioError> {
                 "`heal` is written by the runner: give the fault a `for_ms` instead",
             ));
         }
+        if f.action == FaultAction::NetnsPartition {
+            if !plan.network.netns {
+                return Err(s.invalid(
+                    &key("action"),
+                    "`netns-partition` needs Redis in a namespace: set `[network] netns = true`",
+                ));
+            }
+            if f.link.is_some() {
+                return Err(s.invalid(
+                    &key("link"),
+                    "`netns-partition` cuts Redis off from everyone: no `link`",
+                ));
+            }
+            match f.for_ms {
+                Some(ms) if (1..=MAX_DURATION_MS).contains(&ms) => continue,
+                _ => {
+                    return Err(s.invalid(
+                        &key("for_ms"),
+                        format!("network faults need `for_ms` in 1..={MAX_DURATION_MS}"),
+                    ));
+                }
+            }
+        }
         if !plan.network.proxy {
             return Err(s.invalid(
                 &key("action"),

@@ -173,7 +173,30 @@ async fn battle(
             Some("restarts Redis, which an external --redis-url does not allow".into());
         return Ok(());
     }
-    let redis = RedisInstance::provision(&cfg.redis)
+    // A real partition needs Redis in a namespace; the run then uses it like an external one.
+    let mut netns = None;
+    let mut options = cfg.redis.clone();
+    if scenario.plan.network.netns {
+        if cfg.redis.url.is_some() {
+            result.skipped = Some(
+                "puts Redis in a network namespace, which an external --redis-url does not allow"
+                    .into(),
+            );
+            return Ok(());
+        }
+        let binary = cfg
+            .redis
+            .server_binary
+            .clone()
+            .or_else(crate::infra::find_redis_binary)
+            .ok_or_else(|| setup("no redis-server on PATH".into()))?;
+        let ns = crate::netfault::netns::NetnsRedis::start(&binary)
+            .await
+            .map_err(|e| setup(e.to_string()))?;
+        options.url = Some(ns.url().to_string());
+        netns = Some(ns);
+    }
+    let redis = RedisInstance::provision(&options)
         .await
         .map_err(|e| setup(e.to_string()))?;
     result.redis = redis.describe();
@@ -249,6 +272,7 @@ async fn battle(
         servers,
         redis,
         net,
+        netns,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
     let planned = network::with_heals(&scenario.plan.faults);
@@ -743,6 +767,7 @@ struct Target {
     servers: Vec<Server>,
     redis: RedisInstance,
     net: Option<Network>,
+    netns: Option<crate::netfault::netns::NetnsRedis>,
 }
 
 #[async_trait]
@@ -791,6 +816,28 @@ impl FaultTarget for Target {
     }
 
     fn network(&mut self, fault: &super::scenario::Fault) -> Result<Vec<String>, String> {
+        let namespace = fault.action == FaultAction::NetnsPartition
+            || (fault.action == FaultAction::Heal && fault.link.is_none());
+        if namespace {
+            let Some(ns) = &mut self.netns else {
+                return Err(
+                    "Redis is not in a network namespace (`[network] netns = true`)".into(),
+                );
+            };
+            let name = ns.host().name().to_string();
+            let done = if fault.action == FaultAction::Heal {
+                ns.host().heal()
+            } else {
+                ns.host().partition()
+            };
+            done.map_err(|e| e.to_string())?;
+            let rules = ns.host().rules().unwrap_or_default();
+            return Ok(vec![format!(
+                "namespace {name} (redis pid {}): iptables {}",
+                ns.pid(),
+                rules.split_whitespace().collect::<Vec<_>>().join(" ")
+            )]);
+        }
         match &self.net {
             Some(n) => n.apply(fault),
             None => Err("this run has no fault proxy (`[network] proxy = true`)".into()),

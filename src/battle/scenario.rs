@@ -72,6 +72,10 @@ pub struct Network {
     pub proxy: bool,
     /// Overrides `battle --call-timeout-ms` for this scenario (lost replies time out sooner).
     pub call_timeout_ms: Option<u64>,
+    /// Redis runs in a network namespace of its own (root only), so `netns-partition` can cut
+    /// it off with iptables: a real partition, TCP retransmits and all.
+    #[serde(default)]
+    pub netns: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,6 +223,8 @@ pub enum FaultAction {
     Blackhole,
     Reset,
     Partition,
+    /// iptables drops every packet into Redis's namespace (`[network] netns = true`).
+    NetnsPartition,
     /// Written by the runner `for_ms` after a network fault: the links pass everything again.
     Heal,
 }
@@ -233,6 +239,7 @@ impl FaultAction {
                 | FaultAction::Blackhole
                 | FaultAction::Reset
                 | FaultAction::Partition
+                | FaultAction::NetnsPartition
                 | FaultAction::Heal
         )
     }
@@ -965,6 +972,18 @@ exact = true
                 proxy,
                 "faults[0].link",
                 "network faults only",
+            ),
+            (
+                "action = \"netns-partition\"\nfor_ms = 5",
+                proxy,
+                "faults[0].action",
+                "[network] netns = true",
+            ),
+            (
+                "action = \"netns-partition\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                "[network]\nnetns = true",
+                "faults[0].link",
+                "no `link`",
             ),
             (
                 "action = \"reset\"\nlink = \"worker->redis\"\nfor_ms = 5",

@@ -8,7 +8,9 @@
 //! - [`rules`]: what a link does to each direction (`delay`, `drop-replies`, `blackhole`,
 //!   `reset`, `partition`) and the [`NetEvent`] every change is logged as.
 //! - [`proxy`]: the listener and the per-connection pumps.
+//! - [`netns`]: a real partition (root only): a namespace, a veth pair, iptables inside it.
 
+pub mod netns;
 pub mod proxy;
 pub mod rules;
 

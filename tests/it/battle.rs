@@ -846,3 +846,76 @@ fn sigkilling_the_harness_mid_network_battle_leaves_no_server_under_faketime() {
         "processes naming {run_dir} survived the harness: {strays:?}"
     );
 }
+
+/// Whether network namespaces can be made here; under `TK_CONFORM_REQUIRE_ALL=1` they must.
+fn have_netns() -> bool {
+    match tk_conform::netfault::netns::available() {
+        Ok(()) => true,
+        Err(e) if std::env::var("TK_CONFORM_REQUIRE_ALL").as_deref() == Ok("1") => {
+            panic!("TK_CONFORM_REQUIRE_ALL=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            false
+        }
+    }
+}
+
+fn namespaces_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("tkc-{pid}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_real_partition_in_a_namespace_heals_and_the_namespace_goes_after_a_sigkill() {
+    if !have_redis() || !have_netns() {
+        return;
+    }
+    let b = battle(&["net-netns-partition"], &[]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    let result = b.result("net-netns-partition");
+    let links = result["faultWindows"][0]["links"][0].as_str().unwrap();
+    assert!(
+        links.contains("iptables") && links.contains("-A INPUT -j DROP"),
+        "{result:#}"
+    );
+    drop(b);
+
+    // SIGKILLed mid-run, the harness leaves its namespace mounted; the next battle removes it.
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "net-netns-partition", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while namespaces_of(harness.id()).is_empty() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = namespaces_of(harness.id());
+    assert_eq!(left.len(), 1, "the battle never made its namespace");
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let out = Command::new(EXE)
+        .args(["battle", "--list", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&left[0]), "{stderr}");
+    assert!(namespaces_of(harness.id()).is_empty());
+}

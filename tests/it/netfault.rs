@@ -248,3 +248,113 @@ async fn every_change_is_logged_with_its_time_in_order() {
     assert!(log.iter().all(|e| e.link == "worker->redis" && e.at_us > 0));
     assert!(log[2].rules.refuse_new);
 }
+
+/// Whether network namespaces can be made here; under `TK_CONFORM_REQUIRE_ALL=1` they must.
+fn have_netns() -> bool {
+    match tk_conform::netfault::netns::available() {
+        Ok(()) => true,
+        Err(e) if std::env::var("TK_CONFORM_REQUIRE_ALL").as_deref() == Ok("1") => {
+            panic!("TK_CONFORM_REQUIRE_ALL=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_namespace_partition_with_iptables_stalls_redis_and_heals() {
+    use tk_conform::infra::OwnedChild;
+    use tk_conform::netfault::netns::NetnsHost;
+
+    if !have_redis() || !have_netns() {
+        return;
+    }
+    let mut host = NetnsHost::create().unwrap();
+    let name = host.name().to_string();
+    let port = 6379;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = host.command(&find_redis_binary().unwrap());
+    command
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            &host.addr().to_string(),
+        ])
+        .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _redis = OwnedChild::spawn("redis in a namespace", command).unwrap();
+    let addr = SocketAddr::new(host.addr().into(), port);
+    let mut con = None;
+    for _ in 0..200 {
+        if let Ok(Ok(c)) = timeout(CLIENT_TIMEOUT, TcpStream::connect(addr)).await {
+            con = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut con = con.expect("redis in the namespace answers from the host");
+    assert_eq!(call(&mut con, &["INCR", "k"]).await.unwrap(), ":1");
+
+    host.partition().unwrap();
+    assert!(host.rules().unwrap().contains("-A INPUT -j DROP"));
+    assert_eq!(
+        call(&mut con, &["INCR", "k"]).await.unwrap_err(),
+        "timed out"
+    );
+    assert!(
+        timeout(CLIENT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .is_err(),
+        "a connect into a partitioned namespace hangs"
+    );
+
+    host.heal().unwrap();
+    assert!(!host.rules().unwrap().contains("DROP"));
+    let mut fresh = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(call(&mut fresh, &["PING"]).await.unwrap(), "+PONG");
+    // TCP retransmits the stalled INCR once the rule is gone (within a few RTOs).
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = call(&mut fresh, &["GET", "k"]).await.unwrap();
+        if seen == "2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "2", "the stalled INCR arrives after the heal");
+
+    drop(host);
+    assert!(!std::path::Path::new("/run/netns").join(&name).exists());
+}
+
+#[test]
+fn namespaces_left_by_a_dead_harness_are_swept() {
+    use tk_conform::netfault::netns;
+
+    if !have_netns() {
+        return;
+    }
+    // A pid that is surely gone: a child that has exited and been reaped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let name = format!("tkc-{dead}-0");
+    let status = std::process::Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(netns::stale().contains(&name));
+    let swept = netns::sweep_stale();
+    assert!(swept.contains(&name), "{swept:?}");
+    assert!(!std::path::Path::new("/run/netns").join(&name).exists());
+    // A live harness's namespace is never swept.
+    let mine = format!("tkc-{}-99", std::process::id());
+    assert!(!netns::stale().contains(&mine));
+}
