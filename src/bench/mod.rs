@@ -1,5 +1,6 @@
 //! `tk-conform bench ...`: throughput measurements (never timed assertions in tests).
 
+pub mod exec;
 pub mod replay;
 pub mod server;
 
@@ -13,6 +14,8 @@ pub enum BenchCommand {
     Load(crate::battle::bench::LoadArgs),
     /// Check calls/s and p50/p99 latency of the reference server, memory vs Redis store.
     Server(server::ServerBenchArgs),
+    /// A protocol-2 adapter's decisions/s in its own loop vs through the exec door.
+    Exec(exec::ExecBenchArgs),
 }
 
 pub fn run(command: BenchCommand) -> std::process::ExitCode {
@@ -20,5 +23,6 @@ pub fn run(command: BenchCommand) -> std::process::ExitCode {
         BenchCommand::Replay(args) => replay::run(args),
         BenchCommand::Load(args) => crate::battle::bench::run(args),
         BenchCommand::Server(args) => server::main(args),
+        BenchCommand::Exec(args) => exec::run(args),
     }
 }

@@ -22,6 +22,7 @@ use crate::backend::exec::ExecBackend;
 use crate::backend::exec::v2::{Clock, Family, LimiterKind};
 use crate::conformance::trial::{TrialResult, TrialSpec};
 use driver::Driver;
+pub use driver::wall_ms;
 use family::{Point, Shape, sweep};
 
 /// The properties, in the order trials are listed.
