@@ -19,9 +19,12 @@ judge() {
   # 0: all passed; 1: a property failed. Anything else (2: could not start) stops the script.
   [ "$(cat "$logs/$name.rc")" -le 1 ] || { cat "$logs/$name.out" >&2; exit 2; }
 }
-judge limits ".venv-engines-3.11/bin/python adapters/python/limits_redis.py"
-judge rate-limiter-flexible "node adapters/node/rate_limiter_flexible.mjs"
-judge rate-sync ".venv-rate-sync-3.12/bin/python adapters/python/rate_sync.py"
-judge derp-py ".venv-derp-3.12/bin/python adapters/python/derp_kv.py"
+# The engines run side by side (each run starts its own Redis), so the whole table takes about
+# as long as the slowest engine's suites (under a minute here).
+judge limits ".venv-engines-3.11/bin/python adapters/python/limits_redis.py" &
+judge rate-limiter-flexible "node adapters/node/rate_limiter_flexible.mjs" &
+judge rate-sync ".venv-rate-sync-3.12/bin/python adapters/python/rate_sync.py" &
+judge derp-py ".venv-derp-3.12/bin/python adapters/python/derp_kv.py" &
+for job in $(jobs -p); do wait "$job" || exit 2; done
 python3 scripts/engines_table.py "$logs" limits rate-limiter-flexible rate-sync derp-py >docs/engines.md
 echo "docs/engines.md regenerated from $logs" >&2

@@ -84,7 +84,23 @@ class Adapter:
         return {"error": {"kind": "unsupported", "message": f"no op {op}"}}
 
 
+def native_bench(kind, calls):
+    """The same decisions in-process, for `tk-conform bench exec`: prints decisions per second."""
+    import time
+
+    adapter = Adapter()
+    adapter.handle({"op": "reset", "namespace": "tk-conform-native-bench"})
+    adapter.handle({"op": "configure", "limiter": "B", "kind": kind,
+                    "params": {"limit": LIMIT["max"], "windowMs": SECONDS["max"]}})
+    started = time.perf_counter()
+    for _ in range(calls):
+        adapter.handle({"op": "decide", "limiter": "B", "key": "bench", "cost": 1})
+    print(calls / (time.perf_counter() - started))
+
+
 def main():
+    if sys.argv[1:2] == ["--native-bench"]:
+        return native_bench(sys.argv[2], int(sys.argv[3]))
     adapter = Adapter()
     import redis
 

@@ -22,6 +22,7 @@ use crate::backend::exec::ExecBackend;
 use crate::backend::exec::v2::{Clock, Family, LimiterKind};
 use crate::conformance::trial::{TrialResult, TrialSpec};
 use driver::Driver;
+pub use driver::wall_ms;
 use family::{Point, Shape, sweep};
 
 /// The properties, in the order trials are listed.
@@ -170,15 +171,9 @@ fn run_trial(
     };
     let mut unknown = Vec::new();
     for _ in 0..attempts {
-        let verdict = target.runtime.block_on(async {
-            match tokio::time::timeout(target.timeout, check(target, kind, point, property)).await {
-                Ok(v) => v,
-                Err(_) => Verdict::Fail(format!(
-                    "the property did not finish within {:?} (a hung adapter or engine)",
-                    target.timeout
-                )),
-            }
-        });
+        let verdict = target
+            .runtime
+            .block_on(check(target, kind, point, property));
         match verdict {
             Verdict::Pass(note) => return TrialResult::Passed(Some(note)),
             Verdict::Fail(m) => return TrialResult::Failed(format!("{}: {m}", kind.describe())),
@@ -206,19 +201,30 @@ async fn check(
         Ok(d) => d,
         Err(v) => return v,
     };
-    let verdict = if kind.clock == Clock::Explicit {
-        explicit::run(&mut driver, &shape, property).await
-    } else {
-        realtime::run(&mut driver, &shape, property).await
-    };
-    // Hygiene closes every suite: a check that passed on a store full of TTL-less keys did not.
-    // (Not after seeding: those TTLs were removed by the harness; `hygiene` judges the engine.)
-    match verdict {
-        Verdict::Pass(note) if property == Property::LivenessSeeded => Verdict::Pass(note),
-        Verdict::Pass(note) => match driver.hygiene(&shape).await {
-            Ok(h) => Verdict::Pass(format!("{note}; {h}")),
-            Err(v) => v,
-        },
-        other => other,
-    }
+    // The bound starts once the session is open: trials queue for the one adapter, and waiting
+    // for another trial to finish is no hang.
+    let judged = tokio::time::timeout(target.timeout, async {
+        let verdict = if kind.clock == Clock::Explicit {
+            explicit::run(&mut driver, &shape, property).await
+        } else {
+            realtime::run(&mut driver, &shape, property).await
+        };
+        // Hygiene closes every suite: a check that passed on a store full of TTL-less keys did
+        // not. (Not after seeding: the harness removed those TTLs; `hygiene` judges the engine.)
+        match verdict {
+            Verdict::Pass(note) if property == Property::LivenessSeeded => Verdict::Pass(note),
+            Verdict::Pass(note) => match driver.hygiene(&shape).await {
+                Ok(h) => Verdict::Pass(format!("{note}; {h}")),
+                Err(v) => v,
+            },
+            other => other,
+        }
+    })
+    .await;
+    judged.unwrap_or_else(|_| {
+        Verdict::Fail(format!(
+            "the property did not finish within {:?} (a hung adapter or engine)",
+            target.timeout
+        ))
+    })
 }
