@@ -13,6 +13,7 @@ mod exec_backend;
 mod exec_node;
 mod exec_run;
 mod exec_throttlekit;
+mod fuzz_mutate;
 mod model_properties;
 mod run_infra;
 mod run_redis;

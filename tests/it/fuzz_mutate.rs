@@ -3,11 +3,9 @@
 //! `run --vectors`; the same seed gives the same bytes; mutants are killed, survive, or loop
 //! and are stopped; every flag is bounds-checked.
 
-mod common;
-
 use std::path::Path;
 
-use common::{ContractCopy, have_redis, repo, tk_conform};
+use crate::util::{ContractCopy, have_redis, repo, tk_conform};
 use tk_conform::contract::vectors::{Suite, VectorsFile};
 use tk_conform::fuzz::cli::RedisTarget;
 use tk_conform::infra::{LocalRedis, find_redis_binary};
