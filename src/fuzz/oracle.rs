@@ -56,28 +56,32 @@ impl Oracle {
     }
 
     /// Replays prepared vectors against `backend`. Rate-limit and token-budget suites share one
-    /// session (several keys in one namespace); each lease suite gets its own spender.
+    /// session (several keys in one namespace); then each lease suite gets its own spender. A
+    /// worker holds one session at a time: an exec adapter serves one at a time.
     pub async fn judge(self, backend: &dyn Backend, vectors: &VectorsFile) -> Verdict {
-        let Some(first) = vectors.suites.first() else {
-            return Verdict::Agreed { ops: 0 };
-        };
-        let mut shared = match backend.open_suite(first.name()).await {
-            Ok(s) => s,
-            Err(e) => return Verdict::Unsupported(e.to_string()),
-        };
+        let (leases, keyed): (Vec<&Suite>, Vec<&Suite>) = vectors
+            .suites
+            .iter()
+            .partition(|s| matches!(s, Suite::Lease(_)));
         let mut ops = 0u64;
-        for suite in &vectors.suites {
-            let outcome = match suite {
-                Suite::Lease(_) => match backend.open_suite(suite.name()).await {
-                    Ok(mut own) => replay(own.as_mut(), suite).await,
-                    Err(e) => return Verdict::Unsupported(e.to_string()),
-                },
-                _ => replay(shared.as_mut(), suite).await,
+        let mut groups: Vec<Vec<&Suite>> = Vec::new();
+        if !keyed.is_empty() {
+            groups.push(keyed);
+        }
+        groups.extend(leases.into_iter().map(|s| vec![s]));
+        for group in groups {
+            let mut session = match backend.open_suite(group[0].name()).await {
+                Ok(s) => s,
+                Err(e) => return Verdict::Unsupported(e.to_string()),
             };
-            match outcome {
-                Ok(n) => ops += n as u64,
-                Err(ReplayFailure::Diverged(d)) => return Verdict::Diverged(d),
-                Err(ReplayFailure::Unsupported(reason)) => return Verdict::Unsupported(reason),
+            for suite in group {
+                match replay(session.as_mut(), suite).await {
+                    Ok(n) => ops += n as u64,
+                    Err(ReplayFailure::Diverged(d)) => return Verdict::Diverged(d),
+                    Err(ReplayFailure::Unsupported(reason)) => {
+                        return Verdict::Unsupported(reason);
+                    }
+                }
             }
         }
         Verdict::Agreed { ops }

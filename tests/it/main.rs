@@ -14,6 +14,7 @@ mod exec_node;
 mod exec_run;
 mod exec_throttlekit;
 mod exec_v2;
+mod fuzz_mutate;
 mod model_properties;
 mod netfault;
 mod run_infra;

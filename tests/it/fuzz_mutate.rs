@@ -3,11 +3,9 @@
 //! `run --vectors`; the same seed gives the same bytes; mutants are killed, survive, or loop
 //! and are stopped; every flag is bounds-checked.
 
-mod common;
-
 use std::path::Path;
 
-use common::{ContractCopy, have_redis, repo, tk_conform};
+use crate::util::{ContractCopy, have_redis, repo, tk_conform};
 use tk_conform::contract::vectors::{Suite, VectorsFile};
 use tk_conform::fuzz::cli::RedisTarget;
 use tk_conform::infra::{LocalRedis, find_redis_binary};
@@ -399,4 +397,41 @@ fn a_looping_mutant_is_stopped_with_script_kill_and_counts_as_killed() {
         Fate::Killed { by } => assert!(by.contains("fixed"), "{by}"),
         other => panic!("expected killed, got {other:?}"),
     }
+}
+
+#[test]
+fn fuzz_drives_an_exec_adapter_through_every_primitive_it_claims() {
+    let adapter = format!(
+        "python3 {}",
+        repo().join("tests/fixtures/adapters/faulty.py").display()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let fuzz = |adapter: &str| {
+        tk_conform(&[
+            "fuzz",
+            "--backend",
+            "exec",
+            "--adapter",
+            adapter,
+            "--seed",
+            "2",
+            "--timelines",
+            "200",
+            "--connections",
+            "3",
+            "--shrink-attempts",
+            "200",
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+    };
+    // A correct engine for fixedWindow, tokenBudget and the lease spender: nothing found, and
+    // a lease timeline never waits for a second session on the one adapter.
+    let (code, stdout, stderr) = fuzz(&adapter);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("fixedWindow, tokenBudget, lease"), "{stdout}");
+    // The same adapter answering a wrong field from its 40th request on.
+    let (code, stdout, stderr) = fuzz(&format!("{adapter} --fault wrong-field --at 40"));
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains("diverged at op"), "{stdout}");
 }
