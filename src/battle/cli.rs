@@ -66,7 +66,8 @@ pub fn run(args: BattleArgs) -> ExitCode {
     crate::cli_edge::exit_code("battle", execute(args))
 }
 
-fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
+fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
+    args.contract = crate::contract::bundled::resolve(&args.contract)?;
     let scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
     if args.list {
         for s in &scenarios {
