@@ -3,13 +3,11 @@
 //! repository, on the contract bundled in the binary. And `action.yml` has the inputs and steps
 //! the README promises.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::repo;
+use crate::util::{repo, skip_or_fail};
 
 /// Bound on the wheel build (it reuses target/debug: seconds, unless a cold build is needed).
 const BUILD_BOUND: Duration = Duration::from_secs(900);
@@ -34,10 +32,7 @@ fn maturin() -> Option<PathBuf> {
         return Some(PathBuf::from("maturin"));
     }
     let reason = "no maturin (.ci/run installs it into target/maturin-venv)";
-    if std::env::var("TK_CONFORM_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("TK_CONFORM_REQUIRE_ALL=1 but {reason}");
-    }
-    eprintln!("skipped: {reason}");
+    skip_or_fail(reason);
     None
 }
 
@@ -66,7 +61,7 @@ fn bounded(mut command: Command, bound: Duration) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    common::text(out)
+    crate::util::text(out)
 }
 
 #[test]
