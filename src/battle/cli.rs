@@ -66,7 +66,8 @@ pub fn run(args: BattleArgs) -> ExitCode {
     crate::cli_edge::exit_code("battle", execute(args))
 }
 
-fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
+fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
+    args.contract = crate::contract::bundled::resolve(&args.contract)?;
     // Network namespaces a SIGKILLed harness left behind (the kernel keeps them mounted).
     for name in crate::netfault::netns::sweep_stale() {
         eprintln!("tk-conform battle: removed network namespace {name} left by a dead harness");

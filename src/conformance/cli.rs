@@ -74,7 +74,8 @@ pub fn run(args: RunArgs) -> ExitCode {
     crate::cli_edge::exit_code("run", execute(args))
 }
 
-fn execute(args: RunArgs) -> anyhow::Result<ExitCode> {
+fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    args.contract = crate::contract::bundled::resolve(&args.contract)?;
     let libtest = match libtest_mimic::Arguments::try_parse_from(
         std::iter::once("tk-conform run --".to_owned()).chain(args.libtest.iter().cloned()),
     ) {

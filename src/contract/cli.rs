@@ -78,7 +78,13 @@ pub struct VectorsArgs {
 
 pub fn run(command: ContractCommand) -> ExitCode {
     ExitCode::from(match command {
-        ContractCommand::Verify(args) => run_verify(&args.contract),
+        ContractCommand::Verify(args) => match super::bundled::resolve(&args.contract) {
+            Ok(dir) => run_verify(&dir),
+            Err(e) => {
+                eprintln!("tk-conform contract verify: error: {e}");
+                EXIT_USAGE
+            }
+        },
         ContractCommand::Seal(args) => run_seal(&args.contract),
         ContractCommand::Sync(args) => run_sync(args),
         ContractCommand::Vectors(args) => run_vectors(&args),

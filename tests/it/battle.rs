@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::util::{have_redis, repo};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Battles anywhere in this binary (report and matrix tests too) take this lock.
+pub(crate) static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const EXE: &str = env!("CARGO_BIN_EXE_tk-conform");
 

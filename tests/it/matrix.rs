@@ -2,13 +2,11 @@
 //! direct-door cap battles, into one compatibility table. A server that breaks the scripts
 //! (EVALSHA renamed away) must show as not compatible, with the rows that differ.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{have_redis, repo};
+use crate::util::{have_redis, repo};
 
 const EXE: &str = env!("CARGO_BIN_EXE_tk-conform");
 
@@ -42,6 +40,9 @@ fn a_server_that_breaks_the_scripts_is_not_compatible_and_the_rows_that_differ_a
     if !have_redis() {
         return;
     }
+    let _one = crate::battle::ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let real = tk_conform::infra::find_redis_binary().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     // The real server with EVALSHA renamed away: the same version, but the scripts cannot run.

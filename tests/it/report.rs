@@ -2,17 +2,15 @@
 //! hold the expected plots, the page must log no error, and a screenshot goes into the run
 //! folder (`report.png`) for people to look at.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{have_redis, repo};
+use crate::util::{have_redis, repo, skip_or_fail};
 
 const EXE: &str = env!("CARGO_BIN_EXE_tk-conform");
 
-/// Battles are timing-bound and the machine is small: one at a time.
-static ONE_BATTLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Battles are timing-bound and the machine is small: one at a time, with the battle area's.
+use crate::battle::ONE_AT_A_TIME as ONE_BATTLE;
 
 /// Chromium, or `None` (skip) — except under `TK_CONFORM_REQUIRE_ALL=1`, where a missing browser
 /// fails the test.
@@ -27,10 +25,7 @@ fn chromium() -> Option<PathBuf> {
         "no browser at {} (.ci/run installs chromium)",
         path.display()
     );
-    if std::env::var("TK_CONFORM_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("TK_CONFORM_REQUIRE_ALL=1 but {reason}");
-    }
-    eprintln!("skipped: {reason}");
+    skip_or_fail(&reason);
     None
 }
 
