@@ -1,8 +1,8 @@
 //! `tk-conform bench ...`: throughput measurements (never timed assertions in tests).
 
-pub mod redis_benchmark;
-pub mod fuzz;
 pub mod exec;
+pub mod fuzz;
+pub mod redis_benchmark;
 pub mod replay;
 pub mod server;
 

@@ -429,7 +429,10 @@ fn fuzz_drives_an_exec_adapter_through_every_primitive_it_claims() {
     // a lease timeline never waits for a second session on the one adapter.
     let (code, stdout, stderr) = fuzz(&adapter);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.contains("fixedWindow, tokenBudget, lease"), "{stdout}");
+    assert!(
+        stdout.contains("fixedWindow, tokenBudget, lease"),
+        "{stdout}"
+    );
     // The same adapter answering a wrong field from its 40th request on.
     let (code, stdout, stderr) = fuzz(&format!("{adapter} --fault wrong-field --at 40"));
     assert_eq!(code, 1, "{stdout}\n{stderr}");

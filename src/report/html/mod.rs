@@ -190,7 +190,7 @@ fn trials(summary: &Summary) -> String {
             TrialOutcome::Passed => ("pass", "pass"),
             TrialOutcome::Failed => ("fail", "fail"),
             TrialOutcome::Skipped => ("skip", "skip"),
-                TrialOutcome::Informational => ("info", "info"),
+            TrialOutcome::Informational => ("info", "info"),
         };
         let detail = match (&t.message, t.outcome) {
             (Some(m), TrialOutcome::Failed) => failure(m),

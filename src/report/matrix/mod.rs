@@ -114,7 +114,12 @@ pub fn build(runs: &[LoadedRun]) -> Matrix {
                 continue;
             }
             e.judged += 1;
-            if ran.iter().all(|c| matches!(c.outcome, TrialOutcome::Passed | TrialOutcome::Informational)) {
+            if ran.iter().all(|c| {
+                matches!(
+                    c.outcome,
+                    TrialOutcome::Passed | TrialOutcome::Informational
+                )
+            }) {
                 e.passed += 1;
             }
         }
