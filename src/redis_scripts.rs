@@ -82,6 +82,17 @@ impl ScriptCallError {
         matches!(self, ScriptCallError::Redis { source, .. } if source.is_timeout())
     }
 
+    /// True when Redis answered BUSY: another script is running, this one did not run.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ScriptCallError::Redis { source, .. } if source.code() == Some("BUSY"))
+    }
+
+    /// True when this call's script was stopped by `SCRIPT KILL`.
+    pub fn was_killed(&self) -> bool {
+        matches!(self, ScriptCallError::Redis { source, .. }
+            if source.to_string().contains("killed by user"))
+    }
+
     /// The manifest name of the script that failed, when there was one.
     pub fn script(&self) -> Option<&str> {
         match self {

@@ -49,7 +49,13 @@ pub async fn rate(binary: &std::path::Path, run: &Run<'_>) -> anyhow::Result<f64
         .args(["-c", &run.connections.to_string()])
         .args(["-P", &run.pipeline.to_string()])
         .args(["-n", &run.requests.to_string()])
-        .args(["-r", &run.keys.to_string(), "--csv"])
+        .args(["-r", &run.keys.to_string(), "--csv"]);
+    if let Some(password) = info.redis_settings().password() {
+        // redis-benchmark reads a password only from its arguments (never written anywhere by
+        // tk-conform; its output goes to files that are never shown but for a missing rate).
+        command.args(["-a", password]);
+    }
+    command
         .args([
             "EVALSHA",
             run.sha,
@@ -60,10 +66,6 @@ pub async fn rate(binary: &std::path::Path, run: &Run<'_>) -> anyhow::Result<f64
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_file)?)
         .stderr(std::fs::File::create(&err_file)?);
-    if let Some(password) = info.redis_settings().password() {
-        // In the environment, not on the command line others can read.
-        command.env("REDISCLI_AUTH", password);
-    }
     let mut child = OwnedChild::spawn("redis-benchmark", command)?;
     if child.wait_exit(run.bound).await.is_none() {
         child.kill();
@@ -78,5 +80,9 @@ pub async fn rate(binary: &std::path::Path, run: &Run<'_>) -> anyhow::Result<f64
         .lines()
         .filter(|l| l.starts_with("\"EVALSHA"))
         .find_map(|l| l.split("\",\"").nth(1)?.parse::<f64>().ok())
-        .with_context(|| format!("no rate in redis-benchmark's output: {stdout} {stderr}"))
+        .with_context(|| {
+            crate::infra::redact_text(&format!(
+                "no rate in redis-benchmark's output: {stdout} {stderr}"
+            ))
+        })
 }

@@ -153,6 +153,8 @@ fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
         );
 
         let configs = [(1usize, 1usize), (args.connections, args.pipeline)];
+        // Measured in a block of its own, so a failure still leaves a shared Redis clean.
+        let measured = async {
         let mut rows = Vec::new();
         for (i, &(connections, pipeline)) in configs.iter().enumerate() {
             // Alternate ours and theirs for several rounds and keep the medians: the machine may
@@ -214,10 +216,14 @@ fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
             }
             rows.push(row);
         }
+        anyhow::Ok(rows)
+        }
+        .await;
         progress.clear();
         if redis.is_external() {
             crate::infra::delete_prefixed(&mut con, &prefix).await?;
         }
+        let rows = measured?;
 
         println!(
             "bench replay: {} rate-limit timelines from {}",

@@ -12,7 +12,7 @@ use crate::backend::exec::{ExecArgs, ExecBackend};
 use crate::backend::model::ModelBackend;
 use crate::backend::redis::RedisBackend;
 use crate::backend::service::{ServerStore, ServiceArgs, ServiceBackend, ServiceTarget};
-use crate::infra::{RedisInstance, RedisOptions, connect};
+use crate::infra::{RedisInstance, RedisOptions};
 use crate::redis_scripts::ScriptSet;
 use crate::report::Progress;
 
@@ -98,7 +98,11 @@ pub async fn provision(
                 .as_str(),
             );
             let instance = RedisInstance::provision(&request.redis).await?;
-            let con = connect(instance.url()).await?;
+            let con = crate::infra::connect_with_timeout(
+                instance.url(),
+                crate::backend::redis::SCRIPT_CALL_BOUND,
+            )
+            .await?;
             let backend = RedisBackend::new(
                 Arc::new(scripts),
                 con,

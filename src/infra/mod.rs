@@ -17,5 +17,6 @@ pub use port::free_loopback_port;
 pub use redact::{REDACTED, redact_text, redact_url};
 pub use redis::{
     IO_TIMEOUT, LocalRedis, RedisError, RedisInstance, RedisOptions, RedisOrigin, ScriptKill,
-    connect, delete_prefixed, find_redis_binary, kill_running_script, server_version,
+    connect, connect_with_timeout, delete_prefixed, find_redis_binary, kill_running_script,
+    server_version,
 };

@@ -232,6 +232,14 @@ fn is_executable(path: &Path) -> bool {
 
 /// A multiplexed connection with connect and response timeouts, so no call can hang a run.
 pub async fn connect(url: &str) -> Result<MultiplexedConnection, RedisError> {
+    connect_with_timeout(url, IO_TIMEOUT).await
+}
+
+/// [`connect`] with another response timeout: the bound on every call made through it.
+pub async fn connect_with_timeout(
+    url: &str,
+    response_timeout: Duration,
+) -> Result<MultiplexedConnection, RedisError> {
     let unreachable = |reason: String| RedisError::Unreachable {
         url: redact_url(url),
         reason: redact_text(&reason),
@@ -239,7 +247,7 @@ pub async fn connect(url: &str) -> Result<MultiplexedConnection, RedisError> {
     let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(IO_TIMEOUT))
-        .set_response_timeout(Some(IO_TIMEOUT));
+        .set_response_timeout(Some(response_timeout));
     // The config's timeout covers the TCP connect; this one also covers the handshake.
     match tokio::time::timeout(
         IO_TIMEOUT * 2,
