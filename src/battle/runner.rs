@@ -184,6 +184,10 @@ async fn battle(
             );
             return Ok(());
         }
+        if let Err(e) = crate::netfault::netns::available() {
+            result.skipped = Some(format!("puts Redis in a network namespace: {e}"));
+            return Ok(());
+        }
         let binary = cfg
             .redis
             .server_binary
