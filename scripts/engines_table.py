@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 PROPERTIES = ["cap", "liveness", "liveness-seeded", "honesty", "cost", "denials", "keys",
-              "interleaved", "hygiene"]
+              "interleaved", "race", "hygiene"]
 
 
 def main(logs, engines):
