@@ -34,10 +34,13 @@ async fn race(
     s: &Shape,
 ) -> Result<String, Verdict> {
     let starts = (0..RACERS).map(|_| ExecBackend::start(target.racers.clone()));
+    // Eight interpreters starting at once on a busy machine may be slow: that says nothing
+    // about the engine, so a racer that cannot get going makes the trial unknown, not failed.
     let mut racers = Vec::new();
     for started in join_all(starts).await {
         racers.push(
-            started.map_err(|e| Verdict::Fail(format!("race: starting a racing adapter: {e}")))?,
+            started
+                .map_err(|e| Verdict::Unknown(format!("race: starting a racing adapter: {e}")))?,
         );
     }
     let namespace = d.namespace().to_owned();
@@ -84,8 +87,24 @@ async fn race(
             }
         });
         let mut calls = Vec::new();
+        let mut trouble = None;
         for result in join_all(runs).await {
-            calls.extend(result.map_err(|e| Verdict::Fail(format!("race: {e}")))?);
+            match result {
+                Ok(c) => calls.extend(c),
+                Err(e) => trouble = Some(e),
+            }
+        }
+        if let Some(e) = trouble {
+            // A racer that timed out opening its session is slow, not wrong; a decide that
+            // failed is the engine's (store unreachable, protocol) and fails the trial.
+            outcome = Err(
+                if e.starts_with("opening") || e.starts_with("configuring") {
+                    Verdict::Unknown(format!("race: round {round}: {e}"))
+                } else {
+                    Verdict::Fail(format!("race: round {round}: {e}"))
+                },
+            );
+            break;
         }
         outcome = judge(s, &calls, explicit, round).map(|n| notes.push(n));
         if outcome.is_err() {
