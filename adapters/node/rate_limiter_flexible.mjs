@@ -30,6 +30,9 @@ const CLASSES = { atomic: RateLimiterRedis, nonAtomic: RateLimiterRedisNonAtomic
 const redis = new Redis(process.env.TK_CONFORM_REDIS_URL, {
   enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false,
 });
+// Without the offline queue a command sent before the connection is up fails: serve only once
+// it is (a store that never comes up leaves hello unanswered, which the harness reports).
+if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
 let namespace = '';
 let limiters = new Map();
 

@@ -14,8 +14,6 @@ import sys
 from importlib.metadata import version
 from urllib.parse import urlparse
 
-from derp.config import ValkeyConfig
-from derp.kv.valkey import ValkeyClient
 
 KINDS = [
     {"name": "fixed", "family": "fixedWindow", "clock": "store", "windowStart": "firstCall",
@@ -26,10 +24,19 @@ KINDS = [
 ]
 
 
-async def main():
+async def connect():
+    # derp imports a large dependency tree; hello is answered before it is loaded.
+    from derp.config import ValkeyConfig
+    from derp.kv.valkey import ValkeyClient
+
     url = urlparse(os.environ["TK_CONFORM_REDIS_URL"])
     kv = ValkeyClient(ValkeyConfig(addresses=[(url.hostname, url.port or 6379)]))
     await kv.connect()
+    return kv
+
+
+async def main():
+    kv = None
     namespace, limiters = "", {}
     loop = asyncio.get_running_loop()
     while line := await loop.run_in_executor(None, sys.stdin.readline):
@@ -42,6 +49,7 @@ async def main():
                                      "homepage": "https://pypi.org/project/derp-py/"},
                          "limiters": KINDS}
             elif op == "reset":
+                kv = kv or await connect()
                 namespace, limiters, reply = req["namespace"], {}, {"ok": True}
             elif op == "configure":
                 limiters[req["limiter"]] = req["params"]
@@ -66,7 +74,8 @@ async def main():
         sys.stdout.flush()
         if op == "shutdown":
             break
-    await kv.disconnect()
+    if kv is not None:
+        await kv.disconnect()
 
 
 if __name__ == "__main__":

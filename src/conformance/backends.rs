@@ -174,6 +174,9 @@ async fn provision_exec(
     config.namespace_prefix = request.key_prefix.clone();
     progress.phase(&format!("starting the adapter: {}", config.command));
     let stderr_log = config.stderr_log.clone();
+    // Racing adapters (the property suites' `race`) log beside the main one.
+    let mut racers = config.clone();
+    racers.stderr_log = request.log_dir.join("adapter.racers.stderr.log");
     let backend = ExecBackend::start(config).await?;
     let adapter = backend.hello().adapter();
     notes.push(format!(
@@ -199,6 +202,7 @@ async fn provision_exec(
             run_prefix: request.key_prefix.clone(),
             runtime: tokio::runtime::Handle::current(),
             timeout: std::time::Duration::from_secs(120),
+            racers,
         })
     } else {
         Vec::new()

@@ -126,6 +126,11 @@ impl Driver {
         })
     }
 
+    /// A key another process decided on in this namespace (for hygiene's key count).
+    pub fn note_key(&mut self, key: &str) {
+        self.keys_used.insert(key.to_owned());
+    }
+
     pub fn namespace(&self) -> &str {
         self.session.namespace()
     }

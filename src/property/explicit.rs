@@ -23,6 +23,7 @@ pub async fn run(d: &mut Driver, s: &Shape, property: Property) -> Verdict {
         (_, Property::Denials) => denials(d, s, t0).await,
         (_, Property::Keys) => keys(d, s, t0).await,
         (_, Property::Interleaved) => interleaved(d, s, t0).await,
+        (_, Property::Race) => Err(Verdict::NotApplicable("run by the race module".into())),
         (_, Property::Hygiene) => hygiene(d, s, t0).await,
     };
     match result {

@@ -10,6 +10,7 @@
 mod driver;
 mod explicit;
 pub mod family;
+mod race;
 mod realtime;
 pub mod store;
 
@@ -36,11 +37,12 @@ pub enum Property {
     Denials,
     Keys,
     Interleaved,
+    Race,
     Hygiene,
 }
 
 impl Property {
-    pub const ALL: [Property; 9] = [
+    pub const ALL: [Property; 10] = [
         Property::Cap,
         Property::Liveness,
         Property::LivenessSeeded,
@@ -49,6 +51,7 @@ impl Property {
         Property::Denials,
         Property::Keys,
         Property::Interleaved,
+        Property::Race,
         Property::Hygiene,
     ];
 
@@ -62,6 +65,7 @@ impl Property {
             Property::Denials => "denials",
             Property::Keys => "keys",
             Property::Interleaved => "interleaved",
+            Property::Race => "race",
             Property::Hygiene => "hygiene",
         }
     }
@@ -91,6 +95,9 @@ impl Property {
                 "out-of-order nows need the explicit clock; the kind follows the {} clock (battles skew real clocks instead)",
                 kind.clock.name()
             )),
+            Property::Race if concurrency => {
+                Some("concurrency slots are raced by cap's acquisitions".into())
+            }
             Property::LivenessSeeded | Property::Hygiene if !has_store => Some(
                 "the run has no Redis to inspect (TK_CONFORM_REDIS_URL was not set)".into(),
             ),
@@ -121,6 +128,8 @@ pub struct PropertyTarget {
     pub runtime: Handle,
     /// Bound on one trial.
     pub timeout: Duration,
+    /// How to start more copies of the adapter, which race on one key (`race`).
+    pub racers: crate::backend::exec::ExecConfig,
 }
 
 /// Real-time trials whose verdict is unknown are run again this many times in all.
@@ -204,7 +213,9 @@ async fn check(
     // The bound starts once the session is open: trials queue for the one adapter, and waiting
     // for another trial to finish is no hang.
     let judged = tokio::time::timeout(target.timeout, async {
-        let verdict = if kind.clock == Clock::Explicit {
+        let verdict = if property == Property::Race {
+            race::run(target, &mut driver, point, &shape).await
+        } else if kind.clock == Clock::Explicit {
             explicit::run(&mut driver, &shape, property).await
         } else {
             realtime::run(&mut driver, &shape, property).await

@@ -28,6 +28,7 @@ pub async fn run(d: &mut Driver, s: &Shape, property: Property) -> Verdict {
         (_, Property::Cost) => cost(d, s).await,
         (_, Property::Denials) => denials(d, s).await,
         (_, Property::Hygiene) => hygiene(d, s).await,
+        (_, Property::Race) => Err(Verdict::NotApplicable("run by the race module".into())),
         (_, Property::Interleaved) => Err(Verdict::NotApplicable(
             "out-of-order nows need the explicit clock".into(),
         )),
@@ -69,7 +70,7 @@ async fn burst(
 
 /// Whether `c` surely happened inside the same window as the first call `c0` (for the
 /// families whose cap is per window; token buckets and GCRA use [`Shape::interval_cap`]).
-fn surely_with_first(s: &Shape, c0: &Call, c: &Call) -> bool {
+pub(super) fn surely_with_first(s: &Shape, c0: &Call, c: &Call) -> bool {
     match (s.family, s.window_start) {
         (Family::FixedWindow | Family::SlidingWindowCounter, Some(WindowStart::Epoch)) => {
             s.epoch_window(c0.invoke) == s.epoch_window(c.complete)

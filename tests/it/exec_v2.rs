@@ -90,6 +90,8 @@ fn the_correct_fixture_passes_every_property() {
             // an engine that writes atomically.
             "skipped" => assert!(
                 name.contains("::interleaved::ttl")
+                    // Real time may not fit enough racing calls in one window on a busy machine.
+                    || (name.contains("::race::ttl") && message.starts_with("unknown"))
                     || (name.contains("::liveness-seeded::ttl")
                         && message.contains("writes its keys atomically")),
                 "{name}: {message}"
@@ -203,5 +205,15 @@ fn a_decision_with_an_undeclared_field_is_a_protocol_violation() {
         "::cap::log@limit=5,",
         "cap",
         "carries `resetAt`, which kind `log` does not declare in `exposes`",
+    );
+}
+
+#[test]
+fn a_get_then_set_engine_fails_the_race() {
+    expect_failure(
+        "--kinds ttl --fault get-then-set",
+        "::race::ttl@limit=150,",
+        "race",
+        "from 8 processes that all fell in one window of 1000 ms",
     );
 }

@@ -167,13 +167,24 @@ impl ExecBackend {
     /// A protocol-2 session over a fresh namespace (as `reset` gives every suite). Sessions take
     /// turns on the one adapter, like [`Backend::open_suite`]'s.
     pub async fn open_v2(&self, suite: &str) -> Result<V2Session, BackendError> {
+        let n = self.suites_opened.fetch_add(1, Ordering::Relaxed);
+        let namespace = format!("{}:{n}", self.namespace_prefix);
+        self.open_v2_in(suite, &namespace).await
+    }
+
+    /// A protocol-2 session in a namespace another session already uses: adapters racing on one
+    /// key share it.
+    pub async fn open_v2_in(
+        &self,
+        suite: &str,
+        namespace: &str,
+    ) -> Result<V2Session, BackendError> {
         let Some(hello) = self.hello_v2() else {
             return Err(BackendError::Unsupported(
                 "the adapter speaks protocol version 1, which has no limiter kinds".into(),
             ));
         };
-        let n = self.suites_opened.fetch_add(1, Ordering::Relaxed);
-        let namespace = format!("{}:{n}", self.namespace_prefix);
+        let namespace = namespace.to_owned();
         let mut connection = self.connection.clone().lock_owned().await;
         connection
             .call(&Request::Reset {
