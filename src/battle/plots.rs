@@ -83,34 +83,7 @@ pub fn scenario_plots(result: &ScenarioResult, dir: &Path) -> ScenarioPlots {
     plots.windows = result
         .judgements
         .iter()
-        .filter_map(|j| {
-            let per = j.numbers.get("perWindow")?.as_array()?;
-            let limit = j
-                .numbers
-                .get("limit")
-                .or(j.numbers.get("budget"))
-                .and_then(|v| v.as_f64());
-            let windows = per
-                .iter()
-                .map(|w| {
-                    let admitted = w
-                        .get("admitted")
-                        .or(w.get("admittedTokens"))
-                        .and_then(|v| v.as_f64())
-                        .unwrap_or(0.0);
-                    let possibly = w
-                        .get("possiblyAdmitted")
-                        .and_then(|v| v.as_f64())
-                        .unwrap_or(admitted);
-                    WindowCount { admitted, possibly }
-                })
-                .collect();
-            Some(WindowPlot {
-                assertion: j.assertion.clone(),
-                limit,
-                windows,
-            })
-        })
+        .filter_map(|j| window_plot(&j.assertion, &j.numbers))
         .collect();
     let ceiling = result
         .judgements
@@ -125,6 +98,43 @@ pub fn scenario_plots(result: &ScenarioResult, dir: &Path) -> ScenarioPlots {
         });
     }
     plots
+}
+
+/// Admits per window of a cap or budget judgement, with the bound each window is held to:
+/// `limit + slack` for a cap; for a budget, the crossing debit may overshoot (`budget + largest
+/// debit - 1`).
+fn window_plot(assertion: &str, numbers: &serde_json::Value) -> Option<WindowPlot> {
+    let per = numbers.get("perWindow")?.as_array()?;
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
+    let budget = num(numbers, "budget");
+    let limit = num(numbers, "limit").or(budget);
+    let slack = num(numbers, "slack").unwrap_or(0.0);
+    let windows = per
+        .iter()
+        .map(|w| {
+            let admitted = num(w, "admitted")
+                .or(num(w, "admittedTokens"))
+                .unwrap_or(0.0);
+            let possibly = num(w, "possiblyAdmitted").unwrap_or(admitted);
+            let bound = match (budget, num(w, "largestDebit")) {
+                (Some(b), Some(largest)) if largest > 0.0 => Some(b + largest - 1.0),
+                _ => limit.map(|l| l + slack),
+            };
+            WindowCount {
+                admitted,
+                possibly,
+                over: bound.is_some_and(|b| admitted > b),
+            }
+        })
+        .collect();
+    Some(WindowPlot {
+        assertion: assertion.to_owned(),
+        limit,
+        bound: limit
+            .filter(|_| budget.is_none() && slack > 0.0)
+            .map(|l| l + slack),
+        windows,
+    })
 }
 
 fn kind(outcome: &Outcome) -> CallKind {
@@ -223,4 +233,36 @@ fn slots_held(histories: &[WorkerHistory]) -> Vec<(i64, i64)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn red_windows_follow_the_checkers_bound_not_the_bare_limit() {
+        // A budget: the one crossing debit may overshoot; a debit after the budget was full may not.
+        let budget = json!({"budget": 200, "perWindow": [
+            {"admittedTokens": 201, "largestDebit": 5, "possiblyAdmitted": 201},
+            {"admittedTokens": 210, "largestDebit": 5, "possiblyAdmitted": 210},
+        ]});
+        let p = super::window_plot("budget#0", &budget).unwrap();
+        assert_eq!(
+            p.windows.iter().map(|w| w.over).collect::<Vec<_>>(),
+            [false, true]
+        );
+        assert_eq!(p.bound, None);
+        // A cap with slack: over only past limit + slack, and the bound is drawn.
+        let cap = json!({"limit": 20, "slack": 12, "perWindow": [
+            {"admitted": 23, "possiblyAdmitted": 23},
+            {"admitted": 33, "possiblyAdmitted": 34},
+        ]});
+        let p = super::window_plot("cap#0", &cap).unwrap();
+        assert_eq!(
+            p.windows.iter().map(|w| w.over).collect::<Vec<_>>(),
+            [false, true]
+        );
+        assert_eq!((p.limit, p.bound), (Some(20.0), Some(32.0)));
+        assert!(super::window_plot("renewed#0", &json!({"ttlMs": 5})).is_none());
+    }
 }

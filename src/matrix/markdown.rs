@@ -18,6 +18,20 @@ fn word(o: Option<&(TrialOutcome, Option<String>)>) -> &'static str {
     }
 }
 
+/// `| suite / scenario | redis 7.0.15 | … |` and its rule line.
+fn table_head(columns: &[Column]) -> String {
+    let mut s = String::from("| suite / scenario |");
+    for c in columns {
+        let _ = write!(s, " {} |", c.store);
+    }
+    s.push_str("\n|---|");
+    for _ in columns {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    s
+}
+
 /// The table. `command` is the command line that regenerates it.
 pub fn compatibility_md(columns: &[Column], command: &str, scenarios: &[String]) -> String {
     let mut s = String::from("# Store compatibility\n\n");
@@ -75,15 +89,7 @@ pub fn compatibility_md(columns: &[Column], command: &str, scenarios: &[String])
             rows.len()
         );
     } else {
-        s.push_str("| suite / scenario |");
-        for c in columns {
-            let _ = write!(s, " {} |", c.store);
-        }
-        s.push_str("\n|---|");
-        for _ in columns {
-            s.push_str("---|");
-        }
-        s.push('\n');
+        s.push_str(&table_head(columns));
         for row in &differing {
             let _ = write!(s, "| `{row}` |");
             for c in &cells {
@@ -126,15 +132,8 @@ pub fn compatibility_md(columns: &[Column], command: &str, scenarios: &[String])
             reasons.join("; ")
         );
     }
-    s.push_str("\n## Every suite and scenario\n\n| suite / scenario |");
-    for c in columns {
-        let _ = write!(s, " {} |", c.store);
-    }
-    s.push_str("\n|---|");
-    for _ in columns {
-        s.push_str("---|");
-    }
-    s.push('\n');
+    s.push_str("\n## Every suite and scenario\n\n");
+    s.push_str(&table_head(columns));
     for row in &rows {
         let _ = write!(s, "| `{row}` |");
         for c in &cells {

@@ -9,8 +9,13 @@ use crate::util::{have_redis, repo, skip_or_fail};
 
 const EXE: &str = env!("CARGO_BIN_EXE_tk-conform");
 
-/// Battles are timing-bound and the machine is small: one at a time, with the battle area's.
+/// Battles are timing-bound and the machine is small: battles, and the browser (which would
+/// load the cores under a battle), run one at a time with the battle area's.
 use crate::battle::ONE_AT_A_TIME as ONE_BATTLE;
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_BATTLE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Chromium, or `None` (skip) — except under `TK_CONFORM_REQUIRE_ALL=1`, where a missing browser
 /// fails the test.
@@ -155,6 +160,7 @@ fn broken_vectors(dir: &Path) -> PathBuf {
 #[test]
 fn a_conformance_report_shows_every_trial_and_the_field_diff_in_a_browser() {
     let Some(chromium) = chromium() else { return };
+    let _one = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let vectors = broken_vectors(tmp.path());
     let logs = kept_logs("conformance");
@@ -195,10 +201,10 @@ fn a_conformance_report_shows_every_trial_and_the_field_diff_in_a_browser() {
 #[test]
 fn a_battle_report_holds_timeline_windows_latency_slots_and_shares_in_a_browser() {
     let Some(chromium) = chromium() else { return };
+    let _one = one_at_a_time();
     if !have_redis() {
         return;
     }
-    let _one = ONE_BATTLE.lock().unwrap_or_else(|e| e.into_inner());
     let logs = kept_logs("battle");
     // A cap scenario (windows), a concurrency one (slots), one with a pause fault and two
     // groups (fault bands, shares).
@@ -251,10 +257,10 @@ fn a_battle_report_holds_timeline_windows_latency_slots_and_shares_in_a_browser(
 #[test]
 fn a_broken_cap_shows_red_windows_in_the_report() {
     let Some(chromium) = chromium() else { return };
+    let _one = one_at_a_time();
     if !have_redis() {
         return;
     }
-    let _one = ONE_BATTLE.lock().unwrap_or_else(|e| e.into_inner());
     let logs = kept_logs("broken-cap");
     let out = Command::new(EXE)
         .current_dir(repo())
@@ -283,6 +289,7 @@ fn a_broken_cap_shows_red_windows_in_the_report() {
 #[test]
 fn the_browser_check_catches_a_script_error_and_a_missing_plot() {
     let Some(chromium) = chromium() else { return };
+    let _one = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("logs");
     let out = Command::new(EXE)
@@ -367,6 +374,7 @@ fn report(args: &[&Path], out: &Path) -> std::process::Output {
 
 #[test]
 fn report_combines_runs_into_a_matrix_badges_and_a_checklist() {
+    let _one = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let good = model_run(&tmp.path().join("good"), None);
     let vectors = broken_vectors(tmp.path());
@@ -493,7 +501,7 @@ fn battle_draws_one_bar_per_scenario_on_a_terminal_and_plain_lines_in_ci() {
     if !have_redis() {
         return;
     }
-    let _one = ONE_BATTLE.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let battle = format!(
         "{EXE} battle cap-direct-gcra cap-direct-fixed-window --seed 5 --logs {}",

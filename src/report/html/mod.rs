@@ -299,7 +299,7 @@ svg text{font:11px system-ui,sans-serif;fill:#374151}svg text.title{font-weight:
 .axis,.tick{stroke:#6b7280;fill:none}svg text.tick{stroke:none;fill:#4b5563}\
 .k-ok{fill:#22c55e}.k-skip{fill:#9ca3af}svg text.onbar{fill:#fff;font-weight:600}.k-denied{fill:#f59e0b}.k-fail{fill:#dc2626}.k-indet{fill:#7c3aed}\
 .fault{fill:#ef4444;fill-opacity:.14}.admitted{fill:#3b82f6}.possibly{fill:#93c5fd}.over{fill:#dc2626}\
-.limit{stroke:#111827;stroke-dasharray:5 3;stroke-width:1.3}.ref{font-size:10px}\
+.limit{stroke:#111827;stroke-dasharray:5 3;stroke-width:1.3}.bound{stroke:#9ca3af;stroke-dasharray:2 3;stroke-width:1.3}.ref{font-size:10px}\
 .q50,.q90,.q99,.qmax,.slots{fill:none;stroke-width:1.6}.q50{stroke:#2563eb}.q90{stroke:#0891b2}.q99{stroke:#d97706}.qmax{stroke:#9ca3af;stroke-dasharray:3 2}.slots{stroke:#7c3aed}\
 rect.q50{fill:#2563eb}rect.q90{fill:#0891b2}rect.q99{fill:#d97706}rect.qmax{fill:#9ca3af}rect.slots{fill:#7c3aed}\
 .cell{text-align:center}.matrix td.name{white-space:nowrap}.g0{fill:#3b82f6}.g1{fill:#f97316}.g2{fill:#10b981}.g3{fill:#a855f7}";

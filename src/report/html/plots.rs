@@ -68,12 +68,17 @@ pub struct WindowCount {
     pub admitted: f64,
     /// Admitted plus the indeterminate calls that may have been.
     pub possibly: f64,
+    /// Admitted more than the assertion's bound allows (drawn red). Not simply `> limit`: a cap
+    /// may have slack, and a budget lets the one crossing debit overshoot.
+    pub over: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct WindowPlot {
     pub assertion: String,
     pub limit: Option<f64>,
+    /// `limit + slack`, when the assertion tolerates that much more.
+    pub bound: Option<f64>,
     pub windows: Vec<WindowCount>,
 }
 
@@ -348,6 +353,7 @@ fn window_chart(w: &WindowPlot) -> String {
         .iter()
         .map(|c| c.possibly.max(c.admitted))
         .chain(w.limit)
+        .chain(w.bound)
         .fold(1.0f64, f64::max);
     let title = if merged.len() < w.windows.len() {
         format!(
@@ -368,18 +374,18 @@ fn window_chart(w: &WindowPlot) -> String {
         if win.possibly > win.admitted {
             c.rect(x, (win.admitted, win.possibly), "possibly");
         }
-        let class = match w.limit {
-            Some(l) if win.admitted > l => "over",
-            _ => "admitted",
-        };
+        let class = if win.over { "over" } else { "admitted" };
         c.rect(x, (0.0, win.admitted), class);
     }
     if let Some(limit) = w.limit {
         c.hline(limit, "limit", &format!("limit {limit}"));
     }
+    if let Some(bound) = w.bound.filter(|b| Some(*b) != w.limit) {
+        c.hline(bound, "bound", &format!("limit + slack {bound}"));
+    }
     c.legend("admitted", "admitted");
     c.legend("possibly", "+ indeterminate");
-    c.legend("over", "over the limit");
+    c.legend("over", "over the bound");
     c.finish("windows (in resetAt order)", "admits", true)
 }
 
@@ -392,6 +398,7 @@ fn merge_windows(windows: &[WindowCount]) -> Vec<WindowCount> {
         .map(|chunk| WindowCount {
             admitted: chunk.iter().map(|w| w.admitted).fold(0.0, f64::max),
             possibly: chunk.iter().map(|w| w.possibly).fold(0.0, f64::max),
+            over: chunk.iter().any(|w| w.over),
         })
         .collect()
 }
@@ -487,10 +494,12 @@ mod tests {
             windows: vec![WindowPlot {
                 assertion: "cap#0".into(),
                 limit: Some(10.0),
+                bound: None,
                 windows: (0..1000)
                     .map(|i| WindowCount {
                         admitted: (i % 12) as f64,
                         possibly: (i % 12) as f64 + 1.0,
+                        over: i % 12 > 10,
                     })
                     .collect(),
             }],

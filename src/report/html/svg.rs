@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::escape;
 
-const LEFT: f64 = 56.0;
+const LEFT: f64 = 88.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 22.0;
 const BOTTOM: f64 = 30.0;
@@ -305,7 +305,7 @@ mod tests {
         c.rect((-5.0, 50.0), (0.0, 2.0), "ok");
         let svg = c.finish("ms", "", true);
         assert!(svg.contains("a &lt;b&gt;"), "{svg}");
-        assert!(svg.contains(r#"x="56.0""#), "{svg}");
+        assert!(svg.contains(r#"x="88.0""#), "{svg}");
         assert!(svg.contains(r#"data-plot="t""#), "{svg}");
     }
 }
