@@ -602,3 +602,181 @@ fn bench_load_measures_the_direct_door() {
     assert!(text.contains("tk-conform direct door"), "{text}");
     assert!(text.contains(", 0 errors"), "{text}");
 }
+
+/// A scenarios folder holding one plan, `x.toml`, for bad-input tests.
+fn one_scenario(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.toml"), text).unwrap();
+    dir
+}
+
+const SMALL_PLAN: &str = r#"
+description = "one racer"
+[policy]
+yaml = "version: 1\nlimiters:\n  cap: { strategy: fixedWindow, limit: 10, period: 1h }\n"
+[[workers]]
+group = "racers"
+count = 1
+door = "redis"
+operation = "check"
+policy = "cap"
+key = "k"
+requests = 5
+[[assertions]]
+kind = "cap"
+limit = 10
+"#;
+
+/// `battle x` on `dir`, bounded: a hostile plan must be refused, never hang or fork away.
+fn battle_in(dir: &std::path::Path, extra: &[&str]) -> Output {
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = Command::new(EXE)
+        .args(["battle", "--scenarios-dir"])
+        .arg(dir)
+        .arg("--logs")
+        .arg(logs.path())
+        .args(extra)
+        .env("CI", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("battle did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn usage_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "wanted {needle:?} in: {err}");
+}
+
+#[test]
+fn worker_counts_that_wrap_around_are_refused() {
+    let second = SMALL_PLAN
+        .split("[[workers]]")
+        .nth(1)
+        .unwrap()
+        .split("[[assertions]]")
+        .next()
+        .unwrap()
+        .replace("racers", "others");
+    let text = SMALL_PLAN
+        .replace(
+            "[[assertions]]",
+            &format!("[[workers]]{second}[[assertions]]"),
+        )
+        .replace("count = 1", "count = 2147483648");
+    let dir = one_scenario(&text);
+    usage_error(
+        &battle_in(dir.path(), &[]),
+        "at most 64 worker processes over all groups, got more than 2^32",
+    );
+}
+
+#[test]
+fn a_start_beyond_the_plan_bound_is_refused() {
+    let dir = one_scenario(
+        &SMALL_PLAN.replace("requests = 5", "requests = 5\nstart_after_ms = 1000000000"),
+    );
+    usage_error(&battle_in(dir.path(), &[]), "workers[0].start_after_ms");
+}
+
+#[test]
+fn a_reclaim_of_zero_slots_is_refused() {
+    let text = format!(
+        "{SMALL_PLAN}\n[[faults]]\nname = \"kill\"\nat_ms = 10\naction = \"sigkill-workers\"\n\
+         group = \"racers\"\n[[assertions]]\nkind = \"reclaim\"\nfault = \"kill\"\nslots = 0\n\
+         within_ms = 100\n"
+    );
+    let dir = one_scenario(&text);
+    usage_error(&battle_in(dir.path(), &[]), "assertions[1].slots");
+}
+
+#[test]
+fn a_call_timeout_of_zero_is_refused() {
+    let dir = one_scenario(SMALL_PLAN);
+    usage_error(
+        &battle_in(dir.path(), &["--call-timeout-ms", "0"]),
+        "--call-timeout-ms",
+    );
+}
+
+/// A redis-server the test starts, as a user's own server reached with `--redis-url`.
+struct UserRedis {
+    rt: tokio::runtime::Runtime,
+    redis: tk_conform::infra::RedisInstance,
+}
+
+impl UserRedis {
+    fn start() -> UserRedis {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let redis = rt
+            .block_on(tk_conform::infra::RedisInstance::provision(
+                &tk_conform::infra::RedisOptions::default(),
+            ))
+            .unwrap();
+        UserRedis { rt, redis }
+    }
+
+    fn url(&self) -> &str {
+        self.redis.url()
+    }
+
+    fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut con = self
+            .rt
+            .block_on(tk_conform::infra::connect(self.url()))
+            .unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        self.rt.block_on(cmd.query_async(&mut con)).unwrap()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.cmd(&["KEYS", "*"]);
+        keys.sort();
+        keys
+    }
+}
+
+#[test]
+fn a_battle_where_every_scenario_was_skipped_is_not_green() {
+    if !have_redis() {
+        return;
+    }
+    let user = UserRedis::start();
+    // Restarting Redis is refused on a server the harness does not own: skipped.
+    let b = battle(&["redis-restart"], &["--redis-url", user.url()]);
+    assert_eq!(b.code(), 1, "{}", b.describe());
+    assert_eq!(
+        b.result("redis-restart")["skipped"].as_str().is_some(),
+        true
+    );
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(b.logs.path().join("latest/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("every scenario was skipped"),
+        "{summary:#}"
+    );
+    // The seed reads back exactly, as text, in jq and JavaScript too.
+    assert_eq!(summary["seed"], "7");
+    assert_eq!(b.result("redis-restart")["seed"], "7");
+}

@@ -50,8 +50,8 @@ pub struct BattleArgs {
     /// The redis-server (or valkey-server) binary to start, instead of the first on PATH.
     #[arg(long)]
     pub redis_server: Option<PathBuf>,
-    /// Bound on every call a worker makes, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    /// Bound on every call a worker makes, in milliseconds (1..=60000).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub call_timeout_ms: u64,
     /// Test only: make every worker a faulty client.
     #[arg(long, value_enum, hide = true)]
@@ -104,7 +104,7 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
             container_image: None,
         },
         worker_fault: args.worker_fault,
-        call_timeout_ms: args.call_timeout_ms.max(1),
+        call_timeout_ms: args.call_timeout_ms,
         run_id: format!("battle-{seed:x}-{}", now_us() / 1000),
     };
     let runtime = crate::cli_edge::runtime()?;
@@ -165,16 +165,28 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
     let line = format!("{passed}/{} scenarios passed", results.len());
     println!("{line}");
     println!("logs: {}", recorder.dir().path().display());
+    let nothing_checked = results.iter().all(|r| r.skipped.is_some());
     let code = if results.iter().any(|r| r.error.is_some()) {
         2
-    } else if results
-        .iter()
-        .any(|r| r.skipped.is_none() && r.verdict != Verdict::Pass)
+    } else if nothing_checked
+        || results
+            .iter()
+            .any(|r| r.skipped.is_none() && r.verdict != Verdict::Pass)
     {
         1
     } else {
         0
     };
+    if nothing_checked {
+        // As `run`: a gate that checked nothing is not green.
+        let why = format!(
+            "every scenario was skipped ({}): nothing was checked, the battle fails",
+            results.len()
+        );
+        eprintln!("tk-conform battle: {why}");
+        recorder.log(&why);
+        recorder.update(|s| s.error = Some(why))?;
+    }
     recorder.update(|s| {
         s.details.insert("result".into(), serde_json::json!(line));
     })?;

@@ -67,6 +67,7 @@ pub struct ScenarioResult {
     /// Set when the harness itself could not run the scenario (the verdict is then `unknown`).
     pub error: Option<String>,
     pub skipped: Option<String>,
+    #[serde(with = "crate::report::seed_text")]
     pub seed: u64,
     pub fleet: usize,
     pub server_cmd: String,

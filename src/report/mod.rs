@@ -10,6 +10,7 @@ mod junit;
 mod progress;
 mod recorder;
 mod run_dir;
+pub mod seed_text;
 mod summary;
 
 pub use atomic::write_atomic;

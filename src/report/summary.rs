@@ -64,6 +64,7 @@ pub struct Summary {
     pub contract_digest: Option<String>,
     /// `BackendInfo` of the engine under test, once known.
     pub backend: Option<serde_json::Value>,
+    #[serde(with = "super::seed_text")]
     pub seed: u64,
     /// Milliseconds added to every `now` of the replayed vectors (spec 5); 0 when none was needed.
     pub clock_offset_ms: f64,
