@@ -780,3 +780,227 @@ fn a_battle_where_every_scenario_was_skipped_is_not_green() {
     assert_eq!(summary["seed"], "7");
     assert_eq!(b.result("redis-restart")["seed"], "7");
 }
+
+/// Every scenario's verdict, by name (`skipped` for a skipped one).
+fn verdicts(b: &Battle) -> std::collections::BTreeMap<String, String> {
+    let dir = b.logs.path().join("latest/scenarios");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = b.result(&name);
+            let verdict = if r["skipped"].is_string() {
+                "skipped".to_string()
+            } else if let Some(e) = r["error"].as_str() {
+                format!("error: {e}")
+            } else {
+                r["verdict"].as_str().unwrap().to_string()
+            };
+            (name, verdict)
+        })
+        .collect()
+}
+
+#[test]
+fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() {
+    if !have_redis() {
+        return;
+    }
+    let user = UserRedis::start();
+    // A user's keys with the names the harness and server used to write without a prefix.
+    let () = user.cmd(&["SET", "federated#reserve", "mine"]);
+    let () = user.cmd(&["SADD", "tk-conform-server#slot-keys", "users-member"]);
+    let shared = battle(&[], &["--redis-url", user.url()]);
+    let own = battle(&[], &[]);
+    let (shared_v, own_v) = (verdicts(&shared), verdicts(&own));
+    assert_eq!(own.code(), 0, "{}", own.describe());
+    assert_eq!(shared.code(), 0, "{}", shared.describe());
+    assert_eq!(shared_v.len(), 18, "{shared_v:?}");
+    for (name, verdict) in &shared_v {
+        if verdict == "skipped" {
+            assert!(name.starts_with("redis-restart"), "{name} skipped");
+        } else {
+            assert_eq!(
+                Some(verdict),
+                own_v.get(name),
+                "{name}: shared vs own Redis"
+            );
+        }
+    }
+    assert_eq!(
+        shared_v.values().filter(|v| *v == "pass").count(),
+        16,
+        "{shared_v:?}"
+    );
+    // The user's keys survive untouched, and nothing of the run is left.
+    let kept: String = user.cmd(&["GET", "federated#reserve"]);
+    assert_eq!(kept, "mine");
+    let members: Vec<String> = user.cmd(&["SMEMBERS", "tk-conform-server#slot-keys"]);
+    assert_eq!(members, ["users-member"]);
+    assert_eq!(
+        user.keys(),
+        ["federated#reserve", "tk-conform-server#slot-keys"]
+    );
+    // Each scenario said where its keys were.
+    let prefix = shared.result("fleet-lease")["keyPrefix"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(prefix.ends_with(":fleet-lease"), "{prefix}");
+}
+
+#[test]
+fn a_server_cmd_that_ignores_the_key_prefix_is_refused_on_a_shared_redis() {
+    let dir = one_scenario(SMALL_PLAN);
+    let out = battle_in(
+        dir.path(),
+        &[
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--server-cmd",
+            UNSHARED_FLEET,
+        ],
+    );
+    usage_error(&out, "--server-cmd without {key_prefix}");
+}
+
+#[test]
+fn an_interrupted_battle_on_a_shared_redis_leaves_no_key_and_no_temp_folder() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let user = UserRedis::start();
+    let () = user.cmd(&["SET", "federated#reserve", "mine"]);
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let logs = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // With --redis-url no Redis is started: a second battle without it has temp folders.
+        let mut harness = Command::new(EXE)
+            .args(["battle", "two-doors-one-oracle", "crash-reclaim"])
+            .arg("--scenarios-dir")
+            .arg(root().join("scenarios"))
+            .arg("--contract")
+            .arg(root().join("contract"))
+            .arg("--logs")
+            .arg(logs.path())
+            .args(["--redis-url", user.url()])
+            .env("CI", "1")
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Mid-battle: the second scenario's histories are being written.
+        let histories = logs.path().join("latest/scenarios/crash-reclaim/histories");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            let writing = std::fs::read_dir(&histories)
+                .map(|d| d.count())
+                .unwrap_or(0);
+            if writing >= 6 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let mid = user.keys().len();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(harness.id() as i32), signal).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = harness.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "no exit after {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(130), "{signal}");
+        assert!(
+            mid > 1,
+            "{signal}: the battle wrote no key before the signal"
+        );
+        assert_eq!(user.keys(), ["federated#reserve"], "{signal}: keys left");
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{signal}: temp folders left: {left:?}");
+        let summary: Value = serde_json::from_str(
+            &std::fs::read_to_string(logs.path().join("latest/summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["status"], "interrupted");
+        // The scenario that finished before the signal is in the summary.
+        let trials: Vec<&str> = summary["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(trials, ["two-doors-one-oracle"], "{signal}");
+        assert_eq!(stray_temp_files(logs.path()), Vec::<PathBuf>::new());
+    }
+}
+
+/// `.tmp-*` files anywhere under `dir` (a write cut short).
+fn stray_temp_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn an_interrupted_battle_removes_the_temp_folders_of_its_redis() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "crash-reclaim", "--scenarios-dir"])
+        .arg(root().join("scenarios"))
+        .arg("--contract")
+        .arg(root().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_dir(tmp.path()).unwrap().count() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no Redis was started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(harness.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while harness.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "temp folders left: {left:?}");
+    assert_eq!(stray_temp_files(logs.path()), Vec::<PathBuf>::new());
+}

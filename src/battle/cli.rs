@@ -30,8 +30,9 @@ pub struct BattleArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=9))]
     pub fleet: Option<u64>,
     /// Start each server with this command instead of the reference server. Placeholders:
-    /// {exe} {port} {redis} {policy} {contract} {index} {lease_ttl_ms}; the server must listen on
-    /// 127.0.0.1:{port}, use the Redis at {redis}, and serve the policy file {policy}.
+    /// {exe} {port} {redis} {policy} {contract} {index} {lease_ttl_ms} {key_prefix}; the server
+    /// must listen on 127.0.0.1:{port}, use the Redis at {redis}, and serve the policy file
+    /// {policy}. With --redis-url it must also put every key it writes under `{key_prefix}:`.
     #[arg(long)]
     pub server_cmd: Option<String>,
     /// Seed for every random choice (recorded in the logs). Random by default.
@@ -43,8 +44,9 @@ pub struct BattleArgs {
     /// Where run folders go (`<logs>/<UTC timestamp>-battle/`, `<logs>/latest`).
     #[arg(long, default_value = "logs")]
     pub logs: PathBuf,
-    /// Use this Redis instead of starting one per scenario (keys get a unique per-run prefix;
-    /// scenarios that restart Redis are skipped).
+    /// Use this Redis instead of starting one per scenario: every key goes under a prefix
+    /// unique to the run and scenario, and is deleted when the scenario ends (or the run is
+    /// interrupted); scenarios that restart Redis are skipped.
     #[arg(long, env = "TK_CONFORM_REDIS_URL")]
     pub redis_url: Option<String>,
     /// The redis-server (or valkey-server) binary to start, instead of the first on PATH.
@@ -75,6 +77,17 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         "no scenarios in {}",
         args.scenarios_dir.display()
     );
+    if args.redis_url.is_some()
+        && let Some(cmd) = &args.server_cmd
+        && !cmd.contains(super::runner::KEY_PREFIX_PLACEHOLDER)
+    {
+        anyhow::bail!(
+            "--server-cmd without {{key_prefix}} cannot run on a --redis-url: on a Redis the \
+             harness did not start, every key must live under the run's prefix. Pass \
+             {{key_prefix}} to the server (it must put every key it writes under `<key_prefix>:`), \
+             or drop --redis-url so each scenario gets a Redis of its own"
+        );
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let run_dir = RunDir::create(&args.logs, "battle")
         .with_context(|| format!("cannot create a run folder under {}", args.logs.display()))?;
@@ -105,7 +118,11 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         },
         worker_fault: args.worker_fault,
         call_timeout_ms: args.call_timeout_ms,
-        run_id: format!("battle-{seed:x}-{}", now_us() / 1000),
+        run_id: format!(
+            "tk-conform:battle:{}:{}:{seed:x}",
+            now_us() / 1000,
+            std::process::id()
+        ),
     };
     let runtime = crate::cli_edge::runtime()?;
     crate::cli_edge::exit_on_interrupt(&runtime, Arc::clone(&recorder), "battle");

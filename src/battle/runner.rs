@@ -26,7 +26,12 @@ use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
 pub const REFERENCE_SERVER: &str = "{exe} serve --config {policy} --host 127.0.0.1 --port {port} \
-                                    --redis {redis} --contract {contract} --lease-ttl-ms {lease_ttl_ms}";
+                                    --redis {redis} --key-prefix {key_prefix} --contract {contract} \
+                                    --lease-ttl-ms {lease_ttl_ms}";
+
+/// The `--server-cmd` placeholder a server must honour to be run on a shared Redis: every key it
+/// writes goes under `<key_prefix>:`.
+pub const KEY_PREFIX_PLACEHOLDER: &str = "{key_prefix}";
 
 /// How long a server may take to accept connections.
 const SERVER_START: Duration = Duration::from_secs(20);
@@ -47,7 +52,8 @@ pub struct BattleConfig {
     pub redis: RedisOptions,
     pub worker_fault: Option<WorkerFault>,
     pub call_timeout_ms: u64,
-    /// Part of every key, unique per run, so runs never share state on an external Redis.
+    /// Unique per run: each scenario's keys live under `<run_id>:<scenario>:`, so runs and
+    /// scenarios never share state on an external Redis (and the run can delete its own keys).
     pub run_id: String,
 }
 
@@ -72,6 +78,8 @@ pub struct ScenarioResult {
     pub fleet: usize,
     pub server_cmd: String,
     pub redis: String,
+    /// Every key of the scenario is under `<keyPrefix>:` (when the fleet honours it).
+    pub key_prefix: String,
     pub duration_ms: f64,
     pub judgements: Vec<Judgement>,
     pub faults: Vec<serde_json::Value>,
@@ -98,6 +106,28 @@ impl ScenarioResult {
     }
 }
 
+impl BattleConfig {
+    /// The prefix every key of `scenario` lives under.
+    pub fn namespace(&self, scenario: &Scenario) -> String {
+        format!("{}:{}", self.run_id, scenario.name)
+    }
+
+    /// Whether the fleet puts its keys under the scenario's prefix (the reference server does; a
+    /// `--server-cmd` does when it passes `{key_prefix}` on).
+    fn fleet_namespaced(&self) -> bool {
+        self.server_cmd
+            .as_deref()
+            .is_none_or(|t| t.contains(KEY_PREFIX_PLACEHOLDER))
+    }
+
+    /// The prefix the direct door puts before a policy's `<prefix>:<identity>` keys, so it shares
+    /// state with the fleet (one oracle, two doors): the scenario's, when the fleet uses it too.
+    fn direct_namespace(&self, scenario: &Scenario) -> Option<String> {
+        (scenario.fleet_size(self.fleet) == 0 || self.fleet_namespaced())
+            .then(|| self.namespace(scenario))
+    }
+}
+
 /// Runs `scenario` with its files under `dir`; writes `dir/result.json`.
 pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -> ScenarioResult {
     let started = Instant::now();
@@ -118,14 +148,29 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
                 .unwrap_or_else(|| REFERENCE_SERVER.into())
         },
         redis: String::new(),
+        key_prefix: cfg.namespace(scenario),
         duration_ms: 0.0,
         judgements: Vec::new(),
         faults: Vec::new(),
         workers: Vec::new(),
     };
+    // On a Redis the harness did not start, the scenario's keys go however it ends (an
+    // interrupt deletes them too, through the registration).
+    let namespace = cfg
+        .redis
+        .url
+        .as_deref()
+        .map(|url| crate::infra::cleanup::Namespace::register(url, &result.key_prefix));
     match battle(scenario, cfg, dir, &mut result).await {
         Ok(()) => {}
         Err(RunError::Setup { message, .. }) => result.error = Some(message),
+    }
+    // Every process of the scenario is gone by now (dropped with `battle`'s locals).
+    if let Some(namespace) = namespace
+        && let Err(e) = namespace.delete().await
+        && result.error.is_none()
+    {
+        result.error = Some(format!("cannot delete the scenario's keys: {e}"));
     }
     result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Ok(json) = serde_json::to_vec_pretty(&result) {
@@ -366,6 +411,7 @@ async fn start_server(
         ("{redis}", redis_url.to_string()),
         ("{policy}", policy_file.display().to_string()),
         ("{index}", index.to_string()),
+        (KEY_PREFIX_PLACEHOLDER, cfg.namespace(scenario)),
         (
             "{lease_ttl_ms}",
             scenario.plan.topology.lease_ttl_ms.to_string(),
@@ -453,11 +499,17 @@ fn worker_spec(
                     group.group, group.policy, policy.label
                 ));
             };
+            // Spec 9's `<prefix>:<identity>`, under the scenario's namespace when the fleet
+            // uses one too.
+            let key = match cfg.direct_namespace(scenario) {
+                Some(ns) => format!("{ns}:{}:{identity}", policy.prefix),
+                None => format!("{}:{identity}", policy.prefix),
+            };
             DoorSpec::Redis {
                 url: redis_url.into(),
                 contract_dir: cfg.contract_dir.clone(),
                 strategy: *strategy,
-                key: format!("{}:{identity}", policy.prefix),
+                key,
             }
         }
         Door::Service => DoorSpec::Service {
