@@ -5,7 +5,8 @@
 //! throttlekit-py adapter against a local Redis, (c) the Node contract-Lua adapter, when they
 //! are available. Prints requests per second and the mean latency.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/util/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::time::{Duration, Instant};

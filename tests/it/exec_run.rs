@@ -2,14 +2,12 @@
 //! contract's golden vectors, and the run folder it leaves. Every fault must give the right
 //! failed/skipped trials, a readable message and a finished run with exit code 1.
 
-mod common;
-mod support;
-
+use crate::util;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::{ContractCopy, bin, latest_summary, text};
+use crate::util::{ContractCopy, bin, latest_summary, text};
 
 /// Suites of the golden vectors the fixture adapter serves: fixedWindow, tokenBudget, lease.
 fn served(contract: &Path) -> (u64, u64) {
@@ -28,7 +26,7 @@ fn exec_run(adapter: &str, logs: &Path, extra: &[&str]) -> Output {
     bin()
         .arg("run")
         .arg("--contract")
-        .arg(support::repo().join("contract"))
+        .arg(util::repo().join("contract"))
         .arg("--logs")
         .arg(logs)
         .args(["--backend", "exec", "--adapter", adapter])
@@ -43,7 +41,7 @@ fn exec_run(adapter: &str, logs: &Path, extra: &[&str]) -> Output {
 fn faulty(args: &str) -> String {
     format!(
         "python3 {} {args}",
-        support::quoted(&support::fixture("faulty.py"))
+        util::quoted(&util::fixture("faulty.py"))
     )
 }
 
@@ -85,7 +83,7 @@ fn a_healthy_adapter_passes_what_it_serves_and_skips_the_rest_with_reasons() {
     let out = exec_run(&faulty(""), logs.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let summary = latest_summary(logs.path());
-    let (served, other) = served(&support::repo().join("contract"));
+    let (served, other) = served(&util::repo().join("contract"));
     assert_eq!(summary["status"], "finished");
     assert_eq!(summary["counts"]["passed"], served, "{summary:#}");
     assert_eq!(summary["counts"]["failed"], 0);
@@ -151,7 +149,7 @@ fn a_hung_adapter_is_killed_and_the_run_finishes() {
     let marker = logs.path().join("hang-marker");
     let adapter = faulty(&format!(
         "--fault hang --at 3 --once {}",
-        support::quoted(&marker)
+        util::quoted(&marker)
     ));
     let out = exec_run(&adapter, logs.path(), &["--adapter-timeout-ms", "2000"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -168,7 +166,7 @@ fn a_hung_adapter_is_killed_and_the_run_finishes() {
         "{}",
         failed[0].1
     );
-    let (served, _) = served(&support::repo().join("contract"));
+    let (served, _) = served(&util::repo().join("contract"));
     assert_eq!(summary["counts"]["passed"], served - 1);
     assert!(
         processes_mentioning(&marker).is_empty(),
@@ -182,7 +180,7 @@ fn one_violation(fault: &str, expected: &[&str]) {
     let marker = logs.path().join("fired");
     let adapter = faulty(&format!(
         "--fault {fault} --at 2 --once {}",
-        support::quoted(&marker)
+        util::quoted(&marker)
     ));
     let out = exec_run(&adapter, logs.path(), &[]);
     assert_eq!(out.status.code(), Some(1), "{fault}: {}", text(&out));
@@ -197,7 +195,7 @@ fn one_violation(fault: &str, expected: &[&str]) {
             failed[0].1
         );
     }
-    let (served, _) = served(&support::repo().join("contract"));
+    let (served, _) = served(&util::repo().join("contract"));
     assert_eq!(summary["counts"]["passed"], served - 1, "{fault}");
 }
 
@@ -239,7 +237,7 @@ fn a_bad_adapter_command_is_a_usage_error() {
         .args(["run", "--backend", "exec", "--logs"])
         .arg(logs.path())
         .arg("--contract")
-        .arg(support::repo().join("contract"))
+        .arg(util::repo().join("contract"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -256,12 +254,12 @@ fn the_adapter_dies_with_a_killed_harness() {
     let marker = logs.path().join("kill-marker");
     let adapter = faulty(&format!(
         "--fault hang --at 1 --once {}",
-        support::quoted(&marker)
+        util::quoted(&marker)
     ));
     let mut harness = bin()
         .arg("run")
         .arg("--contract")
-        .arg(support::repo().join("contract"))
+        .arg(util::repo().join("contract"))
         .arg("--logs")
         .arg(logs.path())
         .args([
@@ -304,14 +302,14 @@ fn the_adapter_dies_with_a_killed_harness() {
 
 #[test]
 fn throttlekit_py_passes_every_rate_and_lease_suite() {
-    let Some(python) = support::throttlekit_python() else {
+    let Some(python) = util::throttlekit_python() else {
         return;
     };
     let logs = tempfile::tempdir().unwrap();
     let adapter = format!(
         "{} {}",
-        support::quoted(&python),
-        support::quoted(&support::repo().join("adapters/python/throttlekit_py.py"))
+        util::quoted(&python),
+        util::quoted(&util::repo().join("adapters/python/throttlekit_py.py"))
     );
     let out = exec_run(&adapter, logs.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -329,19 +327,19 @@ fn throttlekit_py_passes_every_rate_and_lease_suite() {
 
 #[test]
 fn node_contract_lua_passes_and_a_broken_script_fails_its_suites() {
-    if support::node().is_none() {
+    if util::node().is_none() {
         return;
     }
     let adapter = |scripts: &Path| {
         format!(
             "node {} --scripts {}",
-            support::quoted(&support::repo().join("adapters/node/contract_lua.mjs")),
-            support::quoted(scripts)
+            util::quoted(&util::repo().join("adapters/node/contract_lua.mjs")),
+            util::quoted(scripts)
         )
     };
     let logs = tempfile::tempdir().unwrap();
     let out = exec_run(
-        &adapter(&support::repo().join("contract/scripts")),
+        &adapter(&util::repo().join("contract/scripts")),
         logs.path(),
         &[],
     );
@@ -382,7 +380,7 @@ fn no_redis_for_the_adapter_is_an_error_where_nothing_may_skip() {
     strict
         .arg("run")
         .arg("--contract")
-        .arg(support::repo().join("contract"))
+        .arg(util::repo().join("contract"))
         .arg("--logs")
         .arg(logs.path())
         .args(["--backend", "exec", "--adapter", &faulty("")])
@@ -402,7 +400,7 @@ fn no_redis_for_the_adapter_is_an_error_where_nothing_may_skip() {
     lenient
         .arg("run")
         .arg("--contract")
-        .arg(support::repo().join("contract"))
+        .arg(util::repo().join("contract"))
         .arg("--logs")
         .arg(logs.path())
         .args(["--backend", "exec", "--adapter", &faulty("")])

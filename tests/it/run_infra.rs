@@ -1,13 +1,12 @@
 //! Provisioning and process ownership, end to end: unreachable servers, no server at all, the
 //! harness killed or interrupted mid-run, and two runs sharing one external Redis.
 
-mod common;
-
+use crate::util;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ContractCopy, bin, have_redis, latest_summary};
+use crate::util::{ContractCopy, bin, have_redis, latest_summary};
 
 /// Waits for `child` to exit, killing it (and failing) if it takes longer than `limit`: a hang
 /// is a defect, and the test must never hang itself.
@@ -269,17 +268,16 @@ fn redis_restart_keeps_the_url_and_scripts_fall_back_to_eval() {
         )
         .await
         .unwrap();
-        let scripts = tk_conform::redis_scripts::ScriptSet::from_contract_dir(
-            &common::repo().join("contract"),
-        )
-        .unwrap();
+        let scripts =
+            tk_conform::redis_scripts::ScriptSet::from_contract_dir(&util::repo().join("contract"))
+                .unwrap();
         let strategy: tk_conform::model::Strategy = serde_json::from_str(
             r#"{"kind":"fixedWindow","options":{"limit":3,"windowMs":60000}}"#,
         )
         .unwrap();
         let mut con = tk_conform::infra::connect(redis.url()).await.unwrap();
         let first = scripts
-            .check(&mut con, "k", &strategy, common::EPOCH, 1.0)
+            .check(&mut con, "k", &strategy, util::EPOCH, 1.0)
             .await
             .unwrap();
         assert_eq!(first.remaining, 2);
@@ -290,7 +288,7 @@ fn redis_restart_keeps_the_url_and_scripts_fall_back_to_eval() {
         // A fresh server: empty data and an empty script cache, so EVALSHA answers NOSCRIPT.
         let mut con = tk_conform::infra::connect(redis.url()).await.unwrap();
         let again = scripts
-            .check(&mut con, "k", &strategy, common::EPOCH, 1.0)
+            .check(&mut con, "k", &strategy, util::EPOCH, 1.0)
             .await
             .unwrap();
         assert_eq!(again.remaining, 2);

@@ -1,10 +1,9 @@
 //! throttlekit-py, an engine nobody here wrote, against the reference model: random timelines
 //! through `--backend exec` with the Python adapter, every decision compared field by field.
 
-mod support;
+use crate::util::differential::{self, EPOCH};
 
-use support::differential::{self, EPOCH};
-
+use crate::util;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tk_conform::backend::exec::{ExecBackend, ExecConfig};
@@ -14,12 +13,12 @@ use tk_conform::model::{LeaseConfig, SpendOutcome, TokenBudgetOptions};
 
 const SEED: u64 = 0x7c0f_0001;
 
-async fn start(redis: &support::Redis) -> Option<(ExecBackend, tempfile::TempDir)> {
-    let python = support::throttlekit_python()?;
+async fn start(redis: &util::Redis) -> Option<(ExecBackend, tempfile::TempDir)> {
+    let python = util::throttlekit_python()?;
     let logs = tempfile::tempdir().unwrap();
-    let adapter = support::repo().join("adapters/python/throttlekit_py.py");
+    let adapter = util::repo().join("adapters/python/throttlekit_py.py");
     let mut config = ExecConfig::new(
-        format!("{} {}", support::quoted(&python), support::quoted(&adapter)),
+        format!("{} {}", util::quoted(&python), util::quoted(&adapter)),
         logs.path().join("adapter.stderr.log"),
     );
     config.redis_url = Some(redis.url());
@@ -29,7 +28,7 @@ async fn start(redis: &support::Redis) -> Option<(ExecBackend, tempfile::TempDir
 
 #[tokio::test]
 async fn throttlekit_py_rate_strategies_agree_with_the_model() {
-    let redis = support::Redis::start();
+    let redis = util::Redis::start();
     let Some((engine, _logs)) = start(&redis).await else {
         return;
     };
@@ -42,7 +41,7 @@ async fn throttlekit_py_rate_strategies_agree_with_the_model() {
 /// The minimal timelines of the two places where Lua's 14-digit number text shows.
 #[tokio::test]
 async fn throttlekit_py_and_the_model_store_lua_text_alike() {
-    let redis = support::Redis::start();
+    let redis = util::Redis::start();
     let Some((engine, _logs)) = start(&redis).await else {
         return;
     };
@@ -53,7 +52,7 @@ async fn throttlekit_py_and_the_model_store_lua_text_alike() {
 
 #[tokio::test]
 async fn throttlekit_py_lease_spender_agrees_with_the_model() {
-    let redis = support::Redis::start();
+    let redis = util::Redis::start();
     let Some((engine, _logs)) = start(&redis).await else {
         return;
     };
@@ -104,7 +103,7 @@ async fn throttlekit_py_lease_spender_agrees_with_the_model() {
 
 #[tokio::test]
 async fn throttlekit_py_declares_debit_unsupported() {
-    let redis = support::Redis::start();
+    let redis = util::Redis::start();
     let Some((engine, _logs)) = start(&redis).await else {
         return;
     };

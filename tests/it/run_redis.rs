@@ -1,9 +1,7 @@
 //! `tk-conform run` end to end against a real `redis-server` it starts itself, and against
 //! contract copies broken on purpose.
 
-mod common;
-
-use common::{ContractCopy, bin, have_redis, latest_summary, text};
+use crate::util::{ContractCopy, bin, have_redis, latest_summary, text};
 use tk_conform::contract::vectors::Suite;
 
 fn run(contract: &std::path::Path, logs: &std::path::Path, extra: &[&str]) -> std::process::Output {

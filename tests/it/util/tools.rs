@@ -1,62 +1,43 @@
-//! Test support for the exec-backend tests: a throwaway Redis on a Unix socket, the interpreters
-//! the adapters need, and the fixtures' paths. Each integration test file includes this module.
-#![allow(dead_code)]
-
-pub mod differential;
+//! The external tools the tests drive: a throwaway Redis, the interpreters the adapters need,
+//! and the fixture adapters' paths.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use tk_conform::infra::LocalRedis;
+
+use super::repo;
 
 pub fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures/adapters").join(name)
 }
 
-/// A `redis-server` of our own, on a Unix socket in a temporary folder, killed on drop.
+/// A `redis-server` of our own on a free loopback port (`infra::LocalRedis`: own process
+/// group, killed on drop). Callable from a plain test or from inside a tokio test.
 pub struct Redis {
-    child: Child,
-    dir: tempfile::TempDir,
+    local: LocalRedis,
 }
 
 impl Redis {
     pub fn start() -> Redis {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed at /usr/bin (apt-get install redis-server)");
-        // Bounded wait for the socket to appear.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not open {socket:?} in 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, dir }
+        let binary = tk_conform::infra::find_redis_binary()
+            .expect("redis-server is on PATH (apt-get install redis-server)");
+        // A thread of its own: `start` is async and the caller may already be on a runtime.
+        let local = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(LocalRedis::start(&binary))
+        })
+        .join()
+        .expect("the Redis start-up thread")
+        .unwrap_or_else(|e| panic!("redis-server did not start: {e}"));
+        Redis { local }
     }
 
     pub fn url(&self) -> String {
-        format!("unix://{}", self.dir.path().join("redis.sock").display())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.local.url()
     }
 }
 

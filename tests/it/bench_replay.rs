@@ -1,8 +1,6 @@
 //! `tk-conform bench replay` runs end to end (a smoke test: speed is reported, never asserted).
 
-mod common;
-
-use common::{ContractCopy, bin, have_redis, text};
+use crate::util::{ContractCopy, bin, have_redis, text};
 
 #[test]
 fn bench_replay_reports_rates_and_zero_divergences() {

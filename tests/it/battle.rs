@@ -5,20 +5,17 @@
 //!
 //! Battles run one at a time (a shared lock): they are timing-bound and the machine is small.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::util::{have_redis, repo};
+
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const EXE: &str = env!("CARGO_BIN_EXE_tk-conform");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The reference server on a per-instance memory store: a fleet that shares nothing.
 const UNSHARED_FLEET: &str = "{exe} serve --config {policy} --host 127.0.0.1 --port {port} \
@@ -29,20 +26,6 @@ fn faulty_server(fault: &str) -> String {
         "{{exe}} serve --config {{policy}} --host 127.0.0.1 --port {{port}} --redis {{redis}} \
          --contract {{contract}} --lease-ttl-ms {{lease_ttl_ms}} --fault {fault}"
     )
-}
-
-/// Whether Redis can run here. Without it the battle tests skip, except under
-/// `TK_CONFORM_REQUIRE_ALL=1` (CI), where a skip would hide every battle check: they fail.
-fn have_redis() -> bool {
-    if tk_conform::infra::find_redis_binary().is_some() {
-        return true;
-    }
-    let reason = "no redis-server or valkey-server on PATH (.ci/run installs one)";
-    if std::env::var("TK_CONFORM_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("TK_CONFORM_REQUIRE_ALL=1 but {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
 }
 
 struct Battle {
@@ -100,9 +83,9 @@ fn battle(scenarios: &[&str], extra: &[&str]) -> Battle {
         .arg("battle")
         .args(scenarios)
         .arg("--scenarios-dir")
-        .arg(root().join("scenarios"))
+        .arg(repo().join("scenarios"))
         .arg("--contract")
-        .arg(root().join("contract"))
+        .arg(repo().join("contract"))
         .arg("--logs")
         .arg(logs.path())
         .args(["--seed", "7"])
@@ -126,7 +109,7 @@ fn must_fail(scenario: &str, extra: &[&str], assertion: &str) -> (Battle, Value)
 fn list_names_every_scenario() {
     let out = Command::new(EXE)
         .args(["battle", "--list", "--scenarios-dir"])
-        .arg(root().join("scenarios"))
+        .arg(repo().join("scenarios"))
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -145,7 +128,7 @@ fn list_names_every_scenario() {
 fn unknown_scenario_is_a_usage_error() {
     let out = Command::new(EXE)
         .args(["battle", "no-such-scenario", "--scenarios-dir"])
-        .arg(root().join("scenarios"))
+        .arg(repo().join("scenarios"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -487,9 +470,9 @@ fn sigkilling_the_harness_leaves_no_process_of_the_run() {
     let logs = tempfile::tempdir().unwrap();
     let mut harness = Command::new(EXE)
         .args(["battle", "crash-reclaim", "--scenarios-dir"])
-        .arg(root().join("scenarios"))
+        .arg(repo().join("scenarios"))
         .arg("--contract")
-        .arg(root().join("contract"))
+        .arg(repo().join("contract"))
         .arg("--logs")
         .arg(logs.path())
         .env("CI", "1")
@@ -590,7 +573,7 @@ fn bench_load_measures_the_direct_door() {
             "4",
         ])
         .args(["--no-redis-benchmark", "--contract"])
-        .arg(root().join("contract"))
+        .arg(repo().join("contract"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

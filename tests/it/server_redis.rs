@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::util::repo;
 use futures::StreamExt;
 use tk_conform::backend::Backend;
 use tk_conform::backend::service::{ServiceBackend, ServiceTarget};
@@ -19,10 +20,6 @@ use tk_conform::service_suites::{self, Outcome};
 
 // Long enough that a loaded two-core machine finishes a lifecycle step inside one lease.
 const LEASE_TTL: Duration = Duration::from_millis(1000);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A Redis for this test, or `None` (with the reason printed) where none can run.
 async fn redis() -> Option<RedisInstance> {
@@ -42,14 +39,14 @@ async fn redis() -> Option<RedisInstance> {
 }
 
 fn target(redis_url: &str, faults: &[&str]) -> ServiceTarget {
-    target_on(root().join(service_suites::POLICY_FILE), redis_url, faults)
+    target_on(repo().join(service_suites::POLICY_FILE), redis_url, faults)
 }
 
 /// The suites' policy file with the lifecycle policies `cc2` and `solo` made
 /// `distributedConcurrency`, so their slots live in Redis (the store's own Lua) instead of in
 /// each server's memory, where plain `concurrency` keeps them.
 fn distributed_slot_policies() -> tempfile::NamedTempFile {
-    let shipped = std::fs::read_to_string(root().join(service_suites::POLICY_FILE)).unwrap();
+    let shipped = std::fs::read_to_string(repo().join(service_suites::POLICY_FILE)).unwrap();
     let mut text = shipped.clone();
     for name in ["cc2:", "solo:"] {
         let line = text
@@ -72,7 +69,7 @@ fn target_on(config: PathBuf, redis_url: &str, faults: &[&str]) -> ServiceTarget
     let exe = env!("CARGO_BIN_EXE_tk-conform");
     let mut target = ServiceTarget::reference(exe, config, LEASE_TTL);
     target.redis_url = Some(redis_url.to_owned());
-    target.contract_dir = root().join("contract");
+    target.contract_dir = repo().join("contract");
     if !faults.is_empty() {
         let flags: Vec<String> = faults.iter().map(|f| format!("--fault {f}")).collect();
         target.server_cmd = Some(format!(
@@ -217,7 +214,7 @@ async fn servers_on_one_redis_enforce_one_limit() {
             "--redis",
             redis.url(),
             "--contract",
-            &root().join("contract").display().to_string(),
+            &repo().join("contract").display().to_string(),
         ]
         .map(String::from)
         .to_vec();

@@ -1,11 +1,10 @@
 //! `ExecBackend` against fixture adapters that break on purpose: each fault must become the right
 //! error for the trial at hand, with a message naming what went wrong, and never a hang or panic.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::util;
 use tk_conform::backend::exec::{ExecBackend, ExecConfig, ExecError};
 use tk_conform::backend::model::ModelBackend;
 use tk_conform::backend::{Backend, BackendError};
@@ -36,11 +35,11 @@ impl Fixture {
 }
 
 fn config(args: &str, logs: &Path, tweak: impl FnOnce(&mut ExecConfig)) -> ExecConfig {
-    let args = args.replace("{marker}", &support::quoted(&logs.join("fault-fired")));
+    let args = args.replace("{marker}", &util::quoted(&logs.join("fault-fired")));
     let mut config = ExecConfig::new(
         format!(
             "python3 {} {args}",
-            support::quoted(&support::fixture("faulty.py"))
+            util::quoted(&util::fixture("faulty.py"))
         ),
         logs.join("adapter.stderr.log"),
     );
@@ -516,7 +515,7 @@ impl tk_conform::backend::SuiteSession for OffByOneSession {
 
 #[tokio::test]
 async fn the_differential_replay_catches_a_broken_engine() {
-    use support::differential;
+    use crate::util::differential;
     assert!(
         differential::random_rate_timelines(&ModelBackend, "model", 1, 1)
             .await

@@ -1,11 +1,10 @@
 //! The Node.js adapter (`adapters/node/contract_lua.mjs`) drives the project's own contract Lua
 //! through its dependency-free RESP client; its decisions must be the model's, bit for bit.
 
-mod support;
-
 use std::path::PathBuf;
 
-use support::differential;
+use crate::util;
+use crate::util::differential;
 use tk_conform::backend::exec::{ExecBackend, ExecConfig};
 use tk_conform::backend::{Backend, BackendError};
 use tk_conform::model::{LeaseConfig, TokenBudgetOptions};
@@ -15,26 +14,26 @@ use tk_conform::model::{LeaseConfig, TokenBudgetOptions};
 fn scripts_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("TK_CONFORM_SCRIPTS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| support::repo().join("contract/scripts"));
+        .unwrap_or_else(|| util::repo().join("contract/scripts"));
     if dir.join("manifest.json").exists() {
         Some(dir)
     } else {
-        support::skip_or_fail(&format!("no scripts manifest in {}", dir.display()));
+        util::skip_or_fail(&format!("no scripts manifest in {}", dir.display()));
         None
     }
 }
 
-async fn start(redis: &support::Redis) -> Option<(ExecBackend, tempfile::TempDir)> {
-    let node = support::node()?;
+async fn start(redis: &util::Redis) -> Option<(ExecBackend, tempfile::TempDir)> {
+    let node = util::node()?;
     let scripts = scripts_dir()?;
     let logs = tempfile::tempdir().unwrap();
-    let adapter = support::repo().join("adapters/node/contract_lua.mjs");
+    let adapter = util::repo().join("adapters/node/contract_lua.mjs");
     let mut config = ExecConfig::new(
         format!(
             "{} {} --scripts {}",
-            support::quoted(&node),
-            support::quoted(&adapter),
-            support::quoted(&scripts)
+            util::quoted(&node),
+            util::quoted(&adapter),
+            util::quoted(&scripts)
         ),
         logs.path().join("adapter.stderr.log"),
     );
@@ -47,7 +46,7 @@ async fn start(redis: &support::Redis) -> Option<(ExecBackend, tempfile::TempDir
 
 #[tokio::test]
 async fn node_contract_lua_agrees_with_the_model() {
-    let redis = support::Redis::start();
+    let redis = util::Redis::start();
     let Some((engine, _logs)) = start(&redis).await else {
         return;
     };
@@ -60,7 +59,7 @@ async fn node_contract_lua_agrees_with_the_model() {
 
 #[tokio::test]
 async fn node_adapter_declines_what_the_lua_does_not_serve_with_reasons() {
-    let redis = support::Redis::start();
+    let redis = util::Redis::start();
     let Some((engine, _logs)) = start(&redis).await else {
         return;
     };

@@ -1,8 +1,6 @@
 //! `contract sync`: vendoring from a directory (both layouts) or a .tar.gz over HTTP on
 //! 127.0.0.1, refusing bad upstreams and leaving the old contract intact when it does.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -12,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::util;
+use crate::util::{
     flip_byte, leftovers, snapshot, tk_conform, write, write_contract, write_throttlekit_checkout,
 };
 use tk_conform::contract::sync::{ArchiveLimits, SyncError, SyncOptions, sync};
@@ -75,7 +74,7 @@ fn read(path: &Path) -> Vec<u8> {
 fn syncs_from_a_checkout_in_this_projects_layout() {
     let area = Area::new();
     let up = area.upstream().join("contract");
-    common::write_contract_files(&up, &up.join("scripts"));
+    util::write_contract_files(&up, &up.join("scripts"));
     // Make the upstream differ from what the target holds.
     write(&up.join("SOURCE"), "source: upstream\n");
     write(&up.join("throttlekit.proto"), "// upstream proto\n");
@@ -216,7 +215,7 @@ fn refuses_an_upstream_of_another_contract_version() {
     .unwrap();
     m.entries.insert(
         "golden-vectors.json".into(),
-        common::digest_of(&up.join("golden-vectors.json")),
+        util::digest_of(&up.join("golden-vectors.json")),
     );
     std::fs::write(&pins, m.render()).unwrap();
     let shown = refused(&area, &area.options(up.to_str().unwrap())).to_string();

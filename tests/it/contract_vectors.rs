@@ -1,10 +1,8 @@
 //! `contract vectors`: golden vectors generated from timelines, byte for byte.
 
-mod common;
-
 use std::path::Path;
 
-use common::{repo, tk_conform, write};
+use crate::util::{repo, tk_conform, write};
 use tk_conform::contract::generate::{self, GenerateError};
 use tk_conform::contract::timelines::TimelineError;
 use tk_conform::contract::vectors::Suite;

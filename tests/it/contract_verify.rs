@@ -1,10 +1,8 @@
 //! `contract verify` and `contract seal`: the drift gate over a contract directory.
 
-mod common;
-
 use std::path::Path;
 
-use common::{digest_of, flip_byte, tk_conform, write, write_contract};
+use crate::util::{digest_of, flip_byte, tk_conform, write, write_contract};
 use tk_conform::contract::layout::{Contract, LayoutError};
 use tk_conform::contract::verify::{Problem, verify};
 use tk_conform::contract::{CONTRACT_VERSION, seal};
