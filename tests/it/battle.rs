@@ -5,6 +5,7 @@
 //!
 //! Battles run one at a time (a shared lock): they are timing-bound and the machine is small.
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -692,57 +693,15 @@ fn a_call_timeout_of_zero_is_refused() {
     );
 }
 
-/// A redis-server the test starts, as a user's own server reached with `--redis-url`.
-struct UserRedis {
-    rt: tokio::runtime::Runtime,
-    redis: tk_conform::infra::RedisInstance,
-}
-
-impl UserRedis {
-    fn start() -> UserRedis {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let redis = rt
-            .block_on(tk_conform::infra::RedisInstance::provision(
-                &tk_conform::infra::RedisOptions::default(),
-            ))
-            .unwrap();
-        UserRedis { rt, redis }
-    }
-
-    fn url(&self) -> &str {
-        self.redis.url()
-    }
-
-    fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
-        let mut con = self
-            .rt
-            .block_on(tk_conform::infra::connect(self.url()))
-            .unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        self.rt.block_on(cmd.query_async(&mut con)).unwrap()
-    }
-
-    fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.cmd(&["KEYS", "*"]);
-        keys.sort();
-        keys
-    }
-}
-
 #[test]
 fn a_battle_where_every_scenario_was_skipped_is_not_green() {
     if !have_redis() {
         return;
     }
-    let user = UserRedis::start();
+    let user = crate::util::Redis::start();
+    let url = user.url();
     // Restarting Redis is refused on a server the harness does not own: skipped.
-    let b = battle(&["redis-restart"], &["--redis-url", user.url()]);
+    let b = battle(&["redis-restart"], &["--redis-url", &url]);
     assert_eq!(b.code(), 1, "{}", b.describe());
     assert!(b.result("redis-restart")["skipped"].is_string());
     let summary: Value = serde_json::from_str(
@@ -787,16 +746,17 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
     if !have_redis() {
         return;
     }
-    let user = UserRedis::start();
+    let user = crate::util::Redis::start();
+    let url = user.url();
     // A user's keys with the names the harness and server used to write without a prefix.
     let () = user.cmd(&["SET", "federated#reserve", "mine"]);
     let () = user.cmd(&["SADD", "tk-conform-server#slot-keys", "users-member"]);
-    let shared = battle(&[], &["--redis-url", user.url()]);
+    let shared = battle(&[], &["--redis-url", &url]);
     // The same scenarios on Redis servers of the harness's own (the two that restart Redis
     // are skipped on a shared one).
     let listed = Command::new(EXE)
         .args(["battle", "--list", "--scenarios-dir"])
-        .arg(root().join("scenarios"))
+        .arg(repo().join("scenarios"))
         .output()
         .unwrap();
     let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
@@ -865,7 +825,8 @@ fn an_interrupted_battle_on_a_shared_redis_leaves_no_key_and_no_temp_folder() {
         return;
     }
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let user = UserRedis::start();
+    let user = crate::util::Redis::start();
+    let url = user.url();
     let () = user.cmd(&["SET", "federated#reserve", "mine"]);
     for signal in [
         nix::sys::signal::Signal::SIGINT,
@@ -877,12 +838,12 @@ fn an_interrupted_battle_on_a_shared_redis_leaves_no_key_and_no_temp_folder() {
         let mut harness = Command::new(EXE)
             .args(["battle", "two-doors-one-oracle", "crash-reclaim"])
             .arg("--scenarios-dir")
-            .arg(root().join("scenarios"))
+            .arg(repo().join("scenarios"))
             .arg("--contract")
-            .arg(root().join("contract"))
+            .arg(repo().join("contract"))
             .arg("--logs")
             .arg(logs.path())
-            .args(["--redis-url", user.url()])
+            .args(["--redis-url", &url])
             .env("CI", "1")
             .env("TMPDIR", tmp.path())
             .stdout(std::process::Stdio::null())
@@ -964,9 +925,9 @@ fn an_interrupted_battle_removes_the_temp_folders_of_its_redis() {
     let tmp = tempfile::tempdir().unwrap();
     let mut harness = Command::new(EXE)
         .args(["battle", "crash-reclaim", "--scenarios-dir"])
-        .arg(root().join("scenarios"))
+        .arg(repo().join("scenarios"))
         .arg("--contract")
-        .arg(root().join("contract"))
+        .arg(repo().join("contract"))
         .arg("--logs")
         .arg(logs.path())
         .env("CI", "1")

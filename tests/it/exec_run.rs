@@ -443,7 +443,7 @@ fn an_adapters_setsid_grandchild_dies_with_the_run() {
             interrupt as u8
         );
         let fault = if interrupt {
-            format!("--fault hang --at 1 --once {}", support::quoted(&marker))
+            format!("--fault hang --at 1 --once {}", util::quoted(&marker))
         } else {
             String::new()
         };
@@ -454,7 +454,7 @@ fn an_adapters_setsid_grandchild_dies_with_the_run() {
         let mut harness = bin()
             .arg("run")
             .arg("--contract")
-            .arg(support::repo().join("contract"))
+            .arg(util::repo().join("contract"))
             .arg("--logs")
             .arg(logs.path())
             .args(["--backend", "exec", "--adapter", &adapter])

@@ -298,51 +298,30 @@ fn redis_restart_keeps_the_url_and_scripts_fall_back_to_eval() {
     });
 }
 
-/// A redis-server the test starts, standing for a user's own server (`--redis-url`).
-struct UserRedis {
-    rt: tokio::runtime::Runtime,
-    redis: tk_conform::infra::RedisInstance,
-}
+/// A redis-server the test starts, standing for a user's own server (`--redis-url`), holding
+/// keys with the names the harness and server used to write without a prefix.
+struct UserRedis(util::Redis);
 
 impl UserRedis {
     fn start() -> UserRedis {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let redis = rt
-            .block_on(tk_conform::infra::RedisInstance::provision(
-                &tk_conform::infra::RedisOptions::default(),
-            ))
-            .unwrap();
-        let user = UserRedis { rt, redis };
-        let () = user.cmd(&["SET", "federated#reserve", "mine"]);
-        let () = user.cmd(&["SADD", "tk-conform-server#slot-keys", "users-member"]);
-        user
+        let redis = util::Redis::start();
+        let () = redis.cmd(&["SET", "federated#reserve", "mine"]);
+        let () = redis.cmd(&["SADD", "tk-conform-server#slot-keys", "users-member"]);
+        UserRedis(redis)
     }
 
     fn url(&self) -> String {
-        self.redis.url().to_owned()
+        self.0.url()
     }
 
-    fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
-        let mut con = self
-            .rt
-            .block_on(tk_conform::infra::connect(self.redis.url()))
-            .unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        self.rt.block_on(cmd.query_async(&mut con)).unwrap()
+    fn cmd<T: redis::FromRedisValue + Send + 'static>(&self, args: &[&str]) -> T {
+        self.0.cmd(args)
     }
 
     /// Fails unless only the user's own keys are there, untouched.
     fn assert_only_the_users_keys(&self, what: &str) {
-        let mut keys: Vec<String> = self.cmd(&["KEYS", "*"]);
-        keys.sort();
         assert_eq!(
-            keys,
+            self.0.keys(),
             ["federated#reserve", "tk-conform-server#slot-keys"],
             "{what}: keys left behind"
         );
@@ -360,10 +339,10 @@ fn exec_and_service_runs_on_a_redis_url_leave_no_key_behind() {
     }
     let user = UserRedis::start();
     let url = user.url();
-    let contract = common::repo().join("contract");
+    let contract = util::repo().join("contract");
     let node = format!(
         "node {}",
-        common::repo()
+        util::repo()
             .join("adapters/node/contract_lua.mjs")
             .display()
     );
@@ -468,7 +447,7 @@ fn sigint_and_sigterm_leave_no_temp_folder_no_temp_file_and_every_finished_trial
         let mut child = bin()
             .arg("run")
             .arg("--contract")
-            .arg(common::repo().join("contract"))
+            .arg(util::repo().join("contract"))
             .arg("--logs")
             .arg(logs.path())
             .args(["--backend", "service", "--server-store", "redis"])
