@@ -345,6 +345,10 @@ impl SuiteSession for RedisSession {
         now: f64,
         cost: f64,
     ) -> Result<Decision, BackendError> {
+        if crate::infra::cleanup::stopping() {
+            // The run is being interrupted and its keys deleted: write no more.
+            return Err(BackendError::Unavailable("the run was interrupted".into()));
+        }
         let full_key = format!("{}:{key}", self.namespace);
         let state = self.model.entry(key.to_owned()).or_default();
         let expected = strategy.check(state, now, cost).ok();

@@ -49,7 +49,7 @@ pub struct ServerProcess {
     stdout: PathBuf,
     stderr: PathBuf,
     /// Holds the output files; removed with the process handle.
-    _logs: tempfile::TempDir,
+    _logs: crate::infra::cleanup::TempFolder,
 }
 
 impl ServerProcess {
@@ -65,9 +65,7 @@ impl ServerProcess {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| spawn_error("empty command".into()))?;
-        let logs = tempfile::Builder::new()
-            .prefix("tk-conform-server-")
-            .tempdir()
+        let logs = crate::infra::cleanup::TempFolder::new("tk-conform-server-")
             .map_err(|e| spawn_error(format!("cannot create a folder for its output: {e}")))?;
         let stdout = logs.path().join("stdout.log");
         let stderr = logs.path().join("stderr.log");

@@ -34,8 +34,9 @@ pub struct BattleArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=9))]
     pub fleet: Option<u64>,
     /// Start each server with this command instead of the reference server. Placeholders:
-    /// {exe} {port} {redis} {policy} {contract} {index} {lease_ttl_ms}; the server must listen on
-    /// 127.0.0.1:{port}, use the Redis at {redis}, and serve the policy file {policy}.
+    /// {exe} {port} {redis} {policy} {contract} {index} {lease_ttl_ms} {key_prefix}; the server
+    /// must listen on 127.0.0.1:{port}, use the Redis at {redis}, and serve the policy file
+    /// {policy}. With --redis-url it must also put every key it writes under `{key_prefix}:`.
     #[arg(long)]
     pub server_cmd: Option<String>,
     /// Seed for every random choice (recorded in the logs). Random by default.
@@ -47,15 +48,16 @@ pub struct BattleArgs {
     /// Where run folders go (`<logs>/<UTC timestamp>-battle/`, `<logs>/latest`).
     #[arg(long, default_value = "logs")]
     pub logs: PathBuf,
-    /// Use this Redis instead of starting one per scenario (keys get a unique per-run prefix;
-    /// scenarios that restart Redis are skipped).
+    /// Use this Redis instead of starting one per scenario: every key goes under a prefix
+    /// unique to the run and scenario, and is deleted when the scenario ends (or the run is
+    /// interrupted); scenarios that restart Redis are skipped.
     #[arg(long, env = "TK_CONFORM_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The redis-server (or valkey-server) binary to start, instead of the first on PATH.
     #[arg(long)]
     pub redis_server: Option<PathBuf>,
-    /// Bound on every call a worker makes, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    /// Bound on every call a worker makes, in milliseconds (1..=60000).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub call_timeout_ms: u64,
     /// Test only: make every worker a faulty client.
     #[arg(long, value_enum, hide = true)]
@@ -84,6 +86,17 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
         "no scenarios in {}",
         args.scenarios_dir.display()
     );
+    if args.redis_url.is_some()
+        && let Some(cmd) = &args.server_cmd
+        && !cmd.contains(super::runner::KEY_PREFIX_PLACEHOLDER)
+    {
+        anyhow::bail!(
+            "--server-cmd without {{key_prefix}} cannot run on a --redis-url: on a Redis the \
+             harness did not start, every key must live under the run's prefix. Pass \
+             {{key_prefix}} to the server (it must put every key it writes under `<key_prefix>:`), \
+             or drop --redis-url so each scenario gets a Redis of its own"
+        );
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let run_dir = RunDir::create(&args.logs, "battle")
         .with_context(|| format!("cannot create a run folder under {}", args.logs.display()))?;
@@ -113,8 +126,12 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
             container_image: None,
         },
         worker_fault: args.worker_fault,
-        call_timeout_ms: args.call_timeout_ms.max(1),
-        run_id: format!("battle-{seed:x}-{}", now_us() / 1000),
+        call_timeout_ms: args.call_timeout_ms,
+        run_id: format!(
+            "tk-conform:battle:{}:{}:{seed:x}",
+            now_us() / 1000,
+            std::process::id()
+        ),
     };
     let runtime = crate::cli_edge::runtime()?;
     crate::cli_edge::exit_on_interrupt(&runtime, Arc::clone(&recorder), "battle");
@@ -178,16 +195,28 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
     let line = format!("{passed}/{} scenarios passed", results.len());
     println!("{line}");
     println!("logs: {}", recorder.dir().path().display());
+    let nothing_checked = results.iter().all(|r| r.skipped.is_some());
     let code = if results.iter().any(|r| r.error.is_some()) {
         2
-    } else if results
-        .iter()
-        .any(|r| r.skipped.is_none() && r.verdict != Verdict::Pass)
+    } else if nothing_checked
+        || results
+            .iter()
+            .any(|r| r.skipped.is_none() && r.verdict != Verdict::Pass)
     {
         1
     } else {
         0
     };
+    if nothing_checked {
+        // As `run`: a gate that checked nothing is not green.
+        let why = format!(
+            "every scenario was skipped ({}): nothing was checked, the battle fails",
+            results.len()
+        );
+        eprintln!("tk-conform battle: {why}");
+        recorder.log(&why);
+        recorder.update(|s| s.error = Some(why))?;
+    }
     recorder.update(|s| {
         s.details.insert("result".into(), serde_json::json!(line));
     })?;

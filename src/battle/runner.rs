@@ -28,8 +28,12 @@ use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
 pub const REFERENCE_SERVER: &str = "{exe} serve --config {policy} --host 127.0.0.1 --port {port} \
-                                    --redis {redis} --contract {contract} --lease-ttl-ms {lease_ttl_ms} \
-                                    --fail {fail}";
+                                    --redis {redis} --key-prefix {key_prefix} --contract {contract} \
+                                    --lease-ttl-ms {lease_ttl_ms} --fail {fail}";
+
+/// The `--server-cmd` placeholder a server must honour to be run on a shared Redis: every key it
+/// writes goes under `<key_prefix>:`.
+pub const KEY_PREFIX_PLACEHOLDER: &str = "{key_prefix}";
 
 /// How long a server may take to accept connections.
 const SERVER_START: Duration = Duration::from_secs(20);
@@ -50,7 +54,8 @@ pub struct BattleConfig {
     pub redis: RedisOptions,
     pub worker_fault: Option<WorkerFault>,
     pub call_timeout_ms: u64,
-    /// Part of every key, unique per run, so runs never share state on an external Redis.
+    /// Unique per run: each scenario's keys live under `<run_id>:<scenario>:`, so runs and
+    /// scenarios never share state on an external Redis (and the run can delete its own keys).
     pub run_id: String,
 }
 
@@ -70,10 +75,13 @@ pub struct ScenarioResult {
     /// Set when the harness itself could not run the scenario (the verdict is then `unknown`).
     pub error: Option<String>,
     pub skipped: Option<String>,
+    #[serde(with = "crate::report::seed_text")]
     pub seed: u64,
     pub fleet: usize,
     pub server_cmd: String,
     pub redis: String,
+    /// Every key of the scenario is under `<keyPrefix>:` (when the fleet honours it).
+    pub key_prefix: String,
     pub duration_ms: f64,
     pub judgements: Vec<Judgement>,
     pub faults: Vec<serde_json::Value>,
@@ -105,6 +113,28 @@ impl ScenarioResult {
     }
 }
 
+impl BattleConfig {
+    /// The prefix every key of `scenario` lives under.
+    pub fn namespace(&self, scenario: &Scenario) -> String {
+        format!("{}:{}", self.run_id, scenario.name)
+    }
+
+    /// Whether the fleet puts its keys under the scenario's prefix (the reference server does; a
+    /// `--server-cmd` does when it passes `{key_prefix}` on).
+    fn fleet_namespaced(&self) -> bool {
+        self.server_cmd
+            .as_deref()
+            .is_none_or(|t| t.contains(KEY_PREFIX_PLACEHOLDER))
+    }
+
+    /// The prefix the direct door puts before a policy's `<prefix>:<identity>` keys, so it shares
+    /// state with the fleet (one oracle, two doors): the scenario's, when the fleet uses it too.
+    pub(crate) fn direct_namespace(&self, scenario: &Scenario) -> Option<String> {
+        (scenario.fleet_size(self.fleet) == 0 || self.fleet_namespaced())
+            .then(|| self.namespace(scenario))
+    }
+}
+
 /// Runs `scenario` with its files under `dir`; writes `dir/result.json`.
 pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -> ScenarioResult {
     let started = Instant::now();
@@ -125,6 +155,7 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
                 .unwrap_or_else(|| REFERENCE_SERVER.into())
         },
         redis: String::new(),
+        key_prefix: cfg.namespace(scenario),
         duration_ms: 0.0,
         judgements: Vec::new(),
         faults: Vec::new(),
@@ -132,9 +163,23 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         network: Vec::new(),
         workers: Vec::new(),
     };
+    // On a Redis the harness did not start, the scenario's keys go however it ends (an
+    // interrupt deletes them too, through the registration).
+    let namespace = cfg
+        .redis
+        .url
+        .as_deref()
+        .map(|url| crate::infra::cleanup::Namespace::register(url, &result.key_prefix));
     match battle(scenario, cfg, dir, &mut result).await {
         Ok(()) => {}
         Err(RunError::Setup { message, .. }) => result.error = Some(message),
+    }
+    // Every process of the scenario is gone by now (dropped with `battle`'s locals).
+    if let Some(namespace) = namespace
+        && let Err(e) = namespace.delete().await
+        && result.error.is_none()
+    {
+        result.error = Some(format!("cannot delete the scenario's keys: {e}"));
     }
     result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Ok(json) = serde_json::to_vec_pretty(&result) {
@@ -434,6 +479,7 @@ async fn start_server(
         ("{redis}", redis_url.to_string()),
         ("{policy}", policy_file.display().to_string()),
         ("{index}", index.to_string()),
+        (KEY_PREFIX_PLACEHOLDER, cfg.namespace(scenario)),
         (
             "{lease_ttl_ms}",
             scenario.plan.topology.lease_ttl_ms.to_string(),
@@ -554,7 +600,7 @@ fn worker_spec(
                 url: redis_url.into(),
                 contract_dir: cfg.contract_dir.clone(),
                 strategy: *strategy,
-                key: store_key(cfg, group, policy),
+                key: store_key(cfg, scenario, group, policy),
             }
         }
         Door::Service => DoorSpec::Service {
@@ -628,9 +674,19 @@ pub(crate) fn identity(cfg: &BattleConfig, group: &WorkerGroup) -> String {
     format!("{}-{}", cfg.run_id, group.key)
 }
 
-/// The store key a group's rate decisions live under (`<prefix>:<identity>`, both doors).
-pub(crate) fn store_key(cfg: &BattleConfig, group: &WorkerGroup, policy: &PolicyFacts) -> String {
-    format!("{}:{}", policy.prefix, identity(cfg, group))
+/// The store key a group's rate decisions live under, for both doors: spec 9's
+/// `<prefix>:<identity>`, under the scenario's namespace when the fleet uses one too.
+pub(crate) fn store_key(
+    cfg: &BattleConfig,
+    scenario: &Scenario,
+    group: &WorkerGroup,
+    policy: &PolicyFacts,
+) -> String {
+    let key = format!("{}:{}", policy.prefix, identity(cfg, group));
+    match cfg.direct_namespace(scenario) {
+        Some(ns) => format!("{ns}:{key}"),
+        None => key,
+    }
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -488,8 +488,12 @@ impl Scenario {
         self.plan.workers.iter().find(|g| g.group == name)
     }
 
-    pub fn total_workers(&self) -> u32 {
-        self.plan.workers.iter().map(|g| g.count).sum()
+    /// Worker processes over every group; `None` when the sum does not fit (a hostile plan).
+    pub fn total_workers(&self) -> Option<u32> {
+        self.plan
+            .workers
+            .iter()
+            .try_fold(0u32, |sum, g| sum.checked_add(g.count))
     }
 
     /// The fleet size this run uses: the scenario's, or `override_fleet` when it needs a fleet.
@@ -557,14 +561,15 @@ impl Scenario {
                 ));
             }
         }
-        if self.total_workers() > MAX_WORKERS {
-            return Err(self.invalid(
-                "workers",
-                format!(
-                    "at most {MAX_WORKERS} worker processes, got {}",
-                    self.total_workers()
-                ),
-            ));
+        match self.total_workers() {
+            Some(n) if n <= MAX_WORKERS => {}
+            total => {
+                let got = total.map_or_else(|| "more than 2^32".to_string(), |n| n.to_string());
+                return Err(self.invalid(
+                    "workers",
+                    format!("at most {MAX_WORKERS} worker processes over all groups, got {got}"),
+                ));
+            }
         }
         // A network fault's heal can be named too (`<fault>:heal`), e.g. by `resumes`.
         let heals: BTreeSet<String> = plan
@@ -588,6 +593,12 @@ impl Scenario {
         }
         super::network::validate(self)?;
         for (i, a) in plan.assertions.iter().enumerate() {
+            if let Assertion::Reclaim { slots: 0, .. } = a {
+                return Err(self.invalid(
+                    &format!("assertions[{i}].slots"),
+                    "a reclaim needs `slots` >= 1 (how many fresh admits prove the slots came back)",
+                ));
+            }
             for g in a.groups() {
                 if !names.contains(g) {
                     return Err(self.invalid(
@@ -634,6 +645,22 @@ impl Scenario {
         }
         if g.cost == 0 {
             return Err(self.invalid(&key("cost"), "must be at least 1"));
+        }
+        // Every pause and offset within the plan's bound, so the runner's deadline covers it.
+        for (field, value) in [
+            ("start_after_ms", g.start_after_ms),
+            ("interval_ms", g.interval_ms),
+            ("hold_ms", g.hold_ms),
+            ("heartbeat_ms", g.heartbeat_ms),
+        ] {
+            if value > MAX_DURATION_MS {
+                return Err(self.invalid(
+                    &key(field),
+                    format!(
+                        "must be <= {MAX_DURATION_MS} (the longest a plan may run), got {value}"
+                    ),
+                ));
+            }
         }
         let served = match g.door {
             Door::Redis => matches!(g.operation, Operation::Check),
@@ -844,7 +871,7 @@ exact = true
     fn parses_a_good_scenario() {
         let s = parse(GOOD).unwrap();
         assert_eq!(s.name, "x");
-        assert_eq!(s.total_workers(), 8);
+        assert_eq!(s.total_workers(), Some(8));
         assert!(matches!(
             s.plan.assertions[0],
             Assertion::Cap {
@@ -1033,6 +1060,45 @@ exact = true
         .unwrap_err()
         .to_string();
         assert!(err.contains("topology.server_clock_offsets_ms"), "{err}");
+    }
+
+    #[test]
+    fn worker_counts_that_wrap_are_refused() {
+        // 2 * 2^31 wraps a u32 to 0, which would pass a plain `sum() > 64` check.
+        let second = GOOD
+            .split("[[assertions]]")
+            .next()
+            .unwrap()
+            .split("[[workers]]")
+            .nth(1)
+            .unwrap()
+            .replace("racers", "others");
+        let text = GOOD.replace(
+            "[[assertions]]",
+            &format!("[[workers]]{second}[[assertions]]"),
+        );
+        let text = text.replace("count = 8", "count = 2147483648");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("`workers`"), "{err}");
+        assert!(err.contains("more than 2^32"), "{err}");
+    }
+
+    #[test]
+    fn start_after_beyond_the_plan_bound_is_refused() {
+        let text = GOOD.replace("requests = 5", "requests = 5\nstart_after_ms = 1000000000");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("workers[0].start_after_ms"), "{err}");
+        assert!(err.contains("1000000000"), "{err}");
+    }
+
+    #[test]
+    fn reclaim_of_zero_slots_is_refused() {
+        let text = format!(
+            "{GOOD}\n[[faults]]\nname = \"kill\"\nat_ms = 10\naction = \"sigkill-workers\"\ngroup = \"racers\"\n\
+             [[assertions]]\nkind = \"reclaim\"\nfault = \"kill\"\nslots = 0\nwithin_ms = 100\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("assertions[1].slots"), "{err}");
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub async fn snapshot(
             snap.groups.insert(
                 g.group.clone(),
                 GroupKey {
-                    key: super::runner::store_key(cfg, g, facts),
+                    key: super::runner::store_key(cfg, scenario, g, facts),
                     strategy: facts.strategy,
                     window: None,
                 },
@@ -120,13 +120,21 @@ pub async fn snapshot(
     snap.key_formula = format!(
         "Σ over the groups' (policy, key) of keys per identity ({per_identity}) + {registry} slot registry"
     );
-    if let Err(e) = read(&mut snap, cfg, url).await {
+    let namespace = cfg.direct_namespace(scenario);
+    if let Err(e) = read(&mut snap, cfg, namespace.as_deref(), url).await {
         snap.error = Some(e);
     }
     snap
 }
 
-async fn read(snap: &mut StoreSnapshot, cfg: &BattleConfig, url: &str) -> Result<(), String> {
+/// Reads the scenario's keys back: those under `namespace` when the scenario has one (always on
+/// a Redis the harness did not start), every key of the Redis the run started otherwise.
+async fn read(
+    snap: &mut StoreSnapshot,
+    cfg: &BattleConfig,
+    namespace: Option<&str>,
+    url: &str,
+) -> Result<(), String> {
     let connect = crate::infra::connect(url);
     let mut con = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
@@ -139,11 +147,14 @@ async fn read(snap: &mut StoreSnapshot, cfg: &BattleConfig, url: &str) -> Result
     let secs: i64 = time.0.parse().unwrap_or(0);
     let micros: i64 = time.1.parse().unwrap_or(0);
     snap.read_at_ms = secs * 1000 + micros / 1000;
-    // Only this run's keys on an external Redis; everything on the one the run started.
-    let pattern = if cfg.redis.url.is_some() {
-        format!("*{}*", cfg.run_id)
-    } else {
-        "*".to_string()
+    let pattern = match namespace {
+        Some(ns) => format!("{ns}:*"),
+        None if cfg.redis.url.is_some() => format!("*{}*", cfg.run_id),
+        None => "*".to_string(),
+    };
+    let registry = match namespace {
+        Some(ns) => format!("{ns}:{SLOT_KEYS}"),
+        None => SLOT_KEYS.to_string(),
     };
     let mut keys: Vec<String> = Vec::new();
     let mut cursor = 0u64;
@@ -163,9 +174,9 @@ async fn read(snap: &mut StoreSnapshot, cfg: &BattleConfig, url: &str) -> Result
             break;
         }
     }
-    let slot_keys: Vec<String> = con.smembers(SLOT_KEYS).await.unwrap_or_default();
-    if cfg.redis.url.is_some() && con.exists(SLOT_KEYS).await.unwrap_or(false) {
-        keys.push(SLOT_KEYS.into());
+    let slot_keys: Vec<String> = con.smembers(&registry).await.unwrap_or_default();
+    if con.exists(&registry).await.unwrap_or(false) {
+        keys.push(registry.clone());
     }
     keys.sort();
     keys.dedup();

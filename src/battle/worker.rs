@@ -34,6 +34,7 @@ pub struct WorkerSpec {
     pub scenario: String,
     pub group: String,
     pub index: u32,
+    #[serde(with = "crate::report::seed_text")]
     pub seed: u64,
     pub door: DoorSpec,
     pub operation: Operation,

@@ -239,6 +239,7 @@ async fn provision_service(
     };
     let mut target = ServiceTarget::from_args(args, redis_url)?;
     target.contract_dir = request.contract_dir.to_owned();
+    target.key_prefix = Some(request.key_prefix.clone());
     progress.phase(
         match &target.endpoint {
             Some(endpoint) => format!("connecting to {endpoint}"),

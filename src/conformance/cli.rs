@@ -201,10 +201,19 @@ fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         service: args.service.clone(),
         trial_timeout: Duration::from_secs(args.trial_timeout),
     };
+    // On a Redis the harness did not start, the run's keys (every backend's, the started
+    // server's, the adapter's) live under the key prefix and go at the end, or on an interrupt.
+    let namespace = args
+        .redis_url
+        .as_deref()
+        .map(|url| crate::infra::cleanup::Namespace::register(url, &request.key_prefix));
     let provisioned = match runtime.block_on(provision(args.backend, &request, &progress)) {
         Ok(p) => p,
         Err(e) => {
             let message = crate::cli_edge::render(&e);
+            if let Some(namespace) = namespace {
+                let _ = runtime.block_on(namespace.delete());
+            }
             recorder.log(&format!("error: {message}"));
             let _ = recorder.update(|s| s.error = Some(message));
             let _ = recorder.finish(RunStatus::Error, 2);
@@ -247,6 +256,15 @@ fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(replay);
     drop(backend);
     drop(keep_alive);
+    if let Some(namespace) = namespace {
+        match runtime.block_on(namespace.delete()) {
+            Ok(n) => recorder.log(&format!("deleted the run's {n} keys from --redis-url")),
+            Err(e) => {
+                recorder.log(&format!("error: {e}"));
+                eprintln!("tk-conform run: {e}");
+            }
+        }
+    }
     // A gate that checked nothing must not read as green: every trial skipped or filtered out
     // is a failed run, not a pass.
     let nothing_checked = conclusion.num_passed == 0 && conclusion.num_failed == 0;

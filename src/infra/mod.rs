@@ -7,6 +7,7 @@
 //!   a container (testcontainers), or an external `--redis-url` we never flush.
 
 mod child;
+pub mod cleanup;
 mod container;
 mod port;
 mod redact;

@@ -270,7 +270,15 @@ pub async fn delete_prefixed(
     con: &mut MultiplexedConnection,
     prefix: &str,
 ) -> redis::RedisResult<u64> {
-    let pattern = format!("{prefix}:*");
+    // The prefix is matched literally: glob characters in it are escaped.
+    let mut pattern = String::with_capacity(prefix.len() + 2);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push_str(":*");
     let mut cursor: u64 = 0;
     let mut deleted = 0;
     loop {
@@ -377,17 +385,15 @@ pub async fn server_version(con: &mut MultiplexedConnection) -> Result<String, S
 pub struct LocalRedis {
     binary: PathBuf,
     port: u16,
-    dir: tempfile::TempDir,
+    dir: super::cleanup::TempFolder,
     child: OwnedChild,
 }
 
 impl LocalRedis {
     /// Starts the binary on a free loopback port and waits until it answers PING.
     pub async fn start(binary: &Path) -> Result<Self, RedisError> {
-        let dir = tempfile::Builder::new()
-            .prefix("tk-conform-redis-")
-            .tempdir()
-            .map_err(RedisError::TempDir)?;
+        let dir =
+            super::cleanup::TempFolder::new("tk-conform-redis-").map_err(RedisError::TempDir)?;
         // The port can be taken between our probe and the server's bind: retry with a new one.
         let mut last_error = None;
         for _ in 0..5 {

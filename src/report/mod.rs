@@ -13,12 +13,13 @@ pub mod matrix;
 mod progress;
 mod recorder;
 mod run_dir;
+pub mod seed_text;
 mod summary;
 
-pub use atomic::write_atomic;
+pub use atomic::{stop_writes, write_atomic};
 pub use bars::{Measure, ScenarioBar, ScenarioBars};
 pub use junit::junit_xml;
 pub use progress::Progress;
 pub use recorder::Recorder;
 pub use run_dir::RunDir;
-pub use summary::{Counts, RunStatus, Summary, TrialOutcome, TrialRecord};
+pub use summary::{Counts, RunStatus, Summary, TrialOutcome, TrialRecord, process_start_ticks};

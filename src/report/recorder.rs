@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::atomic::write_atomic;
 use super::html;
@@ -19,6 +20,9 @@ pub struct Recorder {
     /// Extra `report.html` sections (one per battle scenario), in order.
     sections: Mutex<Vec<String>>,
     log: Mutex<File>,
+    /// Set by [`Recorder::finish`]: the record is final (an interrupted run's trials that end
+    /// after the interrupt, killed by it, are not added).
+    closed: AtomicBool,
 }
 
 impl Recorder {
@@ -33,6 +37,7 @@ impl Recorder {
             summary: Mutex::new(summary),
             sections: Mutex::new(Vec::new()),
             log: Mutex::new(log),
+            closed: AtomicBool::new(false),
         };
         recorder.write_summary()?;
         Ok(recorder)
@@ -51,12 +56,21 @@ impl Recorder {
 
     /// Changes the summary and rewrites `summary.json`.
     pub fn update(&self, change: impl FnOnce(&mut Summary)) -> io::Result<()> {
-        change(&mut self.summary.lock().unwrap_or_else(|e| e.into_inner()));
+        {
+            let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            change(&mut summary);
+        }
         self.write_summary()
     }
 
     /// Adds a finished trial (and a `run.log` line) and rewrites `summary.json`.
     pub fn record(&self, trial: TrialRecord) -> io::Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let mut line = format!(
             "trial {} {:?} in {:.1} ms",
             trial.name, trial.outcome, trial.duration_ms
@@ -65,8 +79,16 @@ impl Recorder {
             line.push_str(": ");
             line.push_str(message);
         }
+        // Into the summary first: a trial in run.log is always in summary.json too.
+        {
+            let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            summary.push(trial);
+        }
         self.log(&line);
-        self.update(|s| s.push(trial))
+        self.write_summary()
     }
 
     /// Appends a section to `report.html` (and rewrites it).
@@ -87,12 +109,18 @@ impl Recorder {
     }
 
     /// Sets the final status and exit code, writes `summary.json` and `junit.xml`.
+    /// Only the first call counts: an interrupt's `finish` is not overwritten by the main thread's.
     pub fn finish(&self, status: RunStatus, exit_code: i32) -> io::Result<()> {
-        self.update(|s| {
+        {
+            let mut s = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.swap(true, Ordering::SeqCst) {
+                return Ok(());
+            }
             s.status = status;
             s.exit_code = Some(exit_code);
             s.finished_at = Some(now_rfc3339());
-        })?;
+        }
+        self.write_summary()?;
         let xml = junit_xml(&self.snapshot()).map_err(io::Error::other)?;
         write_atomic(&self.dir.file("junit.xml"), redact_text(&xml).as_bytes())?;
         self.log(&format!("finished: {status:?}, exit code {exit_code}"));

@@ -8,12 +8,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use super::auth::Guard;
 use super::engine::{Compat, Engine};
 use super::fault::{Fault, Faults};
 use super::grpc::{FleetService, MonitorService, RateLimiterService};
+use super::listener::Limits;
 use super::policy::PolicySet;
 use super::store::memory::MemoryStore;
 use super::store::{Store, StoreFaults};
@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Keep shared state in this Redis (`redis://127.0.0.1:6379`); without it, in memory.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Put every key the server writes in Redis under `<P>:` (rate keys become
+    /// `<P>:<policy prefix>:<identity>`; the server's own sets too), so runs can share a Redis.
+    #[arg(long, value_name = "P", value_parser = parse_key_prefix)]
+    pub key_prefix: Option<String>,
     /// The contract whose Lua scripts the Redis store runs (`<dir>/scripts/manifest.json`).
     #[arg(long, default_value = "contract")]
     pub contract: PathBuf,
@@ -63,6 +67,15 @@ pub struct ServeArgs {
     /// Require this secret from Monitor callers (otherwise: loopback peers only).
     #[arg(long, env = "TK_MONITOR_SECRET", hide_env_values = true)]
     pub monitor_secret: Option<String>,
+    /// Close a connection that has not sent the HTTP/2 preface within this many milliseconds.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub handshake_timeout_ms: u64,
+    /// Close a connection with no traffic for this many milliseconds.
+    #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; more are closed on arrival. Kept below the open-files limit.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// A label for this server in a multi-region fleet (shown in the readiness line).
     #[arg(long)]
     pub region: Option<String>,
@@ -102,9 +115,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let local = Arc::new(MemoryStore::new(store_faults));
     let shared: Arc<dyn Store> = match &args.redis {
         None => local.clone(),
-        Some(url) => super::store::connect_redis(url, &args.contract, store_faults)
-            .await
-            .with_context(|| format!("cannot use --redis {url}"))?,
+        Some(url) => super::store::connect_redis(
+            url,
+            &args.contract,
+            args.key_prefix.as_deref().unwrap_or_default(),
+            store_faults,
+        )
+        .await
+        .with_context(|| format!("cannot use --redis {url}"))?,
     };
     let engine = Arc::new(
         Engine::new(policies, shared, local, lease_ttl, faults.clone())
@@ -142,10 +160,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         move |r| monitor_guard.check(r),
     );
 
+    let limits = Limits {
+        handshake: Duration::from_millis(args.handshake_timeout_ms),
+        idle: Duration::from_millis(args.idle_timeout_ms),
+        max_connections: args.max_connections as usize,
+    };
     println!(
-        "tk-conform serve: listening on {addr} (store: {}, policies: {}{}{}{}{})",
+        "tk-conform serve: listening on {addr} (store: {}, policies: {}, at most {} connections{}{}{})",
         engine.store_description(),
         engine.policy_names().collect::<Vec<_>>().join(","),
+        limits.effective_max_connections(),
         match args.compat {
             Compat::Reference => String::new(),
             Compat::Throttlekit => ", compat: throttlekit".into(),
@@ -165,7 +189,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = super::listener::incoming(listener, limits);
     let mut drain_started = shutdown_rx.clone();
     let serve = Server::builder()
         .add_service(rate_limiter)
@@ -207,6 +231,23 @@ fn lease_timing(args: &ServeArgs) -> anyhow::Result<(Duration, Duration)> {
             Ok((ttl, sweep))
         }
     }
+}
+
+/// `--key-prefix`: non-empty text without spaces, control characters or glob characters (so
+/// `<P>:*` is a literal SCAN pattern a cleanup can use), at most 200 bytes.
+pub fn parse_key_prefix(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 200 {
+        return Err(format!("must be 1 to 200 bytes, got {}", text.len()));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "*?[]\\".contains(*c))
+    {
+        return Err(format!(
+            "{c:?} is not allowed (no spaces, control or glob characters: * ? [ ] \\)"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// Reclaims expired slots on a timer, so a reclaim never waits for the next Admit.

@@ -40,6 +40,8 @@ pub struct SuiteContext {
     pub run_tag: String,
     /// The contract whose Lua the direct door runs (the one-oracle suite).
     pub contract_dir: PathBuf,
+    /// The server's `--key-prefix`: its Redis keys are `<store_prefix>:<policy prefix>:<id>`.
+    pub store_prefix: Option<String>,
 }
 
 impl SuiteContext {

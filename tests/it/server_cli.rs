@@ -298,3 +298,107 @@ async fn a_throttlekit_like_watch_sends_no_headers_until_its_first_event() {
     drop(stream);
     server.stop().await;
 }
+
+/// A Check through a fresh connection, retried (bounded) while the server sheds connections.
+async fn fresh_caller_is_served(addr: std::net::SocketAddr) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..80 {
+        let attempt = async {
+            let clients = service_suites::connect(&addr.to_string(), None, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            clients
+                .rate()
+                .check(proto::CheckRequest {
+                    policy: "burst5".into(),
+                    key: "fresh".into(),
+                    cost: 1,
+                })
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "no answer within 5 s".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(last)
+}
+
+/// Whether the server closes `stream` (EOF or reset) within a bound.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // the server's SETTINGS and friends
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_do_not_lock_callers_out_and_are_closed() {
+    // 300 connections that never speak, against a server with 128 descriptors: without a
+    // handshake bound and a cap below the descriptor limit, every later caller hangs.
+    let script = format!(
+        "ulimit -n 128 && exec {} serve --config {} --port 0 --handshake-timeout-ms 500 \
+         --idle-timeout-ms 2000",
+        shell_words::quote(&exe()),
+        shell_words::quote(&policies())
+    );
+    let server = ServerProcess::start(&["sh".into(), "-c".into(), script], None)
+        .await
+        .expect("server starts");
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    fresh_caller_is_served(server.addr)
+        .await
+        .expect("a fresh caller is served while idle connections are open");
+    for (i, stream) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(stream).await,
+            "idle connection {i} (no HTTP/2 preface) was never closed"
+        );
+    }
+    // A connection that did the HTTP/2 handshake and then went quiet is closed too.
+    use tokio::io::AsyncWriteExt;
+    let mut quiet = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    quiet
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_server(&mut quiet).await,
+        "an idle HTTP/2 connection was never closed"
+    );
+    // And the server still serves.
+    fresh_caller_is_served(server.addr).await.unwrap();
+}
+
+#[test]
+fn connection_limits_are_bounds_checked() {
+    for (flag, value) in [
+        ("--handshake-timeout-ms", "0"),
+        ("--idle-timeout-ms", "0"),
+        ("--max-connections", "0"),
+        ("--max-connections", "99999999999"),
+        ("--key-prefix", "a*b"),
+        ("--key-prefix", "has space"),
+        ("--key-prefix", ""),
+    ] {
+        let out = std::process::Command::new(exe())
+            .args(["serve", "--config", &policies(), flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
