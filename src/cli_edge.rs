@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
-use crate::infra::{kill_all_owned, redact_text};
+use crate::infra::redact_text;
 use crate::report::{Recorder, RunStatus};
 
 /// The multi-thread runtime a command's async work runs on.

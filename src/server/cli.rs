@@ -166,7 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections as usize,
     };
     println!(
-        "tk-conform serve: listening on {addr} (store: {}, policies: {}, at most {} connections{}{}{})",
+        "tk-conform serve: listening on {addr} (store: {}, policies: {}, at most {} connections{}{}{}{})",
         engine.store_description(),
         engine.policy_names().collect::<Vec<_>>().join(","),
         limits.effective_max_connections(),
