@@ -52,6 +52,8 @@ pub struct Provisioned {
     pub notes: Vec<String>,
     /// Whether the golden vectors apply (a protocol-2 adapter is judged by properties only).
     pub vectors: bool,
+    /// A protocol-2 adapter, for the property fuzzer.
+    pub property: Option<crate::property::PropertyTarget>,
 }
 
 /// What provisioning needs from the command line.
@@ -84,6 +86,7 @@ pub async fn provision(
             keep_alive: Vec::new(),
             notes: Vec::new(),
             vectors: true,
+            property: None,
         }),
         BackendKind::Redis => {
             let scripts = match request.scripts_dir {
@@ -121,6 +124,7 @@ pub async fn provision(
                 keep_alive: vec![Box::new(instance)],
                 notes,
                 vectors: true,
+                property: None,
             })
         }
         BackendKind::Exec => provision_exec(request, progress).await,
@@ -191,12 +195,12 @@ async fn provision_exec(
     notes.push(format!("key namespace prefix: {}", request.key_prefix));
     let backend = Arc::new(backend);
     let v2 = backend.hello_v2().is_some();
-    let extra_trials = if v2 {
+    let extra_trials_target = if v2 {
         notes.push(
             "protocol 2: the adapter declares limiter kinds; judged by the property suites (the golden vectors need protocol 1)"
                 .into(),
         );
-        crate::property::property_trials(&crate::property::PropertyTarget {
+        Some(crate::property::PropertyTarget {
             backend: Arc::clone(&backend),
             redis: redis_url.map(|url| (url, redis_owned)),
             run_prefix: request.key_prefix.clone(),
@@ -205,14 +209,19 @@ async fn provision_exec(
             racers,
         })
     } else {
-        Vec::new()
+        None
     };
+    let extra_trials = extra_trials_target
+        .as_ref()
+        .map(crate::property::property_trials)
+        .unwrap_or_default();
     Ok(Provisioned {
         backend,
         extra_trials,
         keep_alive,
         notes,
         vectors: !v2,
+        property: extra_trials_target,
     })
 }
 
@@ -260,5 +269,6 @@ async fn provision_service(
         keep_alive,
         notes,
         vectors: true,
+        property: None,
     })
 }

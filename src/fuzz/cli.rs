@@ -176,6 +176,7 @@ fn execute(args: FuzzArgs) -> anyhow::Result<ExitCode> {
         container_image: Some("redis:7".into()),
     };
     let mut keep_alive: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+    let mut property_target = None;
     let backends: Vec<Arc<dyn Backend>> = runtime.block_on(async {
         match args.backend {
             BackendKind::Redis => {
@@ -216,11 +217,19 @@ fn execute(args: FuzzArgs) -> anyhow::Result<ExitCode> {
                 };
                 let provisioned = provision(kind, &request, &progress).await?;
                 keep_alive.extend(provisioned.keep_alive);
+                property_target = provisioned.property;
                 Ok(vec![provisioned.backend])
             }
         }
     })?;
     progress.clear();
+    if let Some(target) = property_target {
+        let code = super::property_cli::run(&args, seed, &target, &runtime);
+        let _ = runtime.block_on(backends[0].shutdown());
+        drop(backends);
+        drop(keep_alive);
+        return code;
+    }
     let caps = backends[0].capabilities();
     let wanted = if args.strategy.is_empty() {
         Target::ALL.to_vec()

@@ -7,8 +7,8 @@
 //! run short real-time timelines judged from recorded invoke and complete times (`realtime`),
 //! whose verdict may be unknown when timing could not decide.
 
-mod driver;
-mod explicit;
+pub(crate) mod driver;
+pub(crate) mod explicit;
 pub mod family;
 mod race;
 mod realtime;

@@ -15,6 +15,7 @@ mod exec_run;
 mod exec_throttlekit;
 mod exec_v2;
 mod fuzz_mutate;
+mod fuzz_v2;
 mod matrix;
 mod model_properties;
 mod netfault;
