@@ -27,8 +27,8 @@ use crate::report::{Progress, write_atomic};
 
 #[derive(Debug, clap::Args)]
 pub struct FuzzArgs {
-    /// The engine to fuzz. `service` decides on its own clock and cannot be fuzzed against the
-    /// exact model (a property oracle for it waits for adapter protocol v2).
+    /// The engine to fuzz. `service` decides on its own clock and cannot be fuzzed; a
+    /// protocol-2 `exec` adapter is judged by its family's invariants (`fuzz::property`).
     #[arg(long, value_enum, default_value = "redis")]
     pub backend: BackendKind,
     /// The contract folder (its scripts/ are the redis backend's scripts).
@@ -157,8 +157,9 @@ fn execute(args: FuzzArgs) -> anyhow::Result<ExitCode> {
     if args.backend == BackendKind::Service {
         bail!(
             "--backend service decides on the server's own clock, so its answers cannot be \
-             compared with the exact model; fuzzing foreign engines against the family's \
-             invariants (a property oracle) waits for adapter protocol v2 (issue 10)"
+             compared with the exact model; to fuzz a foreign engine against its family's \
+             invariants, wrap it in a protocol-2 adapter with an explicit clock and use \
+             --backend exec --adapter CMD"
         );
     }
     if args.scripts.is_some() && args.backend != BackendKind::Redis {

@@ -1,10 +1,10 @@
 //! What a fuzzed timeline is judged against.
 //!
-//! Today there is one oracle: the exact reference model, which computes every expected decision
-//! (through the same generator as the golden vectors, so its wall-clock rule applies here too)
-//! and compares each field. Engines that only claim a family's invariants (a v2 adapter with an
-//! explicit clock, issue 10) will get a property oracle as a second variant: it replays the same
-//! timelines and checks invariants instead of values.
+//! The exact reference model computes every expected decision (through the same generator as
+//! the golden vectors, so its wall-clock rule applies here too) and compares each field.
+//! Engines that only claim a family's invariants (a protocol-2 adapter with an explicit clock)
+//! are judged by `fuzz::property` instead: its timelines are in the adapter's own parameters,
+//! not the contract's, so it is a separate search rather than a variant here.
 
 use std::path::PathBuf;
 
