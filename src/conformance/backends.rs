@@ -12,7 +12,7 @@ use crate::backend::exec::{ExecArgs, ExecBackend};
 use crate::backend::model::ModelBackend;
 use crate::backend::redis::RedisBackend;
 use crate::backend::service::{ServerStore, ServiceArgs, ServiceBackend, ServiceTarget};
-use crate::infra::{RedisInstance, RedisOptions, connect};
+use crate::infra::{RedisInstance, RedisOptions};
 use crate::redis_scripts::ScriptSet;
 use crate::report::Progress;
 
@@ -57,6 +57,8 @@ pub struct Provisioned {
 /// What provisioning needs from the command line.
 pub struct ProvisionRequest<'a> {
     pub contract_dir: &'a Path,
+    /// `--scripts DIR`: the scripts to judge instead of `<contract>/scripts`.
+    pub scripts_dir: Option<&'a Path>,
     pub redis: RedisOptions,
     /// Namespaces every key of the run on a shared store.
     pub key_prefix: String,
@@ -66,6 +68,8 @@ pub struct ProvisionRequest<'a> {
     pub exec: &'a ExecArgs,
     /// How to reach or start the server (`--backend service`).
     pub service: ServiceArgs,
+    /// `--trial-timeout`: the bound on each trial a backend brings.
+    pub trial_timeout: std::time::Duration,
 }
 
 pub async fn provision(
@@ -82,16 +86,23 @@ pub async fn provision(
             vectors: true,
         }),
         BackendKind::Redis => {
-            let scripts = ScriptSet::from_contract_dir(request.contract_dir)?;
+            let scripts = match request.scripts_dir {
+                Some(dir) => ScriptSet::from_scripts_dir(dir)?,
+                None => ScriptSet::from_contract_dir(request.contract_dir)?,
+            };
             progress.phase(
                 match &request.redis.url {
-                    Some(url) => format!("connecting to {url}"),
+                    Some(url) => format!("connecting to {}", crate::infra::redact_url(url)),
                     None => "starting redis-server".into(),
                 }
                 .as_str(),
             );
             let instance = RedisInstance::provision(&request.redis).await?;
-            let con = connect(instance.url()).await?;
+            let con = crate::infra::connect_with_timeout(
+                instance.url(),
+                crate::backend::redis::SCRIPT_CALL_BOUND,
+            )
+            .await?;
             let backend = RedisBackend::new(
                 Arc::new(scripts),
                 con,
@@ -129,7 +140,7 @@ async fn provision_exec(
     let mut keep_alive: Vec<Box<dyn Any + Send>> = Vec::new();
     progress.phase(
         match &request.redis.url {
-            Some(url) => format!("connecting to {url}"),
+            Some(url) => format!("connecting to {}", crate::infra::redact_url(url)),
             None => "starting redis-server".into(),
         }
         .as_str(),
@@ -228,6 +239,7 @@ async fn provision_service(
     };
     let mut target = ServiceTarget::from_args(args, redis_url)?;
     target.contract_dir = request.contract_dir.to_owned();
+    target.key_prefix = Some(request.key_prefix.clone());
     progress.phase(
         match &target.endpoint {
             Some(endpoint) => format!("connecting to {endpoint}"),
@@ -237,8 +249,11 @@ async fn provision_service(
     );
     let backend = Arc::new(ServiceBackend::start(target).await?);
     notes.push(format!("service endpoint: {}", backend.endpoint()));
-    let extra_trials =
-        super::service::service_trials(backend.suite_context(), tokio::runtime::Handle::current());
+    let extra_trials = super::service::service_trials(
+        backend.suite_context(),
+        tokio::runtime::Handle::current(),
+        request.trial_timeout,
+    );
     Ok(Provisioned {
         backend,
         extra_trials,

@@ -8,7 +8,7 @@
 
 mod args;
 mod connection;
-mod process;
+pub mod process;
 pub mod protocol;
 pub mod v2;
 
