@@ -596,7 +596,7 @@ fn unshared_servers_break_the_cap_across_a_redis_restart() {
         &["--server-cmd", UNSHARED_FLEET],
         "cap#0",
     );
-    assert!(j["numbers"]["admitted"].as_u64().unwrap() > 1000, "{j:#}");
+    assert!(j["numbers"]["admitted"].as_u64().unwrap() > 400, "{j:#}");
     // Both doors still decided after the restart: only the shared budget broke.
     assert_eq!(
         b.judgement("redis-restart-fleet", "resumes#1")["verdict"],
