@@ -182,7 +182,10 @@ fn fuzz_flags_are_bounded() {
             "unknown primitive `leaky`",
         ),
         (vec!["--seed", "abc"], "--seed"),
-        (vec!["--backend", "service"], "issue 10"),
+        (
+            vec!["--backend", "service"],
+            "protocol-2 adapter with an explicit clock",
+        ),
         (
             vec!["--backend", "model", "--scripts", "x"],
             "--scripts applies to --backend redis",
