@@ -49,14 +49,15 @@ pub struct ServerProcess {
     stdout: PathBuf,
     stderr: PathBuf,
     /// Holds the output files; removed with the process handle.
-    _logs: tempfile::TempDir,
+    _logs: crate::infra::cleanup::TempFolder,
 }
 
 impl ServerProcess {
     /// Starts `argv` and waits until it listens: on `listening on <addr>` in its stdout, or
     /// when `port` (if the command was given one) accepts a connection.
     pub async fn start(argv: &[String], port: Option<u16>) -> Result<ServerProcess, ProcessError> {
-        let command = shell_words::join(argv);
+        // For messages only: a `--redis` URL in it keeps its password out of them.
+        let command = crate::infra::redact_text(&shell_words::join(argv));
         let spawn_error = |message: String| ProcessError::Spawn {
             command: command.clone(),
             message,
@@ -64,9 +65,7 @@ impl ServerProcess {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| spawn_error("empty command".into()))?;
-        let logs = tempfile::Builder::new()
-            .prefix("tk-conform-server-")
-            .tempdir()
+        let logs = crate::infra::cleanup::TempFolder::new("tk-conform-server-")
             .map_err(|e| spawn_error(format!("cannot create a folder for its output: {e}")))?;
         let stdout = logs.path().join("stdout.log");
         let stderr = logs.path().join("stderr.log");

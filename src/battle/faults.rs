@@ -26,6 +26,12 @@ pub trait FaultTarget: Send {
 
     /// Restarts Redis with its data but an empty script cache.
     async fn restart_redis(&mut self) -> Result<String, String>;
+
+    /// Switches the fault proxy's links (`[network] proxy = true`); returns the links hit.
+    fn network(&mut self, fault: &Fault) -> Result<Vec<String>, String> {
+        let _ = fault;
+        Err("this run has no fault proxy".into())
+    }
 }
 
 /// The scenario's faults in time order, handed out as they fall due.
@@ -73,6 +79,7 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
             .kill_server(fault.server.unwrap_or_default())
             .map(|t| (Vec::new(), vec![t])),
         FaultAction::RestartRedis => target.restart_redis().await.map(|t| (Vec::new(), vec![t])),
+        _ => target.network(fault).map(|links| (Vec::new(), links)),
     };
     match result {
         Ok((workers, targets)) => {
@@ -125,6 +132,11 @@ mod tests {
             group: Some("holders".into()),
             index: None,
             server: Some(1),
+            link: None,
+            for_ms: None,
+            delay_ms: None,
+            jitter_ms: None,
+            direction: None,
         }
     }
 

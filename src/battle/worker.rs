@@ -34,6 +34,7 @@ pub struct WorkerSpec {
     pub scenario: String,
     pub group: String,
     pub index: u32,
+    #[serde(with = "crate::report::seed_text")]
     pub seed: u64,
     pub door: DoorSpec,
     pub operation: Operation,
@@ -58,6 +59,11 @@ pub struct WorkerSpec {
     /// `bench load`: count decisions over many connections instead of recording a history.
     #[serde(default)]
     pub load: Option<super::bench::LoadSpec>,
+    /// Direct door: the group's clock fault and where `now` comes from.
+    #[serde(default)]
+    pub clock: Option<super::clock::ClientClock>,
+    #[serde(default)]
+    pub now: super::scenario::NowSource,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +106,11 @@ pub enum WorkerFault {
     NoScriptReload,
     /// The service door stays on its first server even after it stops answering.
     NoFailover,
+    /// The direct door retries a call that timed out, blindly, and records one call.
+    BlindRetry,
+    /// The direct door sends its own (skewed) clock as `now` even where the group promises
+    /// the server's clock.
+    SkewedNow,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,15 +153,24 @@ pub fn main(args: WorkerArgs) -> ExitCode {
     }
 }
 
+/// The environment variable that carries a redis door's real URL to a worker: the spec file
+/// on disk holds it redacted (`infra::redact_url`), so no password is written to the run folder.
+pub const REDIS_URL_ENV: &str = "TK_CONFORM_WORKER_REDIS_URL";
+
 fn read_spec(file: &Path) -> Result<WorkerSpec, WorkerError> {
     let text = std::fs::read_to_string(file).map_err(|e| WorkerError::Spec {
         file: file.into(),
         message: e.to_string(),
     })?;
-    serde_json::from_str(&text).map_err(|e| WorkerError::Spec {
+    let mut spec: WorkerSpec = serde_json::from_str(&text).map_err(|e| WorkerError::Spec {
         file: file.into(),
         message: e.to_string(),
-    })
+    })?;
+    if let (DoorSpec::Redis { url, .. }, Ok(real)) = (&mut spec.door, std::env::var(REDIS_URL_ENV))
+    {
+        *url = real;
+    }
+    Ok(spec)
 }
 
 /// Runs one worker; `Ok(false)` when the barrier never opened.
@@ -202,7 +222,8 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
         } => Box::new(
             RedisDoor::connect(url, contract_dir, *strategy, key, timeout, spec.fault)
                 .await
-                .map_err(|m| door_error("redis", m))?,
+                .map_err(|m| door_error("redis", m))?
+                .with_clock(spec.clock.unwrap_or_default(), spec.now),
         ),
         DoorSpec::Service {
             servers,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use super::replay::{Timeline, redis_benchmark};
+use super::replay::{BenchmarkLoad, Timeline, redis_benchmark};
 use crate::contract::vectors::Suite;
 use crate::fuzz::cli::{RedisTarget, redis_backends};
 use crate::fuzz::engine::prepare_cut;
@@ -132,10 +132,16 @@ fn execute(args: FuzzBenchArgs) -> anyhow::Result<()> {
                 &sample,
                 redis.url(),
                 &format!("tk-conform-bench:fuzz-rb:{round}"),
-                outcome.ops.max(10_000),
+                &BenchmarkLoad {
+                    calls: outcome.ops.max(10_000),
+                    keys: 100_000_000,
+                    bound: Duration::from_secs(300),
+                },
                 connections,
                 1,
-            )? {
+            )
+            .await?
+            {
                 theirs.push(rate);
             }
         }

@@ -1,6 +1,8 @@
 //! `tk-conform bench ...`: throughput measurements (never timed assertions in tests).
 
+pub mod exec;
 pub mod fuzz;
+pub mod redis_benchmark;
 pub mod replay;
 pub mod server;
 
@@ -16,6 +18,8 @@ pub enum BenchCommand {
     Fuzz(fuzz::FuzzBenchArgs),
     /// Check calls/s and p50/p99 latency of the reference server, memory vs Redis store.
     Server(server::ServerBenchArgs),
+    /// A protocol-2 adapter's decisions/s in its own loop vs through the exec door.
+    Exec(exec::ExecBenchArgs),
 }
 
 pub fn run(command: BenchCommand) -> std::process::ExitCode {
@@ -24,5 +28,6 @@ pub fn run(command: BenchCommand) -> std::process::ExitCode {
         BenchCommand::Load(args) => crate::battle::bench::run(args),
         BenchCommand::Server(args) => server::main(args),
         BenchCommand::Fuzz(args) => fuzz::run(args),
+        BenchCommand::Exec(args) => exec::run(args),
     }
 }

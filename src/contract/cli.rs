@@ -1,6 +1,8 @@
 //! `tk-conform contract ...`: verify, seal, sync and generate the vendored contract.
 //!
-//! Exit codes: 0 ok; 1 drift or a failed check; 2 a usage or infrastructure error.
+//! Exit codes, as the README's table says: 0 ok; 2 drift, a refusal (seal, sync) or a usage or
+//! infrastructure error (a drifted or invalid contract is not something a trial can judge);
+//! 1 only for `vectors --check`, whose stale file is a failed check.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,13 +11,15 @@ use clap::{Args, Subcommand};
 
 use super::generate::{self, DEFAULT_OUTPUT, DEFAULT_TIMELINES_DIR};
 use super::layout::{CHECKSUMS, DEFAULT_DIR};
-use super::seal::{self, SealError};
+use super::seal;
 use super::sync::{self, ArchiveLimits, SyncOptions};
 use super::verify;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_CHECK_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+/// Drift or a refusal: the contract cannot be trusted, which is exit 2 (README, exit codes).
+pub const EXIT_DRIFT: u8 = EXIT_USAGE;
 
 #[derive(Debug, Subcommand)]
 pub enum ContractCommand {
@@ -74,7 +78,13 @@ pub struct VectorsArgs {
 
 pub fn run(command: ContractCommand) -> ExitCode {
     ExitCode::from(match command {
-        ContractCommand::Verify(args) => run_verify(&args.contract),
+        ContractCommand::Verify(args) => match super::bundled::resolve(&args.contract) {
+            Ok(dir) => run_verify(&dir),
+            Err(e) => {
+                eprintln!("tk-conform contract verify: error: {e}");
+                EXIT_USAGE
+            }
+        },
         ContractCommand::Seal(args) => run_seal(&args.contract),
         ContractCommand::Sync(args) => run_sync(args),
         ContractCommand::Vectors(args) => run_vectors(&args),
@@ -100,7 +110,7 @@ fn run_verify(dir: &Path) -> u8 {
                 dir.display(),
                 report.findings.len()
             );
-            EXIT_CHECK_FAILED
+            EXIT_DRIFT
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -125,10 +135,6 @@ fn run_seal(dir: &Path) -> u8 {
                 report.changed.len()
             );
             EXIT_OK
-        }
-        Err(e @ SealError::Refused { .. }) => {
-            eprintln!("error: {e}");
-            EXIT_CHECK_FAILED
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -166,11 +172,8 @@ fn run_sync(args: SyncArgs) -> u8 {
                 "the contract in {} was left as it was",
                 options.to.display()
             );
-            if e.is_check_failure() {
-                EXIT_CHECK_FAILED
-            } else {
-                EXIT_USAGE
-            }
+            // A refused upstream is drift too: the same exit code as any other refusal.
+            EXIT_DRIFT
         }
     }
 }

@@ -197,6 +197,7 @@ fn execute(args: FuzzArgs) -> anyhow::Result<ExitCode> {
             kind => {
                 let request = ProvisionRequest {
                     contract_dir: &args.contract,
+                    scripts_dir: None,
                     redis: redis.clone(),
                     key_prefix: key_prefix(seed),
                     log_dir: &args.out,
@@ -211,6 +212,7 @@ fn execute(args: FuzzArgs) -> anyhow::Result<ExitCode> {
                         fleet_secret: None,
                         monitor_secret: None,
                     },
+                    trial_timeout: std::time::Duration::from_secs(60),
                 };
                 let provisioned = provision(kind, &request, &progress).await?;
                 keep_alive.extend(provisioned.keep_alive);
