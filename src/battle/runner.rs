@@ -417,8 +417,16 @@ async fn battle(
         result.network = n.log();
     }
     // The store as the run left it: read directly, never through the proxy.
-    let snapshot =
-        store_check::snapshot(scenario, cfg, &policies, target.redis.url(), fleet_size).await;
+    let granted = store_check::granted_lease_ms(&histories);
+    let snapshot = store_check::snapshot(
+        scenario,
+        cfg,
+        granted,
+        &policies,
+        target.redis.url(),
+        fleet_size,
+    )
+    .await;
     result.judgements =
         checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);

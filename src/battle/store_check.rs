@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::checker::{GroupKey, StoreSnapshot, StoredKey};
+use super::history::{Outcome, Reply, WorkerHistory};
 use super::policy::PolicyFacts;
 use super::runner::BattleConfig;
 use super::scenario::Scenario;
@@ -58,9 +59,32 @@ fn keys_per_identity(kind: &PolicyKind) -> u64 {
     }
 }
 
+/// The longest lease the servers actually granted, in ms: `lease_expires_at` (or a Heartbeat's
+/// `next_deadline`) less the moment the call was made. A server may keep a TTL of its own (a
+/// fixed 2 s, say); spec 8 has a judge read it from the replies, never assume the scenario's.
+pub fn granted_lease_ms(histories: &[WorkerHistory]) -> u64 {
+    let mut longest = 0i64;
+    for h in histories {
+        for c in &h.calls {
+            let deadline = match &c.outcome {
+                Outcome::Ok(Reply::Admit {
+                    lease_expires_at, ..
+                }) => *lease_expires_at,
+                Outcome::Ok(Reply::Heartbeat { next_deadline, .. }) => *next_deadline,
+                _ => continue,
+            };
+            if deadline > 0 {
+                longest = longest.max(deadline - c.invoke_us / 1000);
+            }
+        }
+    }
+    longest.max(0) as u64
+}
+
 pub async fn snapshot(
     scenario: &Scenario,
     cfg: &BattleConfig,
+    granted_lease_ms: u64,
     policies: &BTreeMap<String, PolicyFacts>,
     url: &str,
     fleet: usize,
@@ -79,7 +103,7 @@ pub async fn snapshot(
             return snap;
         }
     };
-    let lease = scenario.plan.topology.lease_ttl_ms;
+    let lease = scenario.plan.topology.lease_ttl_ms.max(granted_lease_ms);
     let max_cost = scenario
         .plan
         .workers
