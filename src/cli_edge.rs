@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::exit::TkExitCode;
 use crate::infra::kill_all_owned;
 use crate::report::{Recorder, RunStatus};
 
@@ -18,11 +19,17 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The one error-line format: `tk-conform <command>: error: <error>: <cause>: …`, the whole
+/// chain of causes printed once, here at the edge.
+pub fn error_line(command: &str, error: &anyhow::Error) {
+    eprintln!("tk-conform {command}: error: {error:#}");
+}
+
 /// The command's exit code: its own on success; an error is reported on one line and becomes 2.
 pub fn exit_code(command: &str, outcome: anyhow::Result<ExitCode>) -> ExitCode {
     outcome.unwrap_or_else(|e| {
-        eprintln!("tk-conform {command}: error: {e:#}");
-        ExitCode::from(2)
+        error_line(command, &e);
+        TkExitCode::of(TkExitCode::USAGE_OR_INFRA)
     })
 }
 
@@ -32,7 +39,10 @@ pub fn block_on(
     body: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
     let outcome = runtime().and_then(|runtime| runtime.block_on(body));
-    exit_code(command, outcome.map(|()| ExitCode::SUCCESS))
+    exit_code(
+        command,
+        outcome.map(|()| TkExitCode::of(TkExitCode::PASSED)),
+    )
 }
 
 /// On Ctrl-C or SIGTERM: mark the run interrupted in its logs, kill every owned child, exit 130.
@@ -52,12 +62,12 @@ pub fn exit_on_interrupt(
             _ = term.recv() => {}
         }
         recorder.log("interrupted");
-        let _ = recorder.finish(RunStatus::Interrupted, 130);
+        let _ = recorder.finish(RunStatus::Interrupted, TkExitCode::INTERRUPTED.into());
         kill_all_owned();
         eprintln!(
             "tk-conform {command}: interrupted; partial logs in {}",
             recorder.dir().path().display()
         );
-        std::process::exit(130);
+        std::process::exit(TkExitCode::INTERRUPTED.into());
     });
 }

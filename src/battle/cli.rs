@@ -12,7 +12,8 @@ use super::checker::Verdict;
 use super::history::now_us;
 use super::runner::{BattleConfig, ScenarioResult, run_scenario};
 use super::scenario;
-use super::worker::WorkerFault;
+use super::spec::WorkerFault;
+use crate::exit::TkExitCode;
 use crate::infra::RedisOptions;
 use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary, TrialOutcome, TrialRecord};
 
@@ -68,7 +69,7 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         for s in &scenarios {
             println!("{:<26} {}", s.name, s.plan.description);
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(TkExitCode::of(TkExitCode::PASSED));
     }
     anyhow::ensure!(
         !scenarios.is_empty(),
@@ -166,20 +167,20 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
     println!("{line}");
     println!("logs: {}", recorder.dir().path().display());
     let code = if results.iter().any(|r| r.error.is_some()) {
-        2
+        TkExitCode::USAGE_OR_INFRA
     } else if results
         .iter()
         .any(|r| r.skipped.is_none() && r.verdict != Verdict::Pass)
     {
-        1
+        TkExitCode::CHECK_FAILED
     } else {
-        0
+        TkExitCode::PASSED
     };
     recorder.update(|s| {
         s.details.insert("result".into(), serde_json::json!(line));
     })?;
-    recorder.finish(RunStatus::Finished, code)?;
-    Ok(ExitCode::from(code as u8))
+    recorder.finish(RunStatus::Finished, code.into())?;
+    Ok(TkExitCode::of(code))
 }
 
 fn label(r: &ScenarioResult) -> &'static str {

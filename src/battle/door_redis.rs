@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::door::{CallError, Door};
-use super::worker::WorkerFault;
+use super::door::{CallError, Door, OpenError};
+use super::spec::WorkerFault;
 use crate::model::{Decision, Strategy};
 use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
 
@@ -37,10 +37,14 @@ impl RedisDoor {
         key: &str,
         timeout: Duration,
         fault: Option<WorkerFault>,
-    ) -> Result<RedisDoor, String> {
-        let scripts = ScriptSet::from_contract_dir(contract_dir).map_err(|e| e.to_string())?;
-        scripts.bind(&strategy).map_err(|e| e.to_string())?;
-        let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
+    ) -> Result<RedisDoor, OpenError> {
+        let scripts = ScriptSet::from_contract_dir(contract_dir)?;
+        scripts.bind(&strategy)?;
+        let redis_error = |source| OpenError::Redis {
+            url: url.to_owned(),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(redis_error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -51,15 +55,15 @@ impl RedisDoor {
             ConnectionManager::new_with_config(client, config),
         )
         .await
-        .map_err(|_| format!("{url}: no connection within {} ms", timeout.as_millis() * 2))?
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|_| OpenError::Timeout {
+            url: url.to_owned(),
+            ms: timeout.as_millis() * 2,
+        })?
+        .map_err(redis_error)?;
         let mut con = con;
         if fault == Some(WorkerFault::NoScriptReload) {
             // Loads once at start, like a client that never expects the cache to empty.
-            scripts
-                .load_all(&mut con)
-                .await
-                .map_err(|e| e.to_string())?;
+            scripts.load_all(&mut con).await?;
         }
         Ok(RedisDoor {
             con,

@@ -9,6 +9,8 @@
 //! - [`scenario`]: the `scenarios/*.toml` format, parsed strictly.
 //! - [`history`]: per-worker JSON-lines histories (invoke / ok / fail / indeterminate).
 //! - [`checker`]: verdicts from histories and the fault log.
+//! - [`spec`]: what a worker process is told (imports nothing from `battle`); [`spawn`]: starting
+//!   worker processes and waiting for them (ready-files, the barrier, bounded exits).
 //! - [`worker`]: the hidden `worker` subcommand; [`door`] and its three doors.
 //! - [`faults`]: the fault schedule; [`runner`]: one scenario end to end; [`cli`]: the command.
 //! - [`bench`]: `bench load`, decisions/s through the direct door next to redis-benchmark.
@@ -24,4 +26,6 @@ pub mod history;
 pub mod policy;
 pub mod runner;
 pub mod scenario;
+pub mod spawn;
+pub mod spec;
 pub mod worker;

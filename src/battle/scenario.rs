@@ -5,6 +5,7 @@
 //! when, and which assertions the checker judges the recorded histories against. Parsing is
 //! strict (unknown keys are errors) and every error names the file and the key.
 
+pub use super::spec::Operation;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -103,19 +104,6 @@ pub enum Door {
     Service,
     /// `Fleet.Reserve` leases spent client-side with the lease spender.
     FleetLease,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Operation {
-    /// Rate-limit check (the strategy's script, or `RateLimiter.Check`).
-    Check,
-    /// `RateLimiter.Debit` of a token budget.
-    Debit,
-    /// `Admit` a concurrency slot, hold it (heartbeating), then `Release` it.
-    Admit,
-    /// Spend one unit of a fleet lease locally, reserving more when it runs dry.
-    Spend,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

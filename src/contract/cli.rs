@@ -12,10 +12,8 @@ use super::layout::{CHECKSUMS, DEFAULT_DIR};
 use super::seal::{self, SealError};
 use super::sync::{self, ArchiveLimits, SyncOptions};
 use super::verify;
-
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_CHECK_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
+use crate::cli_edge::error_line;
+use crate::exit::TkExitCode;
 
 #[derive(Debug, Subcommand)]
 pub enum ContractCommand {
@@ -73,7 +71,7 @@ pub struct VectorsArgs {
 }
 
 pub fn run(command: ContractCommand) -> ExitCode {
-    ExitCode::from(match command {
+    TkExitCode::of(match command {
         ContractCommand::Verify(args) => run_verify(&args.contract),
         ContractCommand::Seal(args) => run_seal(&args.contract),
         ContractCommand::Sync(args) => run_sync(args),
@@ -89,7 +87,7 @@ fn run_verify(dir: &Path) -> u8 {
                 dir.display(),
                 report.pinned
             );
-            EXIT_OK
+            TkExitCode::PASSED
         }
         Ok(report) => {
             for finding in &report.findings {
@@ -100,11 +98,11 @@ fn run_verify(dir: &Path) -> u8 {
                 dir.display(),
                 report.findings.len()
             );
-            EXIT_CHECK_FAILED
+            TkExitCode::CHECK_FAILED
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_USAGE
+            error_line("contract verify", &e.into());
+            TkExitCode::USAGE_OR_INFRA
         }
     }
 }
@@ -124,15 +122,15 @@ fn run_seal(dir: &Path) -> u8 {
                 report.pinned.len(),
                 report.changed.len()
             );
-            EXIT_OK
+            TkExitCode::PASSED
         }
         Err(e @ SealError::Refused { .. }) => {
-            eprintln!("error: {e}");
-            EXIT_CHECK_FAILED
+            error_line("contract seal", &e.into());
+            TkExitCode::CHECK_FAILED
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_USAGE
+            error_line("contract seal", &e.into());
+            TkExitCode::USAGE_OR_INFRA
         }
     }
 }
@@ -158,19 +156,20 @@ fn run_sync(args: SyncArgs) -> u8 {
                 report.layout.name(),
                 report.target.display()
             );
-            EXIT_OK
+            TkExitCode::PASSED
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            let code = if e.is_check_failure() {
+                TkExitCode::CHECK_FAILED
+            } else {
+                TkExitCode::USAGE_OR_INFRA
+            };
+            error_line("contract sync", &e.into());
             eprintln!(
                 "the contract in {} was left as it was",
                 options.to.display()
             );
-            if e.is_check_failure() {
-                EXIT_CHECK_FAILED
-            } else {
-                EXIT_USAGE
-            }
+            code
         }
     }
 }
@@ -179,8 +178,8 @@ fn run_vectors(args: &VectorsArgs) -> u8 {
     let vectors = match generate::generate_dir(&args.timelines) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
+            error_line("contract vectors", &e.into());
+            return TkExitCode::USAGE_OR_INFRA;
         }
     };
     let text = generate::render(&vectors);
@@ -193,7 +192,7 @@ fn run_vectors(args: &VectorsArgs) -> u8 {
                     args.timelines.display(),
                     vectors.suites.len()
                 );
-                EXIT_OK
+                TkExitCode::PASSED
             }
             Ok(committed) => {
                 eprintln!(
@@ -203,24 +202,30 @@ fn run_vectors(args: &VectorsArgs) -> u8 {
                     args.timelines.display(),
                     first_difference(&committed, text.as_bytes())
                 );
-                EXIT_CHECK_FAILED
+                TkExitCode::CHECK_FAILED
             }
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", args.out.display());
-                EXIT_USAGE
+                error_line(
+                    "contract vectors",
+                    &anyhow::Error::new(e).context(format!("cannot read {}", args.out.display())),
+                );
+                TkExitCode::USAGE_OR_INFRA
             }
         };
     }
     if let Err(e) = crate::report::write_atomic(&args.out, text.as_bytes()) {
-        eprintln!("error: cannot write {}: {e}", args.out.display());
-        return EXIT_USAGE;
+        error_line(
+            "contract vectors",
+            &anyhow::Error::new(e).context(format!("cannot write {}", args.out.display())),
+        );
+        return TkExitCode::USAGE_OR_INFRA;
     }
     println!(
         "wrote {} ({} suites); run `tk-conform contract seal` to re-pin its checksum",
         args.out.display(),
         vectors.suites.len()
     );
-    EXIT_OK
+    TkExitCode::PASSED
 }
 
 /// "first difference at line N" for a check failure message.

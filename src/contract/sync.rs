@@ -109,6 +109,12 @@ pub enum SyncError {
     ArchiveRefused { url: String, message: String },
     #[error("download {url}: {message}")]
     Download { url: String, message: String },
+    #[error("download {url}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("refusing to replace {}: {message}", target.display())]
     Target { target: PathBuf, message: String },
     #[error("the staged contract did not verify (a tk-conform bug): {0}")]
@@ -207,6 +213,10 @@ pub async fn download(url: &str, limits: ArchiveLimits) -> Result<Vec<u8>, SyncE
         url: url.to_owned(),
         message,
     };
+    let fetch = |source| SyncError::Fetch {
+        url: url.to_owned(),
+        source,
+    };
     let too_big = |size: String| SyncError::ArchiveRefused {
         url: url.to_owned(),
         message: format!(
@@ -219,12 +229,8 @@ pub async fn download(url: &str, limits: ArchiveLimits) -> Result<Vec<u8>, SyncE
         .timeout(DOWNLOAD_TIMEOUT)
         .redirect(reqwest::redirect::Policy::limited(5))
         .build()
-        .map_err(|e| failed(e.to_string()))?;
-    let mut response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| failed(error_chain(&e)))?;
+        .map_err(fetch)?;
+    let mut response = client.get(url).send().await.map_err(fetch)?;
     if !response.status().is_success() {
         return Err(failed(format!("the server answered {}", response.status())));
     }
@@ -234,28 +240,13 @@ pub async fn download(url: &str, limits: ArchiveLimits) -> Result<Vec<u8>, SyncE
         return Err(too_big(length.to_string()));
     }
     let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| failed(error_chain(&e)))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(fetch)? {
         bytes.extend_from_slice(&chunk);
         if bytes.len() as u64 > limits.max_archive_bytes {
             return Err(too_big(format!("more than {}", limits.max_archive_bytes)));
         }
     }
     Ok(bytes)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Unpacks a `.tar.gz` below `dest`, entry by entry, refusing escapes, links and oversize

@@ -12,6 +12,7 @@ mod port;
 mod redis;
 
 pub use child::{ChildError, OwnedChild, kill_all_owned, live_owned_pids};
+pub use container::ContainerError;
 pub use port::free_loopback_port;
 pub use redis::{
     LocalRedis, RedisError, RedisInstance, RedisOptions, RedisOrigin, connect, delete_prefixed,

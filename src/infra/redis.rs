@@ -22,6 +22,12 @@ const IO_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum RedisError {
     #[error("cannot reach Redis at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("cannot reach Redis at {url}")]
+    NoAnswer {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
     #[error("{binary} did not answer PING on 127.0.0.1:{port} within {seconds} s: {reason}")]
     NotReady {
         binary: String,
@@ -37,9 +43,12 @@ pub enum RedisError {
         "no Redis to run against. Use one of: --redis-url redis://127.0.0.1:6379 (an existing \
          server; tk-conform never flushes it), a redis-server or valkey-server binary on PATH \
          (e.g. `apt-get install redis-server`, or --redis-server PATH), or a running Docker \
-         engine (a redis container is started). Docker: {docker}"
+         engine (a redis container is started). Docker"
     )]
-    NothingAvailable { docker: String },
+    NothingAvailable {
+        #[source]
+        docker: Box<container::ContainerError>,
+    },
     #[error("cannot restart {0}: tk-conform does not own that server")]
     NotOwned(String),
 }
@@ -88,9 +97,9 @@ impl RedisInstance {
             let version =
                 server_version(&mut con)
                     .await
-                    .map_err(|reason| RedisError::Unreachable {
+                    .map_err(|source| RedisError::NoAnswer {
                         url: url.clone(),
-                        reason,
+                        source,
                     })?;
             return Ok(RedisInstance {
                 url: url.clone(),
@@ -107,9 +116,9 @@ impl RedisInstance {
             let url = local.url();
             let version = server_version(&mut connect(&url).await?)
                 .await
-                .map_err(|reason| RedisError::Unreachable {
+                .map_err(|source| RedisError::NoAnswer {
                     url: url.clone(),
-                    reason,
+                    source,
                 })?;
             return Ok(RedisInstance {
                 url,
@@ -124,9 +133,9 @@ impl RedisInstance {
                 let version =
                     server_version(&mut connect(&url).await?)
                         .await
-                        .map_err(|reason| RedisError::Unreachable {
+                        .map_err(|source| RedisError::NoAnswer {
                             url: url.clone(),
-                            reason,
+                            source,
                         })?;
                 Ok(RedisInstance {
                     url,
@@ -134,7 +143,9 @@ impl RedisInstance {
                     owned: Owned::Container(Box::new(redis)),
                 })
             }
-            Err(docker) => Err(RedisError::NothingAvailable { docker }),
+            Err(docker) => Err(RedisError::NothingAvailable {
+                docker: Box::new(docker),
+            }),
         }
     }
 
@@ -280,12 +291,8 @@ pub async fn delete_prefixed(
 }
 
 /// `redis 7.0.15` / `valkey 9.1.2` from `INFO server`.
-pub async fn server_version(con: &mut MultiplexedConnection) -> Result<String, String> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(con)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn server_version(con: &mut MultiplexedConnection) -> redis::RedisResult<String> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(con).await?;
     let field = |name: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))

@@ -12,7 +12,7 @@ use super::monitor::Monitor;
 use super::policy::{Concurrency, Policy, PolicyKind, PolicySet};
 use super::store::memory::MemoryStore;
 use super::store::{Renewal, Store, StoreError};
-use super::two_tier::{TwoTierSpenders, strategy_limit};
+use super::two_tier::TwoTierSpenders;
 use crate::model::{Decision, Strategy};
 
 #[derive(Debug, thiserror::Error)]
@@ -407,11 +407,7 @@ impl Engine {
                     ..
                 },
                 ReserveAxis::Rate | ReserveAxis::Unspecified,
-            ) => (
-                strategy_limit(strategy),
-                window_of(strategy),
-                f64::from(f.batch),
-            ),
+            ) => (strategy.limit(), window_of(strategy), f64::from(f.batch)),
             _ => return Err(unimplemented(&policy, "Reserve")),
         };
         let window_key = format!("{}#reserve", self.prefix(&policy));

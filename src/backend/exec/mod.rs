@@ -24,7 +24,7 @@ use crate::model::{Decision, LeaseConfig, SpendOutcome, Strategy, TokenBudgetOpt
 pub use args::{ExecArgs, MissingAdapter, STDERR_LOG};
 use connection::{Connection, StartError, unexpected};
 use process::LaunchSpec;
-pub use process::split_command;
+pub use process::{CommandLineError, split_command};
 use protocol::{
     AdapterCapabilities, Hello, PROTOCOL_VERSION, REDIS_URL_ENV, Reply, ReplyChecker, Request,
 };
@@ -77,8 +77,12 @@ fn unique_suffix() -> u128 {
 /// Why the adapter could not be started at all (the run cannot begin).
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("cannot split the adapter command `{command}`: {reason}")]
-    BadCommand { command: String, reason: String },
+    #[error("cannot split the adapter command `{command}`")]
+    BadCommand {
+        command: String,
+        #[source]
+        reason: process::CommandLineError,
+    },
     #[error("cannot start the adapter `{command}`: {source}")]
     Spawn {
         command: String,

@@ -9,7 +9,8 @@
 
 use serde_json::json;
 
-use super::{FaultRecord, Outcome, Verdict, at, ms_between};
+use super::{Outcome, Verdict, at, ms_between};
+use crate::battle::faults::FaultRecord;
 use crate::battle::history::{Op, Outcome as CallOutcome, Reply, WorkerHistory};
 
 /// Timer granularity between the server's clock reads and ours (both whole ms).

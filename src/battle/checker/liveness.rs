@@ -3,7 +3,8 @@
 
 use serde_json::json;
 
-use super::{FaultRecord, Outcome, Verdict, ms_between};
+use super::{Outcome, Verdict, ms_between};
+use crate::battle::faults::FaultRecord;
 use crate::battle::history::{Outcome as CallOutcome, WorkerHistory, server_index};
 
 pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_us: i64) -> Outcome {

@@ -17,6 +17,7 @@ mod liveness;
 
 use serde::Serialize;
 
+use super::faults::FaultRecord;
 use super::history::WorkerHistory;
 use super::scenario::{Assertion, FaultAction, Plan};
 
@@ -42,27 +43,6 @@ impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// What the runner did, and when: the checker's only other input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FaultRecord {
-    pub name: String,
-    pub action: FaultAction,
-    pub planned_at_ms: u64,
-    /// When it was carried out (epoch µs); `None` when it could not be.
-    pub at_us: Option<i64>,
-    /// When the action was complete (a restarted Redis answering again), epoch µs.
-    #[serde(default)]
-    pub done_us: Option<i64>,
-    /// Server index for `sigkill-server`.
-    pub server: Option<usize>,
-    /// Worker labels (`group[i]`) it hit.
-    pub workers: Vec<String>,
-    /// What it hit, for people (`pid 123 holders[0]`, `server 1 127.0.0.1:4001`).
-    pub targets: Vec<String>,
-    pub error: Option<String>,
 }
 
 /// One assertion's verdict.
@@ -236,7 +216,6 @@ fn find_fault<'a>(
     }
 }
 
-/// Milliseconds from `from_us` to `to_us`, for messages.
 /// A call whose effect is unknown: `(invoke ms, completion ms or i64::MAX, units)`.
 type Lost = (i64, i64, u64);
 
@@ -250,6 +229,7 @@ fn possible_in_window(lost: &[Lost], prev_end: i64, end: i64) -> u64 {
         .sum()
 }
 
+/// Milliseconds from `from_us` to `to_us`, for messages.
 fn ms_between(from_us: i64, to_us: i64) -> f64 {
     ((to_us - from_us) as f64 / 1000.0 * 10.0).round() / 10.0
 }
