@@ -90,15 +90,66 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    println!(
+        "tk-conform serve: listening on {addr} (store: {}, policies: {}{}{})",
+        engine.store_description(),
+        engine.policy_names().collect::<Vec<_>>().join(","),
+        args.region
+            .as_deref()
+            .map(|r| format!(", region: {r}"))
+            .unwrap_or_default(),
+        if faults.is_empty() {
+            String::new()
+        } else {
+            format!(", FAULTS: {}", faults.names().join(","))
+        },
+    );
+    let access = Access {
+        fleet_secret: args.fleet_secret.clone(),
+        monitor_secret: args.monitor_secret.clone(),
+    };
+    serve_with(listener, engine, access, async {
+        wait_for_stop_signal().await;
+        eprintln!("tk-conform serve: stop signal: draining in-flight calls");
+    })
+    .await?;
+    eprintln!("tk-conform serve: stopped");
+    Ok(())
+}
 
+/// Who may call the Fleet and Monitor services (`None`: anyone).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub fleet_secret: Option<String>,
+    pub monitor_secret: Option<String>,
+}
+
+/// Serves the whole service door (RateLimiter, Fleet, Monitor) on `listener`, sweeping expired
+/// slots in the background, until `shutdown` completes; then drains in-flight calls (bounded by
+/// `DRAIN_LIMIT`). No secrets: tests run a server in process with this.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with(listener, engine, Access::default(), shutdown).await
+}
+
+/// [`serve`] with the Fleet and Monitor secrets.
+pub async fn serve_with(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    access: Access,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweep_forever(
         engine.clone(),
-        lease_ttl,
+        engine.lease_ttl(),
         shutdown_rx.clone(),
     ));
-    let fleet_guard = Guard::new("x-fleet-secret", args.fleet_secret.clone());
-    let monitor_guard = Guard::new("x-monitor-secret", args.monitor_secret.clone());
+    let fleet_guard = Guard::new("x-fleet-secret", access.fleet_secret);
+    let monitor_guard = Guard::new("x-monitor-secret", access.monitor_secret);
     let rate_limiter = proto::rate_limiter_server::RateLimiterServer::new(RateLimiterService {
         engine: engine.clone(),
     });
@@ -116,21 +167,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         move |r| monitor_guard.check(r),
     );
 
-    println!(
-        "tk-conform serve: listening on {addr} (store: {}, policies: {}{}{})",
-        engine.store_description(),
-        engine.policy_names().collect::<Vec<_>>().join(","),
-        args.region
-            .as_deref()
-            .map(|r| format!(", region: {r}"))
-            .unwrap_or_default(),
-        if faults.is_empty() {
-            String::new()
-        } else {
-            format!(", FAULTS: {}", faults.names().join(","))
-        },
-    );
-
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut drain_started = shutdown_rx.clone();
     let serve = Server::builder()
@@ -138,21 +174,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(fleet)
         .add_service(monitor)
         .serve_with_incoming_shutdown(incoming, async move {
-            wait_for_stop_signal().await;
-            eprintln!("tk-conform serve: stop signal: draining in-flight calls");
+            shutdown.await;
             let _ = shutdown_tx.send(true);
         });
     let drain_limit = async move {
         let _ = drain_started.wait_for(|stop| *stop).await;
         tokio::time::sleep(DRAIN_LIMIT).await;
     };
-    tokio::select! {
-        served = serve => served.context("the gRPC server failed")?,
-        () = drain_limit => eprintln!("tk-conform serve: drain took over {DRAIN_LIMIT:?}; stopping anyway"),
-    }
+    let outcome = tokio::select! {
+        served = serve => served.context("the gRPC server failed"),
+        () = drain_limit => {
+            eprintln!("tk-conform serve: drain took over {DRAIN_LIMIT:?}; stopping anyway");
+            Ok(())
+        }
+    };
     sweeper.abort();
-    eprintln!("tk-conform serve: stopped");
-    Ok(())
+    outcome
 }
 
 /// Reclaims expired slots on a timer, so a reclaim never waits for the next Admit.

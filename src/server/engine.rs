@@ -110,6 +110,11 @@ impl Engine {
         }
     }
 
+    /// The lease TTL every slot and lease is granted for.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms as u64)
+    }
+
     pub fn monitor(&self) -> &Monitor {
         &self.monitor
     }

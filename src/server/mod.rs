@@ -34,4 +34,4 @@ pub mod policy;
 pub mod store;
 pub mod two_tier;
 
-pub use cli::ServeArgs;
+pub use cli::{Access, ServeArgs, serve, serve_with};
