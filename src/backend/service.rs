@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::service_process::{Placeholders, ServerProcess, fill_template, wants_port};
-use super::{Backend, BackendError, BackendInfo, Capabilities, SuiteSession};
+use super::{Backend, BackendError, BackendInfo, Capabilities, Capability, SuiteSession};
 use crate::service_suites::{self, ServiceClients, SuiteContext};
 
 /// How the harness reaches the server under test (flatten into a command's arguments).
@@ -244,7 +244,7 @@ impl Backend for ServiceBackend {
         }
     }
 
-    fn unsupported_reason(&self, what: &str) -> String {
+    fn unsupported_reason(&self, what: Capability) -> String {
         format!(
             "vector replay needs {what}, but the service door decides on the server's own clock; \
              the service::* suites judge this backend"

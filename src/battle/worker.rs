@@ -162,7 +162,7 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
                 .fail_over(spec.fault != Some(WorkerFault::NoFailover)),
         ),
     };
-    let mut recorder = Recorder {
+    let mut recorder = HistoryRecorder {
         writer: HistoryWriter::create(&spec.history)?,
         seq: 0,
     };
@@ -178,7 +178,7 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
     })?;
     // The barrier's epoch time on this process's monotonic clock.
     let t0 = Instant::now() - Duration::from_micros((now_us() - t0_us).max(0) as u64);
-    Plan::new(&spec, t0)
+    CallPlan::new(&spec, t0)
         .run(door.as_mut(), &mut recorder)
         .await?;
     recorder.writer.write(&Event::End { at_us: now_us() })?;
@@ -216,12 +216,12 @@ async fn barrier(
 }
 
 /// Numbers each call and writes its invoke and completion.
-pub struct Recorder {
+pub struct HistoryRecorder {
     writer: HistoryWriter,
     seq: u64,
 }
 
-impl Recorder {
+impl HistoryRecorder {
     fn invoke(&mut self, op: Op, server: String) -> Result<u64, HistoryError> {
         self.seq += 1;
         self.writer.write(&Event::Invoke {
@@ -256,20 +256,20 @@ impl Recorder {
 }
 
 /// One worker's plan, with its bounds resolved against the barrier time.
-struct Plan<'a> {
+struct CallPlan<'a> {
     spec: &'a WorkerSpec,
     start: Instant,
     end: Instant,
     rng: rand::rngs::StdRng,
 }
 
-impl<'a> Plan<'a> {
-    fn new(spec: &'a WorkerSpec, t0: Instant) -> Plan<'a> {
+impl<'a> CallPlan<'a> {
+    fn new(spec: &'a WorkerSpec, t0: Instant) -> CallPlan<'a> {
         let start = t0 + Duration::from_millis(spec.start_after_ms);
         let end = start + Duration::from_millis(spec.duration_ms.unwrap_or(MAX_DURATION_MS));
         // Each worker its own stream, reproducible from the run's seed.
         let seed = spec.seed ^ (u64::from(spec.index) << 32) ^ fnv(&spec.group);
-        Plan {
+        CallPlan {
             spec,
             start,
             end,
@@ -277,7 +277,11 @@ impl<'a> Plan<'a> {
         }
     }
 
-    async fn run(&mut self, door: &mut dyn Door, rec: &mut Recorder) -> Result<(), HistoryError> {
+    async fn run(
+        &mut self,
+        door: &mut dyn Door,
+        rec: &mut HistoryRecorder,
+    ) -> Result<(), HistoryError> {
         tokio::time::sleep_until(self.start).await;
         let spec = self.spec;
         let limit = spec.requests.unwrap_or(u64::MAX);
@@ -336,7 +340,7 @@ impl<'a> Plan<'a> {
     async fn admit_and_hold(
         &mut self,
         door: &mut dyn Door,
-        rec: &mut Recorder,
+        rec: &mut HistoryRecorder,
     ) -> Result<bool, HistoryError> {
         let spec = self.spec;
         let seq = rec.invoke(Op::Admit { cost: spec.cost }, door.target())?;
@@ -400,7 +404,7 @@ impl<'a> Plan<'a> {
         &mut self,
         spender: &mut LeaseSpender,
         door: &mut dyn Door,
-        rec: &mut Recorder,
+        rec: &mut HistoryRecorder,
     ) -> Result<(), HistoryError> {
         let spec = self.spec;
         let seq = rec.invoke(Op::Spend { cost: spec.cost }, "local".into())?;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{Backend, BackendError, BackendInfo, Capabilities, SuiteSession};
+use super::{Backend, BackendError, BackendInfo, Capabilities, Capability, SuiteSession};
 use crate::model::{Decision, LeaseConfig, SpendOutcome, Strategy, TokenBudgetOptions};
 pub use args::{ExecArgs, MissingAdapter, STDERR_LOG};
 use connection::{Connection, StartError, unexpected};
@@ -217,12 +217,8 @@ impl Backend for ExecBackend {
     }
 
     /// The adapter's own words from its handshake's `reasons`, when it gave any.
-    fn unsupported_reason(&self, what: &str) -> String {
-        let capability = match what {
-            "lease" => "leaseSpender",
-            "an explicit clock" => "explicitClock",
-            other => other,
-        };
+    fn unsupported_reason(&self, what: Capability) -> String {
+        let capability = what.protocol_name();
         let adapter = &self.hello.adapter.name;
         match self.hello.capabilities.unsupported_reason(capability) {
             Some(reason) => format!("{adapter}: {reason}"),

@@ -84,9 +84,10 @@ pub fn overall(judgements: &[Judgement]) -> Verdict {
         .unwrap_or(Verdict::Unknown)
 }
 
-type Outcome = (Verdict, String, serde_json::Value);
+/// What one assertion concludes: its verdict, the one-line summary, and the numbers behind it.
+type Ruling = (Verdict, String, serde_json::Value);
 
-fn judge_one(a: &Assertion, histories: &[WorkerHistory], faults: &[FaultRecord]) -> Outcome {
+fn judge_one(a: &Assertion, histories: &[WorkerHistory], faults: &[FaultRecord]) -> Ruling {
     match a {
         Assertion::Cap {
             groups,
@@ -192,10 +193,7 @@ fn select<'a>(histories: &'a [WorkerHistory], groups: &[String]) -> Vec<&'a Work
 }
 
 /// The fault called `name` and when it happened, or the `unknown` verdict saying why not.
-fn find_fault<'a>(
-    faults: &'a [FaultRecord],
-    name: &str,
-) -> Result<(&'a FaultRecord, i64), Outcome> {
+fn find_fault<'a>(faults: &'a [FaultRecord], name: &str) -> Result<(&'a FaultRecord, i64), Ruling> {
     let Some(f) = faults.iter().find(|f| f.name == name) else {
         return Err((
             Verdict::Unknown,
@@ -243,7 +241,7 @@ fn at(h: &WorkerHistory, seq: u64) -> String {
 pub(crate) mod testkit {
     //! Builders for synthetic histories.
 
-    use crate::battle::history::{Call, Op, Outcome, Reply, WorkerHistory};
+    use crate::battle::history::{Call, CallOutcome, Op, Reply, WorkerHistory};
     use crate::model::Decision;
 
     pub fn history(group: &str, index: u32, calls: Vec<Call>) -> WorkerHistory {
@@ -268,7 +266,7 @@ pub(crate) mod testkit {
     }
 
     /// A call from `t0` to `t1` ms.
-    pub fn call(seq: u64, op: Op, t0_ms: i64, t1_ms: Option<i64>, outcome: Outcome) -> Call {
+    pub fn call(seq: u64, op: Op, t0_ms: i64, t1_ms: Option<i64>, outcome: CallOutcome) -> Call {
         Call {
             seq,
             op,
@@ -285,7 +283,7 @@ pub(crate) mod testkit {
             Op::Check { cost: 1 },
             t_ms,
             Some(t_ms + 1),
-            Outcome::Ok(Reply::Decision { decision: d }),
+            CallOutcome::Ok(Reply::Decision { decision: d }),
         )
     }
 
@@ -295,7 +293,7 @@ pub(crate) mod testkit {
             Op::Check { cost: 1 },
             t_ms,
             Some(t_ms + 1),
-            Outcome::Indeterminate {
+            CallOutcome::Indeterminate {
                 error: "timed out".into(),
             },
         )
