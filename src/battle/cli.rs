@@ -24,6 +24,9 @@ pub struct BattleArgs {
     /// List the scenarios with what each one shows, and exit.
     #[arg(long)]
     pub list: bool,
+    /// Rewrite docs/scenarios.md (every check and scenario) from the scenario files, and exit.
+    #[arg(long, conflicts_with = "list")]
+    pub docs: bool,
     /// The folder of scenario files.
     #[arg(long, default_value = "scenarios")]
     pub scenarios_dir: PathBuf,
@@ -65,6 +68,15 @@ pub fn run(args: BattleArgs) -> ExitCode {
 
 fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
     let scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
+    if args.docs {
+        // The page always covers every scenario, whatever was named.
+        let all = scenario::select(&args.scenarios_dir, &[])?;
+        let path = std::path::Path::new(super::docs::DOCS_FILE);
+        crate::report::write_atomic(path, super::docs::render(&all).as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {} ({} scenarios)", path.display(), all.len());
+        return Ok(TkExitCode::of(TkExitCode::PASSED));
+    }
     if args.list {
         for s in &scenarios {
             println!("{:<26} {}", s.name, s.plan.description);

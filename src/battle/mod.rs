@@ -18,6 +18,7 @@
 pub mod bench;
 pub mod checker;
 pub mod cli;
+pub mod docs;
 pub mod door;
 pub mod door_redis;
 pub mod door_service;
