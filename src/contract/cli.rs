@@ -145,7 +145,9 @@ fn run_sync(args: SyncArgs) -> u8 {
             ..ArchiveLimits::default()
         },
     };
-    match sync::sync(&options) {
+    let synced = crate::cli_edge::runtime()
+        .and_then(|runtime| sync::sync(&options, &runtime).map_err(anyhow::Error::from));
+    match synced {
         Ok(report) => {
             for (dest, origin) in &report.files {
                 println!("{dest} <- {origin}");
@@ -159,12 +161,15 @@ fn run_sync(args: SyncArgs) -> u8 {
             TkExitCode::PASSED
         }
         Err(e) => {
-            let code = if e.is_check_failure() {
+            let refused = e
+                .downcast_ref::<sync::SyncError>()
+                .is_some_and(sync::SyncError::is_check_failure);
+            let code = if refused {
                 TkExitCode::CHECK_FAILED
             } else {
                 TkExitCode::USAGE_OR_INFRA
             };
-            error_line("contract sync", &e.into());
+            error_line("contract sync", &e);
             eprintln!(
                 "the contract in {} was left as it was",
                 options.to.display()
