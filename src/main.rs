@@ -33,6 +33,14 @@ enum Command {
     /// One battle worker process (started by `battle`, not by hand).
     #[command(hide = true)]
     Worker(tk_conform::battle::worker::WorkerArgs),
+    /// Differential fuzzing against the reference model, shrinking the first divergence.
+    Fuzz(tk_conform::fuzz::cli::FuzzArgs),
+    /// Mutation score of a contract's vectors: plausible bugs in its Lua scripts, replayed.
+    Mutate(tk_conform::mutate::cli::MutateArgs),
+    /// Judge every given redis-server / valkey-server binary; write docs/compatibility.md.
+    Matrix(tk_conform::matrix::cli::MatrixArgs),
+    /// Combine run folders into a matrix page, matrix.json, badges and a checklist.
+    Report(tk_conform::report::matrix::cli::ReportArgs),
     /// Run the reference gRPC server (spec 8) over a memory or Redis store.
     Serve(tk_conform::server::ServeArgs),
 }
@@ -45,6 +53,10 @@ fn main() -> ExitCode {
         Command::Bench(command) => tk_conform::bench::run(command),
         Command::Battle(args) => tk_conform::battle::cli::run(args),
         Command::Worker(args) => tk_conform::battle::worker::main(args),
+        Command::Fuzz(args) => tk_conform::fuzz::cli::run(args),
+        Command::Mutate(args) => tk_conform::mutate::cli::run(args),
+        Command::Matrix(args) => tk_conform::matrix::cli::run(args),
+        Command::Report(args) => tk_conform::report::matrix::cli::run(args),
         Command::Serve(args) => tk_conform::server::cli::main(args),
     }
 }

@@ -35,11 +35,18 @@ pub enum ScriptSetError {
     )]
     Version { path: PathBuf, found: String },
     #[error(
-        "{path}: sha256 is {actual} but scripts/manifest.json says {expected}; the script drifted \
-         from its manifest (restore it, or update the manifest's sha256 if the edit is intended)"
+        "{}: no scripts manifest there; a scripts folder holds manifest.json (spec 6) beside the \
+         *.lua files it names",
+        path.display()
+    )]
+    NoManifest { path: PathBuf },
+    #[error(
+        "{path}: sha256 is {actual} but {manifest} says {expected}; the script drifted from its \
+         manifest (restore it, or update the manifest's sha256 if the edit is intended)"
     )]
     Checksum {
         path: PathBuf,
+        manifest: PathBuf,
         expected: String,
         actual: String,
     },
@@ -87,6 +94,32 @@ pub enum ReplyError {
 }
 
 impl ScriptCallError {
+    /// True when the call got no answer in time (the connection's response timeout).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ScriptCallError::Redis { source, .. } if source.is_timeout())
+    }
+
+    /// True when Redis answered BUSY: another script is running, this one did not run.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ScriptCallError::Redis { source, .. } if source.code() == Some("BUSY"))
+    }
+
+    /// True when this call's script was stopped by `SCRIPT KILL`.
+    pub fn was_killed(&self) -> bool {
+        matches!(self, ScriptCallError::Redis { source, .. }
+            if source.to_string().contains("killed by user"))
+    }
+
+    /// The manifest name of the script that failed, when there was one.
+    pub fn script(&self) -> Option<&str> {
+        match self {
+            ScriptCallError::Redis { script, .. } | ScriptCallError::Reply { script, .. } => {
+                Some(script)
+            }
+            ScriptCallError::Missing { .. } => None,
+        }
+    }
+
     /// True when the failure is the connection (refused, dropped, timed out) rather than the script.
     pub fn is_unavailable(&self) -> bool {
         match self {
@@ -139,6 +172,18 @@ impl ScriptSet {
         Self::load(&contract_dir.join("scripts").join("manifest.json"))
     }
 
+    /// Loads an engine author's scripts folder (`run --scripts DIR`): `DIR/manifest.json` and
+    /// the files it names, each checked against its sha256 in that manifest.
+    pub fn from_scripts_dir(dir: &Path) -> Result<Self, ScriptSetError> {
+        let manifest = dir.join("manifest.json");
+        if !manifest.is_file() {
+            return Err(ScriptSetError::NoManifest {
+                path: dir.to_owned(),
+            });
+        }
+        Self::load(&manifest)
+    }
+
     /// Loads a scripts manifest and every file it names, checking versions, checksums, and that
     /// every ARGV name is one the contract defines for that strategy.
     pub fn load(manifest_path: &Path) -> Result<Self, ScriptSetError> {
@@ -189,15 +234,25 @@ impl ScriptSet {
                     }
                 }
             }
+            if !crate::contract::layout::is_plain_relative(&entry.file) {
+                return Err(problem(format!(
+                    "names file {:?}, which is not a plain relative path inside {}",
+                    entry.file,
+                    dir.display()
+                )));
+            }
             let path = dir.join(&entry.file);
-            let bytes = std::fs::read(&path).map_err(|source| ScriptSetError::Read {
-                path: path.clone(),
-                source,
+            let bytes = std::fs::read(&path).map_err(|e| {
+                problem(format!(
+                    "cannot read its file {}: {e} (every file the manifest names must be there)",
+                    path.display()
+                ))
             })?;
             let actual = hex::encode(Sha256::digest(&bytes));
             if !actual.eq_ignore_ascii_case(&entry.sha256) {
                 return Err(ScriptSetError::Checksum {
                     path,
+                    manifest: manifest_path.to_owned(),
                     expected: entry.sha256.clone(),
                     actual,
                 });
@@ -216,6 +271,17 @@ impl ScriptSet {
             manifest,
             scripts,
         })
+    }
+
+    /// A copy of the set with script `name`'s code replaced (a mutant, for `tk-conform mutate`):
+    /// the manifest's sha256 no longer applies to it, the EVALSHA handle is recomputed.
+    /// `None` when the set has no script of that name.
+    pub fn with_code(&self, name: &str, code: String) -> Option<ScriptSet> {
+        let mut set = self.clone();
+        let script = set.scripts.iter_mut().find(|s| s.entry.name == name)?;
+        script.sha1 = redis::Script::new(&code).get_hash().to_owned();
+        script.code = code;
+        Some(set)
     }
 
     pub fn manifest(&self) -> &ScriptsManifest {

@@ -110,6 +110,10 @@ pub enum BackendError {
     /// The engine or its store could not be reached, crashed, or timed out.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The engine says its store is unreachable (protocol 2's `unavailable` error): never a
+    /// denial, and never a verdict about the engine's limits.
+    #[error("store unreachable: {0}")]
+    StoreUnreachable(String),
 }
 
 /// One engine under test.

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
@@ -19,14 +19,24 @@ use super::{Backend, BackendError, BackendInfo, Capabilities, Capability, SuiteS
 use crate::model::{Decision, LeaseConfig, RateState, SpendOutcome, Strategy, TokenBudgetOptions};
 use crate::redis_scripts::{ScriptCallError, ScriptSet};
 
+/// The bound on one script call: the response timeout of the backend's connection. Longer than
+/// Redis's default `busy-reply-threshold` (5 s), so a call queued behind another trial's runaway
+/// script is answered BUSY (it did not run, and can be sent again) before it could time out.
+pub const SCRIPT_CALL_BOUND: Duration = Duration::from_secs(10);
+
 pub struct RedisBackend {
     scripts: Arc<ScriptSet>,
     con: MultiplexedConnection,
+    /// For display only (redacted).
     url: String,
+    /// For a second connection (`SCRIPT KILL`).
+    connect_url: Arc<str>,
     server: String,
     prefix: String,
     sessions: AtomicU64,
     delete_on_shutdown: bool,
+    /// Held while a SCRIPT KILL is under way; script calls wait for it first.
+    kill_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RedisBackend {
@@ -43,11 +53,14 @@ impl RedisBackend {
         RedisBackend {
             scripts,
             con,
-            url: url.to_owned(),
+            // Only ever shown (logs, summary.json): never with a password.
+            url: crate::infra::redact_url(url),
+            connect_url: url.into(),
             server: server.to_owned(),
             prefix: prefix.to_owned(),
             sessions: AtomicU64::new(0),
             delete_on_shutdown: false,
+            kill_gate: Arc::default(),
         }
     }
 
@@ -123,9 +136,26 @@ impl Backend for RedisBackend {
 
     async fn open_suite(&self, suite: &str) -> Result<Box<dyn SuiteSession>, BackendError> {
         let n = self.sessions.fetch_add(1, Ordering::Relaxed);
+        // A connection per session: a call pipelined on a shared connection behind another
+        // suite's runaway script would wait for it unanswered; on its own connection it is
+        // answered BUSY (and did not run), so it can wait for the kill and be sent again.
+        let connect = || crate::infra::connect_with_timeout(&self.connect_url, SCRIPT_CALL_BOUND);
+        let con = match connect().await {
+            Ok(con) => con,
+            // Redis may be stuck in another suite's runaway script: end it, try once more.
+            Err(_) => {
+                kill_gated(&self.kill_gate, &self.connect_url).await;
+                connect()
+                    .await
+                    .map_err(|e| BackendError::Unavailable(e.to_string()))?
+            }
+        };
         Ok(Box::new(RedisSession {
             scripts: Arc::clone(&self.scripts),
-            con: self.con.clone(),
+            con,
+            connect_url: Arc::clone(&self.connect_url),
+            kill_gate: Arc::clone(&self.kill_gate),
+            in_flight: None,
             namespace: format!("{}:{n}:{suite}", self.prefix),
             model: HashMap::new(),
         }))
@@ -135,9 +165,166 @@ impl Backend for RedisBackend {
 struct RedisSession {
     scripts: Arc<ScriptSet>,
     con: MultiplexedConnection,
+    connect_url: Arc<str>,
+    kill_gate: Arc<tokio::sync::Mutex<()>>,
+    /// The script of a call under way: if the session is dropped mid-call (the trial's own
+    /// timeout), the script may still run in Redis, and is killed.
+    in_flight: Option<String>,
     namespace: String,
     /// The reference model's view of each key, to know when and how long the script must expire it.
     model: HashMap<String, Option<RateState>>,
+}
+
+impl RedisSession {
+    /// One script call, guarded against runaway scripts: Redis runs one script at a time, so a
+    /// script that never returns stalls every later call (of this run, and of anyone else on a
+    /// shared server). A call that gets no answer within [`SCRIPT_CALL_BOUND`] sends `SCRIPT
+    /// KILL` on a connection of its own and fails, naming the script and the bound; a call
+    /// answered BUSY (it did not run: another call's script is running away) waits for that
+    /// kill and is sent once more.
+    async fn call_script(
+        &mut self,
+        key: &str,
+        strategy: &Strategy,
+        now: f64,
+        cost: f64,
+    ) -> Result<Decision, BackendError> {
+        let (mut busy_since, mut killed) = (None, false);
+        loop {
+            drop(self.kill_gate.lock().await);
+            self.in_flight = Some(
+                self.scripts
+                    .bind(strategy)
+                    .map_err(call_error)?
+                    .script()
+                    .entry
+                    .name
+                    .clone(),
+            );
+            let result = self
+                .scripts
+                .check(&mut self.con, key, strategy, now, cost)
+                .await;
+            match result {
+                Ok(decision) => {
+                    self.in_flight = None;
+                    return Ok(decision);
+                }
+                Err(e) if e.is_timeout() => {
+                    let script = e.script().unwrap_or("the script").to_owned();
+                    let outcome = self.kill().await;
+                    return Err(BackendError::Internal(format!(
+                        "{script} did not answer within {} s (the bound on one script call): a \
+                         runaway script? SCRIPT KILL sent on a separate connection: {outcome}",
+                        SCRIPT_CALL_BOUND.as_secs()
+                    )));
+                }
+                Err(e) if e.is_busy() && busy_within_grace(&mut busy_since) => {
+                    self.kill_once(&mut killed).await;
+                }
+                Err(e) if e.was_killed() => {
+                    self.in_flight = None;
+                    return Err(BackendError::Internal(format!(
+                        "{e} (it ran past Redis's busy-reply threshold, a runaway script, and was \
+                         stopped with SCRIPT KILL)"
+                    )));
+                }
+                Err(e) => {
+                    self.in_flight = None;
+                    return Err(call_error(e));
+                }
+            }
+        }
+    }
+
+    /// On the first BUSY answer, SCRIPT KILL; on the later ones (Redis stays BUSY until the
+    /// killed script reaches its next hook), a short pause before the next try.
+    async fn kill_once(&mut self, killed: &mut bool) {
+        if !*killed {
+            *killed = true;
+            self.kill().await;
+        } else {
+            tokio::time::sleep(BUSY_RETRY_PAUSE).await;
+        }
+    }
+
+    async fn kill(&mut self) -> crate::infra::ScriptKill {
+        let outcome = kill_gated(&self.kill_gate, &self.connect_url).await;
+        self.in_flight = None;
+        outcome
+    }
+
+    /// The key's PTTL; answered BUSY (another suite's runaway script), once more after the kill.
+    async fn pttl(&mut self, key: &str) -> Result<i64, BackendError> {
+        let query = |con: &mut MultiplexedConnection| {
+            let mut con = con.clone();
+            let key = key.to_owned();
+            async move {
+                redis::cmd("PTTL")
+                    .arg(&key)
+                    .query_async::<i64>(&mut con)
+                    .await
+            }
+        };
+        let (mut busy_since, mut killed) = (None, false);
+        loop {
+            match query(&mut self.con).await {
+                Err(e) if e.code() == Some("BUSY") && busy_within_grace(&mut busy_since) => {
+                    self.kill_once(&mut killed).await;
+                }
+                result => {
+                    return result
+                        .map_err(|e| BackendError::Unavailable(format!("PTTL {key}: {e}")));
+                }
+            }
+        }
+    }
+}
+
+/// Pause between tries of a call answered BUSY.
+const BUSY_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long a call answered BUSY keeps trying after the first BUSY (and the kill).
+const BUSY_GRACE: Duration = Duration::from_secs(3);
+
+/// Marks the first BUSY answer; true while tries may go on.
+fn busy_within_grace(busy_since: &mut Option<Instant>) -> bool {
+    busy_since.get_or_insert_with(Instant::now).elapsed() < BUSY_GRACE
+}
+
+/// SCRIPT KILL in a task of its own that holds `gate`, so it completes (and later calls wait
+/// for it) even if the trial that asked is abandoned meanwhile.
+async fn kill_gated(
+    gate: &Arc<tokio::sync::Mutex<()>>,
+    url: &Arc<str>,
+) -> crate::infra::ScriptKill {
+    let gate = Arc::clone(gate).lock_owned().await;
+    let url = Arc::clone(url);
+    let task = tokio::spawn(async move {
+        let _gate = gate;
+        crate::infra::kill_running_script(&url).await
+    });
+    task.await
+        .unwrap_or_else(|e| crate::infra::ScriptKill::Failed(e.to_string()))
+}
+
+impl Drop for RedisSession {
+    fn drop(&mut self) {
+        // Dropped mid-call: the trial's own timeout fired while a script ran.
+        if self.in_flight.is_none() {
+            return;
+        }
+        let (Ok(runtime), Ok(gate)) = (
+            tokio::runtime::Handle::try_current(),
+            Arc::clone(&self.kill_gate).try_lock_owned(),
+        ) else {
+            return;
+        };
+        let url = Arc::clone(&self.connect_url);
+        runtime.spawn(async move {
+            let _gate = gate;
+            crate::infra::kill_running_script(&url).await
+        });
+    }
 }
 
 fn call_error(e: ScriptCallError) -> BackendError {
@@ -162,16 +349,16 @@ impl SuiteSession for RedisSession {
         now: f64,
         cost: f64,
     ) -> Result<Decision, BackendError> {
+        if crate::infra::cleanup::stopping() {
+            // The run is being interrupted and its keys deleted: write no more.
+            return Err(BackendError::Unavailable("the run was interrupted".into()));
+        }
         let full_key = format!("{}:{key}", self.namespace);
         let state = self.model.entry(key.to_owned()).or_default();
         let expected = strategy.check(state, now, cost).ok();
         let wrote = state.is_some();
         let started = Instant::now();
-        let decision = self
-            .scripts
-            .check(&mut self.con, &full_key, strategy, now, cost)
-            .await
-            .map_err(call_error)?;
+        let decision = self.call_script(&full_key, strategy, now, cost).await?;
         // The expiry check only makes sense while script and model agree; a decision that
         // differs is reported by the runner field by field.
         if let Some(expected) = expected
@@ -179,11 +366,7 @@ impl SuiteSession for RedisSession {
             && wrote
             && let Some(expiry) = expected.expiry_ms
         {
-            let pttl: i64 = redis::cmd("PTTL")
-                .arg(&full_key)
-                .query_async(&mut self.con)
-                .await
-                .map_err(|e| BackendError::Unavailable(format!("PTTL {full_key}: {e}")))?;
+            let pttl = self.pttl(&full_key).await?;
             let waited_ms = started.elapsed().as_secs_f64() * 1000.0;
             check_expiry(pttl, expiry, waited_ms)?;
         }

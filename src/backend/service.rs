@@ -19,8 +19,9 @@ pub struct ServiceArgs {
     #[arg(long, conflicts_with = "server_cmd")]
     pub endpoint: Option<String>,
     /// Start the server from this template; `{port}`, `{policy}`, `{redis}`, `{index}`,
-    /// `{contract}` and `{lease_ttl_ms}` are filled in (`{config}` and `{redis_url}` are
-    /// accepted too). Default: the reference server, `tk-conform serve`.
+    /// `{contract}`, `{lease_ttl_ms}` and `{key_prefix}` (put every Redis key under
+    /// `<key_prefix>:`) are filled in (`{config}` and `{redis_url}` are accepted too).
+    /// Default: the reference server, `tk-conform serve`.
     #[arg(long)]
     pub server_cmd: Option<String>,
     /// The policy file the started server serves (the service suites expect this one).
@@ -34,9 +35,9 @@ pub struct ServiceArgs {
     /// that a loaded machine finishes each lifecycle step within one lease.
     #[arg(long, default_value_t = 1000)]
     pub lease_ttl_ms: u64,
-    #[arg(long, env = "TK_FLEET_SECRET")]
+    #[arg(long, env = "TK_FLEET_SECRET", hide_env_values = true)]
     pub fleet_secret: Option<String>,
-    #[arg(long, env = "TK_MONITOR_SECRET")]
+    #[arg(long, env = "TK_MONITOR_SECRET", hide_env_values = true)]
     pub monitor_secret: Option<String>,
 }
 
@@ -61,6 +62,9 @@ pub struct ServiceTarget {
     pub exe: PathBuf,
     /// The contract whose Lua a Redis-backed server and the direct door run.
     pub contract_dir: PathBuf,
+    /// Every key a started server writes in Redis goes under `<key_prefix>:` (the reference
+    /// server's `--key-prefix`, a template's `{key_prefix}`); the direct door uses it too.
+    pub key_prefix: Option<String>,
 }
 
 impl ServiceTarget {
@@ -81,6 +85,7 @@ impl ServiceTarget {
             monitor_secret: args.monitor_secret.clone(),
             exe,
             contract_dir: PathBuf::from("contract"),
+            key_prefix: None,
         })
     }
 
@@ -100,6 +105,7 @@ impl ServiceTarget {
             monitor_secret: None,
             exe: exe.into(),
             contract_dir: PathBuf::from("contract"),
+            key_prefix: None,
         }
     }
 
@@ -121,6 +127,9 @@ impl ServiceTarget {
             if let Some(url) = &self.redis_url {
                 argv.extend(["--redis".into(), url.clone()]);
                 argv.extend(["--contract".into(), self.contract_dir.display().to_string()]);
+                if let Some(prefix) = &self.key_prefix {
+                    argv.extend(["--key-prefix".into(), prefix.clone()]);
+                }
             }
             return Ok((argv, None));
         };
@@ -139,6 +148,8 @@ impl ServiceTarget {
                 index: 0,
                 contract: self.contract_dir.display().to_string(),
                 lease_ttl_ms: self.lease_ttl.as_millis() as u64,
+                key_prefix: self.key_prefix.clone().unwrap_or_default(),
+                fail: "closed".into(),
             },
         )
         .map_err(|e| BackendError::Unavailable(format!("{:#}", anyhow::Error::new(e))))?;
@@ -187,6 +198,17 @@ impl ServiceBackend {
         })
     }
 
+    /// The prefix the server puts before every Redis key, when the harness told it one (an
+    /// `--endpoint` server or a template without `{key_prefix}` keeps its own keys).
+    fn store_prefix(&self) -> Option<String> {
+        let told = match (&self.target.endpoint, &self.target.server_cmd) {
+            (Some(_), _) => false,
+            (None, Some(template)) => template.contains("{key_prefix}"),
+            (None, None) => true,
+        };
+        self.target.key_prefix.clone().filter(|_| told)
+    }
+
     pub fn endpoint(&self) -> &str {
         &self.clients.endpoint
     }
@@ -195,10 +217,10 @@ impl ServiceBackend {
     pub fn suite_context(&self) -> Arc<SuiteContext> {
         Arc::new(SuiteContext {
             clients: self.clients.clone(),
-            lease_ttl: self.target.lease_ttl,
             redis_url: self.target.redis_url.clone(),
             run_tag: run_tag(),
             contract_dir: self.target.contract_dir.clone(),
+            store_prefix: self.store_prefix(),
         })
     }
 }
@@ -229,7 +251,7 @@ impl Backend for ServiceBackend {
                 self.target
                     .redis_url
                     .as_deref()
-                    .map(|r| format!(" on {r}"))
+                    .map(|r| format!(" on {}", crate::infra::redact_url(r)))
                     .unwrap_or_default()
             ),
         }

@@ -46,7 +46,9 @@ pub enum ProcessError {
 /// What a `--server-cmd` template is filled with. The vocabulary: `{port}` (a free loopback
 /// port), `{policy}` (the policy file), `{redis}` (the Redis URL), `{index}` (the server's
 /// 0-based place in the fleet), `{contract}` (the contract folder), `{lease_ttl_ms}`, and
-/// `{exe}` (this binary). `{config}` and `{redis_url}` are accepted for `{policy}` and `{redis}`.
+/// `{exe}` (this binary), `{key_prefix}` (put every Redis key under `<key_prefix>:`) and `{fail}`
+/// (`open` or `closed`: what Check does while the store is unreachable). `{config}` and
+/// `{redis_url}` are accepted for `{policy}` and `{redis}`.
 #[derive(Debug, Clone)]
 pub struct Placeholders {
     pub exe: String,
@@ -56,6 +58,8 @@ pub struct Placeholders {
     pub index: usize,
     pub contract: String,
     pub lease_ttl_ms: u64,
+    pub key_prefix: String,
+    pub fail: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +108,8 @@ pub fn fill_template(template: &str, values: &Placeholders) -> Result<Vec<String
         ("{index}", values.index.to_string()),
         ("{contract}", values.contract.clone()),
         ("{lease_ttl_ms}", values.lease_ttl_ms.to_string()),
+        ("{key_prefix}", values.key_prefix.clone()),
+        ("{fail}", values.fail.clone()),
     ];
     Ok(words
         .into_iter()
@@ -118,7 +124,7 @@ pub struct ServerProcess {
     stdout: PathBuf,
     stderr: PathBuf,
     /// Holds the output files; removed with the process handle.
-    _logs: tempfile::TempDir,
+    _logs: crate::infra::cleanup::TempFolder,
 }
 
 impl ServerProcess {
@@ -135,7 +141,19 @@ impl ServerProcess {
         port: Option<u16>,
         log: Option<PathBuf>,
     ) -> Result<ServerProcess, ProcessError> {
-        let command = shell_words::join(argv);
+        Self::start_with_env(argv, port, log, &[]).await
+    }
+
+    /// [`start_logged`](Self::start_logged) with extra environment variables (a battle's
+    /// skewed server clock preloads libfaketime).
+    pub async fn start_with_env(
+        argv: &[String],
+        port: Option<u16>,
+        log: Option<PathBuf>,
+        env: &[(String, String)],
+    ) -> Result<ServerProcess, ProcessError> {
+        // For messages only: a `--redis` URL in it keeps its password out of them.
+        let command = crate::infra::redact_text(&shell_words::join(argv));
         let spawn_error = |message: String| ProcessError::Spawn {
             command: command.clone(),
             message,
@@ -143,9 +161,7 @@ impl ServerProcess {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| spawn_error("empty command".into()))?;
-        let logs = tempfile::Builder::new()
-            .prefix("tk-conform-server-")
-            .tempdir()
+        let logs = crate::infra::cleanup::TempFolder::new("tk-conform-server-")
             .map_err(|e| spawn_error(format!("cannot create a folder for its output: {e}")))?;
         let file = |path: &PathBuf| {
             std::fs::File::create(path)
@@ -168,6 +184,7 @@ impl ServerProcess {
         };
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let name = std::path::Path::new(program)
             .file_name()
             .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
@@ -300,6 +317,8 @@ mod tests {
             index: 2,
             contract: "/c".into(),
             lease_ttl_ms: 900,
+            key_prefix: "tkc-1".into(),
+            fail: "closed".into(),
         }
     }
 

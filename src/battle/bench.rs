@@ -7,7 +7,7 @@
 //! recording a history, and writes its totals to a result file.
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -20,7 +20,7 @@ use super::door_redis::RedisDoor;
 use super::history::now_us;
 use super::spawn::{spawn_worker, wait_exit, wait_ready};
 use super::spec::{DoorSpec, LoadSpec, Operation, WorkerSpec};
-use crate::infra::{OwnedChild, RedisInstance, RedisOptions};
+use crate::infra::{RedisInstance, RedisOptions};
 use crate::model::{FixedWindowOptions, Strategy};
 use crate::redis_scripts::ScriptSet;
 use crate::report::write_atomic;
@@ -46,7 +46,7 @@ pub struct LoadArgs {
     #[arg(long, default_value = "contract")]
     pub contract: PathBuf,
     /// Use this Redis instead of starting one (keys get a unique prefix).
-    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    #[arg(long, env = "TK_CONFORM_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The redis-server binary to start, instead of the first on PATH.
     #[arg(long)]
@@ -132,6 +132,8 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
             ready_file: work.path().join(format!("load-{index}.ready")),
             go_file: go_file.clone(),
             fault: None,
+            clock: None,
+            now: Default::default(),
             load: Some(LoadSpec {
                 connections: share,
                 keys: args.keys,
@@ -276,60 +278,21 @@ async fn redis_benchmark(
     connections: u32,
     calls: u64,
 ) -> anyhow::Result<Option<f64>> {
-    let Some(binary) = which("redis-benchmark") else {
+    let Some(binary) = crate::bench::redis_benchmark::binary() else {
         return Ok(None);
     };
-    let info = redis::Client::open(url)?.get_connection_info().clone();
-    let (host, port) = match info.addr() {
-        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-        other => bail!("redis-benchmark needs a TCP address, {url} is {other:?}"),
+    let run = crate::bench::redis_benchmark::Run {
+        url,
+        sha,
+        key_prefix: prefix,
+        argv,
+        connections: connections.into(),
+        pipeline: 1,
+        requests: calls.clamp(10_000, 2_000_000),
+        keys: 10_000,
+        bound: REDIS_BENCHMARK_BOUND,
     };
-    // An owned child (killed with the harness) with its output in files, waited on with a bound.
-    let out_dir = tempfile::tempdir().context("cannot create a folder for redis-benchmark")?;
-    let (out_file, err_file) = (out_dir.path().join("stdout"), out_dir.path().join("stderr"));
-    let mut command = Command::new(binary);
-    command
-        .args([
-            "-h",
-            &host,
-            "-p",
-            &port.to_string(),
-            "-c",
-            &connections.to_string(),
-        ])
-        .args([
-            "-n",
-            &calls.clamp(10_000, 2_000_000).to_string(),
-            "-r",
-            "10000",
-            "--csv",
-        ])
-        .args(["EVALSHA", sha, "1", &format!("{prefix}:__rand_int__")])
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_file)?)
-        .stderr(std::fs::File::create(&err_file)?);
-    let mut child = OwnedChild::spawn("redis-benchmark", command)?;
-    if child.wait_exit(REDIS_BENCHMARK_BOUND).await.is_none() {
-        child.kill();
-        bail!(
-            "redis-benchmark did not finish within {} s: killed",
-            REDIS_BENCHMARK_BOUND.as_secs()
-        );
-    }
-    let stdout = std::fs::read_to_string(&out_file).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err_file).unwrap_or_default();
-    let rate = stdout
-        .lines()
-        .filter(|l| l.starts_with("\"EVALSHA"))
-        .find_map(|l| l.split("\",\"").nth(1)?.parse::<f64>().ok())
-        .with_context(|| format!("no rate in redis-benchmark's output: {stdout} {stderr}"))?;
-    Ok(Some(rate))
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    Ok(Some(
+        crate::bench::redis_benchmark::rate(&binary, &run).await?,
+    ))
 }

@@ -12,10 +12,14 @@ use super::checker::Verdict;
 use super::history::now_us;
 use super::runner::{BattleConfig, ScenarioResult, run_scenario};
 use super::scenario;
+use super::scenario::Scenario;
 use super::spec::WorkerFault;
 use crate::exit::TkExitCode;
 use crate::infra::RedisOptions;
-use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary, TrialOutcome, TrialRecord};
+use crate::report::{
+    Measure, Recorder, RunDir, RunStatus, ScenarioBar, ScenarioBars, Summary, TrialOutcome,
+    TrialRecord,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct BattleArgs {
@@ -34,8 +38,9 @@ pub struct BattleArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=9))]
     pub fleet: Option<u64>,
     /// Start each server with this command instead of the reference server. Placeholders:
-    /// {exe} {port} {redis} {policy} {contract} {index} {lease_ttl_ms}; the server must listen on
-    /// 127.0.0.1:{port}, use the Redis at {redis}, and serve the policy file {policy}.
+    /// {exe} {port} {redis} {policy} {contract} {index} {lease_ttl_ms} {key_prefix}; the server
+    /// must listen on 127.0.0.1:{port}, use the Redis at {redis}, and serve the policy file
+    /// {policy}. With --redis-url it must also put every key it writes under `{key_prefix}:`.
     #[arg(long)]
     pub server_cmd: Option<String>,
     /// Seed for every random choice (recorded in the logs). Random by default.
@@ -47,15 +52,16 @@ pub struct BattleArgs {
     /// Where run folders go (`<logs>/<UTC timestamp>-battle/`, `<logs>/latest`).
     #[arg(long, default_value = "logs")]
     pub logs: PathBuf,
-    /// Use this Redis instead of starting one per scenario (keys get a unique per-run prefix;
-    /// scenarios that restart Redis are skipped).
-    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    /// Use this Redis instead of starting one per scenario: every key goes under a prefix
+    /// unique to the run and scenario, and is deleted when the scenario ends (or the run is
+    /// interrupted); scenarios that restart Redis are skipped.
+    #[arg(long, env = "TK_CONFORM_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The redis-server (or valkey-server) binary to start, instead of the first on PATH.
     #[arg(long)]
     pub redis_server: Option<PathBuf>,
-    /// Bound on every call a worker makes, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    /// Bound on every call a worker makes, in milliseconds (1..=60000).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub call_timeout_ms: u64,
     /// Test only: make every worker a faulty client.
     #[arg(long, value_enum, hide = true)]
@@ -66,7 +72,12 @@ pub fn run(args: BattleArgs) -> ExitCode {
     crate::cli_edge::exit_code("battle", execute(args))
 }
 
-fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
+fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
+    args.contract = crate::contract::bundled::resolve(&args.contract)?;
+    // Network namespaces a SIGKILLed harness left behind (the kernel keeps them mounted).
+    for name in crate::netfault::netns::sweep_stale() {
+        eprintln!("tk-conform battle: removed network namespace {name} left by a dead harness");
+    }
     let scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
     if args.docs {
         // The page always covers every scenario, whatever was named.
@@ -88,6 +99,17 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         "no scenarios in {}",
         args.scenarios_dir.display()
     );
+    if args.redis_url.is_some()
+        && let Some(cmd) = &args.server_cmd
+        && !cmd.contains(super::runner::KEY_PREFIX_PLACEHOLDER)
+    {
+        anyhow::bail!(
+            "--server-cmd without {{key_prefix}} cannot run on a --redis-url: on a Redis the \
+             harness did not start, every key must live under the run's prefix. Pass \
+             {{key_prefix}} to the server (it must put every key it writes under `<key_prefix>:`), \
+             or drop --redis-url so each scenario gets a Redis of its own"
+        );
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let run_dir = RunDir::create(&args.logs, "battle")
         .with_context(|| format!("cannot create a run folder under {}", args.logs.display()))?;
@@ -117,33 +139,42 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
             container_image: None,
         },
         worker_fault: args.worker_fault,
-        call_timeout_ms: args.call_timeout_ms.max(1),
-        run_id: format!("battle-{seed:x}-{}", now_us() / 1000),
+        call_timeout_ms: args.call_timeout_ms,
+        run_id: format!(
+            "tk-conform:battle:{}:{}:{seed:x}",
+            now_us() / 1000,
+            std::process::id()
+        ),
     };
     let runtime = crate::cli_edge::runtime()?;
     crate::cli_edge::exit_on_interrupt(&runtime, Arc::clone(&recorder), "battle");
-    let progress = Progress::new();
-    progress.line(&format!(
+    let bars = ScenarioBars::new();
+    bars.line(&format!(
         "battle: {} scenarios, seed {seed}, logs in {}",
         scenarios.len(),
         recorder.dir().path().display()
     ));
     let mut results: Vec<ScenarioResult> = Vec::new();
     for (k, s) in scenarios.iter().enumerate() {
-        progress.phase(&format!(
-            "battle {}/{}: {} …",
-            k + 1,
-            scenarios.len(),
-            s.name
-        ));
         let dir = recorder.dir().path().join("scenarios").join(&s.name);
-        let result = runtime.block_on(run_scenario(s, &cfg, &dir));
+        let bar = bars.start(k + 1, scenarios.len(), &s.name, measure(s));
+        let result = runtime.block_on(watch(
+            run_scenario(s, &cfg, &dir),
+            &bar,
+            &dir,
+            !bars.is_plain(),
+        ));
+        bar.finish(label(&result));
+        // The page grows a section per scenario, so a crash later still leaves these plots.
+        recorder
+            .add_section(super::plots::scenario_plots(&result, &dir).render())
+            .context("cannot write report.html")?;
         let outcome = match (&result.skipped, result.verdict, &result.error) {
             (Some(_), _, _) => TrialOutcome::Skipped,
             (None, Verdict::Pass, None) => TrialOutcome::Passed,
             _ => TrialOutcome::Failed,
         };
-        progress.line(&format!(
+        bars.line(&format!(
             "{:<7} {} ({:.1} s): {}",
             label(&result),
             s.name,
@@ -159,7 +190,6 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
         })?;
         results.push(result);
     }
-    progress.clear();
 
     let passed = results
         .iter()
@@ -178,16 +208,28 @@ fn execute(args: BattleArgs) -> anyhow::Result<ExitCode> {
     let line = format!("{passed}/{} scenarios passed", results.len());
     println!("{line}");
     println!("logs: {}", recorder.dir().path().display());
+    let nothing_checked = results.iter().all(|r| r.skipped.is_some());
     let code = if results.iter().any(|r| r.error.is_some()) {
         TkExitCode::USAGE_OR_INFRA
-    } else if results
-        .iter()
-        .any(|r| r.skipped.is_none() && r.verdict != Verdict::Pass)
+    } else if nothing_checked
+        || results
+            .iter()
+            .any(|r| r.skipped.is_none() && r.verdict != Verdict::Pass)
     {
         TkExitCode::CHECK_FAILED
     } else {
         TkExitCode::PASSED
     };
+    if nothing_checked {
+        // As `run`: a gate that checked nothing is not green.
+        let why = format!(
+            "every scenario was skipped ({}): nothing was checked, the battle fails",
+            results.len()
+        );
+        eprintln!("tk-conform battle: {why}");
+        recorder.log(&why);
+        recorder.update(|s| s.error = Some(why))?;
+    }
     recorder.update(|s| {
         s.details.insert("result".into(), serde_json::json!(line));
     })?;
@@ -203,4 +245,69 @@ fn label(r: &ScenarioResult) -> &'static str {
     } else {
         r.verdict.name()
     }
+}
+
+/// Calls planned when every group stops after a request count, else the plan's time bound.
+fn measure(s: &Scenario) -> Measure {
+    let planned: Option<u64> = s
+        .plan
+        .workers
+        .iter()
+        .map(|g| match (g.requests, g.duration_ms, g.hold_once) {
+            (Some(n), None, false) => Some(n * u64::from(g.count)),
+            _ => None,
+        })
+        .sum();
+    match planned {
+        Some(calls) if calls > 0 => Measure::Calls(calls),
+        _ => Measure::Millis(super::runner::plan_bound(s).as_millis() as u64),
+    }
+}
+
+/// Runs the scenario, moving its bar every 200 ms from what the run leaves on disk: completed
+/// calls in the histories, or the time since the start barrier opened (`workers/go`).
+async fn watch(
+    run: impl std::future::Future<Output = ScenarioResult>,
+    bar: &ScenarioBar,
+    dir: &std::path::Path,
+    live: bool,
+) -> ScenarioResult {
+    if !live {
+        return run.await;
+    }
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            result = &mut run => return result,
+            _ = tick.tick() => bar.set(match bar.measure() {
+                Measure::Calls(_) => completed_calls(&dir.join("histories")),
+                Measure::Millis(_) => std::fs::read_to_string(dir.join("workers").join("go"))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<i64>().ok())
+                    .map_or(0, |t0| ((now_us() - t0).max(0) / 1000) as u64),
+            }),
+        }
+    }
+}
+
+/// Completion events (`ok`, `fail`, `indeterminate`) in a scenario's history files so far.
+fn completed_calls(histories: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(histories) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| {
+            [
+                "\"type\":\"ok\"",
+                "\"type\":\"fail\"",
+                "\"type\":\"indeterminate\"",
+            ]
+            .iter()
+            .map(|needle| text.matches(needle).count() as u64)
+            .sum::<u64>()
+        })
+        .sum()
 }

@@ -13,8 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::clock::{ClientClock, real_ms};
 use super::door::{CallError, Door, OpenError};
-use super::spec::WorkerFault;
+use super::spec::{NowSource, WorkerFault};
 use crate::model::{Decision, Strategy};
 use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
 
@@ -27,7 +28,17 @@ pub struct RedisDoor {
     target: String,
     timeout: Duration,
     fault: Option<WorkerFault>,
+    clock: ClientClock,
+    now: NowSource,
+    /// Where the clock's drift is counted from.
+    origin_ms: i64,
 }
+
+/// The least time the door is given to open its connection.
+const CONNECT_AT_LEAST: Duration = Duration::from_secs(5);
+
+/// Attempts of a `blind-retry` door before it gives up on one call.
+const BLIND_RETRIES: u32 = 20;
 
 impl RedisDoor {
     pub async fn connect(
@@ -41,7 +52,7 @@ impl RedisDoor {
         let scripts = ScriptSet::from_contract_dir(contract_dir)?;
         scripts.bind(&strategy)?;
         let redis_error = |source| OpenError::Redis {
-            url: url.to_owned(),
+            url: crate::infra::redact_url(url),
             source,
         };
         let client = redis::Client::open(url).map_err(redis_error)?;
@@ -50,16 +61,15 @@ impl RedisDoor {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_millis(200));
-        let con = tokio::time::timeout(
-            timeout * 2,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| OpenError::Timeout {
-            url: url.to_owned(),
-            ms: timeout.as_millis() * 2,
-        })?
-        .map_err(redis_error)?;
+        // Opening is not a call: a short call bound must not fail a start on a busy machine.
+        let open = (timeout * 2).max(CONNECT_AT_LEAST);
+        let con = tokio::time::timeout(open, ConnectionManager::new_with_config(client, config))
+            .await
+            .map_err(|_| OpenError::Timeout {
+                url: crate::infra::redact_url(url),
+                ms: open.as_millis(),
+            })?
+            .map_err(redis_error)?;
         let mut con = con;
         if fault == Some(WorkerFault::NoScriptReload) {
             // Loads once at start, like a client that never expects the cache to empty.
@@ -71,10 +81,33 @@ impl RedisDoor {
             strategy,
             key: key.into(),
             scratch: format!("{key}:non-atomic-copy:{}", std::process::id()),
-            target: format!("redis {}", url.trim_start_matches("redis://")),
+            target: format!(
+                "redis {}",
+                crate::infra::redact_url(url).trim_start_matches("redis://")
+            ),
             timeout,
             fault,
+            clock: ClientClock::default(),
+            now: NowSource::Server,
+            origin_ms: real_ms(),
         })
+    }
+
+    /// Applies a client clock fault and says where `now` comes from.
+    pub fn with_clock(mut self, clock: ClientClock, now: NowSource) -> Self {
+        self.clock = clock;
+        self.now = now;
+        self
+    }
+
+    /// The `now` a check sends: 0 (Redis `TIME`) or this worker's skewed clock.
+    fn now_arg(&self) -> f64 {
+        let client = self.now == NowSource::Client || self.fault == Some(WorkerFault::SkewedNow);
+        if client {
+            self.clock.read(real_ms(), self.origin_ms) as f64
+        } else {
+            0.0
+        }
     }
 
     /// Points the door at another key (the load benchmark spreads calls over many).
@@ -157,7 +190,23 @@ impl RedisDoor {
                 }
                 Ok(decision)
             }
-            _ => bound.call(&mut self.con, &self.key, 0.0, cost as f64).await,
+            _ => {
+                let now = self.now_arg();
+                bound.call(&mut self.con, &self.key, now, cost as f64).await
+            }
+        }
+    }
+}
+
+impl RedisDoor {
+    async fn check_once(&mut self, cost: u64) -> Result<Decision, CallError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.checked(cost)).await {
+            Ok(r) => r.map_err(classify),
+            Err(_) => Err(CallError::Indeterminate(format!(
+                "no reply within {} ms",
+                timeout.as_millis()
+            ))),
         }
     }
 }
@@ -190,13 +239,16 @@ impl Door for RedisDoor {
     }
 
     async fn check(&mut self, cost: u64) -> Result<Decision, CallError> {
-        let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.checked(cost)).await {
-            Ok(r) => r.map_err(classify),
-            Err(_) => Err(CallError::Indeterminate(format!(
-                "no reply within {} ms",
-                timeout.as_millis()
-            ))),
+        let mut attempts = 0;
+        loop {
+            let r = self.check_once(cost).await;
+            attempts += 1;
+            // A broken client: an indeterminate call is sent again as if it had never happened.
+            match r {
+                Err(CallError::Indeterminate(_))
+                    if self.fault == Some(WorkerFault::BlindRetry) && attempts < BLIND_RETRIES => {}
+                r => return r,
+            }
         }
     }
 }

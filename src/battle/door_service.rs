@@ -177,7 +177,7 @@ impl Door for ServiceDoor {
             policy: self.policy.clone(),
             key: self.key.clone(),
             cost: cost as i64,
-            hold: true,
+            hold: 0,
             value: 0,
         };
         let reply = self.bounded(client.admit(request)).await?;

@@ -47,6 +47,10 @@ pub enum FaultError {
     RedisConnectTimeout,
     #[error("cannot restart Redis")]
     RedisRestart(#[source] Box<crate::infra::RedisError>),
+    #[error("this run has no fault proxy")]
+    NoProxy,
+    #[error("{0}")]
+    Network(String),
 }
 
 /// What the runner can do to the things it started. Each returns who was hit, for the record.
@@ -66,6 +70,12 @@ pub trait FaultTarget: Send {
 
     /// Restarts Redis with its data but an empty script cache.
     async fn restart_redis(&mut self) -> Result<String, FaultError>;
+
+    /// Switches the fault proxy's links (`[network] proxy = true`); returns the links hit.
+    fn network(&mut self, fault: &Fault) -> Result<Vec<String>, FaultError> {
+        let _ = fault;
+        Err(FaultError::NoProxy)
+    }
 }
 
 /// The scenario's faults in time order, handed out as they fall due.
@@ -113,6 +123,7 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
             .kill_server(fault.server.unwrap_or_default())
             .map(|t| (Vec::new(), vec![t])),
         FaultAction::RestartRedis => target.restart_redis().await.map(|t| (Vec::new(), vec![t])),
+        _ => target.network(fault).map(|links| (Vec::new(), links)),
     };
     match result {
         Ok((workers, targets)) => {
@@ -165,6 +176,11 @@ mod tests {
             group: Some("holders".into()),
             index: None,
             server: Some(1),
+            link: None,
+            for_ms: None,
+            delay_ms: None,
+            jitter_ms: None,
+            direction: None,
         }
     }
 

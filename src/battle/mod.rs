@@ -13,20 +13,25 @@
 //!   worker processes and waiting for them (ready-files, the barrier, bounded exits).
 //! - [`worker`]: the hidden `worker` subcommand; [`door`] and its three doors.
 //! - [`faults`]: the fault schedule; [`runner`]: one scenario end to end; [`cli`]: the command.
+//! - [`network`]: the fault proxy's links and windows; [`clock`]: client clock faults.
 //! - [`bench`]: `bench load`, decisions/s through the direct door next to redis-benchmark.
 
 pub mod bench;
 pub mod checker;
 pub mod cli;
+pub mod clock;
 pub mod docs;
 pub mod door;
 pub mod door_redis;
 pub mod door_service;
 pub mod faults;
 pub mod history;
+pub mod network;
+pub mod plots;
 pub mod policy;
 pub mod runner;
 pub mod scenario;
 pub mod spawn;
 pub mod spec;
+pub mod store_check;
 pub mod worker;

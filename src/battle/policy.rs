@@ -51,7 +51,7 @@ mod tests {
 
     #[test]
     fn reads_prefix_strategy_and_federation() {
-        let yaml = "version: 1\nlimiters:\n  a: { strategy: fixedWindow, limit: 5, period: 1s, prefix: p }\n  b: { strategy: fixedWindow, limit: 5, period: 1s, federated: { batch: 2 } }\n  c: { distributedConcurrency: { minLimit: 1, maxLimit: 1 } }\n";
+        let yaml = "version: 1\nlimiters:\n  a: { strategy: fixedWindow, limit: 5, period: 1s, prefix: p }\n  b:\n    strategy: fixedWindow\n    limit: 5\n    period: 1s\n    federated: { batch: 2 }\n  c:\n    distributedConcurrency: { minLimit: 1, maxLimit: 1 }\n";
         let facts = read("x.yaml", yaml).unwrap();
         assert_eq!(facts["a"].prefix, "p");
         assert!(facts["a"].strategy.is_some() && !facts["a"].federated);

@@ -17,10 +17,12 @@ use tokio::time::Instant;
 use super::checker::{self, Judgement, Verdict};
 use super::faults::{FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
+use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
 use super::scenario::{Door, FaultAction, MAX_DURATION_MS, Scenario, WorkerGroup};
 use super::spawn::{SpawnError, Worker, describe_exit, spawn_worker, tail, wait_ready};
 use super::spec::{DoorSpec, WorkerFault, WorkerSpec};
+use super::store_check;
 use crate::backend::service_process::{
     Placeholders, ProcessError, ServerProcess, TemplateError, fill_template,
 };
@@ -29,7 +31,12 @@ use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
 pub const REFERENCE_SERVER: &str = "{exe} serve --config {policy} --host 127.0.0.1 --port {port} \
-                                    --redis {redis} --contract {contract} --lease-ttl-ms {lease_ttl_ms}";
+                                    --redis {redis} --key-prefix {key_prefix} --contract {contract} \
+                                    --lease-ttl-ms {lease_ttl_ms} --fail {fail}";
+
+/// The `--server-cmd` placeholder a server must honour to be run on a shared Redis: every key it
+/// writes goes under `<key_prefix>:`.
+pub const KEY_PREFIX_PLACEHOLDER: &str = "{key_prefix}";
 
 /// Beyond the scenario's own bounds, before the runner kills the workers itself.
 const GRACE: Duration = Duration::from_secs(10);
@@ -46,7 +53,8 @@ pub struct BattleConfig {
     pub redis: RedisOptions,
     pub worker_fault: Option<WorkerFault>,
     pub call_timeout_ms: u64,
-    /// Part of every key, unique per run, so runs never share state on an external Redis.
+    /// Unique per run: each scenario's keys live under `<run_id>:<scenario>:`, so runs and
+    /// scenarios never share state on an external Redis (and the run can delete its own keys).
     pub run_id: String,
 }
 
@@ -98,6 +106,14 @@ pub enum SetupError {
     },
     #[error("workers still running {seconds} s after the plan's bound: killed")]
     TimedOut { seconds: u64 },
+    #[error("no redis-server on PATH")]
+    NoRedisBinary,
+    #[error("{0}")]
+    Netns(String),
+    #[error("{0}")]
+    Network(String),
+    #[error("{0}")]
+    StoreCheck(String),
 }
 
 /// A worker group that cannot be given the spec it asks for.
@@ -128,6 +144,11 @@ pub enum ServerStartError {
     Port(#[source] std::io::Error),
     #[error(transparent)]
     Template(#[from] TemplateError),
+    #[error(
+        "this scenario skews a server's clock with libfaketime, which is not installed \
+         (Debian: apt-get install faketime)"
+    )]
+    NoFaketime,
     #[error("server {index}")]
     Process {
         index: usize,
@@ -146,13 +167,21 @@ pub struct ScenarioResult {
     /// Set when the harness itself could not run the scenario (the verdict is then `unknown`).
     pub error: Option<String>,
     pub skipped: Option<String>,
+    #[serde(with = "crate::report::seed_text")]
     pub seed: u64,
     pub fleet: usize,
     pub server_cmd: String,
     pub redis: String,
+    /// Every key of the scenario is under `<keyPrefix>:` (when the fleet honours it).
+    pub key_prefix: String,
     pub duration_ms: f64,
     pub judgements: Vec<Judgement>,
     pub faults: Vec<serde_json::Value>,
+    /// Network faults as windows (ms after the barrier) and the proxy's own log.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fault_windows: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub network: Vec<crate::netfault::NetEvent>,
     pub workers: Vec<serde_json::Value>,
 }
 
@@ -176,6 +205,28 @@ impl ScenarioResult {
     }
 }
 
+impl BattleConfig {
+    /// The prefix every key of `scenario` lives under.
+    pub fn namespace(&self, scenario: &Scenario) -> String {
+        format!("{}:{}", self.run_id, scenario.name)
+    }
+
+    /// Whether the fleet puts its keys under the scenario's prefix (the reference server does; a
+    /// `--server-cmd` does when it passes `{key_prefix}` on).
+    fn fleet_namespaced(&self) -> bool {
+        self.server_cmd
+            .as_deref()
+            .is_none_or(|t| t.contains(KEY_PREFIX_PLACEHOLDER))
+    }
+
+    /// The prefix the direct door puts before a policy's `<prefix>:<identity>` keys, so it shares
+    /// state with the fleet (one oracle, two doors): the scenario's, when the fleet uses it too.
+    pub(crate) fn direct_namespace(&self, scenario: &Scenario) -> Option<String> {
+        (scenario.fleet_size(self.fleet) == 0 || self.fleet_namespaced())
+            .then(|| self.namespace(scenario))
+    }
+}
+
 /// Runs `scenario` with its files under `dir`; writes `dir/result.json`.
 pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -> ScenarioResult {
     let started = Instant::now();
@@ -196,17 +247,34 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
                 .unwrap_or_else(|| REFERENCE_SERVER.into())
         },
         redis: String::new(),
+        key_prefix: cfg.namespace(scenario),
         duration_ms: 0.0,
         judgements: Vec::new(),
         faults: Vec::new(),
+        fault_windows: Vec::new(),
+        network: Vec::new(),
         workers: Vec::new(),
     };
+    // On a Redis the harness did not start, the scenario's keys go however it ends (an
+    // interrupt deletes them too, through the registration).
+    let namespace = cfg
+        .redis
+        .url
+        .as_deref()
+        .map(|url| crate::infra::cleanup::Namespace::register(url, &result.key_prefix));
     if let Err(source) = battle(scenario, cfg, dir, &mut result).await {
         let error = RunError {
             scenario: scenario.name.clone(),
             source,
         };
-        result.error = Some(format!("{:#}", anyhow::Error::new(error)));
+        result.error = Some(crate::cli_edge::render(&anyhow::Error::new(error)));
+    }
+    // Every process of the scenario is gone by now (dropped with `battle`'s locals).
+    if let Some(namespace) = namespace
+        && let Err(e) = namespace.delete().await
+        && result.error.is_none()
+    {
+        result.error = Some(format!("cannot delete the scenario's keys: {e}"));
     }
     result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Ok(json) = serde_json::to_vec_pretty(&result) {
@@ -243,25 +311,49 @@ async fn battle(
             Some("restarts Redis, which an external --redis-url does not allow".into());
         return Ok(());
     }
-    let redis = RedisInstance::provision(&cfg.redis).await?;
+    // A real partition needs Redis in a namespace; the run then uses it like an external one.
+    let mut netns = None;
+    let mut options = cfg.redis.clone();
+    if scenario.plan.network.netns {
+        if cfg.redis.url.is_some() {
+            result.skipped = Some(
+                "puts Redis in a network namespace, which an external --redis-url does not allow"
+                    .into(),
+            );
+            return Ok(());
+        }
+        if let Err(e) = crate::netfault::netns::available() {
+            result.skipped = Some(format!("puts Redis in a network namespace: {e}"));
+            return Ok(());
+        }
+        let binary = cfg
+            .redis
+            .server_binary
+            .clone()
+            .or_else(crate::infra::find_redis_binary)
+            .ok_or(SetupError::NoRedisBinary)?;
+        let ns = crate::netfault::netns::NetnsRedis::start(&binary)
+            .await
+            .map_err(|e| SetupError::Netns(e.to_string()))?;
+        options.url = Some(ns.url().to_string());
+        netns = Some(ns);
+    }
+    let redis = RedisInstance::provision(&options).await?;
     result.redis = redis.describe();
 
+    let mut net = scenario.plan.network.proxy.then(Network::new);
     let fleet_size = result.fleet;
     let template = cfg.server_cmd.as_deref().unwrap_or(REFERENCE_SERVER);
     let mut servers = Vec::new();
     for index in 0..fleet_size {
-        servers.push(
-            start_server(
-                template,
-                index,
-                cfg,
-                scenario,
-                &policy_file,
-                redis.url(),
-                dir,
-            )
-            .await?,
-        );
+        let url = match &mut net {
+            Some(n) => n
+                .redis_for_server(index, redis.url())
+                .await
+                .map_err(SetupError::Network)?,
+            None => redis.url().to_string(),
+        };
+        servers.push(start_server(template, index, cfg, scenario, &policy_file, &url, dir).await?);
     }
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
 
@@ -270,6 +362,21 @@ async fn battle(
     let go_file = dir.join("workers").join("go");
     let mut workers = Vec::new();
     for group in &scenario.plan.workers {
+        let (group_redis, group_addrs) = match &mut net {
+            Some(n) if group.door == Door::Redis => (
+                n.redis_for_group(&group.group, redis.url())
+                    .await
+                    .map_err(SetupError::Network)?,
+                addrs.clone(),
+            ),
+            Some(n) => (
+                redis.url().to_string(),
+                n.servers_for_group(&group.group, &addrs)
+                    .await
+                    .map_err(SetupError::Network)?,
+            ),
+            None => (redis.url().to_string(), addrs.clone()),
+        };
         for index in 0..group.count {
             let spec = worker_spec(
                 scenario,
@@ -277,8 +384,8 @@ async fn battle(
                 group,
                 index,
                 &policies,
-                &addrs,
-                redis.url(),
+                &group_addrs,
+                &group_redis,
                 dir,
                 &go_file,
             )?;
@@ -297,9 +404,12 @@ async fn battle(
         workers,
         servers,
         redis,
+        net,
+        netns,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
-    let mut schedule = Schedule::new(&scenario.plan.faults);
+    let planned = network::with_heals(&scenario.plan.faults);
+    let mut schedule = Schedule::new(&planned);
     let mut records: Vec<FaultRecord> = Vec::new();
     let mut timed_out = false;
     loop {
@@ -383,19 +493,33 @@ async fn battle(
             v
         })
         .collect();
-    result.judgements = checker::judge(&scenario.plan, &histories, &records);
+    result.fault_windows = network::windows(&records, t0_us);
+    if let Some(n) = &target.net {
+        result.network = n.log();
+    }
+    // The store as the run left it: read directly, never through the proxy.
+    let snapshot =
+        store_check::snapshot(scenario, cfg, &policies, target.redis.url(), fleet_size).await;
+    result.judgements =
+        checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);
     Ok(())
 }
 
 /// The latest moment any group can still be working, from the scenario's own bounds.
-fn plan_bound(scenario: &Scenario) -> Duration {
+pub fn plan_bound(scenario: &Scenario) -> Duration {
     let ms = scenario
         .plan
         .workers
         .iter()
         .map(|g| g.start_after_ms + g.duration_ms.unwrap_or(MAX_DURATION_MS) + g.hold_ms)
-        .chain(scenario.plan.faults.iter().map(|f| f.at_ms))
+        .chain(
+            scenario
+                .plan
+                .faults
+                .iter()
+                .map(|f| f.at_ms + f.for_ms.unwrap_or(0)),
+        )
         .max()
         .unwrap_or(0);
     Duration::from_millis(ms)
@@ -428,10 +552,36 @@ async fn start_server(
             index,
             contract: absolute(&cfg.contract_dir).display().to_string(),
             lease_ttl_ms: scenario.plan.topology.lease_ttl_ms,
+            key_prefix: cfg.namespace(scenario),
+            fail: scenario
+                .plan
+                .topology
+                .fail
+                .unwrap_or_default()
+                .name()
+                .to_string(),
         },
     )?;
+    let offset = scenario
+        .plan
+        .topology
+        .server_clock_offsets_ms
+        .get(index)
+        .copied()
+        .unwrap_or(0);
+    let mut env = Vec::new();
+    if offset != 0 {
+        // libfaketime preloaded into the server itself (not the `faketime` wrapper, whose
+        // forked child would outlive a SIGKILLed harness): only its wall clock moves.
+        let lib = faketime_library().ok_or(ServerStartError::NoFaketime)?;
+        env.push(("LD_PRELOAD".to_string(), lib.display().to_string()));
+        env.push((
+            "FAKETIME".to_string(),
+            format!("{:+.3}s", offset as f64 / 1000.0),
+        ));
+    }
     let log = dir.join("servers").join(format!("server-{index}.log"));
-    let process = ServerProcess::start_logged(&argv, Some(port), Some(log))
+    let process = ServerProcess::start_with_env(&argv, Some(port), Some(log), &env)
         .await
         .map_err(|source| ServerStartError::Process { index, source })?;
     Ok(Server {
@@ -459,7 +609,7 @@ fn worker_spec(
             group: group.group.clone(),
             policy: group.policy.clone(),
         })?;
-    let identity = format!("{}-{}", cfg.run_id, group.key);
+    let identity = identity(cfg, group);
     let primary = group.server.unwrap_or(index as usize);
     let door = match group.door {
         Door::Redis => {
@@ -474,7 +624,7 @@ fn worker_spec(
                 url: redis_url.into(),
                 contract_dir: cfg.contract_dir.clone(),
                 strategy: *strategy,
-                key: format!("{}:{identity}", policy.prefix),
+                key: store_key(cfg, scenario, group, policy),
             }
         }
         Door::Service => DoorSpec::Service {
@@ -517,13 +667,51 @@ fn worker_spec(
         heartbeat_ms: group.heartbeat_ms,
         hold_once: group.hold_once,
         batch: group.batch,
-        call_timeout_ms: cfg.call_timeout_ms,
+        call_timeout_ms: scenario
+            .plan
+            .network
+            .call_timeout_ms
+            .unwrap_or(cfg.call_timeout_ms),
         history: dir.join("histories").join(format!("{name}.jsonl")),
         ready_file: dir.join("workers").join(format!("{name}.ready")),
         go_file: go_file.to_path_buf(),
         fault: cfg.worker_fault,
         load: None,
+        clock: group.clock,
+        now: group.now,
     })
+}
+
+/// libfaketime's thread-safe preload library (the server is multi-threaded), where Debian
+/// (any architecture) or a local build puts it.
+fn faketime_library() -> Option<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/usr/lib"), PathBuf::from("/usr/local/lib")];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.is_file())
+}
+
+/// The identity a group works on: its key, made unique per run.
+pub(crate) fn identity(cfg: &BattleConfig, group: &WorkerGroup) -> String {
+    format!("{}-{}", cfg.run_id, group.key)
+}
+
+/// The store key a group's rate decisions live under, for both doors: spec 9's
+/// `<prefix>:<identity>`, under the scenario's namespace when the fleet uses one too.
+pub(crate) fn store_key(
+    cfg: &BattleConfig,
+    scenario: &Scenario,
+    group: &WorkerGroup,
+    policy: &PolicyFacts,
+) -> String {
+    let key = format!("{}:{}", policy.prefix, identity(cfg, group));
+    match cfg.direct_namespace(scenario) {
+        Some(ns) => format!("{ns}:{key}"),
+        None => key,
+    }
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -535,6 +723,8 @@ struct Target {
     workers: Vec<Worker>,
     servers: Vec<Server>,
     redis: RedisInstance,
+    net: Option<Network>,
+    netns: Option<crate::netfault::netns::NetnsRedis>,
 }
 
 #[async_trait]
@@ -578,6 +768,35 @@ impl FaultTarget for Target {
         let pid = server.process.pid();
         server.process.try_signal(Signal::SIGKILL)?;
         Ok(format!("server {index} {} (pid {pid})", server.addr))
+    }
+
+    fn network(&mut self, fault: &super::scenario::Fault) -> Result<Vec<String>, FaultError> {
+        let namespace = fault.action == FaultAction::NetnsPartition
+            || (fault.action == FaultAction::Heal && fault.link.is_none());
+        if namespace {
+            let Some(ns) = &mut self.netns else {
+                return Err(FaultError::Network(
+                    "Redis is not in a network namespace (`[network] netns = true`)".into(),
+                ));
+            };
+            let name = ns.host().name().to_string();
+            let done = if fault.action == FaultAction::Heal {
+                ns.host().heal()
+            } else {
+                ns.host().partition()
+            };
+            done.map_err(|e| FaultError::Network(e.to_string()))?;
+            let rules = ns.host().rules().unwrap_or_default();
+            return Ok(vec![format!(
+                "namespace {name} (redis pid {}): iptables {}",
+                ns.pid(),
+                rules.split_whitespace().collect::<Vec<_>>().join(" ")
+            )]);
+        }
+        match &self.net {
+            Some(n) => n.apply(fault).map_err(FaultError::Network),
+            None => Err(FaultError::NoProxy),
+        }
     }
 
     async fn restart_redis(&mut self) -> Result<String, FaultError> {

@@ -59,6 +59,24 @@ pub struct Plan {
     #[serde(default)]
     pub faults: Vec<Fault>,
     pub assertions: Vec<Assertion>,
+    /// Network faults: route every connection through the harness's fault proxy.
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// `[network]`: the fault proxy and the call bound the workers use under it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct Network {
+    /// Every worker→Redis, server→Redis and worker→server connection goes through the proxy.
+    #[serde(default)]
+    pub proxy: bool,
+    /// Overrides `battle --call-timeout-ms` for this scenario (lost replies time out sooner).
+    pub call_timeout_ms: Option<u64>,
+    /// Redis runs in a network namespace of its own (root only), so `netns-partition` can cut
+    /// it off with iptables: a real partition, TCP retransmits and all.
+    #[serde(default)]
+    pub netns: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,7 +88,15 @@ pub struct Topology {
     /// The servers' concurrency lease TTL (`serve --lease-ttl-ms`).
     #[serde(default = "default_lease_ttl_ms")]
     pub lease_ttl_ms: u64,
+    /// What the reference servers do while Redis is unreachable (`serve --fail`).
+    pub fail: Option<FailPolicy>,
+    /// Server `i` runs under libfaketime with its wall clock this many ms ahead (negative:
+    /// behind); 0 or missing: the real clock. (redis-server itself cannot run under it.)
+    #[serde(default)]
+    pub server_clock_offsets_ms: Vec<i64>,
 }
+
+pub use crate::server::fail_mode::FailPolicy;
 
 fn default_lease_ttl_ms() -> u64 {
     2000
@@ -81,6 +107,8 @@ impl Topology {
         Topology {
             fleet: 0,
             lease_ttl_ms: default_lease_ttl_ms(),
+            fail: None,
+            server_clock_offsets_ms: Vec::new(),
         }
     }
 }
@@ -147,7 +175,14 @@ pub struct WorkerGroup {
     /// Service doors: the server every worker of the group starts at (default: worker `i`
     /// starts at server `i mod fleet`, spreading the group).
     pub server: Option<usize>,
+    /// Direct door: this group's clock, off the machine's by an offset and a drift.
+    pub clock: Option<super::clock::ClientClock>,
+    /// Direct door: which clock the `now` of a check comes from (default: the server's).
+    #[serde(default)]
+    pub now: NowSource,
 }
+
+pub use super::spec::NowSource;
 
 fn one() -> u64 {
     1
@@ -161,6 +196,32 @@ pub enum FaultAction {
     SigcontWorkers,
     SigkillServer,
     RestartRedis,
+    /// Network faults on the proxy's links (`[network] proxy = true`), healed after `for_ms`.
+    Delay,
+    DropReplies,
+    Blackhole,
+    Reset,
+    Partition,
+    /// iptables drops every packet into Redis's namespace (`[network] netns = true`).
+    NetnsPartition,
+    /// Written by the runner `for_ms` after a network fault: the links pass everything again.
+    Heal,
+}
+
+impl FaultAction {
+    /// Whether the fault acts on the proxy's links.
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            FaultAction::Delay
+                | FaultAction::DropReplies
+                | FaultAction::Blackhole
+                | FaultAction::Reset
+                | FaultAction::Partition
+                | FaultAction::NetnsPartition
+                | FaultAction::Heal
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +237,20 @@ pub struct Fault {
     pub index: Option<u32>,
     /// `sigkill-server`: which server of the fleet (0-based).
     pub server: Option<usize>,
+    /// Network faults: the links hit, as `FROM->TO` (see `battle::network`).
+    #[serde(default)]
+    pub link: Option<String>,
+    /// Network faults: how long until the links heal.
+    #[serde(default)]
+    pub for_ms: Option<u64>,
+    /// `delay`: the fixed part and the uniform jitter on top, in ms.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    #[serde(default)]
+    pub jitter_ms: Option<u64>,
+    /// `delay` and `blackhole`: which direction (default both).
+    #[serde(default)]
+    pub direction: Option<crate::netfault::Direction>,
 }
 
 /// What the checker judges. Every assertion reads only the histories and the fault log.
@@ -258,6 +333,26 @@ pub enum Assertion {
         groups: Vec<String>,
         within_ms: u64,
     },
+    /// The store's own count of each group's fixedWindow key, read back after the run, lies
+    /// between the ok admits and the ok plus indeterminate admits (nothing counted twice).
+    CountedOnce {
+        #[serde(default)]
+        groups: Vec<String>,
+    },
+    /// While the fault kept the store from the servers, their declared `topology.fail` held:
+    /// `closed` admits nothing, `open` admits and the verdict reports how many.
+    StoreDown {
+        fault: String,
+        #[serde(default)]
+        groups: Vec<String>,
+    },
+    /// Admits over the run stay within the bound the strategy implies for a client clock skew
+    /// of `skew_ms` between the groups (0: a door on the server's clock must stay exact).
+    SkewBound {
+        #[serde(default)]
+        groups: Vec<String>,
+        skew_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +376,9 @@ impl Assertion {
             Assertion::LostAfterPause { .. } => "lost-after-pause",
             Assertion::Failover { .. } => "failover",
             Assertion::Resumes { .. } => "resumes",
+            Assertion::CountedOnce { .. } => "counted-once",
+            Assertion::StoreDown { .. } => "store-down",
+            Assertion::SkewBound { .. } => "skew-bound",
         }
     }
 
@@ -293,7 +391,10 @@ impl Assertion {
             | Assertion::Reclaim { groups, .. }
             | Assertion::Renewed { groups, .. }
             | Assertion::Failover { groups, .. }
-            | Assertion::Resumes { groups, .. } => groups.iter().map(String::as_str).collect(),
+            | Assertion::Resumes { groups, .. }
+            | Assertion::CountedOnce { groups }
+            | Assertion::StoreDown { groups, .. }
+            | Assertion::SkewBound { groups, .. } => groups.iter().map(String::as_str).collect(),
             Assertion::LostAfterPause { group, .. } => vec![group.as_str()],
         }
     }
@@ -303,7 +404,8 @@ impl Assertion {
             Assertion::Reclaim { fault, .. }
             | Assertion::LostAfterPause { fault, .. }
             | Assertion::Failover { fault, .. }
-            | Assertion::Resumes { fault, .. } => Some(fault),
+            | Assertion::Resumes { fault, .. }
+            | Assertion::StoreDown { fault, .. } => Some(fault),
             _ => None,
         }
     }
@@ -365,8 +467,12 @@ impl Scenario {
         self.plan.workers.iter().find(|g| g.group == name)
     }
 
-    pub fn total_workers(&self) -> u32 {
-        self.plan.workers.iter().map(|g| g.count).sum()
+    /// Worker processes over every group; `None` when the sum does not fit (a hostile plan).
+    pub fn total_workers(&self) -> Option<u32> {
+        self.plan
+            .workers
+            .iter()
+            .try_fold(0u32, |sum, g| sum.checked_add(g.count))
     }
 
     /// The fleet size this run uses: the scenario's, or `override_fleet` when it needs a fleet.
@@ -394,6 +500,29 @@ impl Scenario {
                 format!("at most {MAX_FLEET} servers, got {}", plan.topology.fleet),
             ));
         }
+        let offsets = &plan.topology.server_clock_offsets_ms;
+        if offsets.len() > plan.topology.fleet {
+            return Err(self.invalid(
+                "topology.server_clock_offsets_ms",
+                format!(
+                    "one offset per server: the fleet has {}, got {}",
+                    plan.topology.fleet,
+                    offsets.len()
+                ),
+            ));
+        }
+        if let Some(o) = offsets
+            .iter()
+            .find(|o| o.abs() > super::clock::MAX_OFFSET_MS)
+        {
+            return Err(self.invalid(
+                "topology.server_clock_offsets_ms",
+                format!(
+                    "offsets must be within ±{} ms, got {o}",
+                    super::clock::MAX_OFFSET_MS
+                ),
+            ));
+        }
         match (&plan.policy.yaml, &plan.policy.file) {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err(self.invalid("policy", "give exactly one of `yaml` or `file`")),
@@ -411,15 +540,23 @@ impl Scenario {
                 ));
             }
         }
-        if self.total_workers() > MAX_WORKERS {
-            return Err(self.invalid(
-                "workers",
-                format!(
-                    "at most {MAX_WORKERS} worker processes, got {}",
-                    self.total_workers()
-                ),
-            ));
+        match self.total_workers() {
+            Some(n) if n <= MAX_WORKERS => {}
+            total => {
+                let got = total.map_or_else(|| "more than 2^32".to_string(), |n| n.to_string());
+                return Err(self.invalid(
+                    "workers",
+                    format!("at most {MAX_WORKERS} worker processes over all groups, got {got}"),
+                ));
+            }
         }
+        // A network fault's heal can be named too (`<fault>:heal`), e.g. by `resumes`.
+        let heals: BTreeSet<String> = plan
+            .faults
+            .iter()
+            .filter(|f| f.action.is_network())
+            .map(|f| super::network::heal_name(&f.name))
+            .collect();
         let mut fault_names = BTreeSet::new();
         for (i, f) in plan.faults.iter().enumerate() {
             self.validate_fault(i, f)?;
@@ -433,7 +570,14 @@ impl Scenario {
         if plan.assertions.is_empty() {
             return Err(self.invalid("assertions", "at least one assertion is needed"));
         }
+        super::network::validate(self)?;
         for (i, a) in plan.assertions.iter().enumerate() {
+            if let Assertion::Reclaim { slots: 0, .. } = a {
+                return Err(self.invalid(
+                    &format!("assertions[{i}].slots"),
+                    "a reclaim needs `slots` >= 1 (how many fresh admits prove the slots came back)",
+                ));
+            }
             for g in a.groups() {
                 if !names.contains(g) {
                     return Err(self.invalid(
@@ -444,6 +588,7 @@ impl Scenario {
             }
             if let Some(f) = a.fault()
                 && !fault_names.contains(f)
+                && !heals.contains(f)
             {
                 return Err(self.invalid(
                     &format!("assertions[{i}].fault"),
@@ -479,6 +624,22 @@ impl Scenario {
         }
         if g.cost == 0 {
             return Err(self.invalid(&key("cost"), "must be at least 1"));
+        }
+        // Every pause and offset within the plan's bound, so the runner's deadline covers it.
+        for (field, value) in [
+            ("start_after_ms", g.start_after_ms),
+            ("interval_ms", g.interval_ms),
+            ("hold_ms", g.hold_ms),
+            ("heartbeat_ms", g.heartbeat_ms),
+        ] {
+            if value > MAX_DURATION_MS {
+                return Err(self.invalid(
+                    &key(field),
+                    format!(
+                        "must be <= {MAX_DURATION_MS} (the longest a plan may run), got {value}"
+                    ),
+                ));
+            }
         }
         let served = match g.door {
             Door::Redis => matches!(g.operation, Operation::Check),
@@ -530,6 +691,15 @@ impl Scenario {
         if g.operation == Operation::Spend && g.batch == 0 {
             return Err(self.invalid(&key("batch"), "fleet-lease spends need `batch` >= 1"));
         }
+        if (g.clock.is_some() || g.now == NowSource::Client) && g.door != Door::Redis {
+            return Err(self.invalid(
+                &key("clock"),
+                "`clock` and `now` apply to the direct door (`door = \"redis\"`) only",
+            ));
+        }
+        if let Some(c) = &g.clock {
+            c.validate().map_err(|m| self.invalid(&key("clock"), m))?;
+        }
         if g.operation != Operation::Admit && (g.hold_ms > 0 || g.heartbeat_ms > 0 || g.hold_once) {
             return Err(self.invalid(
                 &key("hold_ms"),
@@ -578,6 +748,20 @@ impl Scenario {
                 }
             }
             FaultAction::RestartRedis => {}
+            _ => {
+                // A network fault may name the server whose clients it cuts off (for `failover`).
+                if let Some(s) = f.server
+                    && s >= self.plan.topology.fleet
+                {
+                    return Err(self.invalid(
+                        &key("server"),
+                        format!(
+                            "the fleet has {} servers (0-based index)",
+                            self.plan.topology.fleet
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -666,7 +850,7 @@ exact = true
     fn parses_a_good_scenario() {
         let s = parse(GOOD).unwrap();
         assert_eq!(s.name, "x");
-        assert_eq!(s.total_workers(), 8);
+        assert_eq!(s.total_workers(), Some(8));
         assert!(matches!(
             s.plan.assertions[0],
             Assertion::Cap {
@@ -725,12 +909,187 @@ exact = true
         assert!(err.contains("faults[0].server"), "{err}");
     }
 
+    fn with_net_fault(fault: &str, network: &str) -> Result<Scenario, ScenarioError> {
+        parse(&format!(
+            "{GOOD}\n{network}\n[[faults]]\nname = \"f\"\nat_ms = 10\n{fault}\n"
+        ))
+    }
+
+    #[test]
+    fn network_faults_are_checked_field_by_field() {
+        let proxy = "[network]\nproxy = true";
+        let cases = [
+            (
+                "action = \"drop-replies\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                "",
+                "faults[0].action",
+                "[network] proxy = true",
+            ),
+            (
+                "action = \"drop-replies\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "FROM->TO",
+            ),
+            (
+                "action = \"partition\"\nlink = \"worker->db\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "TO must be",
+            ),
+            (
+                "action = \"blackhole\"\nlink = \"nobody->redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "no worker group called `nobody`",
+            ),
+            (
+                "action = \"reset\"\nlink = \"server3->redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "the fleet has 0 servers",
+            ),
+            (
+                "action = \"reset\"\nlink = \"worker->redis\"",
+                proxy,
+                "faults[0].for_ms",
+                "1..=30000",
+            ),
+            (
+                "action = \"delay\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].delay_ms",
+                "1..=10000",
+            ),
+            (
+                "action = \"heal\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].action",
+                "written by the runner",
+            ),
+            (
+                "action = \"reset\"\nlink = \"worker->redis\"\nfor_ms = 5\ndirection = \"reply\"",
+                proxy,
+                "faults[0].direction",
+                "`delay` and `blackhole` only",
+            ),
+            (
+                "action = \"restart-redis\"\nfor_ms = 5",
+                proxy,
+                "faults[0].link",
+                "network faults only",
+            ),
+            (
+                "action = \"netns-partition\"\nfor_ms = 5",
+                proxy,
+                "faults[0].action",
+                "[network] netns = true",
+            ),
+            (
+                "action = \"netns-partition\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                "[network]\nnetns = true",
+                "faults[0].link",
+                "no `link`",
+            ),
+            (
+                "action = \"reset\"\nlink = \"worker->redis\"\nfor_ms = 5",
+                "[network]\nproxy = true\ncall_timeout_ms = 0",
+                "network.call_timeout_ms",
+                "1..=60000",
+            ),
+        ];
+        for (fault, network, key, needle) in cases {
+            let err = with_net_fault(fault, network).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(needle), "{fault}: {err}");
+        }
+        let ok = with_net_fault(
+            "action = \"delay\"\nlink = \"racers->redis\"\nfor_ms = 5\ndelay_ms = 3\njitter_ms = 2",
+            proxy,
+        )
+        .unwrap();
+        assert!(ok.plan.network.proxy);
+    }
+
+    #[test]
+    fn clocks_are_bounded_and_belong_to_the_direct_door() {
+        let err = parse(&GOOD.replace(
+            "requests = 5",
+            "requests = 5\nclock = { offset_ms = 99999999 }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("workers[0].clock") && err.contains("offset_ms"),
+            "{err}"
+        );
+        let err = parse(&GOOD.replace("requests = 5", "requests = 5\nclock = { skew = 1 }"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("skew"), "{err}");
+        let ok = parse(&GOOD.replace(
+            "requests = 5",
+            "requests = 5\nclock = { offset_ms = -5000, drift_ppm = 10 }\nnow = \"client\"",
+        ))
+        .unwrap();
+        assert_eq!(ok.plan.workers[0].now, NowSource::Client);
+        let err = parse(&GOOD.replace(
+            "[topology]\nfleet = 0",
+            "[topology]\nfleet = 0\nserver_clock_offsets_ms = [5000]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("topology.server_clock_offsets_ms"), "{err}");
+    }
+
+    #[test]
+    fn worker_counts_that_wrap_are_refused() {
+        // 2 * 2^31 wraps a u32 to 0, which would pass a plain `sum() > 64` check.
+        let second = GOOD
+            .split("[[assertions]]")
+            .next()
+            .unwrap()
+            .split("[[workers]]")
+            .nth(1)
+            .unwrap()
+            .replace("racers", "others");
+        let text = GOOD.replace(
+            "[[assertions]]",
+            &format!("[[workers]]{second}[[assertions]]"),
+        );
+        let text = text.replace("count = 8", "count = 2147483648");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("`workers`"), "{err}");
+        assert!(err.contains("more than 2^32"), "{err}");
+    }
+
+    #[test]
+    fn start_after_beyond_the_plan_bound_is_refused() {
+        let text = GOOD.replace("requests = 5", "requests = 5\nstart_after_ms = 1000000000");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("workers[0].start_after_ms"), "{err}");
+        assert!(err.contains("1000000000"), "{err}");
+    }
+
+    #[test]
+    fn reclaim_of_zero_slots_is_refused() {
+        let text = format!(
+            "{GOOD}\n[[faults]]\nname = \"kill\"\nat_ms = 10\naction = \"sigkill-workers\"\ngroup = \"racers\"\n\
+             [[assertions]]\nkind = \"reclaim\"\nfault = \"kill\"\nslots = 0\nwithin_ms = 100\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("assertions[1].slots"), "{err}");
+    }
+
     #[test]
     fn shipped_scenarios_all_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
         let all = load_all(&dir).unwrap();
         for s in &all {
-            s.policy_yaml().unwrap();
+            let yaml = s.policy_yaml().unwrap();
+            // Spec 9's subset, which every server (ThrottleKit's too) reads.
+            let set = crate::server::policy::PolicySet::parse(&s.file.display().to_string(), &yaml)
+                .unwrap();
+            assert!(set.warnings.is_empty(), "{:#?}", set.warnings);
         }
     }
 }

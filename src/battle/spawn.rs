@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use super::spec::WorkerSpec;
+use super::spec::{DoorSpec, WorkerSpec};
 use crate::infra::{ChildError, OwnedChild};
 
 /// How long workers may take to open their connections.
@@ -61,7 +61,14 @@ pub fn spawn_worker(
 ) -> Result<Worker, SpawnError> {
     let name = format!("{}-{}", spec.group, spec.index);
     let spec_file = dir.join("workers").join(format!("{name}.json"));
-    let json = serde_json::to_vec_pretty(spec).map_err(SpawnError::Encode)?;
+    // The file holds the URL without its password; the worker gets the real one in its
+    // environment, which is not written anywhere.
+    let mut on_disk = spec.clone();
+    let mut real_url = None;
+    if let DoorSpec::Redis { url, .. } = &mut on_disk.door {
+        real_url = Some(std::mem::replace(url, crate::infra::redact_url(url)));
+    }
+    let json = serde_json::to_vec_pretty(&on_disk).map_err(SpawnError::Encode)?;
     std::fs::write(&spec_file, json).map_err(|source| SpawnError::File {
         what: "write",
         path: spec_file.clone(),
@@ -82,6 +89,9 @@ pub fn spawn_worker(
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())
         .stderr(Stdio::from(err));
+    if let Some(url) = real_url {
+        command.env(super::spec::REDIS_URL_ENV, url);
+    }
     let label = format!("{}[{}]", spec.group, spec.index);
     let child = OwnedChild::spawn(format!("worker {label}"), command)?;
     Ok(Worker {

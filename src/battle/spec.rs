@@ -1,5 +1,5 @@
 //! What the runner hands each worker process: its spec file's types. This module imports
-//! nothing from the rest of `battle`, so the runner, the worker, the doors and `bench load` can
+//! nothing from the rest of `battle` but `clock` (a leaf), so the runner, the worker, the doors and `bench load` can
 //! all depend on it without depending on each other.
 
 use std::path::PathBuf;
@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Strategy;
 
+/// The environment variable that carries a redis door's real URL to a worker: the spec file
+/// on disk holds it redacted (`infra::redact_url`), so no password is written to the run folder.
+pub const REDIS_URL_ENV: &str = "TK_CONFORM_WORKER_REDIS_URL";
+
 /// Everything one worker needs, written by the runner as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -15,6 +19,7 @@ pub struct WorkerSpec {
     pub scenario: String,
     pub group: String,
     pub index: u32,
+    #[serde(with = "crate::report::seed_text")]
     pub seed: u64,
     pub door: DoorSpec,
     pub operation: Operation,
@@ -39,6 +44,22 @@ pub struct WorkerSpec {
     /// `bench load`: count decisions over many connections instead of recording a history.
     #[serde(default)]
     pub load: Option<LoadSpec>,
+    /// Direct door: the group's clock fault and where `now` comes from.
+    #[serde(default)]
+    pub clock: Option<super::clock::ClientClock>,
+    #[serde(default)]
+    pub now: NowSource,
+}
+
+/// Where a direct-door check's `now` comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NowSource {
+    /// `now = 0`: the script reads Redis `TIME`; a client clock cannot skew it.
+    #[default]
+    Server,
+    /// The worker's own clock (with the group's `clock` applied).
+    Client,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +102,11 @@ pub enum WorkerFault {
     NoScriptReload,
     /// The service door stays on its first server even after it stops answering.
     NoFailover,
+    /// The direct door retries a call that timed out, blindly, and records one call.
+    BlindRetry,
+    /// The direct door sends its own (skewed) clock as `now` even where the group promises
+    /// the server's clock.
+    SkewedNow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

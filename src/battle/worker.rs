@@ -79,15 +79,23 @@ pub fn main(args: WorkerArgs) -> ExitCode {
     }
 }
 
+pub use super::spec::REDIS_URL_ENV;
+
 fn read_spec(file: &Path) -> Result<WorkerSpec, WorkerError> {
     let text = std::fs::read_to_string(file).map_err(|source| WorkerError::Spec {
         file: file.into(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|source| WorkerError::SpecJson {
-        file: file.into(),
-        source,
-    })
+    let mut spec: WorkerSpec =
+        serde_json::from_str(&text).map_err(|source| WorkerError::SpecJson {
+            file: file.into(),
+            source,
+        })?;
+    if let (DoorSpec::Redis { url, .. }, Ok(real)) = (&mut spec.door, std::env::var(REDIS_URL_ENV))
+    {
+        *url = real;
+    }
+    Ok(spec)
 }
 
 /// Runs one worker; `Ok(false)` when the barrier never opened.
@@ -139,7 +147,8 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
         } => Box::new(
             RedisDoor::connect(url, contract_dir, *strategy, key, timeout, spec.fault)
                 .await
-                .map_err(|m| door_error("redis", m))?,
+                .map_err(|m| door_error("redis", m))?
+                .with_clock(spec.clock.unwrap_or_default(), spec.now),
         ),
         DoorSpec::Service {
             servers,

@@ -1,5 +1,8 @@
 //! `tk-conform bench ...`: throughput measurements (never timed assertions in tests).
 
+pub mod exec;
+pub mod fuzz;
+pub mod redis_benchmark;
 pub mod replay;
 pub mod server;
 
@@ -11,8 +14,12 @@ pub enum BenchCommand {
     /// Decisions/s through the battle's direct door with N calls in flight across worker
     /// processes, next to redis-benchmark -c N with the same script.
     Load(crate::battle::bench::LoadArgs),
+    /// Fuzz ops/s against the contract's Lua, next to redis-benchmark at the same connections.
+    Fuzz(fuzz::FuzzBenchArgs),
     /// Check calls/s and p50/p99 latency of the reference server, memory vs Redis store.
     Server(server::ServerBenchArgs),
+    /// A protocol-2 adapter's decisions/s in its own loop vs through the exec door.
+    Exec(exec::ExecBenchArgs),
 }
 
 pub fn run(command: BenchCommand) -> std::process::ExitCode {
@@ -20,5 +27,7 @@ pub fn run(command: BenchCommand) -> std::process::ExitCode {
         BenchCommand::Replay(args) => replay::run(args),
         BenchCommand::Load(args) => crate::battle::bench::run(args),
         BenchCommand::Server(args) => server::main(args),
+        BenchCommand::Fuzz(args) => fuzz::run(args),
+        BenchCommand::Exec(args) => exec::run(args),
     }
 }

@@ -8,13 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::redis_benchmark;
 use crate::contract::vectors::{RateOp, Suite};
 use crate::infra::{RedisInstance, RedisOptions, connect};
 use crate::model::Strategy;
@@ -30,7 +31,7 @@ pub struct ReplayBenchArgs {
     #[arg(long)]
     pub vectors: Option<PathBuf>,
     /// Use this Redis instead of starting one (keys get a unique prefix; nothing is flushed).
-    #[arg(long, env = "TK_CONFORM_REDIS_URL")]
+    #[arg(long, env = "TK_CONFORM_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The redis-server (or valkey-server) binary to start.
     #[arg(long)]
@@ -50,6 +51,13 @@ pub struct ReplayBenchArgs {
     /// Skip the redis-benchmark comparison.
     #[arg(long)]
     pub no_redis_benchmark: bool,
+    /// Distinct keys of each redis-benchmark run (its `-r`): what it may leave on a Redis
+    /// the harness did not start before the run's own keys are deleted.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub keys: u64,
+    /// Bound on one redis-benchmark run, in seconds; it is killed after that.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub redis_benchmark_timeout: u64,
 }
 
 pub fn run(args: ReplayBenchArgs) -> ExitCode {
@@ -60,9 +68,9 @@ pub fn run(args: ReplayBenchArgs) -> ExitCode {
 }
 
 /// One timeline: a strategy, and its ops with expectations.
-struct Timeline {
-    strategy: Strategy,
-    ops: Vec<RateOp>,
+pub(crate) struct Timeline {
+    pub(crate) strategy: Strategy,
+    pub(crate) ops: Vec<RateOp>,
 }
 
 /// One configuration's results over all rounds.
@@ -148,6 +156,8 @@ fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
         );
 
         let configs = [(1usize, 1usize), (args.connections, args.pipeline)];
+        // Measured in a block of its own, so a failure still leaves a shared Redis clean.
+        let measured = async {
         let mut rows = Vec::new();
         for (i, &(connections, pipeline)) in configs.iter().enumerate() {
             // Alternate ours and theirs for several rounds and keep the medians: the machine may
@@ -193,20 +203,30 @@ fn execute(args: ReplayBenchArgs) -> anyhow::Result<()> {
                         &timelines,
                         redis.url(),
                         &format!("{prefix}:rb"),
-                        args.calls,
+                        &BenchmarkLoad {
+                            calls: args.calls,
+                            keys: args.keys,
+                            bound: Duration::from_secs(args.redis_benchmark_timeout),
+                        },
                         connections,
                         pipeline,
-                    )? {
+                    )
+                    .await?
+                    {
                         row.theirs.push(rate);
                     }
                 }
             }
             rows.push(row);
         }
+        anyhow::Ok(rows)
+        }
+        .await;
         progress.clear();
         if redis.is_external() {
             crate::infra::delete_prefixed(&mut con, &prefix).await?;
         }
+        let rows = measured?;
 
         println!(
             "bench replay: {} rate-limit timelines from {}",
@@ -365,22 +385,29 @@ async fn flush(
     Ok(())
 }
 
+/// How much load `redis_benchmark` sends: calls in all, on how many random keys, and the
+/// time bound of each redis-benchmark child.
+pub(crate) struct BenchmarkLoad {
+    pub calls: u64,
+    pub keys: u64,
+    pub bound: Duration,
+}
+
 /// redis-benchmark's combined rate over the same scripts, weighted like the corpus's mix:
 /// each script runs with its share of the calls (with one representative op's arguments, on
-/// random fresh keys), and the combined rate is total calls / total time.
-fn redis_benchmark(
+/// `--keys` random keys), and the combined rate is total calls / total time.
+pub(crate) async fn redis_benchmark(
     scripts: &ScriptSet,
     timelines: &[Timeline],
     url: &str,
     key_prefix: &str,
-    calls: u64,
+    load: &BenchmarkLoad,
     connections: usize,
     pipeline: usize,
 ) -> anyhow::Result<Option<f64>> {
-    let Some(binary) = which("redis-benchmark") else {
+    let Some(binary) = redis_benchmark::binary() else {
         return Ok(None);
     };
-    let (host, port) = host_port(url)?;
     // Calls per script in one pass over the corpus, and one representative op for each.
     // Keyed by script name; each script gets its own key space (a key holds one strategy's type).
     let mut mix: BTreeMap<String, (String, u64, Vec<String>)> = BTreeMap::new();
@@ -397,48 +424,24 @@ fn redis_benchmark(
     let pass: u64 = mix.values().map(|(_, n, _)| n).sum();
     let (mut total_calls, mut total_secs) = (0u64, 0f64);
     for (name, (sha, share, argv)) in &mix {
-        let n = (calls * share / pass).max(10_000);
-        let output = Command::new(&binary)
-            .args(["-h", &host, "-p", &port.to_string()])
-            .args(["-c", &connections.to_string(), "-P", &pipeline.to_string()])
-            .args(["-n", &n.to_string(), "-r", "100000000", "--csv"])
-            .args([
-                "EVALSHA",
+        let n = (load.calls * share / pass).max(10_000);
+        let rps = redis_benchmark::rate(
+            &binary,
+            &redis_benchmark::Run {
+                url,
                 sha,
-                "1",
-                &format!("{key_prefix}:{name}:__rand_int__"),
-            ])
-            .args(argv)
-            .output()
-            .context("cannot run redis-benchmark")?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let rps = stdout
-            .lines()
-            .filter(|l| l.starts_with("\"EVALSHA"))
-            .find_map(|l| l.split("\",\"").nth(1)?.parse::<f64>().ok())
-            .with_context(|| {
-                format!(
-                    "no rate in redis-benchmark's output: {stdout} {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })?;
+                key_prefix: &format!("{key_prefix}:{name}"),
+                argv,
+                connections: connections as u64,
+                pipeline: pipeline as u64,
+                requests: n,
+                keys: load.keys,
+                bound: load.bound,
+            },
+        )
+        .await?;
         total_calls += n;
         total_secs += n as f64 / rps;
     }
     Ok(Some(total_calls as f64 / total_secs))
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let info = redis::Client::open(url)?.get_connection_info().clone();
-    match info.addr() {
-        redis::ConnectionAddr::Tcp(host, port) => Ok((host.clone(), *port)),
-        other => bail!("redis-benchmark needs a TCP address, {url} is {other:?}"),
-    }
 }

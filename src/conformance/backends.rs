@@ -12,7 +12,7 @@ use crate::backend::exec::{ExecArgs, ExecBackend};
 use crate::backend::model::ModelBackend;
 use crate::backend::redis::RedisBackend;
 use crate::backend::service::{ServerStore, ServiceArgs, ServiceBackend, ServiceTarget};
-use crate::infra::{RedisInstance, RedisOptions, connect};
+use crate::infra::{RedisInstance, RedisOptions};
 use crate::redis_scripts::ScriptSet;
 use crate::report::Progress;
 
@@ -50,11 +50,15 @@ pub struct Provisioned {
     pub keep_alive: Vec<Box<dyn Any + Send>>,
     /// Lines for run.log (what was started, where).
     pub notes: Vec<String>,
+    /// Whether the golden vectors apply (a protocol-2 adapter is judged by properties only).
+    pub vectors: bool,
 }
 
 /// What provisioning needs from the command line.
 pub struct ProvisionRequest<'a> {
     pub contract_dir: &'a Path,
+    /// `--scripts DIR`: the scripts to judge instead of `<contract>/scripts`.
+    pub scripts_dir: Option<&'a Path>,
     pub redis: RedisOptions,
     /// Namespaces every key of the run on a shared store.
     pub key_prefix: String,
@@ -64,6 +68,8 @@ pub struct ProvisionRequest<'a> {
     pub exec: &'a ExecArgs,
     /// How to reach or start the server (`--backend service`).
     pub service: ServiceArgs,
+    /// `--trial-timeout`: the bound on each trial a backend brings.
+    pub trial_timeout: std::time::Duration,
 }
 
 pub async fn provision(
@@ -77,18 +83,26 @@ pub async fn provision(
             extra_trials: Vec::new(),
             keep_alive: Vec::new(),
             notes: Vec::new(),
+            vectors: true,
         }),
         BackendKind::Redis => {
-            let scripts = ScriptSet::from_contract_dir(request.contract_dir)?;
+            let scripts = match request.scripts_dir {
+                Some(dir) => ScriptSet::from_scripts_dir(dir)?,
+                None => ScriptSet::from_contract_dir(request.contract_dir)?,
+            };
             progress.phase(
                 match &request.redis.url {
-                    Some(url) => format!("connecting to {url}"),
+                    Some(url) => format!("connecting to {}", crate::infra::redact_url(url)),
                     None => "starting redis-server".into(),
                 }
                 .as_str(),
             );
             let instance = RedisInstance::provision(&request.redis).await?;
-            let con = connect(instance.url()).await?;
+            let con = crate::infra::connect_with_timeout(
+                instance.url(),
+                crate::backend::redis::SCRIPT_CALL_BOUND,
+            )
+            .await?;
             let backend = RedisBackend::new(
                 Arc::new(scripts),
                 con,
@@ -106,6 +120,7 @@ pub async fn provision(
                 extra_trials: Vec::new(),
                 keep_alive: vec![Box::new(instance)],
                 notes,
+                vectors: true,
             })
         }
         BackendKind::Exec => provision_exec(request, progress).await,
@@ -125,15 +140,17 @@ async fn provision_exec(
     let mut keep_alive: Vec<Box<dyn Any + Send>> = Vec::new();
     progress.phase(
         match &request.redis.url {
-            Some(url) => format!("connecting to {url}"),
+            Some(url) => format!("connecting to {}", crate::infra::redact_url(url)),
             None => "starting redis-server".into(),
         }
         .as_str(),
     );
+    let mut redis_owned = false;
     let redis_url = match RedisInstance::provision(&request.redis).await {
         Ok(instance) => {
             notes.push(format!("redis for the adapter: {}", instance.describe()));
             let url = instance.url().to_owned();
+            redis_owned = !instance.is_external();
             keep_alive.push(Box::new(instance));
             Some(url)
         }
@@ -153,26 +170,49 @@ async fn provision_exec(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut config = request.exec.config(request.log_dir, redis_url)?;
+    let mut config = request.exec.config(request.log_dir, redis_url.clone())?;
     config.namespace_prefix = request.key_prefix.clone();
     progress.phase(&format!("starting the adapter: {}", config.command));
     let stderr_log = config.stderr_log.clone();
+    // Racing adapters (the property suites' `race`) log beside the main one.
+    let mut racers = config.clone();
+    racers.stderr_log = request.log_dir.join("adapter.racers.stderr.log");
     let backend = ExecBackend::start(config).await?;
-    let hello = backend.hello();
+    let adapter = backend.hello().adapter();
     notes.push(format!(
-        "adapter: {} {} ({}, {}); stderr in {}",
-        hello.adapter.name,
-        hello.adapter.version,
-        hello.adapter.language,
-        hello.adapter.homepage,
+        "adapter: {} {} ({}, {}, protocol {}); stderr in {}",
+        adapter.name,
+        adapter.version,
+        adapter.language,
+        adapter.homepage,
+        backend.hello().version(),
         stderr_log.display()
     ));
     notes.push(format!("key namespace prefix: {}", request.key_prefix));
+    let backend = Arc::new(backend);
+    let v2 = backend.hello_v2().is_some();
+    let extra_trials = if v2 {
+        notes.push(
+            "protocol 2: the adapter declares limiter kinds; judged by the property suites (the golden vectors need protocol 1)"
+                .into(),
+        );
+        crate::property::property_trials(&crate::property::PropertyTarget {
+            backend: Arc::clone(&backend),
+            redis: redis_url.map(|url| (url, redis_owned)),
+            run_prefix: request.key_prefix.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            timeout: std::time::Duration::from_secs(120),
+            racers,
+        })
+    } else {
+        Vec::new()
+    };
     Ok(Provisioned {
-        backend: Arc::new(backend),
-        extra_trials: Vec::new(),
+        backend,
+        extra_trials,
         keep_alive,
         notes,
+        vectors: !v2,
     })
 }
 
@@ -199,6 +239,7 @@ async fn provision_service(
     };
     let mut target = ServiceTarget::from_args(args, redis_url)?;
     target.contract_dir = request.contract_dir.to_owned();
+    target.key_prefix = Some(request.key_prefix.clone());
     progress.phase(
         match &target.endpoint {
             Some(endpoint) => format!("connecting to {endpoint}"),
@@ -208,12 +249,16 @@ async fn provision_service(
     );
     let backend = Arc::new(ServiceBackend::start(target).await?);
     notes.push(format!("service endpoint: {}", backend.endpoint()));
-    let extra_trials =
-        super::service::service_trials(backend.suite_context(), tokio::runtime::Handle::current());
+    let extra_trials = super::service::service_trials(
+        backend.suite_context(),
+        tokio::runtime::Handle::current(),
+        request.trial_timeout,
+    );
     Ok(Provisioned {
         backend,
         extra_trials,
         keep_alive,
         notes,
+        vectors: true,
     })
 }

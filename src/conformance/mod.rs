@@ -14,6 +14,7 @@ pub mod corpus;
 pub mod replay;
 pub mod service;
 pub mod trial;
+pub mod vectors_check;
 
 pub use backends::{BackendKind, Provisioned};
 pub use cli::RunArgs;

@@ -8,25 +8,29 @@ use tokio::runtime::Handle;
 use super::trial::{TrialResult, TrialSpec};
 use crate::service_suites::{self, Outcome, SuiteContext};
 
-/// Bound on one service suite: its longest wait is a few lease TTLs or one 2 s Reserve window.
-const SUITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One trial per service suite, named `service::<suite>`, run on `runtime`.
-pub fn service_trials(ctx: Arc<SuiteContext>, runtime: Handle) -> Vec<TrialSpec> {
+/// One trial per service suite, named `service::<suite>`, run on `runtime`, each bounded by
+/// `timeout` (`run --trial-timeout`; its longest wait is a few lease TTLs or one 2 s Reserve
+/// window).
+pub fn service_trials(
+    ctx: Arc<SuiteContext>,
+    runtime: Handle,
+    timeout: Duration,
+) -> Vec<TrialSpec> {
     service_suites::all()
         .into_iter()
         .map(|suite| {
             let (ctx, runtime) = (ctx.clone(), runtime.clone());
             TrialSpec::new(suite.trial_name(), "service", move || {
                 runtime.block_on(async {
-                    match tokio::time::timeout(SUITE_TIMEOUT, suite.run(ctx)).await {
+                    match tokio::time::timeout(timeout, suite.run(ctx)).await {
                         Ok(Outcome::Passed) => TrialResult::Passed(Some(suite.checks.to_owned())),
                         Ok(Outcome::Failed(message)) => TrialResult::Failed(message),
                         Ok(Outcome::Skipped(reason)) => TrialResult::Skipped(reason),
+                        Ok(Outcome::Informational(finding)) => TrialResult::Informational(finding),
                         Err(_) => TrialResult::Failed(format!(
                             "suite {} did not finish within {} s",
                             suite.name,
-                            SUITE_TIMEOUT.as_secs()
+                            timeout.as_secs()
                         )),
                     }
                 })

@@ -1,6 +1,8 @@
 //! `tk-conform contract ...`: verify, seal, sync and generate the vendored contract.
 //!
-//! Exit codes: 0 ok; 1 drift or a failed check; 2 a usage or infrastructure error.
+//! Exit codes, as the README's table says: 0 ok; 2 drift, a refusal (seal, sync) or a usage or
+//! infrastructure error (a drifted or invalid contract is not something a trial can judge);
+//! 1 only for `vectors --check`, whose stale file is a failed check.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,11 +11,14 @@ use clap::{Args, Subcommand};
 
 use super::generate::{self, DEFAULT_OUTPUT, DEFAULT_TIMELINES_DIR};
 use super::layout::{CHECKSUMS, DEFAULT_DIR};
-use super::seal::{self, SealError};
+use super::seal;
 use super::sync::{self, ArchiveLimits, SyncOptions};
 use super::verify;
 use crate::cli_edge::error_line;
 use crate::exit::TkExitCode;
+
+/// Drift or a refusal: the contract cannot be trusted, which is exit 2 (README, exit codes).
+const EXIT_DRIFT: u8 = TkExitCode::USAGE_OR_INFRA;
 
 #[derive(Debug, Subcommand)]
 pub enum ContractCommand {
@@ -72,7 +77,13 @@ pub struct VectorsArgs {
 
 pub fn run(command: ContractCommand) -> ExitCode {
     TkExitCode::of(match command {
-        ContractCommand::Verify(args) => run_verify(&args.contract),
+        ContractCommand::Verify(args) => match super::bundled::resolve(&args.contract) {
+            Ok(dir) => run_verify(&dir),
+            Err(e) => {
+                error_line("contract verify", &e.into());
+                TkExitCode::USAGE_OR_INFRA
+            }
+        },
         ContractCommand::Seal(args) => run_seal(&args.contract),
         ContractCommand::Sync(args) => run_sync(args),
         ContractCommand::Vectors(args) => run_vectors(&args),
@@ -98,7 +109,7 @@ fn run_verify(dir: &Path) -> u8 {
                 dir.display(),
                 report.findings.len()
             );
-            TkExitCode::CHECK_FAILED
+            EXIT_DRIFT
         }
         Err(e) => {
             error_line("contract verify", &e.into());
@@ -123,10 +134,6 @@ fn run_seal(dir: &Path) -> u8 {
                 report.changed.len()
             );
             TkExitCode::PASSED
-        }
-        Err(e @ SealError::Refused { .. }) => {
-            error_line("contract seal", &e.into());
-            TkExitCode::CHECK_FAILED
         }
         Err(e) => {
             error_line("contract seal", &e.into());
@@ -161,20 +168,13 @@ fn run_sync(args: SyncArgs) -> u8 {
             TkExitCode::PASSED
         }
         Err(e) => {
-            let refused = e
-                .downcast_ref::<sync::SyncError>()
-                .is_some_and(sync::SyncError::is_check_failure);
-            let code = if refused {
-                TkExitCode::CHECK_FAILED
-            } else {
-                TkExitCode::USAGE_OR_INFRA
-            };
             error_line("contract sync", &e);
             eprintln!(
                 "the contract in {} was left as it was",
                 options.to.display()
             );
-            code
+            // A refused upstream is drift too: the same exit code as any other refusal.
+            EXIT_DRIFT
         }
     }
 }

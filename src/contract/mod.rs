@@ -2,8 +2,10 @@
 //!
 //! `layout` knows the files, `checksums` the `manifest.sha256` format, `verify` the drift gate,
 //! `seal` re-pins after an intended edit, `sync` vendors an upstream, `timelines` + `generate`
-//! turn readable suites into `golden-vectors.json`, and `cli` is the `tk-conform contract` command.
+//! turn readable suites into `golden-vectors.json`, `bundled` is the contract embedded in the
+//! binary (used when there is no `./contract`), and `cli` is the `tk-conform contract` command.
 
+pub mod bundled;
 pub mod checksums;
 pub mod cli;
 pub mod generate;

@@ -6,6 +6,10 @@
 //! The death signal fires when the *thread* that forked the child exits, not the process; so
 //! every spawn happens on one dedicated thread that lives as long as the process, whatever
 //! thread (a test thread, a tokio worker, `spawn_blocking`) asked for it.
+//!
+//! A descendant that calls `setsid` leaves the group (and a double fork leaves the parent
+//! chain), so each child is also marked with an environment variable its descendants inherit,
+//! `TK_CONFORM_OWNED_<harness pid>_<n>=1`; a kill also kills every live process carrying it.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -37,6 +41,8 @@ pub enum ChildError {
 
 /// Process-group ids of every owned child still alive, for [`kill_all_owned`].
 static LIVE: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// Numbers the environment marks of the children.
+static MARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
@@ -63,6 +69,8 @@ pub struct OwnedChild {
     name: String,
     child: Child,
     exit: Option<ExitStatus>,
+    /// The environment variable every descendant of this child inherits.
+    mark: String,
 }
 
 impl OwnedChild {
@@ -72,6 +80,11 @@ impl OwnedChild {
         let name = name.into();
         let program = command.get_program().to_string_lossy().into_owned();
         let harness = std::process::id();
+        let mark = format!(
+            "TK_CONFORM_OWNED_{harness}_{}",
+            MARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        command.env(&mark, "1");
         command.process_group(0);
         // SAFETY: the closure runs between fork and exec; it only makes async-signal-safe
         // syscalls (prctl, getppid) and allocates nothing.
@@ -103,10 +116,15 @@ impl OwnedChild {
         LIVE.lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(child.id() as i32);
+        LIVE_MARKS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(mark.clone());
         Ok(OwnedChild {
             name,
             child,
             exit: None,
+            mark,
         })
     }
 
@@ -117,6 +135,11 @@ impl OwnedChild {
     /// The child's stdin pipe, once, when `command` was given `Stdio::piped()` for it.
     pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
         self.child.stdin.take()
+    }
+
+    /// The child's stderr pipe, once, when `command` was given `Stdio::piped()` for it.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
     }
 
     /// The child's stdout pipe, once, when `command` was given `Stdio::piped()` for it.
@@ -149,7 +172,8 @@ impl OwnedChild {
             self.exit = Some(status);
             // The leader is gone; the group may still hold grandchildren: kill them too.
             let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
-            forget(self.pid());
+            kill_marked(&[self.mark.as_str()]);
+            forget(self.pid(), &self.mark);
         }
         self.exit
     }
@@ -172,11 +196,12 @@ impl OwnedChild {
     pub fn kill(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
             let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
+            kill_marked(&[self.mark.as_str()]);
             // SIGKILL cannot be caught: the wait is short.
             if let Ok(status) = self.child.wait() {
                 self.exit = Some(status);
             }
-            forget(self.pid());
+            forget(self.pid(), &self.mark);
         }
         self.exit
     }
@@ -188,10 +213,54 @@ impl Drop for OwnedChild {
     }
 }
 
-fn forget(pid: u32) {
+/// Marks of the owned children not killed or reaped yet, for [`kill_all_owned`].
+static LIVE_MARKS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn forget(pid: u32, mark: &str) {
     LIVE.lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&(pid as i32));
+    LIVE_MARKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(mark);
+}
+
+/// SIGKILLs every live process (of any session) whose environment carries one of `marks`.
+fn kill_marked(marks: &[&str]) {
+    if marks.is_empty() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let wanted: Vec<Vec<u8>> = marks
+        .iter()
+        .map(|m| format!("{m}=1").into_bytes())
+        .collect();
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid as u32 == me {
+            continue;
+        }
+        // Only our own user's processes are readable; the others cannot carry our mark.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| wanted.iter().any(|w| var == w.as_slice()))
+        {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
 }
 
 /// Pids (= process-group ids) of the owned children that have not been killed or reaped yet.
@@ -210,6 +279,8 @@ pub fn kill_all_owned() {
     for pgid in groups {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
+    let marks = std::mem::take(&mut *LIVE_MARKS.lock().unwrap_or_else(|e| e.into_inner()));
+    kill_marked(&marks.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 #[cfg(test)]
@@ -248,6 +319,52 @@ mod tests {
                 std::time::Instant::now() < deadline,
                 "grandchild still running: {}",
                 stat()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_descendant_in_its_own_session_dies_with_the_child() {
+        // `setsid -f` forks: the sleeper leaves the group and its parent exits (an orphan).
+        let tag = format!("86{}.5", std::process::id() % 10_000);
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("setsid -f sleep {tag}; exec sleep 30"));
+        let child = OwnedChild::spawn("session-leaver", command).unwrap();
+        let find = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| {
+                    let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                    let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                    (String::from_utf8_lossy(&cmd).replace('\0', " ").trim()
+                        == format!("sleep {tag}")
+                        && alive(pid)
+                        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                            .unwrap_or_default()
+                            .contains(") Z"))
+                    .then_some(pid)
+                })
+                .collect::<Vec<_>>()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while find().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sleeper never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !find().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the setsid sleeper outlived its owned ancestor: {:?}",
+                find()
             );
             std::thread::sleep(Duration::from_millis(10));
         }

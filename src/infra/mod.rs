@@ -7,14 +7,18 @@
 //!   a container (testcontainers), or an external `--redis-url` we never flush.
 
 mod child;
+pub mod cleanup;
 mod container;
 mod port;
+mod redact;
 mod redis;
 
 pub use child::{ChildError, OwnedChild, kill_all_owned, live_owned_pids};
 pub use container::ContainerError;
 pub use port::free_loopback_port;
+pub use redact::{REDACTED, redact_text, redact_url};
 pub use redis::{
-    LocalRedis, RedisError, RedisInstance, RedisOptions, RedisOrigin, connect, delete_prefixed,
-    find_redis_binary, server_version,
+    IO_TIMEOUT, LocalRedis, RedisError, RedisInstance, RedisOptions, RedisOrigin, ScriptKill,
+    connect, connect_with_timeout, delete_prefixed, find_redis_binary, kill_running_script,
+    server_version,
 };

@@ -12,11 +12,16 @@ use redis::aio::MultiplexedConnection;
 use super::child::{ChildError, OwnedChild};
 use super::container::{self, ContainerRedis};
 use super::port::free_loopback_port;
+use super::redact::{redact_text, redact_url};
 
 /// How long a fresh server may take to answer PING.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
-/// Connect and response timeout of every connection this module opens.
-const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connect and response timeout of every connection this module opens; so also the bound on
+/// one script call through such a connection.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long [`kill_running_script`] keeps trying: Redis reads other clients only once a script
+/// has run past its `busy-reply-threshold` (5 s by default).
+const SCRIPT_KILL_BOUND: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -98,7 +103,7 @@ impl RedisInstance {
                 server_version(&mut con)
                     .await
                     .map_err(|source| RedisError::NoAnswer {
-                        url: url.clone(),
+                        url: redact_url(url),
                         source,
                     })?;
             return Ok(RedisInstance {
@@ -166,7 +171,7 @@ impl RedisInstance {
     pub fn origin(&self) -> RedisOrigin {
         match &self.owned {
             Owned::External => RedisOrigin::External {
-                url: self.url.clone(),
+                url: redact_url(&self.url),
             },
             Owned::Local(local) => RedisOrigin::Local {
                 binary: local.binary.clone(),
@@ -187,7 +192,7 @@ impl RedisInstance {
             }
             RedisOrigin::Container { image } => format!("container {image}"),
         };
-        format!("{} at {} ({how})", self.version, self.url)
+        format!("{} at {} ({how})", self.version, redact_url(&self.url))
     }
 
     /// The pid of the server process when we started it as a local child.
@@ -207,7 +212,7 @@ impl RedisInstance {
                 "the container {} (restart is only supported for a local binary)",
                 c.image()
             ))),
-            Owned::External => Err(RedisError::NotOwned(self.url.clone())),
+            Owned::External => Err(RedisError::NotOwned(redact_url(&self.url))),
         }
     }
 
@@ -238,14 +243,22 @@ fn is_executable(path: &Path) -> bool {
 
 /// A multiplexed connection with connect and response timeouts, so no call can hang a run.
 pub async fn connect(url: &str) -> Result<MultiplexedConnection, RedisError> {
+    connect_with_timeout(url, IO_TIMEOUT).await
+}
+
+/// [`connect`] with another response timeout: the bound on every call made through it.
+pub async fn connect_with_timeout(
+    url: &str,
+    response_timeout: Duration,
+) -> Result<MultiplexedConnection, RedisError> {
     let unreachable = |reason: String| RedisError::Unreachable {
-        url: url.to_owned(),
-        reason,
+        url: redact_url(url),
+        reason: redact_text(&reason),
     };
     let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(IO_TIMEOUT))
-        .set_response_timeout(Some(IO_TIMEOUT));
+        .set_response_timeout(Some(response_timeout));
     // The config's timeout covers the TCP connect; this one also covers the handshake.
     match tokio::time::timeout(
         IO_TIMEOUT * 2,
@@ -268,7 +281,15 @@ pub async fn delete_prefixed(
     con: &mut MultiplexedConnection,
     prefix: &str,
 ) -> redis::RedisResult<u64> {
-    let pattern = format!("{prefix}:*");
+    // The prefix is matched literally: glob characters in it are escaped.
+    let mut pattern = String::with_capacity(prefix.len() + 2);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push_str(":*");
     let mut cursor: u64 = 0;
     let mut deleted = 0;
     loop {
@@ -288,6 +309,64 @@ pub async fn delete_prefixed(
         }
         cursor = next;
     }
+}
+
+/// What `SCRIPT KILL` achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptKill {
+    /// Redis stopped the script.
+    Killed,
+    /// No script was running any more (it ended on its own meanwhile).
+    NotBusy,
+    /// Redis refused: the script wrote before it ran away (only `SHUTDOWN NOSAVE` ends it).
+    Unkillable(String),
+    /// No answer within the bound, or another error.
+    Failed(String),
+}
+
+impl std::fmt::Display for ScriptKill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScriptKill::Killed => write!(f, "Redis killed it"),
+            ScriptKill::NotBusy => write!(f, "no script was running any more"),
+            ScriptKill::Unkillable(m) => write!(
+                f,
+                "Redis refused ({m}): the script wrote before it ran away, so the server stays \
+                 BUSY until SHUTDOWN NOSAVE"
+            ),
+            ScriptKill::Failed(m) => write!(f, "it failed: {m}"),
+        }
+    }
+}
+
+/// Sends `SCRIPT KILL` on a connection of its own, for a script call that did not answer in
+/// time: the connection the call went out on is stuck behind it. Retries until Redis answers
+/// (it reads other clients only after its busy threshold), at most [`SCRIPT_KILL_BOUND`].
+pub async fn kill_running_script(url: &str) -> ScriptKill {
+    let deadline = Instant::now() + SCRIPT_KILL_BOUND;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        match connect(url).await {
+            Ok(mut con) => {
+                let reply: redis::RedisResult<String> =
+                    redis::cmd("SCRIPT").arg("KILL").query_async(&mut con).await;
+                match reply {
+                    Ok(_) => return ScriptKill::Killed,
+                    Err(e) if e.code() == Some("NOTBUSY") => return ScriptKill::NotBusy,
+                    Err(e) if e.code() == Some("UNKILLABLE") => {
+                        return ScriptKill::Unkillable(redact_text(&e.to_string()));
+                    }
+                    Err(e) => last = redact_text(&e.to_string()),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ScriptKill::Failed(format!(
+        "no answer within {} s (last: {last})",
+        SCRIPT_KILL_BOUND.as_secs()
+    ))
 }
 
 /// `redis 7.0.15` / `valkey 9.1.2` from `INFO server`.
@@ -313,17 +392,15 @@ pub async fn server_version(con: &mut MultiplexedConnection) -> redis::RedisResu
 pub struct LocalRedis {
     binary: PathBuf,
     port: u16,
-    dir: tempfile::TempDir,
+    dir: super::cleanup::TempFolder,
     child: OwnedChild,
 }
 
 impl LocalRedis {
     /// Starts the binary on a free loopback port and waits until it answers PING.
     pub async fn start(binary: &Path) -> Result<Self, RedisError> {
-        let dir = tempfile::Builder::new()
-            .prefix("tk-conform-redis-")
-            .tempdir()
-            .map_err(RedisError::TempDir)?;
+        let dir =
+            super::cleanup::TempFolder::new("tk-conform-redis-").map_err(RedisError::TempDir)?;
         // The port can be taken between our probe and the server's bind: retry with a new one.
         let mut last_error = None;
         for _ in 0..5 {

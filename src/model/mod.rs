@@ -19,6 +19,7 @@ mod token_budget;
 
 pub use decision::Decision;
 pub use error::ModelError;
+pub(crate) use error::{cost as validate_cost, now as validate_now};
 pub use lease::{LeaseConfig, LeaseSpender, SpendOutcome};
 pub use sliding_log::LogEntry;
 pub use strategy::{

@@ -2,9 +2,21 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::RwLock;
+
+/// Held (shared) by every write in progress; taken for good by [`stop_writes`].
+static WRITES: RwLock<()> = RwLock::new(());
+
+/// For an interrupt handler about to exit the process: waits for the writes in progress to land
+/// and blocks every later one, so no half-written `.tmp-*` file is left behind.
+pub fn stop_writes() {
+    let guard = WRITES.write().unwrap_or_else(|e| e.into_inner());
+    std::mem::forget(guard);
+}
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let _writing = WRITES.read().unwrap_or_else(|e| e.into_inner());
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

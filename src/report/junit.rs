@@ -34,8 +34,15 @@ pub fn junit_xml(summary: &Summary) -> Result<String, quick_junit::SerializeErro
                 }
                 s
             }
+            // Not a failure: a CI system shows it as passed, with the finding beside it.
+            TrialOutcome::Informational => TestCaseStatus::success(),
         };
         let mut case = TestCase::new(trial.name.as_str(), status);
+        if trial.outcome == TrialOutcome::Informational {
+            let message = trial.message.as_deref().unwrap_or_default();
+            case.set_system_out(format!("informational: {message}"));
+            case.add_property(quick_junit::Property::new("outcome", "informational"));
+        }
         case.set_classname(format!("{}.{}", summary.command, trial.kind));
         let time = Duration::from_secs_f64(trial.duration_ms.max(0.0) / 1000.0);
         case.set_time(time);
@@ -65,6 +72,11 @@ mod tests {
                 Some("op 3: remaining expected 2, actual 3"),
             ),
             ("lease::c", TrialOutcome::Skipped, Some("client-side")),
+            (
+                "service::m",
+                TrialOutcome::Informational,
+                Some("served as 1 (ThrottleKit's reading)"),
+            ),
         ] {
             summary.push(TrialRecord {
                 name: name.into(),
@@ -75,9 +87,16 @@ mod tests {
             });
         }
         let xml = junit_xml(&summary).unwrap();
-        assert!(xml.contains("tests=\"3\""), "{xml}");
+        assert!(xml.contains("tests=\"4\""), "{xml}");
         assert!(xml.contains("failures=\"1\""), "{xml}");
         assert!(xml.contains("skipped=\"1\""), "{xml}");
+        assert!(
+            xml.contains("informational: served as 1 (ThrottleKit&apos;s reading)")
+                || xml.contains("informational: served as 1 (ThrottleKit's reading)"),
+            "{xml}"
+        );
+        assert_eq!(summary.counts.informational, 1);
+        assert_eq!(summary.informational[0].trial, "service::m");
         assert!(xml.contains("remaining expected 2, actual 3"), "{xml}");
         assert!(xml.contains("client-side"), "{xml}");
     }

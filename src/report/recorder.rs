@@ -1,19 +1,28 @@
-//! The live record of a run: `summary.json` rewritten after every trial, `run.log` appended,
-//! `junit.xml` written at the end.
+//! The live record of a run: `summary.json` and `report.html` rewritten after every trial,
+//! `run.log` appended, `junit.xml` written at the end. Everything written passes through
+//! `infra::redact_text`, so no store password reaches a run folder, whatever message quoted its URL.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::atomic::write_atomic;
+use super::html;
 use super::junit::junit_xml;
 use super::run_dir::RunDir;
 use super::summary::{RunStatus, Summary, TrialRecord, now_rfc3339};
+use crate::infra::redact_text;
 
 pub struct Recorder {
     dir: RunDir,
     summary: Mutex<Summary>,
+    /// Extra `report.html` sections (one per battle scenario), in order.
+    sections: Mutex<Vec<String>>,
     log: Mutex<File>,
+    /// Set by [`Recorder::finish`]: the record is final (an interrupted run's trials that end
+    /// after the interrupt, killed by it, are not added).
+    closed: AtomicBool,
 }
 
 impl Recorder {
@@ -26,7 +35,9 @@ impl Recorder {
         let recorder = Recorder {
             dir,
             summary: Mutex::new(summary),
+            sections: Mutex::new(Vec::new()),
             log: Mutex::new(log),
+            closed: AtomicBool::new(false),
         };
         recorder.write_summary()?;
         Ok(recorder)
@@ -40,17 +51,26 @@ impl Recorder {
     pub fn log(&self, line: &str) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         // A failed log write must not fail the run; the summary is the record that matters.
-        let _ = writeln!(log, "{} {line}", now_rfc3339());
+        let _ = writeln!(log, "{} {}", now_rfc3339(), redact_text(line));
     }
 
     /// Changes the summary and rewrites `summary.json`.
     pub fn update(&self, change: impl FnOnce(&mut Summary)) -> io::Result<()> {
-        change(&mut self.summary.lock().unwrap_or_else(|e| e.into_inner()));
+        {
+            let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            change(&mut summary);
+        }
         self.write_summary()
     }
 
     /// Adds a finished trial (and a `run.log` line) and rewrites `summary.json`.
     pub fn record(&self, trial: TrialRecord) -> io::Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let mut line = format!(
             "trial {} {:?} in {:.1} ms",
             trial.name, trial.outcome, trial.duration_ms
@@ -59,8 +79,25 @@ impl Recorder {
             line.push_str(": ");
             line.push_str(message);
         }
+        // Into the summary first: a trial in run.log is always in summary.json too.
+        {
+            let mut summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            summary.push(trial);
+        }
         self.log(&line);
-        self.update(|s| s.push(trial))
+        self.write_summary()
+    }
+
+    /// Appends a section to `report.html` (and rewrites it).
+    pub fn add_section(&self, html: String) -> io::Result<()> {
+        self.sections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(html);
+        self.write_summary()
     }
 
     /// A copy of the summary as it stands.
@@ -72,14 +109,20 @@ impl Recorder {
     }
 
     /// Sets the final status and exit code, writes `summary.json` and `junit.xml`.
+    /// Only the first call counts: an interrupt's `finish` is not overwritten by the main thread's.
     pub fn finish(&self, status: RunStatus, exit_code: i32) -> io::Result<()> {
-        self.update(|s| {
+        {
+            let mut s = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.swap(true, Ordering::SeqCst) {
+                return Ok(());
+            }
             s.status = status;
             s.exit_code = Some(exit_code);
             s.finished_at = Some(now_rfc3339());
-        })?;
+        }
+        self.write_summary()?;
         let xml = junit_xml(&self.snapshot()).map_err(io::Error::other)?;
-        write_atomic(&self.dir.file("junit.xml"), xml.as_bytes())?;
+        write_atomic(&self.dir.file("junit.xml"), redact_text(&xml).as_bytes())?;
         self.log(&format!("finished: {status:?}, exit code {exit_code}"));
         Ok(())
     }
@@ -87,8 +130,16 @@ impl Recorder {
     fn write_summary(&self) -> io::Result<()> {
         // Hold the lock while writing so concurrent trials cannot write an older summary last.
         let summary = self.summary.lock().unwrap_or_else(|e| e.into_inner());
-        let json = serde_json::to_vec_pretty(&*summary).map_err(io::Error::other)?;
-        write_atomic(&self.dir.file("summary.json"), &json)
+        let json = serde_json::to_string_pretty(&*summary).map_err(io::Error::other)?;
+        write_atomic(
+            &self.dir.file("summary.json"),
+            redact_text(&json).as_bytes(),
+        )?;
+        let sections = self.sections.lock().unwrap_or_else(|e| e.into_inner());
+        write_atomic(
+            &self.dir.file("report.html"),
+            redact_text(&html::page(&summary, &sections)).as_bytes(),
+        )
     }
 }
 
@@ -119,6 +170,11 @@ mod tests {
         // An interrupted run stops here: the summary on disk already lists the finished trial.
         let mid = read();
         assert_eq!(mid.counts.passed, 1);
+        let page = std::fs::read_to_string(recorder.dir().file("report.html")).unwrap();
+        assert!(
+            page.contains("rateLimit::x") && page.contains(">running<"),
+            "{page}"
+        );
         assert_eq!(mid.status, RunStatus::Running);
         recorder.finish(RunStatus::Finished, 0).unwrap();
         assert_eq!(read().exit_code, Some(0));

@@ -35,7 +35,7 @@ impl Guard {
     ) -> Result<(), Status> {
         match &self.secret {
             None => match peer {
-                Some(addr) if addr.ip().is_loopback() => Ok(()),
+                Some(addr) if is_loopback(addr.ip()) => Ok(()),
                 Some(addr) => Err(Status::permission_denied(format!(
                     "only loopback peers may call this service without a secret (peer {addr}); start the server with a secret"
                 ))),
@@ -56,6 +56,17 @@ impl Guard {
                 }
             }
         }
+    }
+}
+
+/// Loopback, also as an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`, what a dual-stack
+/// listener reports for an IPv4 peer).
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
     }
 }
 
@@ -82,6 +93,13 @@ mod tests {
         let guard = Guard::new("x-fleet-secret", None);
         assert!(guard.admits(peer("127.0.0.1"), |_| None).is_ok());
         assert!(guard.admits(peer("[::1]"), |_| None).is_ok());
+        // A dual-stack listener reports an IPv4 loopback peer as IPv4-mapped IPv6.
+        assert!(guard.admits(peer("[::ffff:127.0.0.1]"), |_| None).is_ok());
+        assert!(guard.admits(peer("[::ffff:127.3.4.5]"), |_| None).is_ok());
+        let mapped = guard
+            .admits(peer("[::ffff:192.0.2.7]"), |_| None)
+            .unwrap_err();
+        assert_eq!(mapped.code(), tonic::Code::PermissionDenied);
         let refused = guard.admits(peer("192.0.2.7"), |_| None).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     }

@@ -3,12 +3,14 @@
 //! `grpc.rs` only translates messages to and from these calls.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::fail_mode::{FailPolicy, OpenReport};
 use super::fault::{Fault, Faults};
 use super::lease_id::LeaseId;
-use super::monitor::Monitor;
+use super::monitor::{Monitor, MonitorIdentity, PolicyLabel};
 use super::policy::{Concurrency, Policy, PolicyKind, PolicySet};
 use super::store::memory::MemoryStore;
 use super::store::{Renewal, Store, StoreError};
@@ -38,6 +40,18 @@ pub enum ReserveAxis {
     Rate,
     Concurrency,
     TokenBudget,
+}
+
+/// Where the spec lets a server choose, which reading this one takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compat {
+    /// The reference server's own choices: INVALID_ARGUMENT for malformed input, UNIMPLEMENTED
+    /// for Reserve on a policy that is not federated, grants of at most `batch`.
+    #[default]
+    Reference,
+    /// ThrottleKit's choices (as observed from outside): malformed input is served as 1,
+    /// Reserve on a policy that is not federated is NOT_FOUND, grants go up to `wants`.
+    Throttlekit,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,8 +96,13 @@ pub struct Engine {
     monitor: Monitor,
     faults: Faults,
     lease_ttl_ms: f64,
+    compat: Compat,
+    /// CheckMany calls so far (the `checkmany-split-instant` fault breaks every other one).
+    calls: AtomicU64,
     /// Keys whose one extra admit the `burst-plus-one` fault has given away.
     bonus_given: Mutex<HashSet<String>>,
+    fail: FailPolicy,
+    open_report: OpenReport,
 }
 
 impl Engine {
@@ -95,7 +114,8 @@ impl Engine {
         faults: Faults,
     ) -> Self {
         let monitor = Monitor::new(
-            policies.policies.keys().map(String::as_str),
+            policy_labels(&policies),
+            MonitorIdentity::default(),
             faults.has(Fault::StaleSnapshot),
         );
         Engine {
@@ -106,13 +126,50 @@ impl Engine {
             monitor,
             faults,
             lease_ttl_ms: lease_ttl.as_millis() as f64,
+            compat: Compat::Reference,
+            calls: AtomicU64::new(0),
             bonus_given: Mutex::default(),
+            fail: FailPolicy::Closed,
+            open_report: OpenReport::default(),
         }
     }
 
     /// The lease TTL every slot and lease is granted for.
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_ms as u64)
+    }
+
+    /// Takes `compat`'s readings where the spec allows a choice, and names this server (mode
+    /// and node id) in Monitor snapshots.
+    pub fn with_identity(mut self, compat: Compat, node_id: &str) -> Self {
+        self.compat = compat;
+        let mode = match compat {
+            Compat::Reference => "tk-conform reference",
+            Compat::Throttlekit => "tk-conform throttlekit-like",
+        };
+        self.monitor = Monitor::new(
+            policy_labels(&self.policies),
+            MonitorIdentity {
+                mode: mode.into(),
+                node_id: node_id.into(),
+            },
+            self.faults.has(Fault::StaleSnapshot),
+        );
+        self
+    }
+
+    pub fn compat(&self) -> Compat {
+        self.compat
+    }
+
+    /// What Check does while the shared store is unreachable (`serve --fail`).
+    pub fn with_fail_policy(mut self, fail: FailPolicy) -> Self {
+        self.fail = fail;
+        self
+    }
+
+    fn fails_open(&self) -> bool {
+        self.fail == FailPolicy::Open || self.faults.has(Fault::FailsOpen)
     }
 
     pub fn monitor(&self) -> &Monitor {
@@ -145,8 +202,14 @@ impl Engine {
             eprintln!("tk-conform serve: slow-check: holding a Check for 1 s");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let decision = self.decide(&policy, &strategy, key, None, cost).await?;
-        self.record(&policy, key, &decision).await;
+        let decision = match self.decide(&policy, &strategy, key, None, cost).await {
+            Err(EngineError::Store(StoreError::Unavailable(why))) if self.fails_open() => {
+                let limit = strategy.limit();
+                return Ok(self.open_report.admit(limit, super::clock::now_ms(), &why));
+            }
+            r => r?,
+        };
+        self.record(&policy, key, &decision, "rate").await;
         Ok(decision)
     }
 
@@ -163,12 +226,13 @@ impl Engine {
         }
         // One instant for the whole batch: read the store's clock once.
         let now = self.shared.now_ms().await?;
+        let split = self.faults.has(Fault::CheckmanySplitInstant)
+            && self.calls.fetch_add(1, Ordering::Relaxed) % 2 == 1;
         let mut decisions = Vec::with_capacity(keys.len());
-        for key in keys {
-            let decision = self
-                .decide(&policy, &strategy, key, Some(now), cost)
-                .await?;
-            self.record(&policy, key, &decision).await;
+        for (i, key) in keys.iter().enumerate() {
+            let at = if split { now + i as f64 } else { now };
+            let decision = self.decide(&policy, &strategy, key, Some(at), cost).await?;
+            self.record(&policy, key, &decision, "rate").await;
             decisions.push(decision);
         }
         if self.faults.has(Fault::CheckmanyReversed) {
@@ -248,7 +312,7 @@ impl Engine {
             decision.allowed = true;
             decision.retry_after_ms = 0;
         }
-        self.record(&policy, key, &decision).await;
+        self.record(&policy, key, &decision, "cost").await;
         Ok(decision)
     }
 
@@ -340,7 +404,8 @@ impl Engine {
         if self.faults.has(Fault::UnifiedBindsRate) && strategy.is_some() {
             answer.binding_axis = "rate";
         }
-        self.record(&policy, key, &answer.decision).await;
+        self.record(&policy, key, &answer.decision, answer.binding_axis)
+            .await;
         Ok(answer)
     }
 
@@ -399,6 +464,18 @@ impl Engine {
     ) -> Result<ReserveAnswer, EngineError> {
         let policy = self.policy(policy)?;
         let wants = self.units("wants", wants)?;
+        let federated = matches!(
+            &policy.kind,
+            PolicyKind::Rate {
+                federated: Some(_),
+                ..
+            }
+        );
+        // Reserve's namespace is the federated policies: ThrottleKit answers NOT_FOUND for any
+        // other, before it looks at the axis; spec 8 allows that or UNIMPLEMENTED.
+        if !federated && self.compat == Compat::Throttlekit {
+            return Err(EngineError::NotFound(policy.name.clone()));
+        }
         if axis == ReserveAxis::Concurrency {
             return Err(unimplemented(&policy, "Reserve on the concurrency axis"));
         }
@@ -416,9 +493,14 @@ impl Engine {
             _ => return Err(unimplemented(&policy, "Reserve")),
         };
         let window_key = format!("{}#reserve", self.prefix(&policy));
+        // Both are within spec 8 (at most `wants`, at most what is left of the window).
+        let asked = match self.compat {
+            Compat::Reference => wants.min(batch),
+            Compat::Throttlekit => wants,
+        };
         let grant = self
             .shared
-            .reserve(&window_key, limit, window_ms, wants.min(batch))
+            .reserve(&window_key, limit, window_ms, asked)
             .await?;
         let until_end = ((grant.window_end - grant.now).ceil() as i64).max(1);
         let capacity = grant.capacity as i64;
@@ -429,7 +511,7 @@ impl Engine {
             reset_at: grant.window_end as i64,
             retry_after_ms: if capacity > 0 { 0 } else { until_end },
         };
-        self.record(&policy, "", &decision).await;
+        self.record(&policy, "", &decision, "rate").await;
         Ok(ReserveAnswer {
             capacity,
             expiry_ms: grant.window_end as i64,
@@ -444,7 +526,8 @@ impl Engine {
 
     fn policy(&self, name: &str) -> Result<Arc<Policy>, EngineError> {
         if name.is_empty() {
-            return Err(EngineError::Invalid("policy must not be empty".into()));
+            // Spec 8: an empty policy name is an unknown policy.
+            return Err(EngineError::NotFound(String::new()));
         }
         self.policies
             .get(name)
@@ -468,11 +551,13 @@ impl Engine {
         Ok((policy, strategy))
     }
 
-    /// `cost`, `tokens`, `wants`: 0 means 1; negative is malformed.
+    /// `cost`, `tokens`, `wants`: 0 means 1; negative is malformed, refused or (ThrottleKit's
+    /// reading) served as 1. The `lax-status` fault serves it as its size, which neither allows.
     fn units(&self, field: &str, value: i64) -> Result<f64, EngineError> {
         match value {
             0 => Ok(1.0),
-            v if v < 0 && self.faults.has(Fault::LaxStatus) => Ok(1.0),
+            v if v < 0 && self.faults.has(Fault::LaxStatus) => Ok(v.unsigned_abs() as f64),
+            v if v < 0 && self.compat == Compat::Throttlekit => Ok(1.0),
             v if v < 0 => Err(EngineError::Invalid(format!(
                 "{field} must be >= 0 (0 means 1), got {v}"
             ))),
@@ -539,7 +624,14 @@ impl Engine {
                     .check(self.shared.as_ref(), strategy, *tt, &store_key, cost)
                     .await?
             }
-            _ => self.shared.check(strategy, &store_key, now, cost).await?,
+            _ => {
+                // The broken variant trusts its own (possibly skewed) clock over the store's.
+                let now = match now {
+                    None if self.faults.has(Fault::OwnClock) => Some(super::clock::now_ms()),
+                    n => n,
+                };
+                self.shared.check(strategy, &store_key, now, cost).await?
+            }
         };
         if !decision.allowed && self.faults.has(Fault::BurstPlusOne) {
             let mut given = self.bonus_given.lock().unwrap_or_else(|p| p.into_inner());
@@ -564,7 +656,13 @@ impl Engine {
         if self.faults.has(Fault::PeekConsumes) {
             return self.decide(policy, strategy, key, None, cost).await;
         }
-        self.store_peek(policy, strategy, key, cost).await
+        // The store previews the decision of a call of `cost`; spec 8's Peek reports what is
+        // left before that call, so an admitted preview has `cost` more.
+        let mut preview = self.store_peek(policy, strategy, key, cost).await?;
+        if preview.allowed {
+            preview.remaining += cost as i64;
+        }
+        Ok(preview)
     }
 
     async fn store_peek(
@@ -585,10 +683,33 @@ impl Engine {
         Ok(self.shared.peek(strategy, &store_key, cost).await?)
     }
 
-    async fn record(&self, policy: &Policy, key: &str, decision: &Decision) {
+    async fn record(&self, policy: &Policy, key: &str, decision: &Decision, axis: &str) {
         self.monitor
-            .record(&policy.name, key, decision, super::clock::now_ms());
+            .record(&policy.name, key, decision, axis, super::clock::now_ms());
     }
+}
+
+/// What Monitor snapshots say about each policy besides its counts.
+fn policy_labels(policies: &PolicySet) -> Vec<PolicyLabel> {
+    policies
+        .policies
+        .values()
+        .map(|p| {
+            let (strategy, limit) = match &p.kind {
+                PolicyKind::Rate { strategy, .. } | PolicyKind::Unified { strategy, .. } => {
+                    (strategy.kind().name().to_owned(), strategy.limit() as i64)
+                }
+                PolicyKind::Budget { options, .. } => (String::new(), options.budget as i64),
+                PolicyKind::Concurrency(c) => (String::new(), i64::from(c.ceiling)),
+            };
+            PolicyLabel {
+                name: p.name.clone(),
+                kind: p.kind.label().to_owned(),
+                strategy,
+                limit,
+            }
+        })
+        .collect()
 }
 
 fn unimplemented(policy: &Policy, op: &'static str) -> EngineError {
@@ -621,8 +742,17 @@ mod tests {
     const POLICIES: &str = r#"
 version: 1
 limiters:
-  coupled: { strategy: fixedWindow, limit: 10, period: 1h, twoTier: { mode: leased, batch: 4, windowCoupled: true } }
-  unified: { strategy: gcra, limit: 5, period: 1h, burst: 5, concurrency: { minLimit: 2, maxLimit: 2 } }
+  coupled:
+    strategy: fixedWindow
+    limit: 10
+    period: 1h
+    twoTier: { mode: leased, batch: 4, windowCoupled: true }
+  unified:
+    strategy: gcra
+    limit: 5
+    period: 1h
+    burst: 5
+    concurrency: { minLimit: 2, maxLimit: 2 }
 "#;
 
     /// `instances` engines over one shared store, as N servers on one Redis.

@@ -27,12 +27,20 @@ pub enum Fault {
     ForecastOffByOne,
     /// CheckMany answers in reverse order.
     CheckmanyReversed,
+    /// Every other CheckMany decides each key 1 ms after the one before (not one instant).
+    CheckmanySplitInstant,
     /// Debit never refuses.
     DebitNeverRefuses,
     /// Wrong status codes: unknown policy is INTERNAL, a wrong op is served, a negative cost is 1.
     LaxStatus,
     /// Unified denials always name the "rate" axis.
     UnifiedBindsRate,
+    /// Admit sets `policy_denied` on every denial (rate and concurrency ones too).
+    PolicyDeniedOnDenial,
+    /// A granted Admit reports `lease_expires_at = 0`, so its TTL cannot be read.
+    NoLeaseExpiry,
+    /// Heartbeat reports a `next_deadline` already past.
+    PastDeadline,
     /// Monitor counters ignore denials.
     StaleSnapshot,
     /// Monitor.Watch never sends a denial.
@@ -41,6 +49,10 @@ pub enum Fault {
     PrivatePrefix,
     /// Check takes an extra second (to show that SIGTERM drains in-flight calls).
     SlowCheck,
+    /// Checks are admitted while the store is unreachable, whatever `--fail` says.
+    FailsOpen,
+    /// Checks send the server's own wall clock as `now` instead of letting Redis read its own.
+    OwnClock,
 }
 
 /// The set of faults a server was started with (empty for the reference server).

@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
 use super::clock;
-use super::engine::{Engine, EngineError, ReserveAxis};
+use super::engine::{Compat, Engine, EngineError, ReserveAxis};
 use super::fault::Fault;
 use super::monitor::to_proto;
 use crate::proto;
@@ -123,11 +123,18 @@ impl proto::rate_limiter_server::RateLimiter for RateLimiterService {
             .admit(&r.policy, &r.key, r.cost)
             .await
             .map_err(|e| status(&self.engine, e))?;
+        let faults = self.engine.faults();
         Ok(Response::new(proto::AdmitResponse {
-            policy_denied: !a.decision.allowed,
+            // Only an experimental joint policy sets it (spec 8); this server serves none, and a
+            // rate or concurrency denial leaves it false.
+            policy_denied: faults.has(Fault::PolicyDeniedOnDenial) && !a.decision.allowed,
             decision: Some(to_proto(&a.decision)),
             lease_id: a.lease_id,
-            lease_expires_at: a.lease_expires_at,
+            lease_expires_at: if faults.has(Fault::NoLeaseExpiry) {
+                0
+            } else {
+                a.lease_expires_at
+            },
             binding_axis: a.binding_axis.to_owned(),
         }))
     }
@@ -157,7 +164,11 @@ impl proto::rate_limiter_server::RateLimiter for RateLimiterService {
         Ok(Response::new(proto::HeartbeatResponse {
             live_ids: h.live_ids,
             reclaimed_ids: h.reclaimed_ids,
-            next_deadline: h.next_deadline,
+            next_deadline: if self.engine.faults().has(Fault::PastDeadline) {
+                clock::now_ms() as i64 - 1_000
+            } else {
+                h.next_deadline
+            },
         }))
     }
 }
@@ -230,28 +241,59 @@ impl proto::monitor_server::Monitor for MonitorService {
             return Err(Status::not_found(format!("unknown policy `{policy}`")));
         }
         let silent = self.engine.faults().has(Fault::WatchSilent);
-        let state = (self.engine.monitor().subscribe(), self.shutdown.clone());
-        let stream = futures::stream::unfold(state, move |(mut denials, mut shutdown)| {
-            let policy = policy.clone();
-            async move {
-                loop {
-                    if *shutdown.borrow() {
-                        return None;
-                    }
-                    tokio::select! {
-                        _ = shutdown.changed() => return None,
-                        next = denials.recv() => match next {
-                            Ok(denial) if !silent && (policy.is_empty() || denial.policy == policy) => {
-                                let item = Ok(proto::WatchResponse { denial: Some(denial) });
-                                return Some((item, (denials, shutdown)));
-                            }
-                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                            Err(broadcast::error::RecvError::Closed) => return None,
-                        },
-                    }
-                }
+        let mut denials = self.engine.monitor().subscribe();
+        let mut shutdown = self.shutdown.clone();
+        // ThrottleKit sends no response headers until the first event (spec 8 allows it): the
+        // call itself waits for that event, and the stream starts with it.
+        let first = if self.engine.compat() == Compat::Throttlekit {
+            match next_denial(&mut denials, &mut shutdown, &policy, silent).await {
+                Some(event) => Some(event),
+                None => return Err(Status::unavailable("the server is draining")),
             }
-        });
+        } else {
+            None
+        };
+        let head = futures::stream::iter(first.map(|denial| {
+            Ok(proto::WatchResponse {
+                denial: Some(denial),
+            })
+        }));
+        let rest =
+            futures::stream::unfold((denials, shutdown), move |(mut denials, mut shutdown)| {
+                let policy = policy.clone();
+                async move {
+                    let denial = next_denial(&mut denials, &mut shutdown, &policy, silent).await?;
+                    let item = Ok(proto::WatchResponse {
+                        denial: Some(denial),
+                    });
+                    Some((item, (denials, shutdown)))
+                }
+            });
+        let stream = futures::StreamExt::chain(head, rest);
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The next denial of `policy` ("" = all) a watcher gets; `None` when the stream must end.
+async fn next_denial(
+    denials: &mut broadcast::Receiver<proto::DenialEvent>,
+    shutdown: &mut watch::Receiver<bool>,
+    policy: &str,
+    silent: bool,
+) -> Option<proto::DenialEvent> {
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return None,
+            next = denials.recv() => match next {
+                Ok(denial) if !silent && (policy.is_empty() || denial.policy == policy) => {
+                    return Some(denial);
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+        }
     }
 }

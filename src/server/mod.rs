@@ -1,7 +1,8 @@
 //! The reference server: the service door of spec 8 (RateLimiter, Fleet, Monitor over gRPC)
 //! serving the policies of a spec-9 file from a memory or Redis store.
 //!
-//! Layers, outside in: `cli` (process: listen, sweep, drain) → `grpc` (messages and status
+//! Layers, outside in: `cli` (process: listen, sweep, drain) → `listener` (handshake and idle
+//! bounds, a connection cap) → `grpc` (messages and status
 //! codes) → `engine` (which kind serves which operation, validation, binding axis) → `store`
 //! (state: `memory` runs the reference model, `redis` runs the contract's Lua plus the server's
 //! own scripts in `lua/`). Choices the spec leaves open, made here:
@@ -26,12 +27,14 @@ pub mod cli;
 pub mod clock;
 pub mod duration;
 pub mod engine;
+pub mod fail_mode;
 pub mod fault;
 pub mod grpc;
 pub mod lease_id;
+pub mod listener;
 pub mod monitor;
 pub mod policy;
 pub mod store;
 pub mod two_tier;
 
-pub use cli::{Access, ServeArgs, serve, serve_with};
+pub use cli::{Access, ServeArgs, ServeOptions, serve, serve_with};

@@ -19,6 +19,9 @@ use crate::model::{
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     pub policies: BTreeMap<String, Arc<Policy>>,
+    /// What loads here but leaves spec 9's subset, so another server may refuse it (the server
+    /// prints these at start-up).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,13 +144,65 @@ impl PolicySet {
             ));
         }
         let mut policies = BTreeMap::new();
+        let mut warnings = subset_warnings(file, text);
         for (name, body) in limiters {
             let reader = PolicyReader { file, policy: name };
             let policy = reader.read(body)?;
+            if let Some(warning) = reader.budget_window_warning(body) {
+                warnings.push(warning);
+            }
             policies.insert(name.clone(), Arc::new(policy));
         }
-        Ok(PolicySet { policies })
+        Ok(PolicySet { policies, warnings })
     }
+}
+
+/// Spec 9's YAML subset: a `{ ... }` flow map may not hold another flow map (ThrottleKit's
+/// server refuses the file at start-up). One warning per offending line.
+pub fn subset_warnings(file: &str, text: &str) -> Vec<String> {
+    nested_flow_map_lines(text)
+        .into_iter()
+        .map(|line| {
+            format!(
+                "{file}:{line}: a flow map `{{ ... }}` inside a flow map; spec 9's YAML subset allows one \
+                 level (ThrottleKit's server refuses this file at start-up): write the outer map in block style"
+            )
+        })
+        .collect()
+}
+
+/// The 1-based lines where a `{` opens inside an open `{ ... }`, outside quotes and comments.
+fn nested_flow_map_lines(text: &str) -> Vec<usize> {
+    let mut lines = Vec::new();
+    // Open flow collections: `{` or `[`.
+    let mut open: Vec<char> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut quote: Option<char> = None;
+        let mut previous = ' ';
+        for c in line.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '#' if previous.is_whitespace() => break,
+                    '\'' | '"' => quote = Some(c),
+                    '{' => {
+                        if open.contains(&'{') && lines.last() != Some(&(n + 1)) {
+                            lines.push(n + 1);
+                        }
+                        open.push('{');
+                    }
+                    '[' => open.push('['),
+                    '}' | ']' => {
+                        open.pop();
+                    }
+                    _ => {}
+                },
+            }
+            previous = c;
+        }
+    }
+    lines
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -203,6 +258,24 @@ impl PolicyReader<'_> {
             key: key.to_owned(),
             message: message.into(),
         }
+    }
+
+    /// Spec 9 wants a budget's window as milliseconds (ThrottleKit loads `1h` there but then
+    /// fails every Debit).
+    fn budget_window_warning(&self, body: &Value) -> Option<String> {
+        ["tokenBudget", "fleetBudget"].iter().find_map(|kind| {
+            let budget = body.get(kind)?.as_object()?;
+            let (key, value) = ["windowMs", "window"]
+                .iter()
+                .find_map(|k| budget.get(*k).map(|v| (*k, v)))?;
+            value.is_string().then(|| {
+                format!(
+                    "{}: policy `{}`: key `{kind}.{key}`: {value} is a duration text; spec 9 wants a number \
+                     of milliseconds there (ThrottleKit's server loads it but then fails every Debit)",
+                    self.file, self.policy
+                )
+            })
+        })
     }
 
     fn read(&self, body: &Value) -> Result<Policy, PolicyError> {
@@ -605,11 +678,22 @@ mod tests {
     const SPEC_EXAMPLE: &str = r#"
 version: 1
 limiters:
-  api:    { strategy: gcra, limit: 5, period: 1h, burst: 5 }
-  budget: { tokenBudget: { budget: 5, windowMs: 3600000 } }
-  cc:     { concurrency: { minLimit: 3, maxLimit: 3 } }
-  unified: { strategy: gcra, limit: 5, period: 1h, burst: 5, concurrency: { minLimit: 2, maxLimit: 2 } }
-  global: { strategy: fixedWindow, limit: 1000, period: 1m, federated: { batch: 16 } }
+  api: { strategy: gcra, limit: 5, period: 1h, burst: 5 }
+  budget:
+    tokenBudget: { budget: 5, windowMs: 3600000 }
+  cc:
+    concurrency: { minLimit: 3, maxLimit: 3 }
+  unified:
+    strategy: gcra
+    limit: 5
+    period: 1h
+    burst: 5
+    concurrency: { minLimit: 2, maxLimit: 2 }
+  global:
+    strategy: fixedWindow
+    limit: 1000
+    period: 1m
+    federated: { batch: 16 }
 "#;
 
     #[test]
@@ -671,9 +755,16 @@ limiters:
         let text = r#"
 version: 1
 limiters:
-  tt: { strategy: fixedWindow, limit: 10, windowMs: 2s, prefix: shared, twoTier: { mode: leased, batch: 4, windowCoupled: true } }
-  fb: { fleetBudget: { budget: 100, window: 1m } }
-  dc: { distributedConcurrency: { minLimit: 1, maxLimit: 1 } }
+  tt:
+    strategy: fixedWindow
+    limit: 10
+    windowMs: 2s
+    prefix: shared
+    twoTier: { mode: leased, batch: 4, windowCoupled: true }
+  fb:
+    fleetBudget: { budget: 100, window: 60000 }
+  dc:
+    distributedConcurrency: { minLimit: 1, maxLimit: 1 }
 "#;
         let set = PolicySet::parse("p.yaml", text).unwrap();
         let tt = set.get("tt").unwrap();
@@ -701,9 +792,32 @@ limiters:
         ));
     }
 
+    /// A file with one policy `p`; `body` is a flow map (`{ ... }`), written in block style
+    /// one key per line, so nested maps stay within spec 9's subset.
     fn error_of(body: &str) -> String {
-        let text = format!("version: 1\nlimiters:\n  p: {body}\n");
+        let text = format!("version: 1\nlimiters:\n  p:\n{}", block(body));
+        assert!(subset_warnings("pol.yaml", &text).is_empty(), "{text}");
         PolicySet::parse("pol.yaml", &text).unwrap_err().to_string()
+    }
+
+    /// `{ a: 1, b: { c: 2 } }` as block lines `    a: 1` / `    b: { c: 2 }`.
+    fn block(flow: &str) -> String {
+        let inner = flow.trim().trim_start_matches('{').trim_end_matches('}');
+        let mut out = String::new();
+        let (mut depth, mut start) = (0, 0);
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push_str(&format!("    {}\n", inner[start..i].trim()));
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        out.push_str(&format!("    {}\n", inner[start..].trim()));
+        out
     }
 
     #[test]
@@ -766,10 +880,40 @@ limiters:
     }
 
     #[test]
+    fn nested_flow_maps_and_budget_durations_are_warned_about() {
+        let text = "version: 1\nlimiters:\n  a: { strategy: gcra, limit: 1, period: 1s }\n  \
+                    b: { concurrency: { minLimit: 1, maxLimit: 1 } }\n  c:\n    \
+                    tokenBudget: { budget: 5, windowMs: 1h }\n  # x: { y: { z: 1 } }\n";
+        let set = PolicySet::parse("w.yaml", text).unwrap();
+        assert_eq!(set.warnings.len(), 2, "{:#?}", set.warnings);
+        assert!(
+            set.warnings[0].starts_with("w.yaml:4: a flow map `{ ... }` inside a flow map"),
+            "{}",
+            set.warnings[0]
+        );
+        assert!(
+            set.warnings[1].contains("policy `c`: key `tokenBudget.windowMs`: \"1h\""),
+            "{}",
+            set.warnings[1]
+        );
+        assert_eq!(
+            nested_flow_map_lines("a: '{ {'\nb: { c: 1 }\n"),
+            Vec::<usize>::new()
+        );
+        assert_eq!(nested_flow_map_lines("a: {\n  b: {c: 1}\n}\n"), vec![2]);
+        assert!(
+            PolicySet::parse("s.yaml", SPEC_EXAMPLE)
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn bad_files_are_named() {
         let e = PolicySet::parse(
             "x.yaml",
-            "version: 2\nlimiters: {a: {strategy: gcra, limit: 1, period: 1s}}",
+            "version: 2\nlimiters:\n  a: {strategy: gcra, limit: 1, period: 1s}",
         )
         .unwrap_err();
         assert!(e.to_string().contains("x.yaml: `version` must be 1"), "{e}");

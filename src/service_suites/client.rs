@@ -103,15 +103,28 @@ pub(crate) fn fails_with<T: std::fmt::Debug>(
     code: tonic::Code,
     result: Result<tonic::Response<T>, tonic::Status>,
 ) -> Result<(), SuiteFailure> {
+    fails_with_one_of(step, &[code], result).map(drop)
+}
+
+/// Checks that a call failed with one of `codes` (where the spec allows several); returns which.
+pub(crate) fn fails_with_one_of<T: std::fmt::Debug>(
+    step: &str,
+    codes: &[tonic::Code],
+    result: Result<tonic::Response<T>, tonic::Status>,
+) -> Result<tonic::Code, SuiteFailure> {
+    let expected = match codes {
+        [one] => format!("{one:?}"),
+        many => format!("one of {many:?}"),
+    };
     match result {
-        Err(status) if status.code() == code => Ok(()),
+        Err(status) if codes.contains(&status.code()) => Ok(status.code()),
         Err(status) => Err(SuiteFailure(format!(
-            "{step}: status: expected {code:?}, actual {:?} ({})",
+            "{step}: status: expected {expected}, actual {:?} ({})",
             status.code(),
             status.message()
         ))),
         Ok(response) => Err(SuiteFailure(format!(
-            "{step}: status: expected {code:?}, actual OK with {:?}",
+            "{step}: status: expected {expected}, actual OK with {:?}",
             response.into_inner()
         ))),
     }

@@ -26,36 +26,51 @@ pub(super) async fn one_oracle_shared_budget(ctx: Arc<SuiteContext>) -> SuiteRes
         .await
         .map_err(|e| SuiteFailure(format!("setup: {e}")))?;
     let identity = ctx.key("oracle", "k");
-    // The key a direct-Redis client of policy `oracle` uses: `<prefix>:<identity>`.
-    let direct_key = format!("oracle:{identity}");
+    // The key a direct-Redis client of policy `oracle` uses: `<prefix>:<identity>`, under the
+    // server's key prefix when it was given one.
+    let direct_key = match &ctx.store_prefix {
+        Some(p) => format!("{p}:oracle:{identity}"),
+        None => format!("oracle:{identity}"),
+    };
     let mut direct = async |step: &str| -> Result<Decision, SuiteFailure> {
         scripts
             .check(&mut con, &direct_key, &ORACLE, 0.0, 1.0)
             .await
             .map_err(|e| SuiteFailure(format!("{step}: {e}")))
     };
-    let mut remaining = ORACLE_BURST;
-    for op in 0..ORACLE_BURST + 2 {
-        let via_service = op % 2 == 0;
-        let step = if via_service {
-            format!("op {op} (service door: Check oracle key={identity})")
-        } else {
-            format!("op {op} (direct door: gcra.check on {direct_key})")
-        };
-        let d = if via_service {
-            check(&ctx, &step, "oracle", &identity, 1).await?
-        } else {
-            direct(&step).await?
-        };
-        let allowed = remaining > 0;
-        remaining = (remaining - 1).max(0);
-        expect_eq(&step, "allowed", allowed, d.allowed)?;
-        expect_eq(
-            &step,
-            "remaining (one budget across both doors)",
-            remaining,
-            d.remaining,
-        )?;
+    let outcome = async {
+        let mut remaining = ORACLE_BURST;
+        for op in 0..ORACLE_BURST + 2 {
+            let via_service = op % 2 == 0;
+            let step = if via_service {
+                format!("op {op} (service door: Check oracle key={identity})")
+            } else {
+                format!("op {op} (direct door: gcra.check on {direct_key})")
+            };
+            let d = if via_service {
+                check(&ctx, &step, "oracle", &identity, 1).await?
+            } else {
+                direct(&step).await?
+            };
+            let allowed = remaining > 0;
+            remaining = (remaining - 1).max(0);
+            expect_eq(&step, "allowed", allowed, d.allowed)?;
+            expect_eq(
+                &step,
+                "remaining (one budget across both doors)",
+                remaining,
+                d.remaining,
+            )?;
+        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    // The key is outside any run prefix when the server keeps its own keys: delete it here.
+    if ctx.store_prefix.is_none() {
+        let _: Result<(), _> = redis::cmd("DEL")
+            .arg(&direct_key)
+            .query_async(&mut con)
+            .await;
+    }
+    outcome
 }

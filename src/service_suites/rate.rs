@@ -87,15 +87,15 @@ pub(super) async fn peek_does_not_consume(ctx: Arc<SuiteContext>) -> SuiteResult
         // Peek three times: none of them may move the budget.
         let mut peeked = Vec::new();
         for _ in 0..3 {
-            peeked.push(
-                peek(
-                    &ctx,
-                    &format!("op {op} (Peek burst5 key={key})"),
-                    "burst5",
-                    &key,
-                )
-                .await?,
-            );
+            let step = format!("op {op} (Peek burst5 key={key} after {spent} admits)");
+            let p = peek(&ctx, &step, "burst5", &key).await?;
+            expect_eq(
+                &step,
+                "allowed (= remaining >= 1)",
+                p.remaining >= 1,
+                p.allowed,
+            )?;
+            peeked.push(p);
             op += 1;
         }
         let step = format!("op {op} (Check burst5 key={key} after {spent} admits and 3 Peeks)");
@@ -104,12 +104,15 @@ pub(super) async fn peek_does_not_consume(ctx: Arc<SuiteContext>) -> SuiteResult
         for p in &peeked {
             expect_eq(&step, "allowed (Peek said)", p.allowed, checked.allowed)?;
             expect_eq(&step, "limit (Peek said)", p.limit, checked.limit)?;
-            expect_eq(
-                &step,
-                "remaining (Peek said)",
-                p.remaining,
-                checked.remaining,
-            )?;
+            if checked.allowed {
+                // Peek reports what is left before the call it previews; the admit takes one.
+                expect_eq(
+                    &step,
+                    "remaining (Peek's remaining - 1)",
+                    p.remaining - 1,
+                    checked.remaining,
+                )?;
+            }
         }
         let should_allow = spent < BURST5;
         expect_eq(&step, "allowed", should_allow, checked.allowed)?;
@@ -169,20 +172,39 @@ pub(super) async fn forecast_counts_admits(ctx: Arc<SuiteContext>) -> SuiteResul
     Ok(())
 }
 
+/// Tries of CheckMany on cold keys: a server that decides keys at different instants shows it
+/// only now and then (ThrottleKit: 3 runs of 4), so one try would pass it by luck.
+pub(super) const CHECK_MANY_TRIES: usize = 20;
+
 pub(super) async fn check_many_in_order(ctx: Arc<SuiteContext>) -> SuiteResult {
-    let (a, b, c) = (
-        ctx.key("many", "a"),
-        ctx.key("many", "b"),
-        ctx.key("many", "c"),
-    );
-    let keys = vec![
-        a.clone(),
-        b.clone(),
-        a.clone(),
-        c.clone(),
-        a.clone(),
-        b.clone(),
-    ];
+    let mut apart = Vec::new();
+    for attempt in 0..CHECK_MANY_TRIES {
+        if let Some(difference) = check_many_once(&ctx, attempt).await? {
+            apart.push(difference);
+        }
+    }
+    if apart.is_empty() {
+        return Ok(());
+    }
+    Err(SuiteFailure(format!(
+        "CheckMany pair: the first admits of cold keys reported different resetAt (not one instant) \
+         in {} of {CHECK_MANY_TRIES} tries; first: {}",
+        apart.len(),
+        apart[0]
+    )))
+}
+
+/// One CheckMany on three cold keys: its order is checked here; a resetAt that differs between
+/// the cold keys' first admits (`now + T` for each, equal iff one instant) is returned.
+async fn check_many_once(
+    ctx: &SuiteContext,
+    attempt: usize,
+) -> Result<Option<String>, SuiteFailure> {
+    let names = ["a", "b", "a", "c", "a", "b"];
+    let keys: Vec<String> = names
+        .iter()
+        .map(|n| ctx.key("many", &format!("{n}{attempt}")))
+        .collect();
     // `pair` admits two per key: the third `a` is the only denial.
     let expected = [
         (true, 1),
@@ -192,40 +214,51 @@ pub(super) async fn check_many_in_order(ctx: Arc<SuiteContext>) -> SuiteResult {
         (false, 0),
         (true, 0),
     ];
-    let step = "CheckMany pair keys=[a, b, a, c, a, b]";
+    let step = format!("try {attempt}: CheckMany pair keys=[a, b, a, c, a, b]");
     let request = proto::CheckManyRequest {
         policy: "pair".into(),
-        keys: keys.clone(),
+        keys,
         cost: 1,
     };
-    let reply = ok(step, ctx.clients.rate().check_many(request).await)?;
-    expect_eq(step, "decisions.len", expected.len(), reply.decisions.len())?;
+    let reply = ok(&step, ctx.clients.rate().check_many(request).await)?;
+    expect_eq(
+        &step,
+        "decisions.len",
+        expected.len(),
+        reply.decisions.len(),
+    )?;
     let decisions: Vec<Decision> = reply.decisions.iter().map(from_proto).collect();
     for (i, ((allowed, remaining), d)) in expected.iter().zip(&decisions).enumerate() {
-        let at = format!(
-            "{step}: decision {i} (key {})",
-            ["a", "b", "a", "c", "a", "b"][i]
-        );
+        let at = format!("{step}: decision {i} (key {})", names[i]);
         expect_eq(&at, "allowed", *allowed, d.allowed)?;
         expect_eq(&at, "remaining", *remaining, d.remaining)?;
     }
-    // The first admit of each cold key ends at `now + T`: equal for all three iff one instant.
-    let firsts = [(0, "a"), (1, "b"), (3, "c")];
-    for (i, name) in &firsts[1..] {
-        expect_eq(
-            &format!(
-                "{step}: decision {i} (first admit of cold key {name}) vs decision 0 (of cold key a)"
-            ),
-            "resetAt (one instant)",
-            decisions[0].reset_at,
-            decisions[*i].reset_at,
-        )?;
+    for (i, name) in [(1, "b"), (3, "c")] {
+        if decisions[i].reset_at != decisions[0].reset_at {
+            return Ok(Some(format!(
+                "{step}: decision {i} (first admit of cold key {name}) resetAt {} vs decision 0 (cold key a) resetAt {}",
+                decisions[i].reset_at, decisions[0].reset_at
+            )));
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 pub(super) async fn debit_spends_then_refuses(ctx: Arc<SuiteContext>) -> SuiteResult {
-    let key = ctx.key("debit", "k");
+    // The hour can turn mid-suite (the budget then restarts): one more try on a fresh key.
+    for attempt in 0..2 {
+        if !debit_once(&ctx, attempt).await? {
+            return Ok(());
+        }
+    }
+    Err(SuiteFailure(
+        "Debit tokens: the budget window rolled over mid-suite twice in a row".into(),
+    ))
+}
+
+/// One run of the debits on a fresh key; `true` when the window rolled over mid-way.
+async fn debit_once(ctx: &SuiteContext, attempt: usize) -> Result<bool, SuiteFailure> {
+    let key = ctx.key("debit", &format!("k{attempt}"));
     // `tokens`: a budget of 5 per hour; the crossing debit is counted in full.
     let ops = [(3, true, 2), (3, true, 0), (1, false, 0), (0, false, 0)];
     let mut reset_at = None;
@@ -241,10 +274,7 @@ pub(super) async fn debit_spends_then_refuses(ctx: Arc<SuiteContext>) -> SuiteRe
             ok(&step, ctx.clients.rate().debit(request).await)?.decision,
         )?;
         if reset_at.is_some_and(|r| r != d.reset_at) {
-            // The hour turned mid-suite; the budget restarted. Rare: run once more.
-            return Err(SuiteFailure(format!(
-                "{step}: the budget window rolled over mid-suite; re-run"
-            )));
+            return Ok(true);
         }
         reset_at = Some(d.reset_at);
         expect_eq(&step, "allowed", allowed, d.allowed)?;
@@ -254,5 +284,5 @@ pub(super) async fn debit_spends_then_refuses(ctx: Arc<SuiteContext>) -> SuiteRe
             return Err(differ(&step, "retryAfterMs", "> 0", d.retry_after_ms));
         }
     }
-    Ok(())
+    Ok(false)
 }

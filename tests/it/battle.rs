@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::{have_redis, repo};
+use std::path::PathBuf;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Battles anywhere in this binary (report and matrix tests too) take this lock.
+pub(crate) static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const EXE: &str = env!("CARGO_BIN_EXE_tk-conform");
 
@@ -175,6 +177,53 @@ fn green_subset_against_the_reference_fleet() {
             .unwrap()
             .contains("\"heartbeat\"")
     );
+}
+
+/// ThrottleKit's own flags, as the README's template for its server has them, with the
+/// reference server's ThrottleKit-like mode standing in for it.
+fn throttlekit_template() -> String {
+    format!(
+        "{EXE} serve --compat throttlekit --config {{policy}} --host 127.0.0.1 --port {{port}} \
+         --redis {{redis}} --node-id tk-{{index}}"
+    )
+}
+
+/// The scenarios that use servers and hold to any lease TTL (crash-reclaim and pause time a
+/// reclaim against their own `lease_ttl_ms`, which a fixed 2 s lease does not follow).
+#[test]
+fn the_throttlekit_template_runs_the_server_scenarios() {
+    if !have_redis() {
+        return;
+    }
+    let names = [
+        "cap-service-fixed-window",
+        "two-doors-one-oracle",
+        "fleet-lease",
+        "fleet-budget",
+        "twotier-coupled",
+        "distributed-concurrency",
+        "heartbeat",
+        "server-crash",
+    ];
+    let b = battle(&names, &["--server-cmd", &throttlekit_template()]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    assert!(
+        b.stdout().contains("8/8 scenarios passed"),
+        "{}",
+        b.describe()
+    );
+    // `{index}` named each server of the fleet.
+    for index in 0..3 {
+        let log = b.logs.path().join(format!(
+            "latest/scenarios/fleet-lease/servers/server-{index}.log"
+        ));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains(&format!("node: tk-{index}")) && text.contains("compat: throttlekit"),
+            "{}: {text}",
+            log.display()
+        );
+    }
 }
 
 #[test]
@@ -599,4 +648,664 @@ fn the_committed_scenario_docs_are_current() {
         docs::DOCS_FILE
     );
     assert_ne!(docs::render(&scenarios[1..]), committed);
+}
+
+/// The reference server with `--fail {fail}` and one deliberate fault.
+fn faulty_server_with_fail(fault: &str) -> String {
+    format!(
+        "{{exe}} serve --config {{policy}} --host 127.0.0.1 --port {{port}} --redis {{redis}} \
+         --contract {{contract}} --lease-ttl-ms {{lease_ttl_ms}} --fail {{fail}} --fault {fault}"
+    )
+}
+
+const NETWORK_AND_CLOCK: [&str; 9] = [
+    "net-lost-replies",
+    "net-latency-spikes",
+    "net-store-partitioned-one-server",
+    "net-worker-cut-off",
+    "net-store-down-fail-closed",
+    "net-store-down-fail-open",
+    "skew-direct-server-clock",
+    "skew-direct-client-clock",
+    "skew-server-faketime",
+];
+
+#[test]
+fn network_and_clock_scenarios_are_green_against_the_reference_fleet() {
+    if !have_redis() {
+        return;
+    }
+    let b = battle(&NETWORK_AND_CLOCK, &[]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    // Lost replies really were lost: calls ended indeterminate and the store still counted
+    // each committed call once.
+    let once = b.judgement("net-lost-replies", "counted-once#0");
+    let keys = &once["numbers"]["keys"][0];
+    assert!(keys["indeterminate"].as_u64().unwrap() > 0, "{once:#}");
+    let (count, ok) = (
+        keys["storeCount"].as_u64().unwrap(),
+        keys["okAdmits"].as_u64().unwrap(),
+    );
+    assert!(count >= ok, "{once:#}");
+    // The fault windows and the proxy's log are in result.json.
+    let result = b.result("net-lost-replies");
+    let window = &result["faultWindows"][0];
+    assert_eq!(window["fault"], "lose-replies", "{result:#}");
+    assert!(window["toMs"].as_f64().unwrap() > window["fromMs"].as_f64().unwrap());
+    assert_eq!(window["links"][0], "direct->redis", "{result:#}");
+    let log: Vec<&str> = result["network"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(log, ["drop-replies", "heal"], "{result:#}");
+    // Hygiene is judged after every scenario.
+    let hygiene = b.judgement("net-latency-spikes", "hygiene");
+    assert_eq!(hygiene["verdict"], "pass", "{hygiene:#}");
+    let open = b.judgement("net-store-down-fail-open", "store-down#0");
+    assert!(
+        open["summary"].as_str().unwrap().starts_with("fail-open: "),
+        "{open:#}"
+    );
+}
+
+#[test]
+fn a_client_that_blindly_retries_lost_replies_is_counted_twice() {
+    if !have_redis() {
+        return;
+    }
+    let (_, j) = must_fail(
+        "net-lost-replies",
+        &["--worker-fault", "blind-retry"],
+        "counted-once#0",
+    );
+    let keys = &j["numbers"]["keys"][0];
+    let count = keys["storeCount"].as_u64().unwrap();
+    let most = keys["okAdmits"].as_u64().unwrap() + keys["indeterminate"].as_u64().unwrap();
+    assert!(count > most, "{j:#}");
+    assert!(
+        j["summary"].as_str().unwrap().contains(&format!(
+            "{} units were counted more than once",
+            count - most
+        )),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn a_server_that_fails_open_while_declaring_fail_closed_is_caught() {
+    if !have_redis() {
+        return;
+    }
+    let server = faulty_server_with_fail("fails-open");
+    let (_, j) = must_fail(
+        "net-store-down-fail-closed",
+        &["--server-cmd", &server],
+        "store-down#0",
+    );
+    let admitted = j["numbers"]["admittedInWindow"].as_u64().unwrap();
+    assert!(admitted > 0, "{j:#}");
+    assert!(
+        j["summary"].as_str().unwrap().contains(&format!(
+            "declared fail-closed, but {admitted} units were admitted by server(s) [0]"
+        )),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn a_door_that_sends_its_skewed_clock_breaks_the_server_clock_promise() {
+    if !have_redis() {
+        return;
+    }
+    let (_, j) = must_fail(
+        "skew-direct-server-clock",
+        &["--worker-fault", "skewed-now"],
+        "skew-bound#0",
+    );
+    // 5 s ahead on T = 100 ms: about 50 units too many.
+    let over = j["numbers"]["admitted"].as_u64().unwrap() - j["numbers"]["bound"].as_u64().unwrap();
+    assert!(over >= 20, "{j:#}");
+    assert!(
+        j["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("(by {over};")),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn a_server_under_faketime_that_trusts_its_own_clock_overshoots() {
+    if !have_redis() {
+        return;
+    }
+    let server = faulty_server_with_fail("own-clock");
+    let (_, j) = must_fail(
+        "skew-server-faketime",
+        &["--server-cmd", &server],
+        "skew-bound#0",
+    );
+    let over = j["numbers"]["admitted"].as_u64().unwrap() - j["numbers"]["bound"].as_u64().unwrap();
+    assert!(over >= 10, "{j:#}");
+}
+
+#[test]
+fn a_client_cut_off_from_its_server_that_never_fails_over_is_stranded() {
+    if !have_redis() {
+        return;
+    }
+    let (_, j) = must_fail(
+        "net-worker-cut-off",
+        &["--worker-fault", "no-failover"],
+        "failover#0",
+    );
+    let stranded = j["numbers"]["workersStranded"].as_array().unwrap();
+    assert_eq!(stranded.len(), 2, "{j:#}");
+}
+
+#[test]
+fn a_server_that_never_reclaims_leaves_slot_keys_without_a_ttl() {
+    if !have_redis() {
+        return;
+    }
+    let never = faulty_server("never-reclaim");
+    let (_, j) = must_fail("crash-reclaim", &["--server-cmd", &never], "hygiene");
+    assert!(
+        j["summary"].as_str().unwrap().contains("has no TTL"),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn sigkilling_the_harness_mid_network_battle_leaves_no_server_under_faketime() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "skew-server-faketime", "net-lost-replies"])
+        .arg("--scenarios-dir")
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Redis, 2 servers (one under libfaketime) and 4 workers.
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        seen = descendants(harness.id());
+        if seen.len() >= 7 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen.len() >= 7, "the battle never got going: {seen:?}");
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let run_dir = logs.path().to_string_lossy().into_owned();
+    let mut strays = naming(&run_dir);
+    while !strays.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        strays = naming(&run_dir);
+    }
+    assert!(
+        strays.is_empty(),
+        "processes naming {run_dir} survived the harness: {strays:?}"
+    );
+}
+
+/// Whether network namespaces can be made here; under `TK_CONFORM_REQUIRE_ALL=1` they must.
+fn have_netns() -> bool {
+    match tk_conform::netfault::netns::available() {
+        Ok(()) => true,
+        Err(e) if std::env::var("TK_CONFORM_REQUIRE_ALL").as_deref() == Ok("1") => {
+            panic!("TK_CONFORM_REQUIRE_ALL=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            false
+        }
+    }
+}
+
+fn namespaces_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("tkc-{pid}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_real_partition_in_a_namespace_heals_and_the_namespace_goes_after_a_sigkill() {
+    if !have_redis() || !have_netns() {
+        return;
+    }
+    let b = battle(&["net-netns-partition"], &[]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    let result = b.result("net-netns-partition");
+    let links = result["faultWindows"][0]["links"][0].as_str().unwrap();
+    assert!(
+        links.contains("iptables") && links.contains("-A INPUT -j DROP"),
+        "{result:#}"
+    );
+    drop(b);
+
+    // SIGKILLed mid-run, the harness leaves its namespace mounted; the next battle removes it.
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "net-netns-partition", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while namespaces_of(harness.id()).is_empty() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = namespaces_of(harness.id());
+    assert_eq!(left.len(), 1, "the battle never made its namespace");
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let out = Command::new(EXE)
+        .args(["battle", "--list", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&left[0]), "{stderr}");
+    assert!(namespaces_of(harness.id()).is_empty());
+}
+
+/// A scenarios folder holding one plan, `x.toml`, for bad-input tests.
+fn one_scenario(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.toml"), text).unwrap();
+    dir
+}
+
+const SMALL_PLAN: &str = r#"
+description = "one racer"
+[policy]
+yaml = "version: 1\nlimiters:\n  cap: { strategy: fixedWindow, limit: 10, period: 1h }\n"
+[[workers]]
+group = "racers"
+count = 1
+door = "redis"
+operation = "check"
+policy = "cap"
+key = "k"
+requests = 5
+[[assertions]]
+kind = "cap"
+limit = 10
+"#;
+
+/// `battle x` on `dir`, bounded: a hostile plan must be refused, never hang or fork away.
+fn battle_in(dir: &std::path::Path, extra: &[&str]) -> Output {
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = Command::new(EXE)
+        .args(["battle", "--scenarios-dir"])
+        .arg(dir)
+        .arg("--logs")
+        .arg(logs.path())
+        .args(extra)
+        .env("CI", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("battle did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn usage_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "wanted {needle:?} in: {err}");
+}
+
+#[test]
+fn worker_counts_that_wrap_around_are_refused() {
+    let second = SMALL_PLAN
+        .split("[[workers]]")
+        .nth(1)
+        .unwrap()
+        .split("[[assertions]]")
+        .next()
+        .unwrap()
+        .replace("racers", "others");
+    let text = SMALL_PLAN
+        .replace(
+            "[[assertions]]",
+            &format!("[[workers]]{second}[[assertions]]"),
+        )
+        .replace("count = 1", "count = 2147483648");
+    let dir = one_scenario(&text);
+    usage_error(
+        &battle_in(dir.path(), &[]),
+        "at most 64 worker processes over all groups, got more than 2^32",
+    );
+}
+
+#[test]
+fn a_start_beyond_the_plan_bound_is_refused() {
+    let dir = one_scenario(
+        &SMALL_PLAN.replace("requests = 5", "requests = 5\nstart_after_ms = 1000000000"),
+    );
+    usage_error(&battle_in(dir.path(), &[]), "workers[0].start_after_ms");
+}
+
+#[test]
+fn a_reclaim_of_zero_slots_is_refused() {
+    let text = format!(
+        "{SMALL_PLAN}\n[[faults]]\nname = \"kill\"\nat_ms = 10\naction = \"sigkill-workers\"\n\
+         group = \"racers\"\n[[assertions]]\nkind = \"reclaim\"\nfault = \"kill\"\nslots = 0\n\
+         within_ms = 100\n"
+    );
+    let dir = one_scenario(&text);
+    usage_error(&battle_in(dir.path(), &[]), "assertions[1].slots");
+}
+
+#[test]
+fn a_call_timeout_of_zero_is_refused() {
+    let dir = one_scenario(SMALL_PLAN);
+    usage_error(
+        &battle_in(dir.path(), &["--call-timeout-ms", "0"]),
+        "--call-timeout-ms",
+    );
+}
+
+#[test]
+fn a_battle_where_every_scenario_was_skipped_is_not_green() {
+    if !have_redis() {
+        return;
+    }
+    let user = crate::util::Redis::start();
+    let url = user.url();
+    // Restarting Redis is refused on a server the harness does not own: skipped.
+    let b = battle(&["redis-restart"], &["--redis-url", &url]);
+    assert_eq!(b.code(), 1, "{}", b.describe());
+    assert!(b.result("redis-restart")["skipped"].is_string());
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(b.logs.path().join("latest/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("every scenario was skipped"),
+        "{summary:#}"
+    );
+    // The seed reads back exactly, as text, in jq and JavaScript too.
+    assert_eq!(summary["seed"], "7");
+    assert_eq!(b.result("redis-restart")["seed"], "7");
+}
+
+/// Every scenario's verdict, by name (`skipped` for a skipped one).
+fn verdicts(b: &Battle) -> std::collections::BTreeMap<String, String> {
+    let dir = b.logs.path().join("latest/scenarios");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = b.result(&name);
+            let verdict = if r["skipped"].is_string() {
+                "skipped".to_string()
+            } else if let Some(e) = r["error"].as_str() {
+                format!("error: {e}")
+            } else {
+                r["verdict"].as_str().unwrap().to_string()
+            };
+            (name, verdict)
+        })
+        .collect()
+}
+
+#[test]
+fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() {
+    if !have_redis() {
+        return;
+    }
+    let user = crate::util::Redis::start();
+    let url = user.url();
+    // A user's keys with the names the harness and server used to write without a prefix.
+    let () = user.cmd(&["SET", "federated#reserve", "mine"]);
+    let () = user.cmd(&["SADD", "tk-conform-server#slot-keys", "users-member"]);
+    let shared = battle(&[], &["--redis-url", &url]);
+    // The same scenarios on Redis servers of the harness's own (the two that restart Redis
+    // are skipped on a shared one).
+    let listed = Command::new(EXE)
+        .args(["battle", "--list", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .output()
+        .unwrap();
+    let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| !n.starts_with("redis-restart"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(names.len(), 16, "{names:?}");
+    let own = battle(&names.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let (shared_v, own_v) = (verdicts(&shared), verdicts(&own));
+    assert_eq!(own.code(), 0, "{}", own.describe());
+    assert_eq!(shared.code(), 0, "{}", shared.describe());
+    assert_eq!(shared_v.len(), 18, "{shared_v:?}");
+    for (name, verdict) in &shared_v {
+        if verdict == "skipped" {
+            assert!(name.starts_with("redis-restart"), "{name} skipped");
+        } else {
+            assert_eq!(
+                Some(verdict),
+                own_v.get(name),
+                "{name}: shared vs own Redis"
+            );
+        }
+    }
+    assert_eq!(
+        shared_v.values().filter(|v| *v == "pass").count(),
+        16,
+        "{shared_v:?}"
+    );
+    // The user's keys survive untouched, and nothing of the run is left.
+    let kept: String = user.cmd(&["GET", "federated#reserve"]);
+    assert_eq!(kept, "mine");
+    let members: Vec<String> = user.cmd(&["SMEMBERS", "tk-conform-server#slot-keys"]);
+    assert_eq!(members, ["users-member"]);
+    assert_eq!(
+        user.keys(),
+        ["federated#reserve", "tk-conform-server#slot-keys"]
+    );
+    // Each scenario said where its keys were.
+    let prefix = shared.result("fleet-lease")["keyPrefix"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(prefix.ends_with(":fleet-lease"), "{prefix}");
+}
+
+#[test]
+fn a_server_cmd_that_ignores_the_key_prefix_is_refused_on_a_shared_redis() {
+    let dir = one_scenario(SMALL_PLAN);
+    let out = battle_in(
+        dir.path(),
+        &[
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--server-cmd",
+            UNSHARED_FLEET,
+        ],
+    );
+    usage_error(&out, "--server-cmd without {key_prefix}");
+}
+
+#[test]
+fn an_interrupted_battle_on_a_shared_redis_leaves_no_key_and_no_temp_folder() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let user = crate::util::Redis::start();
+    let url = user.url();
+    let () = user.cmd(&["SET", "federated#reserve", "mine"]);
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let logs = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // With --redis-url no Redis is started: a second battle without it has temp folders.
+        let mut harness = Command::new(EXE)
+            .args(["battle", "two-doors-one-oracle", "crash-reclaim"])
+            .arg("--scenarios-dir")
+            .arg(repo().join("scenarios"))
+            .arg("--contract")
+            .arg(repo().join("contract"))
+            .arg("--logs")
+            .arg(logs.path())
+            .args(["--redis-url", &url])
+            .env("CI", "1")
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Mid-battle: the second scenario's histories are being written.
+        let histories = logs.path().join("latest/scenarios/crash-reclaim/histories");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            let writing = std::fs::read_dir(&histories)
+                .map(|d| d.count())
+                .unwrap_or(0);
+            if writing >= 6 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let mid = user.keys().len();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(harness.id() as i32), signal).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = harness.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "no exit after {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(130), "{signal}");
+        assert!(
+            mid > 1,
+            "{signal}: the battle wrote no key before the signal"
+        );
+        assert_eq!(user.keys(), ["federated#reserve"], "{signal}: keys left");
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{signal}: temp folders left: {left:?}");
+        let summary: Value = serde_json::from_str(
+            &std::fs::read_to_string(logs.path().join("latest/summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["status"], "interrupted");
+        // The scenario that finished before the signal is in the summary.
+        let trials: Vec<&str> = summary["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(trials, ["two-doors-one-oracle"], "{signal}");
+        assert_eq!(stray_temp_files(logs.path()), Vec::<PathBuf>::new());
+    }
+}
+
+/// `.tmp-*` files anywhere under `dir` (a write cut short).
+fn stray_temp_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn an_interrupted_battle_removes_the_temp_folders_of_its_redis() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "crash-reclaim", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_dir(tmp.path()).unwrap().count() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no Redis was started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(harness.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while harness.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "temp folders left: {left:?}");
+    assert_eq!(stray_temp_files(logs.path()), Vec::<PathBuf>::new());
 }

@@ -187,7 +187,7 @@ fn refuses_an_upstream_whose_checksums_disagree() {
         "{shown}"
     );
 
-    // And the command exits 1, saying the old contract was kept.
+    // And the command exits 2 (drift, as the README's exit codes say), keeping the old contract.
     let (code, _, stderr) = tk_conform(&[
         "contract",
         "sync",
@@ -196,7 +196,7 @@ fn refuses_an_upstream_whose_checksums_disagree() {
         "--to",
         area.target().to_str().unwrap(),
     ]);
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("was left as it was"), "{stderr}");
 }
 

@@ -1,4 +1,5 @@
-//! `contract verify` and `contract seal`: the drift gate over a contract directory.
+//! `contract verify` and `contract seal`: the drift gate over a contract directory. Drift and a
+//! refused seal exit 2, as the README's exit-code table says.
 
 use std::path::Path;
 
@@ -55,7 +56,7 @@ fn a_flipped_byte_in_any_contract_file_fails_naming_that_file() {
         flip_byte(&tmp.path().join(file));
         let actual = digest_of(&tmp.path().join(file));
         let (code, lines) = verify_lines(tmp.path());
-        assert_eq!(code, 1, "{file}: {lines:?}");
+        assert_eq!(code, 2, "{file}: {lines:?}");
         let expected_line =
             format!("drifted: {file}: manifest.sha256 pins sha256 {pinned}, actual {actual}");
         assert!(lines.contains(&expected_line), "{file}: {lines:#?}");
@@ -77,7 +78,7 @@ fn a_flipped_byte_in_the_checksum_manifest_names_the_file_it_pins() {
     let flipped = format!("{flipped_digit}{}", &line[1..]);
     std::fs::write(&manifest, text.replace(line, &flipped)).unwrap();
     let (code, lines) = verify_lines(tmp.path());
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         lines
             .iter()
@@ -128,7 +129,7 @@ fn missing_unexpected_and_unpinned_files_are_each_reported() {
     write(&dir.join("notes.txt"), "hello\n");
     write(&dir.join("scripts/extra.lua"), "-- stray\n");
     let (code, lines) = verify_lines(dir);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         lines.contains(&format!(
             "missing: scripts/gcra.check.lua: listed in manifest.sha256 (expected sha256 {gone})"
@@ -181,7 +182,7 @@ fn a_link_inside_the_contract_is_refused() {
     std::fs::rename(&proto, &elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &proto).unwrap();
     let (code, lines) = verify_lines(tmp.path());
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         lines
             .iter()
@@ -220,7 +221,7 @@ fn another_contract_version_fails_naming_the_file() {
         assert_ne!(text, bumped);
         replace_and_repin(dir, file, &bumped);
         let (code, lines) = verify_lines(dir);
-        assert_eq!(code, 1, "{file}");
+        assert_eq!(code, 2, "{file}");
         assert_eq!(
             lines,
             [format!(
@@ -245,7 +246,7 @@ fn malformed_json_fails_with_file_line_and_column() {
         "{\n  \"contractVersion\": \"1\",\n  \"generatedFrom\": \"x\"\n  \"frozen\": false\n}\n";
     replace_and_repin(dir, "golden-vectors.json", broken);
     let (code, lines) = verify_lines(dir);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert!(
         lines[0].starts_with("invalid: golden-vectors.json: line 4, column 3: expected `,` or `}`"),
@@ -282,7 +283,7 @@ fn seal_repins_after_an_intended_edit_and_refuses_strays() {
     let dir = tmp.path();
     write_contract(dir);
     flip_byte(&dir.join("throttlekit.proto"));
-    assert_eq!(verify_lines(dir).0, 1);
+    assert_eq!(verify_lines(dir).0, 2);
     let (code, stdout, stderr) =
         tk_conform(&["contract", "seal", "--contract", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -291,7 +292,7 @@ fn seal_repins_after_an_intended_edit_and_refuses_strays() {
 
     write(&dir.join("stray.bin"), [0u8, 1, 2]);
     let (code, _, stderr) = tk_conform(&["contract", "seal", "--contract", dir.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(stderr.contains("unexpected: stray.bin"), "{stderr}");
 
     // SOURCE is written when missing, and pinned.

@@ -410,7 +410,7 @@ async fn a_failed_handshake_stops_the_run_before_it_starts() {
         .expect("a version mismatch is refused")
         .to_string();
     assert!(
-        text.contains("speaks protocol version 2, this harness speaks 1"),
+        text.contains("speaks protocol version 99, this harness speaks versions 1 and 2"),
         "{text}"
     );
 }

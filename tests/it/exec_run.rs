@@ -413,3 +413,120 @@ fn no_redis_for_the_adapter_is_an_error_where_nothing_may_skip() {
     let log = std::fs::read_to_string(logs.path().join("latest/run.log")).unwrap();
     assert!(log.contains("no Redis for the adapter"), "{log}");
 }
+
+/// An adapter that floods stderr (50 MB before it even says hello) cannot fill the disk: the
+/// log stops at its cap with a note, and the adapter, whose pipe is still drained, is judged.
+#[test]
+fn an_adapter_flooding_stderr_is_capped_with_a_note() {
+    let logs = tempfile::tempdir().unwrap();
+    let adapter = format!(
+        "sh -c {}",
+        shell_words::quote(&format!(
+            "head -c 50000000 /dev/zero >&2; exec {}",
+            faulty("")
+        ))
+    );
+    let out = exec_run(&adapter, logs.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = logs.path().join("latest/adapter.stderr.log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    let cap = tk_conform::backend::exec::process::MAX_STDERR_LOG_BYTES;
+    assert!(size > cap && size < cap + 1024, "{size} bytes");
+    let bytes = std::fs::read(&log).unwrap();
+    let tail = String::from_utf8_lossy(&bytes[bytes.len() - 300..]);
+    assert!(tail.contains("reached its cap of 16 MiB"), "{tail}");
+}
+
+/// Live processes whose command line is exactly `cmdline` (zombies are dead).
+fn processes_running(cmdline: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            String::from_utf8_lossy(&raw).replace('\0', " ").trim() == cmdline
+                && !stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .collect()
+}
+
+#[test]
+fn an_adapters_setsid_grandchild_dies_with_the_run() {
+    // `setsid -f` forks a sleeper into a session of its own and its parent exits: it is in
+    // neither the adapter's process group nor its parent chain.
+    for interrupt in [false, true] {
+        let logs = tempfile::tempdir().unwrap();
+        let marker = logs.path().join("marker");
+        let sleeper = format!(
+            "sleep 86{}.{}",
+            std::process::id() % 10_000,
+            interrupt as u8
+        );
+        let fault = if interrupt {
+            format!("--fault hang --at 1 --once {}", util::quoted(&marker))
+        } else {
+            String::new()
+        };
+        let adapter = format!(
+            "sh -c {}",
+            shell_words::quote(&format!("setsid -f {sleeper}; exec {}", faulty(&fault)))
+        );
+        let mut harness = bin()
+            .arg("run")
+            .arg("--contract")
+            .arg(util::repo().join("contract"))
+            .arg("--logs")
+            .arg(logs.path())
+            .args(["--backend", "exec", "--adapter", &adapter])
+            .args(["--adapter-timeout-ms", "60000"])
+            .env("CI", "1")
+            .env_remove("TK_CONFORM_REDIS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut seen = false;
+        for _ in 0..3000 {
+            seen |= !processes_running(&sleeper).is_empty();
+            if seen && (!interrupt || marker.exists()) {
+                break;
+            }
+            if !interrupt && harness.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if interrupt {
+            assert!(seen && marker.exists(), "the adapter never started hanging");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(harness.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            )
+            .unwrap();
+        }
+        let status = harness.wait().unwrap();
+        assert_eq!(status.code(), Some(if interrupt { 130 } else { 0 }));
+        for _ in 0..500 {
+            if processes_running(&sleeper).is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = processes_running(&sleeper);
+        for pid in &left {
+            // Do not leave it running whatever the outcome.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(
+            left.is_empty(),
+            "`{sleeper}` (setsid by the adapter) outlived the run (interrupted: {interrupt})"
+        );
+    }
+}

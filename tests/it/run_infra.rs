@@ -297,3 +297,245 @@ fn redis_restart_keeps_the_url_and_scripts_fall_back_to_eval() {
         assert!(wait_gone(pid));
     });
 }
+
+/// A redis-server the test starts, standing for a user's own server (`--redis-url`), holding
+/// keys with the names the harness and server used to write without a prefix.
+struct UserRedis(util::Redis);
+
+impl UserRedis {
+    fn start() -> UserRedis {
+        let redis = util::Redis::start();
+        let () = redis.cmd(&["SET", "federated#reserve", "mine"]);
+        let () = redis.cmd(&["SADD", "tk-conform-server#slot-keys", "users-member"]);
+        UserRedis(redis)
+    }
+
+    fn url(&self) -> String {
+        self.0.url()
+    }
+
+    fn cmd<T: redis::FromRedisValue + Send + 'static>(&self, args: &[&str]) -> T {
+        self.0.cmd(args)
+    }
+
+    /// Fails unless only the user's own keys are there, untouched.
+    fn assert_only_the_users_keys(&self, what: &str) {
+        assert_eq!(
+            self.0.keys(),
+            ["federated#reserve", "tk-conform-server#slot-keys"],
+            "{what}: keys left behind"
+        );
+        let kept: String = self.cmd(&["GET", "federated#reserve"]);
+        assert_eq!(kept, "mine", "{what}");
+        let members: Vec<String> = self.cmd(&["SMEMBERS", "tk-conform-server#slot-keys"]);
+        assert_eq!(members, ["users-member"], "{what}");
+    }
+}
+
+#[test]
+fn exec_and_service_runs_on_a_redis_url_leave_no_key_behind() {
+    if !have_redis() {
+        return;
+    }
+    let user = UserRedis::start();
+    let url = user.url();
+    let contract = util::repo().join("contract");
+    let node = format!(
+        "node {}",
+        util::repo()
+            .join("adapters/node/contract_lua.mjs")
+            .display()
+    );
+    for (what, extra) in [
+        (
+            "exec",
+            vec!["--backend", "exec", "--adapter", node.as_str()],
+        ),
+        (
+            "service --server-store redis",
+            vec!["--backend", "service", "--server-store", "redis"],
+        ),
+    ] {
+        let logs = tempfile::tempdir().unwrap();
+        let mut args = vec!["--redis-url", url.as_str()];
+        args.extend(extra);
+        let mut child = spawn_run(&contract, logs.path(), &args);
+        let status = wait_bounded(&mut child, Duration::from_secs(300));
+        assert_eq!(status.code(), Some(0), "{what}: {}", stderr_of(&mut child));
+        let summary = latest_summary(logs.path());
+        assert_eq!(summary["counts"]["failed"], 0, "{what}");
+        if what.starts_with("service") {
+            // The one-oracle trial ran: the direct door used the server's key prefix.
+            let oracle = summary["trials"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"].as_str().unwrap().contains("oracle"))
+                .cloned()
+                .unwrap();
+            assert_eq!(oracle["outcome"], "passed", "{oracle}");
+        }
+        user.assert_only_the_users_keys(what);
+    }
+}
+
+#[test]
+fn an_interrupted_run_on_a_redis_url_deletes_its_keys() {
+    if !have_redis() {
+        return;
+    }
+    let user = UserRedis::start();
+    let url = user.url();
+    let contract = ContractCopy::new();
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = spawn_run(
+        contract.path(),
+        logs.path(),
+        &["--redis-url", &url, "--repeat", "100000"],
+    );
+    // Mid-run: the replays have written keys.
+    let started = Instant::now();
+    loop {
+        let n: Vec<String> = user.cmd(&["KEYS", "tk-conform:*"]);
+        if n.len() > 10 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no key written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130));
+    user.assert_only_the_users_keys("after SIGINT");
+}
+
+/// `.tmp-*` files anywhere under `dir` (a write cut short).
+fn stray_temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn sigint_and_sigterm_leave_no_temp_folder_no_temp_file_and_every_finished_trial() {
+    if !have_redis() {
+        return;
+    }
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let logs = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // The reference server on a Redis of the run's own: both have temp folders.
+        let mut child = bin()
+            .arg("run")
+            .arg("--contract")
+            .arg(util::repo().join("contract"))
+            .arg("--logs")
+            .arg(logs.path())
+            .args(["--backend", "service", "--server-store", "redis"])
+            .env("CI", "1")
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Until some trials have finished and both folders exist.
+        let started = Instant::now();
+        loop {
+            let folders = std::fs::read_dir(tmp.path()).unwrap().count();
+            let finished = std::fs::read_to_string(logs.path().join("latest/run.log"))
+                .map(|l| l.matches(" trial ").count())
+                .unwrap_or(0);
+            if folders >= 2 && finished >= 2 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{signal}: the run never got going ({folders} folders, {finished} trials)"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = wait_bounded(&mut child, Duration::from_secs(30));
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "{signal}: {}",
+            stderr_of(&mut child)
+        );
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{signal}: temp folders left: {left:?}");
+        let run = logs.path().join("latest");
+        assert_eq!(stray_temp_files(&run), Vec::<std::path::PathBuf>::new());
+        let summary = latest_summary(logs.path());
+        assert_eq!(summary["status"], "interrupted", "{signal}");
+        // Every trial run.log says finished is in the summary, and nothing else.
+        let log = std::fs::read_to_string(run.join("run.log")).unwrap();
+        let mut logged: Vec<String> = log
+            .lines()
+            .filter_map(|l| l.split(" trial ").nth(1))
+            .map(|rest| rest.split(' ').next().unwrap().to_owned())
+            .collect();
+        let mut recorded: Vec<String> = summary["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect();
+        logged.sort();
+        recorded.sort();
+        assert!(!recorded.is_empty(), "{signal}");
+        assert_eq!(logged, recorded, "{signal}");
+    }
+}
+
+#[test]
+fn a_summary_left_by_sigkill_names_the_dead_process() {
+    if !have_redis() {
+        return;
+    }
+    let contract = ContractCopy::new();
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = spawn_run(
+        contract.path(),
+        logs.path(),
+        &["--repeat", "100000", "--", "--test-threads", "1"],
+    );
+    let _ = redis_pid_from_log(logs.path());
+    let pid = child.id();
+    let summary: tk_conform::report::Summary =
+        serde_json::from_value(latest_summary(logs.path())).unwrap();
+    assert_eq!(summary.pid, pid);
+    assert_eq!(
+        summary.pid_start_ticks,
+        tk_conform::report::process_start_ticks(pid)
+    );
+    assert!(summary.still_running(), "the run is alive");
+    child.kill().unwrap();
+    let _ = child.wait();
+    let summary: tk_conform::report::Summary =
+        serde_json::from_value(latest_summary(logs.path())).unwrap();
+    assert_eq!(summary.status, tk_conform::report::RunStatus::Running);
+    assert!(
+        !summary.still_running(),
+        "a SIGKILLed run's summary must read as incomplete"
+    );
+}

@@ -290,9 +290,7 @@ fn vectors_starting_at_zero_replay_with_a_logged_offset() {
     let contract = ContractCopy::new();
     let mut vectors = contract.vectors();
     let small_offset = |s: &Suite| {
-        let mut one = contract.vectors();
-        one.suites = vec![s.clone()];
-        tk_conform::conformance::corpus::smallest_offset(&one, std::path::Path::new("x"))
+        tk_conform::conformance::corpus::suite_offset(s, std::path::Path::new("x"))
             .is_ok_and(|base| base <= 60_000.0)
     };
     vectors.suites.retain(|s| {
@@ -407,4 +405,437 @@ fn a_redis_run_where_every_trial_is_skipped_is_not_green() {
     let summary = latest_summary(logs.path());
     assert!(summary["counts"]["skipped"].as_u64().unwrap() > 0);
     assert_eq!(summary["counts"]["passed"], 0);
+}
+
+/// A file shaped like ThrottleKit's published vectors, made the way an in-process oracle makes
+/// them: every timeline starts at now = 0, and a tokenBudget suite with a 60000 ms window sits
+/// beside a gcra suite `{limit: 3, periodMs: 1000, burst: 3}`.
+fn throttlekit_shaped_vectors() -> tk_conform::contract::vectors::VectorsFile {
+    use tk_conform::contract::vectors::{DebitOp, RateLimitSuite, RateOp, TokenBudgetSuite};
+    use tk_conform::model::{Strategy, TokenBudget, TokenBudgetOptions};
+    let strategy: Strategy =
+        serde_json::from_str(r#"{"kind":"gcra","options":{"limit":3,"periodMs":1000,"burst":3}}"#)
+            .unwrap();
+    let mut state = None;
+    let ops = [
+        (0.0, 1.0),
+        (0.0, 1.0),
+        (0.0, 1.0),
+        (0.0, 1.0),
+        (334.0, 1.0),
+        (1000.0, 2.0),
+    ]
+    .into_iter()
+    .map(|(now, cost)| RateOp {
+        now,
+        cost,
+        expect: strategy.check(&mut state, now, cost).unwrap().decision,
+    })
+    .collect();
+    let options = TokenBudgetOptions {
+        budget: 10.0,
+        window_ms: 60_000.0,
+    };
+    let meter = TokenBudget::new(options).unwrap();
+    let mut used = None;
+    let debits = [
+        (0.0, 4.0),
+        (30_000.0, 7.0),
+        (59_999.0, 1.0),
+        (60_000.0, 1.0),
+    ]
+    .into_iter()
+    .map(|(now, tokens)| DebitOp {
+        now,
+        tokens,
+        expect: meter.debit(&mut used, now, tokens).unwrap(),
+    })
+    .collect();
+    let mut file = ContractCopy::new().vectors();
+    file.generated_from = "an in-process oracle at now = 0 (ThrottleKit-shaped)".into();
+    file.suites = vec![
+        Suite::TokenBudget(TokenBudgetSuite {
+            name: "budget-minute".into(),
+            options,
+            ops: debits,
+        }),
+        Suite::RateLimit(RateLimitSuite {
+            name: "gcra-3-per-s".into(),
+            strategy,
+            key: "k".into(),
+            ops,
+        }),
+    ];
+    file
+}
+
+/// Spec 5 asks for the smallest offset: one offset for the whole file (60000, for the budget's
+/// window) made gcra's first `remaining` 1 where 2 is right. Each suite gets its own, logged.
+#[test]
+fn throttlekit_shaped_vectors_replay_green_on_model_and_redis() {
+    let vectors = throttlekit_shaped_vectors();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("throttlekit-shaped.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&vectors).unwrap()).unwrap();
+    let contract = ContractCopy::new();
+    let mut backends = vec!["model"];
+    if have_redis() {
+        backends.push("redis");
+    }
+    for backend in backends {
+        let logs = tempfile::tempdir().unwrap();
+        let out = run(
+            contract.path(),
+            logs.path(),
+            &["--backend", backend, "--vectors", path.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(0), "{backend}: {}", text(&out));
+        let summary = latest_summary(logs.path());
+        assert_eq!(summary["counts"]["failed"], 0, "{backend}: {summary:#}");
+        assert_eq!(
+            summary["details"]["clockOffsets"],
+            serde_json::json!({"rateLimit::gcra-3-per-s": 1000.0}),
+            "{backend}"
+        );
+        let log = std::fs::read_to_string(logs.path().join("latest/run.log")).unwrap();
+        assert!(
+            log.contains("clock offset: 1000 ms added to every now of rateLimit::gcra-3-per-s"),
+            "{log}"
+        );
+    }
+}
+
+/// Every vectors file loads cleanly or the run stops with exit 2, naming the suite and op.
+#[test]
+fn a_vectors_file_that_does_not_load_cleanly_is_exit_2_naming_suite_and_op() {
+    let contract = ContractCopy::new();
+    let good = contract.vectors();
+    let first_rate = good
+        .suites
+        .iter()
+        .position(|s| matches!(s, Suite::RateLimit(_)))
+        .unwrap();
+    let trial = good.suites[first_rate].trial_name();
+    let second = good.suites[first_rate + 1].name().to_owned();
+    let edit = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut raw: serde_json::Value = serde_json::to_value(&good).unwrap();
+        change(&mut raw["suites"][first_rate]);
+        raw
+    };
+    let cases: Vec<(&str, serde_json::Value, String)> = vec![
+        (
+            "unknown field",
+            edit(&|s| s["ops"][1]["costt"] = 2.into()),
+            format!("suite {trial} (suites[{first_rate}]): unknown field `ops[1].costt`"),
+        ),
+        (
+            "duplicate name",
+            edit(&|s| s["name"] = second.clone().into()),
+            format!(
+                "(suites[{}]): the name {second:?} is also the name of suites[{first_rate}]",
+                first_rate + 1
+            ),
+        ),
+        (
+            "negative cost",
+            edit(&|s| s["ops"][1]["cost"] = (-1).into()),
+            "op 1: cost must be a finite number >= 0, got -1".to_owned(),
+        ),
+        (
+            "limit 0",
+            edit(&|s| s["strategy"]["options"]["limit"] = 0.into()),
+            "option `limit` must be a positive finite number, got 0".to_owned(),
+        ),
+        (
+            "negative now",
+            edit(&|s| s["ops"][2]["now"] = (-1000).into()),
+            "op 2: now must be a finite number of epoch milliseconds, got -1000".to_owned(),
+        ),
+    ];
+    for (what, raw, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&raw).unwrap()).unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let out = run(
+            contract.path(),
+            logs.path(),
+            &["--backend", "model", "--vectors", path.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("bad.json does not load cleanly") && stderr.contains(&want),
+            "{what}: want {want:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn clock_offsets_and_trial_timeouts_out_of_bounds_are_exit_2() {
+    let contract = ContractCopy::new();
+    for flags in [
+        ["--clock-offset", "1e20"],
+        ["--clock-offset", "NaN"],
+        ["--clock-offset", "inf"],
+        ["--clock-offset=-1", ""],
+        ["--trial-timeout", "0"],
+    ] {
+        let logs = tempfile::tempdir().unwrap();
+        let mut args = vec!["--backend", "model"];
+        args.extend(flags.into_iter().filter(|f| !f.is_empty()));
+        let out = run(contract.path(), logs.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let flag = flags[0].split('=').next().unwrap();
+        assert!(stderr.contains(flag), "{flags:?}: {stderr}");
+    }
+}
+
+/// An engine author's scripts folder: manifest.json and the *.lua files, nothing else.
+fn scripts_dir_from(contract: &ContractCopy) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(contract.path().join("scripts")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn run_scripts(scripts: &std::path::Path, logs: &std::path::Path) -> std::process::Output {
+    // The vendored, sealed contract supplies the vectors; --scripts supplies the engine.
+    bin()
+        .args(["run", "--backend", "redis", "--logs"])
+        .arg(logs)
+        .arg("--scripts")
+        .arg(scripts)
+        .current_dir(crate::util::repo())
+        .env("CI", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn own_scripts_are_judged_against_the_vendored_vectors() {
+    if !have_redis() {
+        return;
+    }
+    let contract = ContractCopy::new();
+    // A copy of the contract's scripts, broken as an author might: remaining off by one.
+    contract.edit_script("gcra.check.lua", |lua| {
+        lua.replace(
+            "math.max(0, math.floor((tau - (newTat - now)) / T))",
+            "math.max(0, math.floor((tau - (newTat - now)) / T)) + 1",
+        )
+    });
+    let broken = scripts_dir_from(&contract);
+    assert!(!broken.path().join("SOURCE").exists());
+    let logs = tempfile::tempdir().unwrap();
+    let out = run_scripts(broken.path(), logs.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let summary = latest_summary(logs.path());
+    assert!(summary["contractDigest"].is_string(), "{summary:#}");
+    assert_eq!(
+        summary["details"]["scripts"],
+        broken.path().display().to_string()
+    );
+    let failed: Vec<&str> = summary["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["outcome"] == "failed")
+        .map(|t| t["message"].as_str().unwrap())
+        .collect();
+    assert!(!failed.is_empty());
+    for message in &failed {
+        assert!(
+            message.starts_with("rateLimit::gcra")
+                && message.contains("diverged at op ")
+                && message.contains("remaining: expected"),
+            "{message}"
+        );
+    }
+    // The same folder unbroken passes.
+    let fine = scripts_dir_from(&ContractCopy::new());
+    let logs = tempfile::tempdir().unwrap();
+    let out = run_scripts(fine.path(), logs.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn a_bad_scripts_dir_is_exit_2_saying_what_is_wrong() {
+    let contract = ContractCopy::new();
+    type Breaks = Box<dyn Fn(&std::path::Path)>;
+    let cases: Vec<(&str, Breaks, &str)> = vec![
+        (
+            "no manifest",
+            Box::new(|d| std::fs::remove_file(d.join("manifest.json")).unwrap()),
+            "no scripts manifest there; a scripts folder holds manifest.json",
+        ),
+        (
+            "a script file missing",
+            Box::new(|d| std::fs::remove_file(d.join("gcra.check.lua")).unwrap()),
+            "script \"gcra.check\": cannot read its file",
+        ),
+        (
+            "sha mismatch",
+            Box::new(|d| {
+                let lua = d.join("gcra.check.lua");
+                let text = std::fs::read_to_string(&lua).unwrap() + "-- edited\n";
+                std::fs::write(lua, text).unwrap();
+            }),
+            "gcra.check.lua: sha256 is",
+        ),
+        (
+            "a file outside the folder",
+            Box::new(|d| {
+                let path = d.join("manifest.json");
+                let text = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .replace("\"gcra.check.lua\"", "\"../gcra.check.lua\"");
+                std::fs::write(path, text).unwrap();
+            }),
+            "not a plain relative path",
+        ),
+    ];
+    for (what, breaks, want) in cases {
+        let dir = scripts_dir_from(&contract);
+        breaks(dir.path());
+        let logs = tempfile::tempdir().unwrap();
+        let out = run_scripts(dir.path(), logs.path());
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{what}: want {want:?} in {stderr}");
+        let errors = stderr.lines().filter(|l| l.contains("error")).count();
+        assert_eq!(errors, 1, "{what}: {stderr}");
+    }
+    // --scripts is for the redis backend.
+    let dir = scripts_dir_from(&contract);
+    let logs = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["run", "--backend", "model", "--scripts"])
+        .arg(dir.path())
+        .arg("--logs")
+        .arg(logs.path())
+        .current_dir(crate::util::repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn a_contract_dir_without_source_suggests_seal_or_scripts() {
+    let contract = ContractCopy::new();
+    // A sealed copy whose SOURCE is gone: the author's own folder passed as --contract.
+    std::fs::copy(
+        crate::util::repo().join("contract/manifest.sha256"),
+        contract.path().join("manifest.sha256"),
+    )
+    .unwrap();
+    std::fs::remove_file(contract.path().join("SOURCE")).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let out = run(contract.path(), logs.path(), &["--backend", "model"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no SOURCE")
+            && stderr.contains("--scripts DIR")
+            && stderr.contains("tk-conform contract seal --contract"),
+        "{stderr}"
+    );
+}
+
+/// Errors that quote their source in their own message must not have it printed again.
+#[test]
+fn a_cause_is_printed_once() {
+    let logs = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "run",
+            "--backend",
+            "model",
+            "--vectors",
+            "/nonexistent/v.json",
+            "--logs",
+        ])
+        .arg(logs.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("cannot read /nonexistent/v.json").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+/// A script that never returns wedges Redis (one script at a time): the harness sends SCRIPT
+/// KILL on a second connection, fails only that trial naming the script and the bound, and
+/// every later trial keeps passing. A Redis it did not start is not left answering BUSY.
+#[test]
+fn a_runaway_script_is_killed_and_only_its_trial_fails() {
+    if !have_redis() {
+        return;
+    }
+    let redis = crate::util::Redis::start();
+    let contract = ContractCopy::new();
+    let victim = "fixedWindow-boundary-ms";
+    contract.edit_script("fixedWindow.check.lua", |lua| {
+        format!("if string.find(KEYS[1], '{victim}', 1, true) then while true do end end\n{lua}")
+    });
+    let scripts = scripts_dir_from(&contract);
+    // One trial at a time, and four at once: calls of other trials queued behind the runaway
+    // are answered BUSY, wait for the kill and are sent again, so they pass too.
+    // And with a trial timeout shorter than the call's bound: the abandoned call's script is
+    // killed all the same.
+    for (trial_timeout, threads) in [("60", "1"), ("60", "4"), ("2", "1")] {
+        let logs = tempfile::tempdir().unwrap();
+        let out = bin()
+            .args(["run", "--backend", "redis", "--redis-url", &redis.url()])
+            .args(["--trial-timeout", trial_timeout, "--logs"])
+            .arg(logs.path())
+            .arg("--scripts")
+            .arg(scripts.path())
+            .args(["--", "--test-threads", threads])
+            .current_dir(crate::util::repo())
+            .env("CI", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{threads}: {}", text(&out));
+        let summary = latest_summary(logs.path());
+        let trials = summary["trials"].as_array().unwrap();
+        let failed: Vec<&serde_json::Value> =
+            trials.iter().filter(|t| t["outcome"] == "failed").collect();
+        assert_eq!(failed.len(), 1, "{threads}: {summary:#}");
+        assert_eq!(failed[0]["name"], format!("rateLimit::{victim}"));
+        let message = failed[0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("fixedWindow.check")
+                && message.contains("SCRIPT KILL")
+                && (message.contains("did not answer within 10 s (the bound on one script call)")
+                    || message.contains("ran past Redis's busy-reply threshold"))
+                || trial_timeout == "2" && message.contains("did not finish within 2 s"),
+            "{threads}: {message}"
+        );
+        // Every other trial, the fixedWindow ones after it included, passed.
+        let (rate, _) = counts(&contract.vectors());
+        assert_eq!(
+            summary["counts"]["passed"],
+            rate - 1,
+            "{threads}: {summary:#}"
+        );
+    }
+    // The Redis the harness did not start answers, not BUSY.
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection_with_timeout(std::time::Duration::from_secs(3))
+        .unwrap();
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
 }

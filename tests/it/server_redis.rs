@@ -42,23 +42,19 @@ fn target(redis_url: &str, faults: &[&str]) -> ServiceTarget {
     target_on(repo().join(service_suites::POLICY_FILE), redis_url, faults)
 }
 
-/// The suites' policy file with the lifecycle policies `cc2` and `solo` made
-/// `distributedConcurrency`, so their slots live in Redis (the store's own Lua) instead of in
-/// each server's memory, where plain `concurrency` keeps them.
+/// The suites' policy file with every concurrency policy made `distributedConcurrency`, so
+/// its slots live in Redis (the store's own Lua) instead of in each server's memory, where
+/// plain `concurrency` keeps them.
 fn distributed_slot_policies() -> tempfile::NamedTempFile {
     let shipped = std::fs::read_to_string(repo().join(service_suites::POLICY_FILE)).unwrap();
-    let mut text = shipped.clone();
-    for name in ["cc2:", "solo:"] {
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(name))
-            .unwrap_or_else(|| panic!("no `{name}` policy in the suites' policy file"))
-            .to_owned();
-        assert!(line.contains("{ concurrency:"), "{line}");
-        text = text.replace(
-            &line,
-            &line.replace("{ concurrency:", "{ distributedConcurrency:"),
-        );
+    let text = shipped.replace("    concurrency: {", "    distributedConcurrency: {");
+    for name in ["cc2", "beat", "abandon", "late"] {
+        let at = text
+            .find(&format!("  {name}:\n    distributedConcurrency: {{"))
+            .unwrap_or_else(|| {
+                panic!("no block `{name}` concurrency policy in the suites' policy file")
+            });
+        assert!(at > 0);
     }
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(text.as_bytes()).unwrap();
@@ -93,16 +89,35 @@ async fn run_suites(target: ServiceTarget, only: &[&str]) -> BTreeMap<&'static s
     suites.iter().map(|s| s.name).zip(outcomes).collect()
 }
 
+fn assert_all_pass(outcomes: &BTreeMap<&'static str, Outcome>) {
+    let not_passed: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| !matches!(o, Outcome::Passed | Outcome::Informational(_)))
+        .collect();
+    assert!(not_passed.is_empty(), "{not_passed:#?}");
+    assert!(outcomes.contains_key("one_oracle_shared_budget"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_server_on_redis_passes_every_service_suite() {
     let Some(redis) = redis().await else { return };
     let outcomes = run_suites(target(redis.url(), &[]), &[]).await;
-    let not_passed: Vec<_> = outcomes
-        .iter()
-        .filter(|(_, o)| **o != Outcome::Passed)
-        .collect();
-    assert!(not_passed.is_empty(), "{not_passed:#?}");
-    assert!(outcomes.contains_key("one_oracle_shared_budget"));
+    assert_all_pass(&outcomes);
+}
+
+/// The ThrottleKit-like mode on Redis, started from ThrottleKit's own flags, passes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttlekit_like_server_on_redis_passes_every_service_suite() {
+    let Some(redis) = redis().await else { return };
+    let exe = env!("CARGO_BIN_EXE_tk-conform");
+    let mut target = target(redis.url(), &[]);
+    target.server_cmd = Some(format!(
+        "{exe} serve --compat throttlekit --config {{config}} --host 127.0.0.1 --port {{port}} \
+         --redis {{redis_url}} --contract {} --node-id tk-0",
+        target.contract_dir.display()
+    ));
+    let outcomes = run_suites(target, &[]).await;
+    assert_all_pass(&outcomes);
 }
 
 const LIFECYCLE_SUITES: &[&str] = &[
@@ -150,7 +165,7 @@ const FAULTS: &[(&str, &str, &str)] = &[
     (
         "over-grant-reserve",
         "reserve_within_window_budget",
-        "capacity (sum over the window)",
+        "capacity (at most wants and what is left of the window)",
     ),
 ];
 
@@ -190,10 +205,17 @@ async fn faulty_redis_backed_servers_fail_the_matching_suite() {
 const FLEET_POLICIES: &str = r#"
 version: 1
 limiters:
-  one-slot: { distributedConcurrency: { minLimit: 1, maxLimit: 1 } }
-  local-slot: { concurrency: { minLimit: 1, maxLimit: 1 } }
-  shared-meter: { fleetBudget: { budget: 3, windowMs: 1h } }
-  coupled: { strategy: fixedWindow, limit: 10, period: 1h, twoTier: { mode: leased, batch: 4, windowCoupled: true } }
+  one-slot:
+    distributedConcurrency: { minLimit: 1, maxLimit: 1 }
+  local-slot:
+    concurrency: { minLimit: 1, maxLimit: 1 }
+  shared-meter:
+    fleetBudget: { budget: 3, windowMs: 3600000 }
+  coupled:
+    strategy: fixedWindow
+    limit: 10
+    period: 1h
+    twoTier: { mode: leased, batch: 4, windowCoupled: true }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +256,7 @@ async fn servers_on_one_redis_enforce_one_limit() {
         policy: policy.into(),
         key: format!("k{tag}"),
         cost: 1,
-        hold: true,
+        hold: 0,
         value: 0,
     };
 
@@ -355,7 +377,7 @@ async fn an_emptied_script_cache_is_survived() {
 /// The set of every slots key the Redis store keeps (`src/server/store/redis.rs`).
 const SLOT_KEYS: &str = "tk-conform-server#slot-keys";
 
-/// Admits one `solo` slot (in Redis), abandons it, and then makes no call to the server at all:
+/// Admits one `abandon` slot (in Redis), abandons it, and then makes no call to the server at all:
 /// returns whether the server's sweep reclaimed it before `TTL + 2 s`, or `None` where no Redis
 /// can run.
 async fn abandoned_slot_swept_without_a_call(faults: &[&str]) -> Option<bool> {
@@ -369,18 +391,18 @@ async fn abandoned_slot_swept_without_a_call(faults: &[&str]) -> Option<bool> {
         .clients
         .rate()
         .admit(proto::AdmitRequest {
-            policy: "solo".into(),
+            policy: "abandon".into(),
             key: key.clone(),
             cost: 1,
-            hold: true,
+            hold: 0,
             value: 0,
         })
         .await
-        .expect("Admit solo")
+        .expect("Admit abandon")
         .into_inner();
     assert!(
         granted.decision.unwrap().allowed,
-        "a cold solo slot is free"
+        "a cold abandon slot is free"
     );
     let mut con = tk_conform::infra::connect(redis.url()).await.unwrap();
     let slot_keys: Vec<String> = redis::cmd("SMEMBERS")

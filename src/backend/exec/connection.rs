@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::process::{self, AdapterProcess, LaunchSpec, LineRead};
 use super::protocol::{
-    ErrorKind, HarnessInfo, Hello, PROTOCOL_VERSION, Reply, ReplyChecker, Request,
+    ErrorKind, Handshake, HarnessInfo, PROTOCOL_VERSION, PROTOCOL_VERSIONS, Reply, ReplyChecker,
+    Request,
 };
 use crate::backend::BackendError;
 
@@ -39,7 +40,7 @@ pub(super) struct Connection {
     restarts: u32,
     gave_up: Option<String>,
     /// The first handshake; a restarted adapter must say the same.
-    hello: Option<Hello>,
+    hello: Option<Handshake>,
 }
 
 /// How one exchange went wrong, before it becomes a `BackendError`.
@@ -85,11 +86,12 @@ impl Connection {
     }
 
     /// Spawns the adapter and says hello.
-    pub(super) async fn start(&mut self) -> Result<Hello, StartError> {
+    pub(super) async fn start(&mut self) -> Result<Handshake, StartError> {
         let process = AdapterProcess::spawn(&self.spec).map_err(StartError::Spawn)?;
         self.process = Some(process);
         let request = Request::Hello {
             protocol_version: PROTOCOL_VERSION,
+            protocol_versions: PROTOCOL_VERSIONS,
             harness: HarnessInfo {
                 name: "tk-conform".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -114,11 +116,11 @@ impl Connection {
                 return Err(StartError::Handshake(error));
             }
         };
-        if hello.protocol_version != PROTOCOL_VERSION {
+        if !PROTOCOL_VERSIONS.contains(&hello.version()) {
             self.discard();
             return Err(StartError::Handshake(BackendError::Protocol(format!(
-                "the adapter speaks protocol version {}, this harness speaks {PROTOCOL_VERSION}",
-                hello.protocol_version
+                "the adapter speaks protocol version {}, this harness speaks versions 1 and 2",
+                hello.version()
             ))));
         }
         if let Some(first) = self.hello.clone()
@@ -176,6 +178,7 @@ impl Connection {
                 ErrorKind::Unsupported => BackendError::Unsupported(message),
                 ErrorKind::Invalid => BackendError::Invalid(message),
                 ErrorKind::Internal => BackendError::Internal(message),
+                ErrorKind::Unavailable => BackendError::StoreUnreachable(message),
             }),
             Ok(reply) => Ok(reply),
             Err(failure) => Err(self.fail(failure)),

@@ -8,8 +8,9 @@
 
 mod args;
 mod connection;
-mod process;
+pub mod process;
 pub mod protocol;
+pub mod v2;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,8 +27,9 @@ use connection::{Connection, StartError, unexpected};
 use process::LaunchSpec;
 pub use process::{CommandLineError, split_command};
 use protocol::{
-    AdapterCapabilities, Hello, PROTOCOL_VERSION, REDIS_URL_ENV, Reply, ReplyChecker, Request,
+    AdapterCapabilities, Handshake, PROTOCOL_VERSION, REDIS_URL_ENV, Reply, ReplyChecker, Request,
 };
+pub use v2::V2Session;
 
 /// How to run and police one adapter.
 #[derive(Debug, Clone)]
@@ -96,7 +98,9 @@ pub enum ExecError {
 }
 
 pub struct ExecBackend {
-    hello: Hello,
+    hello: Handshake,
+    /// The v1 capabilities (a v2 adapter claims none: it is judged by the property suites).
+    declared: AdapterCapabilities,
     capabilities: Capabilities,
     connection: Arc<Mutex<Connection>>,
     suites_opened: AtomicU64,
@@ -127,7 +131,12 @@ impl ExecBackend {
                 source,
             },
         })?;
-        let declared = &hello.capabilities;
+        let declared = match &hello {
+            Handshake::V1(h) => h.capabilities.clone(),
+            Handshake::V2(_) => AdapterCapabilities::none(
+                "a protocol-2 adapter declares limiter kinds; the property suites judge them",
+            ),
+        };
         let capabilities = Capabilities {
             strategies: declared.strategies.clone(),
             token_budget: declared.token_budget,
@@ -138,6 +147,7 @@ impl ExecBackend {
         };
         Ok(ExecBackend {
             hello,
+            declared,
             capabilities,
             connection: Arc::new(Mutex::new(connection)),
             suites_opened: AtomicU64::new(0),
@@ -146,8 +156,48 @@ impl ExecBackend {
     }
 
     /// What the adapter said in its handshake.
-    pub fn hello(&self) -> &Hello {
+    pub fn hello(&self) -> &Handshake {
         &self.hello
+    }
+
+    /// The adapter's protocol-2 declaration, when it speaks version 2.
+    pub fn hello_v2(&self) -> Option<&v2::HelloV2> {
+        match &self.hello {
+            Handshake::V2(h) => Some(h),
+            Handshake::V1(_) => None,
+        }
+    }
+
+    /// A protocol-2 session over a fresh namespace (as `reset` gives every suite). Sessions take
+    /// turns on the one adapter, like [`Backend::open_suite`]'s.
+    pub async fn open_v2(&self, suite: &str) -> Result<V2Session, BackendError> {
+        let n = self.suites_opened.fetch_add(1, Ordering::Relaxed);
+        let namespace = format!("{}:{n}", self.namespace_prefix);
+        self.open_v2_in(suite, &namespace).await
+    }
+
+    /// A protocol-2 session in a namespace another session already uses: adapters racing on one
+    /// key share it.
+    pub async fn open_v2_in(
+        &self,
+        suite: &str,
+        namespace: &str,
+    ) -> Result<V2Session, BackendError> {
+        let Some(hello) = self.hello_v2() else {
+            return Err(BackendError::Unsupported(
+                "the adapter speaks protocol version 1, which has no limiter kinds".into(),
+            ));
+        };
+        let namespace = namespace.to_owned();
+        let mut connection = self.connection.clone().lock_owned().await;
+        connection
+            .call(&Request::Reset {
+                suite,
+                namespace: &namespace,
+            })
+            .await
+            .and_then(expect_ok)?;
+        Ok(V2Session::new(connection, hello.clone(), namespace))
     }
 
     /// The running adapter's process id (also its process group id), if one is running.
@@ -184,7 +234,7 @@ fn launch_spec(config: &ExecConfig, argv: Vec<String>) -> LaunchSpec {
 #[async_trait]
 impl Backend for ExecBackend {
     fn info(&self) -> BackendInfo {
-        let a = &self.hello.adapter;
+        let a = self.hello.adapter();
         BackendInfo {
             kind: "exec".into(),
             name: a.name.clone(),
@@ -212,15 +262,15 @@ impl Backend for ExecBackend {
             .and_then(expect_ok)?;
         Ok(Box::new(ExecSession {
             connection,
-            declared: self.hello.capabilities.clone(),
+            declared: self.declared.clone(),
         }))
     }
 
     /// The adapter's own words from its handshake's `reasons`, when it gave any.
     fn unsupported_reason(&self, what: Capability) -> String {
         let capability = what.protocol_name();
-        let adapter = &self.hello.adapter.name;
-        match self.hello.capabilities.unsupported_reason(capability) {
+        let adapter = &self.hello.adapter().name;
+        match self.declared.unsupported_reason(capability) {
             Some(reason) => format!("{adapter}: {reason}"),
             None => format!("the exec adapter {adapter} does not claim {what} (it gave no reason)"),
         }
@@ -328,7 +378,7 @@ impl SuiteSession for ExecSession {
     }
 }
 
-fn expect_ok(reply: Reply) -> Result<(), BackendError> {
+pub(crate) fn expect_ok(reply: Reply) -> Result<(), BackendError> {
     match reply {
         Reply::Ok => Ok(()),
         other => Err(unexpected(other)),

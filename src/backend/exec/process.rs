@@ -16,6 +16,10 @@ use crate::infra::OwnedChild;
 /// The longest reply line we accept; anything longer is a protocol violation, not a memory hog.
 pub const MAX_LINE_BYTES: u64 = 1 << 20;
 
+/// The most bytes of an adapter's stderr kept in the run folder, over all its restarts; the
+/// rest is read and discarded (so the adapter never blocks on a full pipe), after one note.
+pub const MAX_STDERR_LOG_BYTES: u64 = 16 << 20;
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
@@ -42,6 +46,8 @@ pub struct AdapterProcess {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     lines_read: u64,
+    /// Copies stderr into the log; ends when the pipe closes.
+    stderr_copier: std::thread::JoinHandle<()>,
 }
 
 impl AdapterProcess {
@@ -51,7 +57,7 @@ impl AdapterProcess {
             .argv
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty adapter command"))?;
-        let stderr = OpenOptions::new()
+        let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&spec.stderr_log)
@@ -69,7 +75,7 @@ impl AdapterProcess {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr));
+            .stderr(Stdio::piped());
         if let Some(dir) = &spec.working_dir {
             command.current_dir(dir);
         }
@@ -83,6 +89,12 @@ impl AdapterProcess {
             crate::infra::ChildError::Spawn { source, .. } => source,
             other => io::Error::other(other.to_string()),
         })?;
+        let stderr = child.take_stderr().expect("stderr is piped");
+        let log_path = spec.stderr_log.clone();
+        // A plain thread: it blocks on the pipe until every holder of its write end is gone.
+        let stderr_copier = std::thread::Builder::new()
+            .name("adapter-stderr".into())
+            .spawn(move || copy_capped(stderr, log, &log_path, MAX_STDERR_LOG_BYTES))?;
         let stdin = child.take_stdin().expect("stdin is piped");
         let stdout = child.take_stdout().expect("stdout is piped");
         Ok(AdapterProcess {
@@ -90,6 +102,7 @@ impl AdapterProcess {
             stdin: ChildStdin::from_std(stdin)?,
             stdout: BufReader::new(ChildStdout::from_std(stdout)?),
             lines_read: 0,
+            stderr_copier,
         })
     }
 
@@ -139,9 +152,47 @@ impl AdapterProcess {
 
     /// Waits up to `grace` for the adapter to exit on its own, then kills its whole group.
     pub async fn finish(mut self, grace: Duration) -> Option<ExitStatus> {
-        match self.child.wait_exit(grace).await {
+        let status = match self.child.wait_exit(grace).await {
             Some(status) => Some(status),
             None => self.child.kill(),
+        };
+        // Let the log catch up with what the adapter wrote last (bounded: a grandchild that
+        // escaped the group may still hold the pipe).
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while !self.stderr_copier.is_finished() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        status
+    }
+}
+
+/// Copies `from` into `log` until `log` holds `cap` bytes, then writes one note and discards the
+/// rest until `from` closes.
+fn copy_capped(mut from: impl io::Read, mut log: std::fs::File, path: &Path, cap: u64) {
+    use std::io::Write;
+    let mut size = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut noted = size >= cap;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        let room = cap.saturating_sub(size).min(n as u64) as usize;
+        if room > 0 && log.write_all(&buf[..room]).is_ok() {
+            size += room as u64;
+        }
+        if room < n && !noted {
+            noted = true;
+            let _ = writeln!(
+                log,
+                "\n[tk-conform: {} reached its cap of {} MiB; the rest of the adapter's stderr \
+                 is discarded]",
+                path.display(),
+                cap >> 20
+            );
         }
     }
 }

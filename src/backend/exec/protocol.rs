@@ -6,10 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::v2::{DecisionV2, HelloV2, PROTOCOL_V2};
 use crate::model::{Decision, LeaseConfig, Strategy, StrategyKind, TokenBudgetOptions, num};
 
-/// The protocol version this harness speaks; `hello` carries it both ways.
+/// The first protocol version; `hello` carries it, and a v1 adapter answers with it.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Every version this harness speaks (the hello's `protocolVersions`).
+pub const PROTOCOL_VERSIONS: [u32; 2] = [PROTOCOL_VERSION, PROTOCOL_V2];
 
 /// The environment variable that hands the adapter the Redis URL the harness provisioned.
 pub const REDIS_URL_ENV: &str = "TK_CONFORM_REDIS_URL";
@@ -24,6 +28,7 @@ pub enum Request<'a> {
     #[serde(rename_all = "camelCase")]
     Hello {
         protocol_version: u32,
+        protocol_versions: [u32; 2],
         harness: HarnessInfo,
     },
     Reset {
@@ -63,7 +68,46 @@ pub enum Request<'a> {
         cost: f64,
     },
     Shutdown,
+    /// v2: create limiter `limiter` of the declared kind `kind` with these parameters.
+    Configure {
+        limiter: &'a str,
+        kind: &'a str,
+        #[serde(serialize_with = "serialize_params")]
+        params: &'a BTreeMap<String, f64>,
+    },
+    /// v2: one decision; `now` only for explicit-clock kinds.
+    Decide {
+        limiter: &'a str,
+        key: &'a str,
+        #[serde(serialize_with = "num::serialize")]
+        cost: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        now: Option<Now>,
+    },
+    /// v2: give back one concurrency slot.
+    Release {
+        limiter: &'a str,
+        key: &'a str,
+    },
 }
+
+/// Parameters are numbers like any other: integral values without a fraction.
+fn serialize_params<S: serde::Serializer>(
+    params: &&BTreeMap<String, f64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(params.len()))?;
+    for (name, value) in params.iter() {
+        map.serialize_entry(name, &Now(*value))?;
+    }
+    map.end()
+}
+
+/// An explicit-clock `now`, written like every other number.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Now(#[serde(serialize_with = "num::serialize")] pub f64);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HarnessInfo {
@@ -81,6 +125,9 @@ impl Request<'_> {
             Request::LeaseGrant { .. } => "lease.grant",
             Request::LeaseSpend { .. } => "lease.spend",
             Request::Shutdown => "shutdown",
+            Request::Configure { .. } => "configure",
+            Request::Decide { .. } => "decide",
+            Request::Release { .. } => "release",
         }
     }
 
@@ -100,9 +147,12 @@ impl Request<'_> {
     fn expected_reply(&self) -> ReplyShape {
         match self {
             Request::Hello { .. } => ReplyShape::Hello,
-            Request::Reset { .. } | Request::LeaseGrant { .. } | Request::Shutdown => {
-                ReplyShape::Ok
-            }
+            Request::Reset { .. }
+            | Request::LeaseGrant { .. }
+            | Request::Shutdown
+            | Request::Configure { .. }
+            | Request::Release { .. } => ReplyShape::Ok,
+            Request::Decide { .. } => ReplyShape::DecisionV2,
             Request::Check { .. } | Request::Debit { .. } => ReplyShape::Decision,
             Request::LeaseSpend { .. } => ReplyShape::Spend,
         }
@@ -115,6 +165,30 @@ enum ReplyShape {
     Ok,
     Decision,
     Spend,
+    DecisionV2,
+}
+
+/// What a handshake said: a v1 adapter's capabilities or a v2 adapter's limiter kinds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handshake {
+    V1(Hello),
+    V2(HelloV2),
+}
+
+impl Handshake {
+    pub fn adapter(&self) -> &AdapterInfo {
+        match self {
+            Handshake::V1(h) => &h.adapter,
+            Handshake::V2(h) => &h.adapter,
+        }
+    }
+
+    pub fn version(&self) -> u32 {
+        match self {
+            Handshake::V1(h) => h.protocol_version,
+            Handshake::V2(h) => h.protocol_version,
+        }
+    }
 }
 
 /// What the adapter says about itself in its `hello` reply.
@@ -126,7 +200,7 @@ pub struct Hello {
     pub capabilities: AdapterCapabilities,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct AdapterInfo {
     pub name: String,
     pub version: String,
@@ -147,6 +221,22 @@ pub struct AdapterCapabilities {
 }
 
 impl AdapterCapabilities {
+    /// Claims nothing, with the same reason for everything.
+    pub fn none(reason: &str) -> Self {
+        let names = StrategyKind::ALL.iter().map(|k| k.name()).chain([
+            "tokenBudget",
+            "leaseSpender",
+            "explicitClock",
+        ]);
+        AdapterCapabilities {
+            strategies: BTreeSet::new(),
+            token_budget: false,
+            lease_spender: false,
+            explicit_clock: false,
+            reasons: names.map(|n| (n.to_owned(), reason.to_owned())).collect(),
+        }
+    }
+
     /// Whether the hello claims `capability` (`tokenBudget`, `leaseSpender`, `explicitClock`, or a
     /// strategy name).
     pub fn claims(&self, capability: &str) -> bool {
@@ -173,14 +263,17 @@ pub enum ErrorKind {
     Unsupported,
     Invalid,
     Internal,
+    /// The engine's store could not be reached: never a denial.
+    Unavailable,
 }
 
 /// A reply line, checked and typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    Hello(Hello),
+    Hello(Handshake),
     Ok,
     Decision(Decision),
+    DecisionV2(DecisionV2),
     NeedsRefresh,
     Error { kind: ErrorKind, message: String },
 }
@@ -192,7 +285,7 @@ pub enum Violation {
     InvalidJson(String),
     #[error("echoed id {actual}, expected {expected}")]
     WrongId { expected: u64, actual: String },
-    #[error("the adapter speaks protocol version {0}, this harness speaks {PROTOCOL_VERSION}")]
+    #[error("the adapter speaks protocol version {0}, this harness speaks versions 1 and 2")]
     Version(String),
     #[error("does not match the schema's `{def}`: {problems}")]
     Schema { def: &'static str, problems: String },
@@ -204,12 +297,14 @@ pub struct ReplyChecker {
     validators: Vec<(&'static str, jsonschema::Validator)>,
 }
 
-const REPLY_DEFS: [&str; 5] = [
+const REPLY_DEFS: [&str; 7] = [
     "helloReply",
     "okReply",
     "decisionReply",
     "needsRefreshReply",
     "errorReply",
+    "helloReplyV2",
+    "decisionReplyV2",
 ];
 
 impl ReplyChecker {
@@ -255,9 +350,13 @@ impl ReplyChecker {
         }
         let shape = request.expected_reply();
         // A version mismatch explains every other difference, so it is reported first.
+        let v2_hello = shape == ReplyShape::Hello
+            && value.get("protocolVersion").and_then(Value::as_u64) == Some(u64::from(PROTOCOL_V2));
         if shape == ReplyShape::Hello
             && let Some(version) = value.get("protocolVersion")
-            && version.as_u64() != Some(u64::from(PROTOCOL_VERSION))
+            && !PROTOCOL_VERSIONS
+                .iter()
+                .any(|v| version.as_u64() == Some(u64::from(*v)))
         {
             return Err(Violation::Version(version.to_string()));
         }
@@ -265,8 +364,10 @@ impl ReplyChecker {
             "errorReply"
         } else {
             match shape {
+                ReplyShape::Hello if v2_hello => "helloReplyV2",
                 ReplyShape::Hello => "helloReply",
                 ReplyShape::Ok => "okReply",
+                ReplyShape::DecisionV2 => "decisionReplyV2",
                 ReplyShape::Decision => "decisionReply",
                 ReplyShape::Spend if value.get("needsRefresh").is_some() => "needsRefreshReply",
                 ReplyShape::Spend => "decisionReply",
@@ -313,6 +414,10 @@ fn typed(def: &str, value: Value) -> Result<Reply, serde_json::Error> {
         decision: Decision,
     }
     #[derive(Deserialize)]
+    struct DecisionV2Reply {
+        decision: DecisionV2,
+    }
+    #[derive(Deserialize)]
     struct ErrorReply {
         error: ErrorBody,
     }
@@ -332,7 +437,15 @@ fn typed(def: &str, value: Value) -> Result<Reply, serde_json::Error> {
     }
     let invalid = |what: &str| serde::de::Error::custom(what);
     Ok(match def {
-        "helloReply" => Reply::Hello(serde_json::from_value(value)?),
+        "helloReply" => Reply::Hello(Handshake::V1(serde_json::from_value(value)?)),
+        "helloReplyV2" => {
+            let hello: HelloV2 = serde_json::from_value(value)?;
+            hello.validate().map_err(|e| invalid(&e))?;
+            Reply::Hello(Handshake::V2(hello))
+        }
+        "decisionReplyV2" => {
+            Reply::DecisionV2(serde_json::from_value::<DecisionV2Reply>(value)?.decision)
+        }
         "okReply" => {
             let r: OkReply = serde_json::from_value(value)?;
             if !r.ok {
@@ -397,6 +510,7 @@ mod tests {
         let requests = [
             Request::Hello {
                 protocol_version: PROTOCOL_VERSION,
+                protocol_versions: PROTOCOL_VERSIONS,
                 harness: HarnessInfo {
                     name: "tk-conform".into(),
                     version: "0.1.0".into(),
@@ -563,6 +677,129 @@ mod tests {
             Reply::Error {
                 kind: ErrorKind::Unsupported,
                 message: "no debit door".into()
+            }
+        );
+    }
+
+    const V2_HELLO: &str = r#"{"id":0,"protocolVersion":2,"adapter":{"name":"e","version":"1","language":"py","homepage":""},"limiters":[{"name":"fw","family":"fixedWindow","clock":"store","windowStart":"firstCall","parameters":{"limit":{"min":1,"max":100},"windowMs":{"min":200,"max":1000}},"exposes":["remaining"],"takesCost":false,"countsDenials":false}]}"#;
+
+    fn hello_request() -> Request<'static> {
+        Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            protocol_versions: PROTOCOL_VERSIONS,
+            harness: HarnessInfo {
+                name: "tk-conform".into(),
+                version: "0".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_v2_hello_is_read_and_hostile_ones_are_refused() {
+        let checker = ReplyChecker::new(true);
+        let hello = hello_request();
+        match checker.check(&hello, 0, V2_HELLO).unwrap() {
+            Reply::Hello(Handshake::V2(h)) => assert_eq!(h.limiters[0].name, "fw"),
+            other => panic!("{other:?}"),
+        }
+        let cases = [
+            (V2_HELLO.replace(r#""countsDenials":false}"#, r#""countsDenials":false,"x":1}"#), "Additional properties"),
+            (V2_HELLO.replace(r#""max":100"#, r#""max":1e12"#), "at /limiters/0/parameters/limit/max"),
+            (V2_HELLO.replace(r#""min":200"#, r#""min":0"#), "at /limiters/0/parameters/windowMs/min"),
+            (V2_HELLO.replace(r#""name":"fw""#, r#""name":"no spaces allowed""#), "at /limiters/0/name"),
+            (V2_HELLO.replace(r#""family":"fixedWindow""#, r#""family":"leakyBucket""#), "at /limiters/0/family"),
+            (V2_HELLO.replace(r#""exposes":["remaining"]"#, r#""exposes":["remaining","remaining"]"#), "at /limiters/0/exposes"),
+            (V2_HELLO.replace(r#""limiters":["#, r#""limiters":[{"name":"fw","family":"gcra","clock":"client","parameters":{"limit":{"min":1,"max":2},"periodMs":{"min":1,"max":2}},"exposes":[],"takesCost":true,"countsDenials":true},"#), "declared twice"),
+            (V2_HELLO.replace(r#""protocolVersion":2"#, r#""protocolVersion":3"#), "speaks protocol version 3"),
+        ];
+        for (line, wanted) in cases {
+            let err = checker.check(&hello, 0, &line).unwrap_err().to_string();
+            assert!(
+                err.contains(wanted),
+                "{line}: got `{err}`, wanted `{wanted}`"
+            );
+        }
+    }
+
+    #[test]
+    fn v2_requests_match_the_schema_and_decisions_are_bounded() {
+        let schema: Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+        let validator = compile_def(&schema, "request");
+        let params: BTreeMap<String, f64> = [("limit".to_owned(), 5.0)].into();
+        let requests = [
+            Request::Configure {
+                limiter: "L",
+                kind: "fw",
+                params: &params,
+            },
+            Request::Decide {
+                limiter: "L",
+                key: "k",
+                cost: 1.0,
+                now: Some(Now(1.5)),
+            },
+            Request::Decide {
+                limiter: "L",
+                key: "k",
+                cost: 1.0,
+                now: None,
+            },
+            Request::Release {
+                limiter: "L",
+                key: "k",
+            },
+        ];
+        for request in &requests {
+            let line = request.to_line(9);
+            let value: Value = serde_json::from_str(&line).unwrap();
+            assert!(validator.is_valid(&value), "{line}");
+        }
+        assert_eq!(
+            requests[0].to_line(1),
+            r#"{"id":1,"op":"configure","limiter":"L","kind":"fw","params":{"limit":5}}"#
+        );
+        assert!(!requests[2].to_line(1).contains("now"));
+        let checker = ReplyChecker::new(true);
+        let decide = &requests[1];
+        assert!(matches!(
+            checker.check(decide, 9, r#"{"id":9,"decision":{"allowed":false,"retryAfterMs":12}}"#).unwrap(),
+            Reply::DecisionV2(d) if d.retry_after_ms == Some(12)
+        ));
+        for (line, wanted) in [
+            (
+                r#"{"id":9,"decision":{"allowed":true,"remaining":1e17}}"#,
+                "at /decision/remaining",
+            ),
+            (
+                r#"{"id":9,"decision":{"allowed":true,"remaining":1.5}}"#,
+                "at /decision/remaining",
+            ),
+            (
+                r#"{"id":9,"decision":{"allowed":true,"limit":3}}"#,
+                "Additional properties",
+            ),
+            (
+                r#"{"id":9,"error":{"kind":"down","message":"x"}}"#,
+                "at /error/kind",
+            ),
+        ] {
+            let err = checker.check(decide, 9, line).unwrap_err().to_string();
+            assert!(
+                err.contains(wanted),
+                "{line}: got `{err}`, wanted `{wanted}`"
+            );
+        }
+        assert_eq!(
+            checker
+                .check(
+                    decide,
+                    9,
+                    r#"{"id":9,"error":{"kind":"unavailable","message":"down"}}"#
+                )
+                .unwrap(),
+            Reply::Error {
+                kind: ErrorKind::Unavailable,
+                message: "down".into()
             }
         );
     }

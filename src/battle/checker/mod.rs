@@ -14,6 +14,10 @@ mod budget;
 mod cap;
 mod holds;
 mod liveness;
+mod skew;
+pub mod store;
+
+pub use store::{GroupKey, StoreSnapshot, StoredKey};
 
 use serde::Serialize;
 
@@ -59,12 +63,24 @@ pub struct Judgement {
 
 /// Judges every assertion of `plan`.
 pub fn judge(plan: &Plan, histories: &[WorkerHistory], faults: &[FaultRecord]) -> Vec<Judgement> {
-    plan.assertions
+    judge_with_store(plan, histories, faults, None)
+}
+
+/// Judges every assertion of `plan`, with the store as the run left it; with a snapshot,
+/// `hygiene` is judged too, after every scenario.
+pub fn judge_with_store(
+    plan: &Plan,
+    histories: &[WorkerHistory],
+    faults: &[FaultRecord],
+    store: Option<&StoreSnapshot>,
+) -> Vec<Judgement> {
+    let mut judgements: Vec<Judgement> = plan
+        .assertions
         .iter()
         .enumerate()
         .map(|(i, a)| {
             let label = format!("{}#{i}", a.kind());
-            let (verdict, summary, numbers) = judge_one(a, histories, faults);
+            let (verdict, summary, numbers) = judge_one(plan, a, histories, faults, store);
             Judgement {
                 assertion: label,
                 verdict,
@@ -72,7 +88,25 @@ pub fn judge(plan: &Plan, histories: &[WorkerHistory], faults: &[FaultRecord]) -
                 numbers,
             }
         })
-        .collect()
+        .collect();
+    if let Some(snapshot) = store {
+        let (verdict, summary, numbers) = store::judge_hygiene(snapshot);
+        judgements.push(Judgement {
+            assertion: "hygiene".into(),
+            verdict,
+            summary,
+            numbers,
+        });
+    }
+    judgements
+}
+
+fn no_store() -> Ruling {
+    (
+        Verdict::Unknown,
+        "this check reads the store after the run, and no snapshot was taken".into(),
+        serde_json::json!({}),
+    )
 }
 
 /// The scenario's verdict: the worst of its assertions.
@@ -87,8 +121,36 @@ pub fn overall(judgements: &[Judgement]) -> Verdict {
 /// What one assertion concludes: its verdict, the one-line summary, and the numbers behind it.
 type Ruling = (Verdict, String, serde_json::Value);
 
-fn judge_one(a: &Assertion, histories: &[WorkerHistory], faults: &[FaultRecord]) -> Ruling {
+fn judge_one(
+    plan: &Plan,
+    a: &Assertion,
+    histories: &[WorkerHistory],
+    faults: &[FaultRecord],
+    store: Option<&StoreSnapshot>,
+) -> Ruling {
     match a {
+        Assertion::CountedOnce { groups } => match store {
+            Some(s) => store::judge_counted_once(&select(histories, groups), s),
+            None => no_store(),
+        },
+        Assertion::StoreDown { fault, groups } => match find_fault(faults, fault) {
+            Ok((f, _)) => store::judge_store_down(
+                &select(histories, groups),
+                faults,
+                f,
+                plan.topology.fail.unwrap_or_default(),
+            ),
+            Err(o) => o,
+        },
+        Assertion::SkewBound { groups, skew_ms } => {
+            let selected = select(histories, groups);
+            let strategy = store.and_then(|s| {
+                selected
+                    .iter()
+                    .find_map(|h| s.groups.get(&h.group).and_then(|g| g.strategy.as_ref()))
+            });
+            skew::judge(&selected, strategy, *skew_ms)
+        }
         Assertion::Cap {
             groups,
             limit,

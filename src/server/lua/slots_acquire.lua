@@ -23,5 +23,9 @@ if not keep_expired then
   -- The set outlives its latest lease by a second, so an abandoned key goes away by itself.
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]) + 1000)
+  -- The registry outlives every slots key it names, and goes away after the last one.
+  if redis.call('PTTL', KEYS[2]) < ttl + 1000 then
+    redis.call('PEXPIRE', KEYS[2], ttl + 1000)
+  end
 end
 return { 1, held + 1, expires, now }

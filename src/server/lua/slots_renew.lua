@@ -1,5 +1,6 @@
 -- tk-conform reference server: extend a held lease (Heartbeat; not a contract script).
 -- KEYS[1]: the slots sorted set
+-- KEYS[2]: the set of every slots key (its TTL follows the latest lease)
 -- ARGV: leaseId, ttlMs, neverReclaim (test fault), ignoreHeartbeat (test fault: do not extend)
 -- Reply: {1, expiry} when live, {0, 0} when the lease is gone or expired (reclaimed)
 local t = redis.call('TIME')
@@ -21,5 +22,8 @@ redis.call('ZADD', KEYS[1], expires, ARGV[1])
 if ARGV[3] ~= '1' then
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]) + 1000)
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) + 1000 then
+    redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) + 1000)
+  end
 end
 return { 1, expires }

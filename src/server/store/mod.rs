@@ -119,13 +119,15 @@ pub trait Store: Send + Sync {
     ) -> Result<WindowGrant, StoreError>;
 }
 
-/// Connects the Redis store, running the Lua of the contract at `contract_dir`.
+/// Connects the Redis store, running the Lua of the contract at `contract_dir`, with every key
+/// under `<namespace>:` (none when `namespace` is empty).
 pub async fn connect_redis(
     url: &str,
     contract_dir: &std::path::Path,
+    namespace: &str,
     faults: StoreFaults,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     Ok(std::sync::Arc::new(
-        redis::RedisStore::connect(url, contract_dir, faults).await?,
+        redis::RedisStore::connect(url, contract_dir, namespace, faults).await?,
     ))
 }

@@ -16,7 +16,8 @@ use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
 
 /// Every Redis call is bounded: a hung Redis is an error, never a hung server.
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
-/// The set of every slots key, walked by the sweep (shared by every server on this Redis).
+/// The set of every slots key, walked by the sweep (shared by every server on this Redis and
+/// key prefix).
 const SLOT_KEYS: &str = "tk-conform-server#slot-keys";
 
 struct Scripts {
@@ -43,6 +44,8 @@ impl Scripts {
 
 pub struct RedisStore {
     url: String,
+    /// `--key-prefix`: every key this store touches is `<namespace>:<key>` (none when empty).
+    namespace: String,
     con: ConnectionManager,
     contract: ScriptSet,
     own: Scripts,
@@ -97,6 +100,7 @@ impl RedisStore {
     pub async fn connect(
         url: &str,
         contract_dir: &Path,
+        namespace: &str,
         faults: StoreFaults,
     ) -> Result<RedisStore, StoreError> {
         let contract = ScriptSet::from_contract_dir(contract_dir)
@@ -113,11 +117,21 @@ impl RedisStore {
         contract.load_all(&mut con).await.map_err(script_error)?;
         Ok(RedisStore {
             url: url.to_owned(),
+            namespace: namespace.to_owned(),
             con,
             contract,
             own: Scripts::new(),
             faults,
         })
+    }
+
+    /// The Redis key of a store key: under the namespace when there is one.
+    fn key(&self, key: &str) -> String {
+        if self.namespace.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}:{key}", self.namespace)
+        }
     }
 
     fn con(&self) -> ConnectionManager {
@@ -151,6 +165,7 @@ impl RedisStore {
         key: &str,
         cost: f64,
     ) -> Result<Result<Decision, bool>, StoreError> {
+        let key = &self.key(key);
         let bound = self.contract.bind(strategy).map_err(script_error)?;
         let scratch = format!(
             "{key}#peek:{}",
@@ -200,7 +215,11 @@ impl RedisStore {
 #[async_trait]
 impl Store for RedisStore {
     fn describe(&self) -> String {
-        format!("redis {}", self.url)
+        if self.namespace.is_empty() {
+            format!("redis {}", self.url)
+        } else {
+            format!("redis {}, keys under {}:", self.url, self.namespace)
+        }
     }
 
     async fn now_ms(&self) -> Result<f64, StoreError> {
@@ -222,7 +241,13 @@ impl Store for RedisStore {
     ) -> Result<Decision, StoreError> {
         // now = 0 asks the script to read Redis's clock (spec 1).
         self.contract
-            .check(&mut self.con(), key, strategy, now.unwrap_or(0.0), cost)
+            .check(
+                &mut self.con(),
+                &self.key(key),
+                strategy,
+                now.unwrap_or(0.0),
+                cost,
+            )
             .await
             .map_err(script_error)
     }
@@ -250,7 +275,12 @@ impl Store for RedisStore {
     ) -> Result<Decision, StoreError> {
         let args = [options.budget, options.window_ms, tokens].map(crate::model::num::to_argv);
         let reply = self
-            .run(&self.own.debit, &[key], &args, "fleetBudget debit")
+            .run(
+                &self.own.debit,
+                &[&self.key(key)],
+                &args,
+                "fleetBudget debit",
+            )
             .await?;
         decision_from_reply(&reply)
             .map_err(|p| StoreError::Protocol(format!("fleetBudget debit: {p}")))
@@ -272,7 +302,7 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &self.own.acquire,
-                &[slots_key, SLOT_KEYS],
+                &[&self.key(slots_key), &self.key(SLOT_KEYS)],
                 &args,
                 "slot acquire",
             )
@@ -289,7 +319,12 @@ impl Store for RedisStore {
     async fn release_slot(&self, slots_key: &str, lease: &str) -> Result<bool, StoreError> {
         let args = [lease.to_owned(), flag(self.faults.late_release_frees)];
         let reply = self
-            .run(&self.own.release, &[slots_key], &args, "slot release")
+            .run(
+                &self.own.release,
+                &[&self.key(slots_key)],
+                &args,
+                "slot release",
+            )
             .await?;
         Ok(int(&reply, "slot release")? == 1.0)
     }
@@ -307,7 +342,12 @@ impl Store for RedisStore {
             flag(self.faults.ignore_heartbeat),
         ];
         let reply = self
-            .run(&self.own.renew, &[slots_key], &args, "slot renew")
+            .run(
+                &self.own.renew,
+                &[&self.key(slots_key), &self.key(SLOT_KEYS)],
+                &args,
+                "slot renew",
+            )
             .await?;
         let [live, expires_at] = ints::<2>(&reply, "slot renew")?;
         Ok(if live == 1.0 {
@@ -322,7 +362,7 @@ impl Store for RedisStore {
             return Ok(0);
         }
         let reply = self
-            .run(&self.own.sweep, &[SLOT_KEYS], &[], "slot sweep")
+            .run(&self.own.sweep, &[&self.key(SLOT_KEYS)], &[], "slot sweep")
             .await?;
         Ok(int(&reply, "slot sweep")? as u64)
     }
@@ -339,7 +379,7 @@ impl Store for RedisStore {
             .to_vec();
         args.push(flag(self.faults.over_grant));
         let reply = self
-            .run(&self.own.reserve, &[key], &args, "reserve")
+            .run(&self.own.reserve, &[&self.key(key)], &args, "reserve")
             .await?;
         let [capacity, window_end, now] = ints::<3>(&reply, "reserve")?;
         Ok(WindowGrant {

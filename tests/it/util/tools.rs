@@ -39,6 +39,37 @@ impl Redis {
     pub fn url(&self) -> String {
         self.local.url()
     }
+
+    /// One command, synchronously (on a runtime of its own, like `start`).
+    pub fn cmd<T: redis::FromRedisValue + Send + 'static>(&self, args: &[&str]) -> T {
+        let url = self.url();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let what = args.join(" ");
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                let mut con = tk_conform::infra::connect(&url).await.unwrap();
+                let mut cmd = redis::cmd(&args[0]);
+                for a in &args[1..] {
+                    cmd.arg(a);
+                }
+                cmd.query_async(&mut con).await
+            })
+        })
+        .join()
+        .expect("the Redis command thread")
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// Every key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.cmd(&["KEYS", "*"]);
+        keys.sort();
+        keys
+    }
 }
 
 /// The Python that has `throttlekit-py` and `redis` installed, from `TK_CONFORM_PYTHON`.

@@ -1,0 +1,225 @@
+//! Reads the store as a run left it (directly, never through the fault proxy) into the
+//! checker's [`StoreSnapshot`]: each group's key and fixedWindow count, every key's PTTL, the
+//! slot sets' leases, and the TTL and key-count bounds the scenario's policies imply.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::checker::{GroupKey, StoreSnapshot, StoredKey};
+use super::policy::PolicyFacts;
+use super::runner::BattleConfig;
+use super::scenario::Scenario;
+use crate::model::Strategy;
+use crate::server::policy::{PolicyKind, PolicySet};
+
+/// The servers' set of every slots key (see `server/store/redis.rs`).
+const SLOT_KEYS: &str = "tk-conform-server#slot-keys";
+/// Most keys a snapshot reads (a run leaves a handful).
+const MAX_KEYS: usize = 10_000;
+/// Slack on top of every policy's own TTL: slot sets and Reserve windows outlive their last
+/// lease or window by one second on purpose.
+const TTL_SLACK_MS: f64 = 1000.0;
+
+/// The longest TTL a key of `kind` may carry, in ms.
+fn ttl_ms(kind: &PolicyKind, lease_ttl_ms: u64, max_cost: f64) -> f64 {
+    let lease = lease_ttl_ms as f64;
+    match kind {
+        PolicyKind::Rate { strategy, .. } => strategy_ttl(strategy, max_cost),
+        PolicyKind::Budget { options, .. } => options.window_ms,
+        PolicyKind::Concurrency(_) => lease,
+        PolicyKind::Unified { strategy, .. } => strategy_ttl(strategy, max_cost).max(lease),
+    }
+}
+
+fn strategy_ttl(strategy: &Strategy, max_cost: f64) -> f64 {
+    match strategy {
+        // newTat − now ≤ tau + T·cost.
+        Strategy::Gcra(o) => o.period_ms / o.limit * (o.burst + max_cost),
+        // Time to refill from empty.
+        Strategy::TokenBucket(o) => (o.capacity / (o.refill_per_sec / 1000.0)).ceil(),
+        Strategy::FixedWindow(o) => o.window_ms,
+        Strategy::SlidingWindow(o) => o.window_ms + o.window_ms / o.buckets,
+        Strategy::SlidingWindowLog(o) => o.window_ms,
+    }
+}
+
+/// Keys one identity of `kind` may leave.
+fn keys_per_identity(kind: &PolicyKind) -> u64 {
+    match kind {
+        PolicyKind::Rate {
+            federated,
+            two_tier,
+            ..
+        } => 1 + u64::from(federated.is_some() || two_tier.is_some()),
+        PolicyKind::Budget { .. } | PolicyKind::Concurrency(_) => 1,
+        PolicyKind::Unified { .. } => 2,
+    }
+}
+
+pub async fn snapshot(
+    scenario: &Scenario,
+    cfg: &BattleConfig,
+    policies: &BTreeMap<String, PolicyFacts>,
+    url: &str,
+    fleet: usize,
+) -> StoreSnapshot {
+    let mut snap = StoreSnapshot::default();
+    let set = scenario
+        .policy_yaml()
+        .map_err(|e| e.to_string())
+        .and_then(|y| {
+            PolicySet::parse(&scenario.file.display().to_string(), &y).map_err(|e| e.to_string())
+        });
+    let set = match set {
+        Ok(s) => s,
+        Err(e) => {
+            snap.error = Some(e);
+            return snap;
+        }
+    };
+    let lease = scenario.plan.topology.lease_ttl_ms;
+    let max_cost = scenario
+        .plan
+        .workers
+        .iter()
+        .map(|g| g.cost)
+        .max()
+        .unwrap_or(1) as f64;
+    let mut ttl = 0.0f64;
+    let mut per_identity = 0u64;
+    let mut identities = BTreeMap::new();
+    for g in &scenario.plan.workers {
+        let Some(policy) = set.policies.get(&g.policy) else {
+            continue;
+        };
+        ttl = ttl.max(ttl_ms(&policy.kind, lease, max_cost));
+        identities.insert(
+            (g.policy.clone(), g.key.clone()),
+            keys_per_identity(&policy.kind),
+        );
+        if let Some(facts) = policies.get(&g.policy) {
+            snap.groups.insert(
+                g.group.clone(),
+                GroupKey {
+                    key: super::runner::store_key(cfg, scenario, g, facts),
+                    strategy: facts.strategy,
+                    window: None,
+                },
+            );
+        }
+    }
+    per_identity += identities.values().sum::<u64>();
+    snap.ttl_bound_ms = (ttl + TTL_SLACK_MS).ceil() as i64;
+    snap.ttl_formula = "the longest TTL the policies give a key (gcra: T·(burst + cost); \
+                        window strategies and budgets: the window; slots: the lease TTL) + 1000 ms"
+        .into();
+    let registry = u64::from(fleet > 0);
+    snap.key_bound = per_identity + registry;
+    snap.key_formula = format!(
+        "Σ over the groups' (policy, key) of keys per identity ({per_identity}) + {registry} slot registry"
+    );
+    let namespace = cfg.direct_namespace(scenario);
+    if let Err(e) = read(&mut snap, cfg, namespace.as_deref(), url).await {
+        snap.error = Some(e);
+    }
+    snap
+}
+
+/// Reads the scenario's keys back: those under `namespace` when the scenario has one (always on
+/// a Redis the harness did not start), every key of the Redis the run started otherwise.
+async fn read(
+    snap: &mut StoreSnapshot,
+    cfg: &BattleConfig,
+    namespace: Option<&str>,
+    url: &str,
+) -> Result<(), String> {
+    let connect = crate::infra::connect(url);
+    let mut con = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| format!("{url}: no connection within 5 s"))?
+        .map_err(|e| e.to_string())?;
+    let time: (String, String) = redis::cmd("TIME")
+        .query_async(&mut con)
+        .await
+        .map_err(|e| e.to_string())?;
+    let secs: i64 = time.0.parse().unwrap_or(0);
+    let micros: i64 = time.1.parse().unwrap_or(0);
+    snap.read_at_ms = secs * 1000 + micros / 1000;
+    let pattern = match namespace {
+        Some(ns) => format!("{ns}:*"),
+        None if cfg.redis.url.is_some() => format!("*{}*", cfg.run_id),
+        None => "*".to_string(),
+    };
+    let registry = match namespace {
+        Some(ns) => format!("{ns}:{SLOT_KEYS}"),
+        None => SLOT_KEYS.to_string(),
+    };
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| e.to_string())?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 || keys.len() >= MAX_KEYS {
+            break;
+        }
+    }
+    let slot_keys: Vec<String> = con.smembers(&registry).await.unwrap_or_default();
+    if con.exists(&registry).await.unwrap_or(false) {
+        keys.push(registry.clone());
+    }
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let pttl: i64 = con.pttl(&key).await.map_err(|e| e.to_string())?;
+        if pttl == -2 {
+            continue;
+        }
+        let slots = if slot_keys.contains(&key) {
+            let scores: Vec<(String, f64)> =
+                con.zrange_withscores(&key, 0, -1).await.unwrap_or_default();
+            let latest = scores.iter().map(|(_, s)| *s as i64).max().unwrap_or(0);
+            let expired = scores
+                .iter()
+                .filter(|(_, s)| (*s as i64) < snap.read_at_ms)
+                .count() as u64;
+            Some((latest, expired))
+        } else {
+            None
+        };
+        snap.keys.push(StoredKey {
+            key,
+            pttl_ms: pttl,
+            slots,
+        });
+    }
+    for g in snap.groups.values_mut() {
+        if let Some(Strategy::FixedWindow(_)) = g.strategy {
+            let state: (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(&g.key)
+                .arg("start")
+                .arg("count")
+                .query_async(&mut con)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let (Some(start), Some(count)) = state {
+                let start: f64 = start.parse().unwrap_or(f64::NAN);
+                let count: f64 = count.parse().unwrap_or(f64::NAN);
+                if start.is_finite() && count.is_finite() {
+                    g.window = Some((start as i64, count as u64));
+                }
+            }
+        }
+    }
+    Ok(())
+}
