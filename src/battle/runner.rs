@@ -498,8 +498,18 @@ async fn battle(
         result.network = n.log();
     }
     // The store as the run left it: read directly, never through the proxy.
-    let snapshot =
-        store_check::snapshot(scenario, cfg, &policies, target.redis.url(), fleet_size).await;
+    let snapshot = store_check::snapshot(
+        scenario,
+        &store_check::StoreScope {
+            key_of: &|g, facts| store_key(cfg, scenario, g, facts),
+            namespace: cfg.direct_namespace(scenario),
+            external_run_id: cfg.redis.url.is_some().then_some(cfg.run_id.as_str()),
+        },
+        &policies,
+        target.redis.url(),
+        fleet_size,
+    )
+    .await;
     result.judgements =
         checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);
