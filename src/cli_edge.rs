@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
+use crate::exit::TkExitCode;
 use crate::infra::redact_text;
 use crate::report::{Recorder, RunStatus};
 
@@ -17,6 +18,12 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// The one error-line format: `tk-conform <command>: error: <error>: <cause>: …`, the whole
+/// chain of causes printed once ([`render`]), here at the edge.
+pub fn error_line(command: &str, error: &anyhow::Error) {
+    eprintln!("tk-conform {command}: error: {}", render(error));
 }
 
 /// Set when an interrupt handler has begun: it, not the command, ends the process (with 130).
@@ -29,8 +36,8 @@ pub fn exit_code(command: &str, outcome: anyhow::Result<ExitCode>) -> ExitCode {
         std::thread::park_timeout(std::time::Duration::from_secs(1));
     }
     outcome.unwrap_or_else(|e| {
-        eprintln!("tk-conform {command}: error: {}", render(&e));
-        ExitCode::from(2)
+        error_line(command, &e);
+        TkExitCode::of(TkExitCode::USAGE_OR_INFRA)
     })
 }
 
@@ -58,7 +65,10 @@ pub fn block_on(
     body: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
     let outcome = runtime().and_then(|runtime| runtime.block_on(body));
-    exit_code(command, outcome.map(|()| ExitCode::SUCCESS))
+    exit_code(
+        command,
+        outcome.map(|()| TkExitCode::of(TkExitCode::PASSED)),
+    )
 }
 
 /// On Ctrl-C or SIGTERM: mark the run interrupted in its logs (trials that finish later are not
@@ -99,7 +109,7 @@ pub fn exit_on_interrupt(
                 }
                 INTERRUPTED.store(true, Ordering::SeqCst);
                 recorder.log("interrupted");
-                let _ = recorder.finish(RunStatus::Interrupted, 130);
+                let _ = recorder.finish(RunStatus::Interrupted, TkExitCode::INTERRUPTED.into());
                 // Before anything is killed: what a dying trial would write must not land half-way.
                 crate::report::stop_writes();
                 for failure in crate::infra::cleanup::on_interrupt().await {
@@ -110,7 +120,7 @@ pub fn exit_on_interrupt(
                     "tk-conform {command}: interrupted; partial logs in {}",
                     recorder.dir().path().display()
                 );
-                std::process::exit(130);
+                std::process::exit(TkExitCode::INTERRUPTED.into());
             });
         });
     if spawned.is_ok() {

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli_edge;
 pub mod conformance;
 pub mod contract;
+pub mod exit;
 pub mod fuzz;
 pub mod infra;
 pub mod matrix;

@@ -72,8 +72,25 @@ pub enum ScriptCallError {
     Reply {
         script: String,
         reply: String,
-        problem: String,
+        problem: ReplyError,
     },
+}
+
+/// What is wrong with a reply that should have been the 5-integer decision tuple.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("expected an array of 5 integers")]
+    NotAnArray,
+    #[error("expected 5 integers, got {0} items")]
+    Length(usize),
+    #[error("{field} (item {item}) is {value}, not an integer")]
+    NotAnInteger {
+        field: &'static str,
+        item: usize,
+        value: String,
+    },
+    #[error("allowed is {0}, not 0 or 1")]
+    Allowed(i64),
 }
 
 impl ScriptCallError {
@@ -431,30 +448,30 @@ async fn invoke<C: ConnectionLike>(
 }
 
 /// Decodes the 5-integer reply tuple; anything else is a contract violation, described.
-pub fn decision_from_reply(reply: &redis::Value) -> Result<Decision, String> {
+pub fn decision_from_reply(reply: &redis::Value) -> Result<Decision, ReplyError> {
     let redis::Value::Array(items) = reply else {
-        return Err("expected an array of 5 integers".into());
+        return Err(ReplyError::NotAnArray);
     };
     if items.len() != 5 {
-        return Err(format!("expected 5 integers, got {} items", items.len()));
+        return Err(ReplyError::Length(items.len()));
     }
     let mut values = [0i64; 5];
     for (i, (item, slot)) in items.iter().zip(values.iter_mut()).enumerate() {
         *slot = match item {
             redis::Value::Int(v) => *v,
             other => {
-                return Err(format!(
-                    "{} (item {}) is {other:?}, not an integer",
-                    Decision::FIELDS[i],
-                    i + 1
-                ));
+                return Err(ReplyError::NotAnInteger {
+                    field: Decision::FIELDS[i],
+                    item: i + 1,
+                    value: format!("{other:?}"),
+                });
             }
         };
     }
     let allowed = match values[0] {
         0 => false,
         1 => true,
-        v => return Err(format!("allowed is {v}, not 0 or 1")),
+        v => return Err(ReplyError::Allowed(v)),
     };
     Ok(Decision {
         allowed,
@@ -589,10 +606,16 @@ mod tests {
         assert!(
             decision_from_reply(&short)
                 .unwrap_err()
+                .to_string()
                 .contains("5 integers")
         );
         let bad = Array(vec![Int(2), Int(5), Int(4), Int(1000), Int(0)]);
-        assert!(decision_from_reply(&bad).unwrap_err().contains("allowed"));
+        assert!(
+            decision_from_reply(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("allowed")
+        );
         let text = Array(vec![
             Int(1),
             Int(5),
@@ -603,6 +626,7 @@ mod tests {
         assert!(
             decision_from_reply(&text)
                 .unwrap_err()
+                .to_string()
                 .contains("remaining")
         );
     }

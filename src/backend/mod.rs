@@ -34,6 +34,39 @@ pub struct Capabilities {
     pub fleet_lease: bool,
 }
 
+/// One thing a backend may or may not serve, for the reason a skipped trial shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Strategy(StrategyKind),
+    ExplicitClock,
+    TokenBudget,
+    LeaseSpender,
+}
+
+impl Capability {
+    /// Its name in the adapter protocol's `capabilities` (`gcra`, `explicitClock`, ...).
+    pub fn protocol_name(self) -> &'static str {
+        match self {
+            Capability::Strategy(kind) => kind.name(),
+            Capability::ExplicitClock => "explicitClock",
+            Capability::TokenBudget => "tokenBudget",
+            Capability::LeaseSpender => "leaseSpender",
+        }
+    }
+}
+
+/// How a skip reason names it: `gcra`, `an explicit clock`, `tokenBudget`, `lease`.
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Capability::Strategy(kind) => kind.name(),
+            Capability::ExplicitClock => "an explicit clock",
+            Capability::TokenBudget => "tokenBudget",
+            Capability::LeaseSpender => "lease",
+        })
+    }
+}
+
 impl Capabilities {
     pub fn everything() -> Self {
         Capabilities {
@@ -90,9 +123,8 @@ pub trait Backend: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// A fresh, isolated session for the suite called `suite`.
     async fn open_suite(&self, suite: &str) -> Result<Box<dyn SuiteSession>, BackendError>;
-    /// Why this backend does not serve `what` (a suite primitive such as `tokenBudget` or
-    /// `lease`, or a strategy name), for the reason a skipped trial shows.
-    fn unsupported_reason(&self, what: &str) -> String {
+    /// Why this backend does not serve `what`, for the reason a skipped trial shows.
+    fn unsupported_reason(&self, what: Capability) -> String {
         format!("the {} backend does not claim {what}", self.info().kind)
     }
     /// Releases what the backend holds (connections, children). Called once at the end of a run.

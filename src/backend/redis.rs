@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 
-use super::{Backend, BackendError, BackendInfo, Capabilities, SuiteSession};
+use super::{Backend, BackendError, BackendInfo, Capabilities, Capability, SuiteSession};
 use crate::model::{Decision, LeaseConfig, RateState, SpendOutcome, Strategy, TokenBudgetOptions};
 use crate::redis_scripts::{ScriptCallError, ScriptSet};
 
@@ -108,15 +108,19 @@ impl Backend for RedisBackend {
         }
     }
 
-    fn unsupported_reason(&self, what: &str) -> String {
+    fn unsupported_reason(&self, what: Capability) -> String {
         match what {
-            "tokenBudget" => "the contract has no Lua script for tokenBudget (it is served by the \
+            Capability::TokenBudget => {
+                "the contract has no Lua script for tokenBudget (it is served by the \
                               service door's Debit): not replayable on the redis backend"
-                .into(),
-            "lease" => "the lease spender is client-side (spec 4), there is no Lua script to \
+                    .into()
+            }
+            Capability::LeaseSpender => {
+                "the lease spender is client-side (spec 4), there is no Lua script to \
                         replay it on the redis backend"
-                .into(),
-            strategy => format!(
+                    .into()
+            }
+            strategy @ (Capability::Strategy(_) | Capability::ExplicitClock) => format!(
                 "{} has no check script for {strategy}",
                 self.scripts.manifest_path().display()
             ),

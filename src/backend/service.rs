@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::service_process::ServerProcess;
-use super::{Backend, BackendError, BackendInfo, Capabilities, SuiteSession};
+use super::service_process::{Placeholders, ServerProcess, fill_template, wants_port};
+use super::{Backend, BackendError, BackendInfo, Capabilities, Capability, SuiteSession};
 use crate::service_suites::{self, ServiceClients, SuiteContext};
 
 /// How the harness reaches the server under test (flatten into a command's arguments).
@@ -18,9 +18,10 @@ pub struct ServiceArgs {
     /// An already running server, `host:port`.
     #[arg(long, conflicts_with = "server_cmd")]
     pub endpoint: Option<String>,
-    /// Start the server from this template; `{port}`, `{config}`, `{redis_url}`,
-    /// `{lease_ttl_ms}` and `{key_prefix}` (put every Redis key under `<key_prefix>:`) are
-    /// filled in. Default: the reference server, `tk-conform serve`.
+    /// Start the server from this template; `{port}`, `{policy}`, `{redis}`, `{index}`,
+    /// `{contract}`, `{lease_ttl_ms}` and `{key_prefix}` (put every Redis key under
+    /// `<key_prefix>:`) are filled in (`{config}` and `{redis_url}` are accepted too).
+    /// Default: the reference server, `tk-conform serve`.
     #[arg(long)]
     pub server_cmd: Option<String>,
     /// The policy file the started server serves (the service suites expect this one).
@@ -52,7 +53,7 @@ pub struct ServiceTarget {
     pub endpoint: Option<String>,
     pub server_cmd: Option<String>,
     pub config: PathBuf,
-    /// The Redis the server stores in (filled into `{redis_url}`; enables the one-oracle suite).
+    /// The Redis the server stores in (filled into `{redis}`; enables the one-oracle suite).
     pub redis_url: Option<String>,
     pub lease_ttl: Duration,
     pub fleet_secret: Option<String>,
@@ -132,34 +133,26 @@ impl ServiceTarget {
             }
             return Ok((argv, None));
         };
-        let words = shell_words::split(template).map_err(|e| {
-            BackendError::Unavailable(format!(
-                "--server-cmd `{template}` is not valid shell words: {e}"
-            ))
-        })?;
-        let port = if template.contains("{port}") {
+        let port = if wants_port(template) {
             Some(free_port()?)
         } else {
             None
         };
-        if template.contains("{redis_url}") && self.redis_url.is_none() {
-            return Err(BackendError::Unavailable(format!(
-                "--server-cmd `{template}` uses {{redis_url}} but no Redis was given"
-            )));
-        }
-        let argv = words
-            .into_iter()
-            .map(|w| {
-                w.replace("{port}", &port.map(|p| p.to_string()).unwrap_or_default())
-                    .replace("{config}", &config)
-                    .replace("{redis_url}", self.redis_url.as_deref().unwrap_or_default())
-                    .replace("{lease_ttl_ms}", &ttl)
-                    .replace(
-                        "{key_prefix}",
-                        self.key_prefix.as_deref().unwrap_or_default(),
-                    )
-            })
-            .collect();
+        let argv = fill_template(
+            template,
+            &Placeholders {
+                exe: self.exe.display().to_string(),
+                port,
+                policy: config,
+                redis: self.redis_url.clone(),
+                index: 0,
+                contract: self.contract_dir.display().to_string(),
+                lease_ttl_ms: self.lease_ttl.as_millis() as u64,
+                key_prefix: self.key_prefix.clone().unwrap_or_default(),
+                fail: "closed".into(),
+            },
+        )
+        .map_err(|e| BackendError::Unavailable(format!("{:#}", anyhow::Error::new(e))))?;
         Ok((argv, port))
     }
 }
@@ -273,7 +266,7 @@ impl Backend for ServiceBackend {
         }
     }
 
-    fn unsupported_reason(&self, what: &str) -> String {
+    fn unsupported_reason(&self, what: Capability) -> String {
         format!(
             "vector replay needs {what}, but the service door decides on the server's own clock; \
              the service::* suites judge this backend"

@@ -1,11 +1,12 @@
 //! A gRPC server started and owned by the harness (an `infra::OwnedChild`: own process group,
 //! killed with its group on drop, by the kernel if the harness dies, and by the runner's
 //! interrupt handler). Its stdout and stderr go to files, which readiness is read from and
-//! error messages quote.
+//! error messages quote. `run --server-cmd` and `battle --server-cmd` both start servers here,
+//! from one template vocabulary ([`fill_template`]) and with one start-up bound.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -42,6 +43,80 @@ pub enum ProcessError {
     },
 }
 
+/// What a `--server-cmd` template is filled with. The vocabulary: `{port}` (a free loopback
+/// port), `{policy}` (the policy file), `{redis}` (the Redis URL), `{index}` (the server's
+/// 0-based place in the fleet), `{contract}` (the contract folder), `{lease_ttl_ms}`, and
+/// `{exe}` (this binary), `{key_prefix}` (put every Redis key under `<key_prefix>:`) and `{fail}`
+/// (`open` or `closed`: what Check does while the store is unreachable). `{config}` and
+/// `{redis_url}` are accepted for `{policy}` and `{redis}`.
+#[derive(Debug, Clone)]
+pub struct Placeholders {
+    pub exe: String,
+    pub port: Option<u16>,
+    pub policy: String,
+    pub redis: Option<String>,
+    pub index: usize,
+    pub contract: String,
+    pub lease_ttl_ms: u64,
+    pub key_prefix: String,
+    pub fail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("--server-cmd `{template}` is not valid shell words")]
+    Words {
+        template: String,
+        #[source]
+        source: shell_words::ParseError,
+    },
+    #[error("--server-cmd is empty")]
+    Empty,
+    #[error("--server-cmd `{template}` uses {{redis}} but no Redis was given")]
+    NoRedis { template: String },
+}
+
+/// Whether the template asks for a port (then the caller picks a free one).
+pub fn wants_port(template: &str) -> bool {
+    template.contains("{port}")
+}
+
+/// Splits the template like a shell would and fills in every placeholder.
+pub fn fill_template(template: &str, values: &Placeholders) -> Result<Vec<String>, TemplateError> {
+    let words = shell_words::split(template).map_err(|source| TemplateError::Words {
+        template: template.to_owned(),
+        source,
+    })?;
+    if words.is_empty() {
+        return Err(TemplateError::Empty);
+    }
+    let uses_redis = template.contains("{redis}") || template.contains("{redis_url}");
+    if uses_redis && values.redis.is_none() {
+        return Err(TemplateError::NoRedis {
+            template: template.to_owned(),
+        });
+    }
+    let port = values.port.map(|p| p.to_string()).unwrap_or_default();
+    let redis = values.redis.clone().unwrap_or_default();
+    let pairs = [
+        ("{exe}", values.exe.clone()),
+        ("{port}", port),
+        ("{policy}", values.policy.clone()),
+        ("{config}", values.policy.clone()),
+        ("{redis_url}", redis.clone()),
+        ("{redis}", redis),
+        ("{index}", values.index.to_string()),
+        ("{contract}", values.contract.clone()),
+        ("{lease_ttl_ms}", values.lease_ttl_ms.to_string()),
+        ("{key_prefix}", values.key_prefix.clone()),
+        ("{fail}", values.fail.clone()),
+    ];
+    Ok(words
+        .into_iter()
+        .map(|w| pairs.iter().fold(w, |acc, (k, v)| acc.replace(k, v)))
+        .collect())
+}
+
 pub struct ServerProcess {
     child: OwnedChild,
     pub addr: SocketAddr,
@@ -56,6 +131,27 @@ impl ServerProcess {
     /// Starts `argv` and waits until it listens: on `listening on <addr>` in its stdout, or
     /// when `port` (if the command was given one) accepts a connection.
     pub async fn start(argv: &[String], port: Option<u16>) -> Result<ServerProcess, ProcessError> {
+        Self::start_logged(argv, port, None).await
+    }
+
+    /// [`start`](Self::start), with stdout and stderr together in `log` when given (a battle
+    /// keeps each server's log in its run folder) instead of a temporary folder.
+    pub async fn start_logged(
+        argv: &[String],
+        port: Option<u16>,
+        log: Option<PathBuf>,
+    ) -> Result<ServerProcess, ProcessError> {
+        Self::start_with_env(argv, port, log, &[]).await
+    }
+
+    /// [`start_logged`](Self::start_logged) with extra environment variables (a battle's
+    /// skewed server clock preloads libfaketime).
+    pub async fn start_with_env(
+        argv: &[String],
+        port: Option<u16>,
+        log: Option<PathBuf>,
+        env: &[(String, String)],
+    ) -> Result<ServerProcess, ProcessError> {
         // For messages only: a `--redis` URL in it keeps its password out of them.
         let command = crate::infra::redact_text(&shell_words::join(argv));
         let spawn_error = |message: String| ProcessError::Spawn {
@@ -67,17 +163,28 @@ impl ServerProcess {
             .ok_or_else(|| spawn_error("empty command".into()))?;
         let logs = crate::infra::cleanup::TempFolder::new("tk-conform-server-")
             .map_err(|e| spawn_error(format!("cannot create a folder for its output: {e}")))?;
-        let stdout = logs.path().join("stdout.log");
-        let stderr = logs.path().join("stderr.log");
         let file = |path: &PathBuf| {
             std::fs::File::create(path)
                 .map_err(|e| spawn_error(format!("cannot create {}: {e}", path.display())))
         };
+        let (stdout, stderr, out, err) = match log {
+            Some(log) => {
+                let out = file(&log)?;
+                let err = out
+                    .try_clone()
+                    .map_err(|e| spawn_error(format!("cannot share {}: {e}", log.display())))?;
+                (log.clone(), log, out, err)
+            }
+            None => {
+                let stdout = logs.path().join("stdout.log");
+                let stderr = logs.path().join("stderr.log");
+                let (out, err) = (file(&stdout)?, file(&stderr)?);
+                (stdout, stderr, out, err)
+            }
+        };
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(file(&stdout)?)
-            .stderr(file(&stderr)?);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let name = std::path::Path::new(program)
             .file_name()
             .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
@@ -133,6 +240,21 @@ impl ServerProcess {
         self.child.pid()
     }
 
+    /// The exit status, if the server has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_exit()
+    }
+
+    /// SIGKILLs the server's whole process group now.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        self.child.kill()
+    }
+
+    /// Sends `signal` to the group, saying when that failed (a fault must know it missed).
+    pub fn try_signal(&self, signal: Signal) -> Result<(), ChildError> {
+        self.child.signal(signal)
+    }
+
     /// The last lines the server wrote to stderr.
     pub fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
@@ -184,6 +306,70 @@ mod tests {
             Some("[::1]:80".parse().unwrap())
         );
         assert_eq!(listening_addr("starting"), None);
+    }
+
+    fn values(redis: Option<&str>) -> Placeholders {
+        Placeholders {
+            exe: "/bin/tk".into(),
+            port: Some(4001),
+            policy: "/p.yaml".into(),
+            redis: redis.map(String::from),
+            index: 2,
+            contract: "/c".into(),
+            lease_ttl_ms: 900,
+            key_prefix: "tkc-1".into(),
+            fail: "closed".into(),
+        }
+    }
+
+    #[test]
+    fn both_spellings_fill_the_same_words() {
+        let new = fill_template(
+            "{exe} serve --config {policy} --redis {redis} --port {port} --node-id tk-{index} \
+             --contract {contract} --lease-ttl-ms {lease_ttl_ms}",
+            &values(Some("redis://127.0.0.1:7")),
+        )
+        .unwrap();
+        assert_eq!(
+            new,
+            [
+                "/bin/tk",
+                "serve",
+                "--config",
+                "/p.yaml",
+                "--redis",
+                "redis://127.0.0.1:7",
+                "--port",
+                "4001",
+                "--node-id",
+                "tk-2",
+                "--contract",
+                "/c",
+                "--lease-ttl-ms",
+                "900"
+            ]
+        );
+        let old = fill_template(
+            "s --config {config} --redis {redis_url}",
+            &values(Some("redis://127.0.0.1:7")),
+        )
+        .unwrap();
+        assert_eq!(
+            old,
+            ["s", "--config", "/p.yaml", "--redis", "redis://127.0.0.1:7"]
+        );
+    }
+
+    #[test]
+    fn bad_templates_are_named() {
+        let err = fill_template("s --redis {redis_url}", &values(None)).unwrap_err();
+        assert!(matches!(err, TemplateError::NoRedis { .. }), "{err}");
+        let err = fill_template("s 'unclosed", &values(None)).unwrap_err();
+        assert!(err.to_string().contains("'unclosed"), "{err}");
+        assert!(matches!(
+            fill_template("  ", &values(None)),
+            Err(TemplateError::Empty)
+        ));
     }
 
     #[tokio::test]

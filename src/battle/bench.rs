@@ -18,9 +18,8 @@ use tokio::time::Instant;
 use super::door::{CallError, Door};
 use super::door_redis::RedisDoor;
 use super::history::now_us;
-use super::runner::{spawn_worker, wait_exit, wait_ready};
-use super::scenario::Operation;
-use super::worker::{DoorSpec, WorkerSpec};
+use super::spawn::{spawn_worker, wait_exit, wait_ready};
+use super::spec::{DoorSpec, LoadSpec, Operation, WorkerSpec};
 use crate::infra::{RedisInstance, RedisOptions};
 use crate::model::{FixedWindowOptions, Strategy};
 use crate::redis_scripts::ScriptSet;
@@ -55,15 +54,6 @@ pub struct LoadArgs {
     /// Skip the redis-benchmark comparison.
     #[arg(long)]
     pub no_redis_benchmark: bool,
-}
-
-/// Load mode of a worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadSpec {
-    pub connections: u32,
-    pub keys: u64,
-    pub result_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -13,7 +13,8 @@ use super::history::now_us;
 use super::runner::{BattleConfig, ScenarioResult, run_scenario};
 use super::scenario;
 use super::scenario::Scenario;
-use super::worker::WorkerFault;
+use super::spec::WorkerFault;
+use crate::exit::TkExitCode;
 use crate::infra::RedisOptions;
 use crate::report::{
     Measure, Recorder, RunDir, RunStatus, ScenarioBar, ScenarioBars, Summary, TrialOutcome,
@@ -27,6 +28,9 @@ pub struct BattleArgs {
     /// List the scenarios with what each one shows, and exit.
     #[arg(long)]
     pub list: bool,
+    /// Rewrite docs/scenarios.md (every check and scenario) from the scenario files, and exit.
+    #[arg(long, conflicts_with = "list")]
+    pub docs: bool,
     /// The folder of scenario files.
     #[arg(long, default_value = "scenarios")]
     pub scenarios_dir: PathBuf,
@@ -75,11 +79,20 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
         eprintln!("tk-conform battle: removed network namespace {name} left by a dead harness");
     }
     let scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
+    if args.docs {
+        // The page always covers every scenario, whatever was named.
+        let all = scenario::select(&args.scenarios_dir, &[])?;
+        let path = std::path::Path::new(super::docs::DOCS_FILE);
+        crate::report::write_atomic(path, super::docs::render(&all).as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {} ({} scenarios)", path.display(), all.len());
+        return Ok(TkExitCode::of(TkExitCode::PASSED));
+    }
     if args.list {
         for s in &scenarios {
             println!("{:<26} {}", s.name, s.plan.description);
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(TkExitCode::of(TkExitCode::PASSED));
     }
     anyhow::ensure!(
         !scenarios.is_empty(),
@@ -197,15 +210,15 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
     println!("logs: {}", recorder.dir().path().display());
     let nothing_checked = results.iter().all(|r| r.skipped.is_some());
     let code = if results.iter().any(|r| r.error.is_some()) {
-        2
+        TkExitCode::USAGE_OR_INFRA
     } else if nothing_checked
         || results
             .iter()
             .any(|r| r.skipped.is_none() && r.verdict != Verdict::Pass)
     {
-        1
+        TkExitCode::CHECK_FAILED
     } else {
-        0
+        TkExitCode::PASSED
     };
     if nothing_checked {
         // As `run`: a gate that checked nothing is not green.
@@ -220,8 +233,8 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
     recorder.update(|s| {
         s.details.insert("result".into(), serde_json::json!(line));
     })?;
-    recorder.finish(RunStatus::Finished, code)?;
-    Ok(ExitCode::from(code as u8))
+    recorder.finish(RunStatus::Finished, code.into())?;
+    Ok(TkExitCode::of(code))
 }
 
 fn label(r: &ScenarioResult) -> &'static str {

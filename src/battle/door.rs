@@ -8,6 +8,31 @@ use async_trait::async_trait;
 
 use crate::model::Decision;
 
+/// Why a door could not be opened (the worker then leaves before the barrier).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Scripts(#[from] crate::redis_scripts::ScriptSetError),
+    #[error(transparent)]
+    Script(#[from] crate::redis_scripts::ScriptCallError),
+    #[error("{url}")]
+    Redis {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("{url}: no connection within {ms} ms")]
+    Timeout { url: String, ms: u128 },
+    #[error("bad server address {addr}")]
+    Address {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the service door needs at least one server")]
+    NoServer,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
     /// Cannot have taken effect.

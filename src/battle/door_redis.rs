@@ -14,9 +14,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::clock::{ClientClock, real_ms};
-use super::door::{CallError, Door};
-use super::scenario::NowSource;
-use super::worker::WorkerFault;
+use super::door::{CallError, Door, OpenError};
+use super::spec::{NowSource, WorkerFault};
 use crate::model::{Decision, Strategy};
 use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
 
@@ -49,11 +48,14 @@ impl RedisDoor {
         key: &str,
         timeout: Duration,
         fault: Option<WorkerFault>,
-    ) -> Result<RedisDoor, String> {
-        let scripts = ScriptSet::from_contract_dir(contract_dir).map_err(|e| e.to_string())?;
-        scripts.bind(&strategy).map_err(|e| e.to_string())?;
-        let client = redis::Client::open(url)
-            .map_err(|e| crate::infra::redact_text(&format!("{url}: {e}")))?;
+    ) -> Result<RedisDoor, OpenError> {
+        let scripts = ScriptSet::from_contract_dir(contract_dir)?;
+        scripts.bind(&strategy)?;
+        let redis_error = |source| OpenError::Redis {
+            url: crate::infra::redact_url(url),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(redis_error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -63,21 +65,15 @@ impl RedisDoor {
         let open = (timeout * 2).max(CONNECT_AT_LEAST);
         let con = tokio::time::timeout(open, ConnectionManager::new_with_config(client, config))
             .await
-            .map_err(|_| {
-                format!(
-                    "{}: no connection within {} ms",
-                    crate::infra::redact_url(url),
-                    open.as_millis()
-                )
+            .map_err(|_| OpenError::Timeout {
+                url: crate::infra::redact_url(url),
+                ms: open.as_millis(),
             })?
-            .map_err(|e| crate::infra::redact_text(&format!("{url}: {e}")))?;
+            .map_err(redis_error)?;
         let mut con = con;
         if fault == Some(WorkerFault::NoScriptReload) {
             // Loads once at start, like a client that never expects the cache to empty.
-            scripts
-                .load_all(&mut con)
-                .await
-                .map_err(|e| e.to_string())?;
+            scripts.load_all(&mut con).await?;
         }
         Ok(RedisDoor {
             con,

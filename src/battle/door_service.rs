@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use super::door::{AdmitReply, CallError, Door, Grant, HeartbeatReply};
+use super::door::{AdmitReply, CallError, Door, Grant, HeartbeatReply, OpenError};
 use super::history::server_label;
 use crate::model::Decision;
 use crate::proto;
@@ -37,18 +37,21 @@ impl ServiceDoor {
         key: &str,
         client_id: &str,
         timeout: Duration,
-    ) -> Result<ServiceDoor, String> {
+    ) -> Result<ServiceDoor, OpenError> {
         let mut channels = Vec::new();
         for addr in servers {
             let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| format!("bad server address {addr}: {e}"))?
+                .map_err(|source| OpenError::Address {
+                    addr: addr.clone(),
+                    source,
+                })?
                 .connect_timeout(timeout)
                 .timeout(timeout)
                 .tcp_nodelay(true);
             channels.push((addr.clone(), endpoint.connect_lazy()));
         }
         if channels.is_empty() {
-            return Err("the service door needs at least one server".into());
+            return Err(OpenError::NoServer);
         }
         Ok(ServiceDoor {
             current: primary % channels.len(),

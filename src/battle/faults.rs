@@ -3,11 +3,55 @@
 
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
+use serde::Serialize;
 use std::time::Duration;
 
-use super::checker::FaultRecord;
 use super::history::now_us;
 use super::scenario::{Fault, FaultAction};
+
+/// What the runner did, and when: the checker's only other input besides the histories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultRecord {
+    pub name: String,
+    pub action: FaultAction,
+    pub planned_at_ms: u64,
+    /// When it was carried out (epoch µs); `None` when it could not be.
+    pub at_us: Option<i64>,
+    /// When the action was complete (a restarted Redis answering again), epoch µs.
+    #[serde(default)]
+    pub done_us: Option<i64>,
+    /// Server index for `sigkill-server`.
+    pub server: Option<usize>,
+    /// Worker labels (`group[i]`) it hit.
+    pub workers: Vec<String>,
+    /// What it hit, for people (`pid 123 holders[0]`, `server 1 127.0.0.1:4001`).
+    pub targets: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// Why a fault could not be carried out (recorded; the checker then treats it as not done).
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    #[error("no live worker of group `{group}` to send {signal}")]
+    NoLiveWorker { group: String, signal: Signal },
+    #[error("no server {0}")]
+    NoServer(usize),
+    #[error("server {0} had already exited")]
+    ServerGone(usize),
+    #[error(transparent)]
+    Signal(#[from] crate::infra::ChildError),
+    #[error("cannot connect to Redis to shut it down")]
+    RedisConnect(#[source] redis::RedisError),
+    #[error("cannot connect to Redis to shut it down")]
+    RedisConnectTimeout,
+    #[error("cannot restart Redis")]
+    RedisRestart(#[source] Box<crate::infra::RedisError>),
+    #[error("this run has no fault proxy")]
+    NoProxy,
+    #[error("{0}")]
+    Network(String),
+}
 
 /// What the runner can do to the things it started. Each returns who was hit, for the record.
 #[async_trait]
@@ -19,18 +63,18 @@ pub trait FaultTarget: Send {
         group: &str,
         index: Option<u32>,
         signal: Signal,
-    ) -> Result<(Vec<String>, Vec<String>), String>;
+    ) -> Result<(Vec<String>, Vec<String>), FaultError>;
 
     /// SIGKILLs server `index` of the fleet.
-    fn kill_server(&mut self, index: usize) -> Result<String, String>;
+    fn kill_server(&mut self, index: usize) -> Result<String, FaultError>;
 
     /// Restarts Redis with its data but an empty script cache.
-    async fn restart_redis(&mut self) -> Result<String, String>;
+    async fn restart_redis(&mut self) -> Result<String, FaultError>;
 
     /// Switches the fault proxy's links (`[network] proxy = true`); returns the links hit.
-    fn network(&mut self, fault: &Fault) -> Result<Vec<String>, String> {
+    fn network(&mut self, fault: &Fault) -> Result<Vec<String>, FaultError> {
         let _ = fault;
-        Err("this run has no fault proxy".into())
+        Err(FaultError::NoProxy)
     }
 }
 
@@ -89,7 +133,7 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
         }
         Err(e) => {
             record.at_us = None;
-            record.error = Some(e);
+            record.error = Some(format!("{:#}", anyhow::Error::new(e)));
         }
     }
     record
@@ -109,16 +153,16 @@ mod tests {
             group: &str,
             index: Option<u32>,
             signal: Signal,
-        ) -> Result<(Vec<String>, Vec<String>), String> {
+        ) -> Result<(Vec<String>, Vec<String>), FaultError> {
             self.0.push(format!("{signal} {group} {index:?}"));
             Ok((vec![format!("{group}[0]")], vec!["pid 1".into()]))
         }
 
-        fn kill_server(&mut self, index: usize) -> Result<String, String> {
-            Err(format!("server {index} already gone"))
+        fn kill_server(&mut self, index: usize) -> Result<String, FaultError> {
+            Err(FaultError::ServerGone(index))
         }
 
-        async fn restart_redis(&mut self) -> Result<String, String> {
+        async fn restart_redis(&mut self) -> Result<String, FaultError> {
             self.0.push("restart".into());
             Ok("redis".into())
         }
@@ -167,6 +211,9 @@ mod tests {
         assert_eq!(records[0].workers, ["holders[0]"]);
         assert!(records[1].at_us >= records[0].at_us);
         assert_eq!(records[2].at_us, None);
-        assert_eq!(records[2].error.as_deref(), Some("server 1 already gone"));
+        assert_eq!(
+            records[2].error.as_deref(),
+            Some("server 1 had already exited")
+        );
     }
 }

@@ -127,7 +127,7 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "camelCase")]
-pub enum Outcome {
+pub enum CallOutcome {
     Ok(Reply),
     Fail { error: String },
     Indeterminate { error: String },
@@ -143,14 +143,14 @@ pub struct Call {
     pub invoke_us: i64,
     /// `None` when the worker died before the call completed.
     pub complete_us: Option<i64>,
-    pub outcome: Outcome,
+    pub outcome: CallOutcome,
 }
 
 impl Call {
     /// The decision of a completed call, if it carried one.
     pub fn decision(&self) -> Option<&Decision> {
         match &self.outcome {
-            Outcome::Ok(Reply::Decision { decision } | Reply::Admit { decision, .. }) => {
+            CallOutcome::Ok(Reply::Decision { decision } | Reply::Admit { decision, .. }) => {
                 Some(decision)
             }
             _ => None,
@@ -158,7 +158,7 @@ impl Call {
     }
 
     pub fn is_indeterminate(&self) -> bool {
-        matches!(self.outcome, Outcome::Indeterminate { .. })
+        matches!(self.outcome, CallOutcome::Indeterminate { .. })
     }
 
     /// When the call is known to have ended (its invoke time if it never completed: the worker
@@ -317,16 +317,16 @@ pub fn assemble(path: &Path, events: Vec<Event>) -> Result<WorkerHistory, Histor
                     server,
                     invoke_us: at_us,
                     complete_us: None,
-                    outcome: Outcome::Indeterminate {
+                    outcome: CallOutcome::Indeterminate {
                         error: "no completion recorded (the worker died mid-call)".into(),
                     },
                 });
                 continue;
             }
-            Event::Ok { seq, at_us, reply } => (seq, at_us, Outcome::Ok(reply)),
-            Event::Fail { seq, at_us, error } => (seq, at_us, Outcome::Fail { error }),
+            Event::Ok { seq, at_us, reply } => (seq, at_us, CallOutcome::Ok(reply)),
+            Event::Fail { seq, at_us, error } => (seq, at_us, CallOutcome::Fail { error }),
             Event::Indeterminate { seq, at_us, error } => {
-                (seq, at_us, Outcome::Indeterminate { error })
+                (seq, at_us, CallOutcome::Indeterminate { error })
             }
             Event::End { .. } => {
                 history.finished = true;

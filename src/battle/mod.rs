@@ -9,6 +9,8 @@
 //! - [`scenario`]: the `scenarios/*.toml` format, parsed strictly.
 //! - [`history`]: per-worker JSON-lines histories (invoke / ok / fail / indeterminate).
 //! - [`checker`]: verdicts from histories and the fault log.
+//! - [`spec`]: what a worker process is told (imports nothing from `battle`); [`spawn`]: starting
+//!   worker processes and waiting for them (ready-files, the barrier, bounded exits).
 //! - [`worker`]: the hidden `worker` subcommand; [`door`] and its three doors.
 //! - [`faults`]: the fault schedule; [`runner`]: one scenario end to end; [`cli`]: the command.
 //! - [`network`]: the fault proxy's links and windows; [`clock`]: client clock faults.
@@ -18,6 +20,7 @@ pub mod bench;
 pub mod checker;
 pub mod cli;
 pub mod clock;
+pub mod docs;
 pub mod door;
 pub mod door_redis;
 pub mod door_service;
@@ -28,5 +31,7 @@ pub mod plots;
 pub mod policy;
 pub mod runner;
 pub mod scenario;
+pub mod spawn;
+pub mod spec;
 pub mod store_check;
 pub mod worker;

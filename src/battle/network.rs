@@ -10,7 +10,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use serde_json::json;
 
-use super::checker::FaultRecord;
+use super::faults::FaultRecord;
 use super::scenario::{Fault, FaultAction, MAX_DURATION_MS, Scenario, ScenarioError};
 use crate::netfault::{Direction, NetAction, NetEvent, Proxy};
 

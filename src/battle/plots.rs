@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::checker::FaultRecord;
-use super::history::{self, Op, Outcome, Reply, WorkerHistory};
+use super::faults::FaultRecord;
+use super::history::{self, CallOutcome, Op, Reply, WorkerHistory};
 use super::runner::ScenarioResult;
 use super::scenario::FaultAction;
 use crate::report::html::{
@@ -137,20 +137,20 @@ fn window_plot(assertion: &str, numbers: &serde_json::Value) -> Option<WindowPlo
     })
 }
 
-fn kind(outcome: &Outcome) -> CallKind {
+fn kind(outcome: &CallOutcome) -> CallKind {
     match outcome {
-        Outcome::Ok(Reply::Decision { decision } | Reply::Admit { decision, .. }) => {
+        CallOutcome::Ok(Reply::Decision { decision } | Reply::Admit { decision, .. }) => {
             if decision.allowed {
                 CallKind::Ok
             } else {
                 CallKind::Denied
             }
         }
-        Outcome::Ok(Reply::Grant { capacity, .. }) if *capacity <= 0 => CallKind::Denied,
-        Outcome::Ok(Reply::NeedsRefresh) => CallKind::Denied,
-        Outcome::Ok(_) => CallKind::Ok,
-        Outcome::Fail { .. } => CallKind::Fail,
-        Outcome::Indeterminate { .. } => CallKind::Indeterminate,
+        CallOutcome::Ok(Reply::Grant { capacity, .. }) if *capacity <= 0 => CallKind::Denied,
+        CallOutcome::Ok(Reply::NeedsRefresh) => CallKind::Denied,
+        CallOutcome::Ok(_) => CallKind::Ok,
+        CallOutcome::Fail { .. } => CallKind::Fail,
+        CallOutcome::Indeterminate { .. } => CallKind::Indeterminate,
     }
 }
 
@@ -205,7 +205,7 @@ fn slots_held(histories: &[WorkerHistory]) -> Vec<(i64, i64)> {
     for h in histories {
         let last = h.calls.iter().map(|c| c.end_us()).max().unwrap_or(h.t0_us);
         for (i, c) in h.calls.iter().enumerate() {
-            let Outcome::Ok(Reply::Admit {
+            let CallOutcome::Ok(Reply::Admit {
                 decision, lease_id, ..
             }) = &c.outcome
             else {

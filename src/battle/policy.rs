@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::Strategy;
-use crate::server::policy::{PolicyKind, PolicySet};
+use crate::server::policy::{PolicyError, PolicyKind, PolicySet};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyFacts {
@@ -20,8 +20,8 @@ pub struct PolicyFacts {
 }
 
 /// Reads the facts of every policy in a policy file's text; `file` names it in errors.
-pub fn read(file: &str, yaml: &str) -> Result<BTreeMap<String, PolicyFacts>, String> {
-    let set = PolicySet::parse(file, yaml).map_err(|e| e.to_string())?;
+pub fn read(file: &str, yaml: &str) -> Result<BTreeMap<String, PolicyFacts>, PolicyError> {
+    let set = PolicySet::parse(file, yaml)?;
     Ok(set
         .policies
         .iter()
@@ -60,6 +60,6 @@ mod tests {
         assert_eq!(facts["c"].strategy, None);
         assert_eq!(facts["c"].label, "distributedConcurrency");
         let err = read("x.yaml", "version: 1\nlimiters:\n  a: { strategy: nope }\n").unwrap_err();
-        assert!(err.contains("x.yaml"), "{err}");
+        assert!(err.to_string().contains("x.yaml"), "{err}");
     }
 }

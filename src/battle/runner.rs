@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,15 +14,19 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::checker::{self, FaultRecord, Judgement, Verdict};
-use super::faults::{FaultTarget, Schedule, carry_out};
+use super::checker::{self, Judgement, Verdict};
+use super::faults::{FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
 use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
 use super::scenario::{Door, FaultAction, MAX_DURATION_MS, Scenario, WorkerGroup};
+use super::spawn::{SpawnError, Worker, describe_exit, spawn_worker, tail, wait_ready};
+use super::spec::{DoorSpec, WorkerFault, WorkerSpec};
 use super::store_check;
-use super::worker::{DoorSpec, WorkerFault, WorkerSpec};
-use crate::infra::{OwnedChild, RedisInstance, RedisOptions, free_loopback_port};
+use crate::backend::service_process::{
+    Placeholders, ProcessError, ServerProcess, TemplateError, fill_template,
+};
+use crate::infra::{RedisInstance, RedisOptions, free_loopback_port};
 use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
@@ -35,10 +38,6 @@ pub const REFERENCE_SERVER: &str = "{exe} serve --config {policy} --host 127.0.0
 /// writes goes under `<key_prefix>:`.
 pub const KEY_PREFIX_PLACEHOLDER: &str = "{key_prefix}";
 
-/// How long a server may take to accept connections.
-const SERVER_START: Duration = Duration::from_secs(20);
-/// How long workers may take to open their connections.
-const WORKERS_READY: Duration = Duration::from_secs(30);
 /// Beyond the scenario's own bounds, before the runner kills the workers itself.
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -59,10 +58,103 @@ pub struct BattleConfig {
     pub run_id: String,
 }
 
+/// Why the harness could not run a scenario (the scenario's verdict is then `unknown`).
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("scenario {scenario}: {message}")]
-    Setup { scenario: String, message: String },
+#[error("scenario {scenario}")]
+pub struct RunError {
+    pub scenario: String,
+    #[source]
+    pub source: SetupError,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot {what} {}", path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the barrier pipe")]
+    Barrier(#[source] std::io::Error),
+    #[error(transparent)]
+    Scenario(#[from] super::scenario::ScenarioError),
+    #[error(transparent)]
+    Policy(#[from] crate::server::policy::PolicyError),
+    #[error(transparent)]
+    Redis(#[from] crate::infra::RedisError),
+    #[error(transparent)]
+    Server(#[from] ServerStartError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
+    #[error("worker {worker} left no history (exit {exit}): {tail}")]
+    NoHistory {
+        worker: String,
+        exit: String,
+        tail: String,
+    },
+    #[error("worker {worker} failed ({exit}): {tail}")]
+    WorkerFailed {
+        worker: String,
+        exit: String,
+        tail: String,
+    },
+    #[error("workers still running {seconds} s after the plan's bound: killed")]
+    TimedOut { seconds: u64 },
+    #[error("no redis-server on PATH")]
+    NoRedisBinary,
+    #[error("{0}")]
+    Netns(String),
+    #[error("{0}")]
+    Network(String),
+    #[error("{0}")]
+    StoreCheck(String),
+}
+
+/// A worker group that cannot be given the spec it asks for.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("group `{group}` uses policy `{policy}`, which the policy file does not define")]
+    UnknownPolicy { group: String, policy: String },
+    #[error("group `{group}`: the redis door needs a rate policy, `{policy}` is a {label}")]
+    NotRate {
+        group: String,
+        policy: String,
+        label: String,
+    },
+    #[error(
+        "group `{group}`: the fleet-lease door needs a federated policy, `{policy}` is a {label}"
+    )]
+    NotFederated {
+        group: String,
+        policy: String,
+        label: String,
+    },
+}
+
+/// A fleet server that did not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerStartError {
+    #[error("no free port")]
+    Port(#[source] std::io::Error),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(
+        "this scenario skews a server's clock with libfaketime, which is not installed \
+         (Debian: apt-get install faketime)"
+    )]
+    NoFaketime,
+    #[error("server {index}")]
+    Process {
+        index: usize,
+        #[source]
+        source: ProcessError,
+    },
 }
 
 /// One scenario's outcome, written as `result.json`.
@@ -170,9 +262,12 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         .url
         .as_deref()
         .map(|url| crate::infra::cleanup::Namespace::register(url, &result.key_prefix));
-    match battle(scenario, cfg, dir, &mut result).await {
-        Ok(()) => {}
-        Err(RunError::Setup { message, .. }) => result.error = Some(message),
+    if let Err(source) = battle(scenario, cfg, dir, &mut result).await {
+        let error = RunError {
+            scenario: scenario.name.clone(),
+            source,
+        };
+        result.error = Some(crate::cli_edge::render(&anyhow::Error::new(error)));
     }
     // Every process of the scenario is gone by now (dropped with `battle`'s locals).
     if let Some(namespace) = namespace
@@ -193,20 +288,18 @@ async fn battle(
     cfg: &BattleConfig,
     dir: &Path,
     result: &mut ScenarioResult,
-) -> Result<(), RunError> {
-    let setup = |message: String| RunError::Setup {
-        scenario: scenario.name.clone(),
-        message,
+) -> Result<(), SetupError> {
+    let file = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SetupError::File { what, path, source }
     };
     for sub in ["histories", "workers", "servers"] {
-        std::fs::create_dir_all(dir.join(sub))
-            .map_err(|e| setup(format!("cannot create {}: {e}", dir.join(sub).display())))?;
+        std::fs::create_dir_all(dir.join(sub)).map_err(file("create", &dir.join(sub)))?;
     }
-    let yaml = scenario.policy_yaml().map_err(|e| setup(e.to_string()))?;
+    let yaml = scenario.policy_yaml()?;
     let policy_file = dir.join("policy.yaml");
-    std::fs::write(&policy_file, &yaml)
-        .map_err(|e| setup(format!("cannot write {}: {e}", policy_file.display())))?;
-    let policies = policy::read(&scenario.file.display().to_string(), &yaml).map_err(setup)?;
+    std::fs::write(&policy_file, &yaml).map_err(file("write", &policy_file))?;
+    let policies = policy::read(&scenario.file.display().to_string(), &yaml)?;
 
     let restarts = scenario
         .plan
@@ -238,16 +331,14 @@ async fn battle(
             .server_binary
             .clone()
             .or_else(crate::infra::find_redis_binary)
-            .ok_or_else(|| setup("no redis-server on PATH".into()))?;
+            .ok_or(SetupError::NoRedisBinary)?;
         let ns = crate::netfault::netns::NetnsRedis::start(&binary)
             .await
-            .map_err(|e| setup(e.to_string()))?;
+            .map_err(|e| SetupError::Netns(e.to_string()))?;
         options.url = Some(ns.url().to_string());
         netns = Some(ns);
     }
-    let redis = RedisInstance::provision(&options)
-        .await
-        .map_err(|e| setup(e.to_string()))?;
+    let redis = RedisInstance::provision(&options).await?;
     result.redis = redis.describe();
 
     let mut net = scenario.plan.network.proxy.then(Network::new);
@@ -259,20 +350,15 @@ async fn battle(
             Some(n) => n
                 .redis_for_server(index, redis.url())
                 .await
-                .map_err(setup)?,
+                .map_err(SetupError::Network)?,
             None => redis.url().to_string(),
         };
-        servers.push(
-            start_server(template, index, cfg, scenario, &policy_file, &url, dir)
-                .await
-                .map_err(setup)?,
-        );
+        servers.push(start_server(template, index, cfg, scenario, &policy_file, &url, dir).await?);
     }
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
 
     // The start barrier: one pipe, its read end every worker's stdin.
-    let (barrier_read, barrier_write) =
-        std::io::pipe().map_err(|e| setup(format!("cannot create the barrier pipe: {e}")))?;
+    let (barrier_read, barrier_write) = std::io::pipe().map_err(SetupError::Barrier)?;
     let go_file = dir.join("workers").join("go");
     let mut workers = Vec::new();
     for group in &scenario.plan.workers {
@@ -280,14 +366,14 @@ async fn battle(
             Some(n) if group.door == Door::Redis => (
                 n.redis_for_group(&group.group, redis.url())
                     .await
-                    .map_err(setup)?,
+                    .map_err(SetupError::Network)?,
                 addrs.clone(),
             ),
             Some(n) => (
                 redis.url().to_string(),
                 n.servers_for_group(&group.group, &addrs)
                     .await
-                    .map_err(setup)?,
+                    .map_err(SetupError::Network)?,
             ),
             None => (redis.url().to_string(), addrs.clone()),
         };
@@ -302,18 +388,16 @@ async fn battle(
                 &group_redis,
                 dir,
                 &go_file,
-            )
-            .map_err(setup)?;
-            workers.push(spawn_worker(&cfg.exe, &spec, &barrier_read, dir).map_err(setup)?);
+            )?;
+            workers.push(spawn_worker(&cfg.exe, &spec, &barrier_read, dir)?);
         }
     }
     drop(barrier_read);
-    wait_ready(&mut workers).await.map_err(setup)?;
+    wait_ready(&mut workers).await?;
 
     let t0_us = now_us();
     let t0 = Instant::now();
-    write_atomic(&go_file, t0_us.to_string().as_bytes())
-        .map_err(|e| setup(format!("cannot write {}: {e}", go_file.display())))?;
+    write_atomic(&go_file, t0_us.to_string().as_bytes()).map_err(file("write", &go_file))?;
     drop(barrier_write);
 
     let mut target = Target {
@@ -351,7 +435,7 @@ async fn battle(
         w.child.kill();
     }
     for s in &mut target.servers {
-        s.child.kill();
+        s.process.kill();
     }
 
     let mut histories = Vec::new();
@@ -378,31 +462,28 @@ async fn battle(
         }));
         match read {
             Some(Ok(h)) => histories.push(h),
-            Some(Err(e)) => return Err(setup(e.to_string())),
+            Some(Err(e)) => return Err(e.into()),
             None if killed => {}
             None => {
-                return Err(setup(format!(
-                    "worker {} left no history (exit {}): {}",
-                    w.label,
-                    exit.map(describe_exit).unwrap_or_else(|| "none".into()),
-                    tail(&w.stderr)
-                )));
+                return Err(SetupError::NoHistory {
+                    worker: w.label.clone(),
+                    exit: exit.map(describe_exit).unwrap_or_else(|| "none".into()),
+                    tail: tail(&w.stderr),
+                });
             }
         }
         if !killed && exit.is_some_and(|s| s.code() != Some(0)) && !timed_out {
-            return Err(setup(format!(
-                "worker {} failed ({}): {}",
-                w.label,
-                exit.map(describe_exit).unwrap_or_default(),
-                tail(&w.stderr)
-            )));
+            return Err(SetupError::WorkerFailed {
+                worker: w.label.clone(),
+                exit: exit.map(describe_exit).unwrap_or_default(),
+                tail: tail(&w.stderr),
+            });
         }
     }
     if timed_out {
-        return Err(setup(format!(
-            "workers still running {} s after the plan's bound: killed",
-            GRACE.as_secs()
-        )));
+        return Err(SetupError::TimedOut {
+            seconds: GRACE.as_secs(),
+        });
     }
     result.faults = records
         .iter()
@@ -417,11 +498,14 @@ async fn battle(
         result.network = n.log();
     }
     // The store as the run left it: read directly, never through the proxy.
-    let granted = store_check::granted_lease_ms(&histories);
     let snapshot = store_check::snapshot(
         scenario,
-        cfg,
-        granted,
+        &store_check::StoreScope {
+            key_of: &|g, facts| store_key(cfg, scenario, g, facts),
+            namespace: cfg.direct_namespace(scenario),
+            external_run_id: cfg.redis.url.is_some().then_some(cfg.run_id.as_str()),
+            granted_lease_ms: store_check::granted_lease_ms(&histories),
+        },
         &policies,
         target.redis.url(),
         fleet_size,
@@ -455,17 +539,7 @@ pub fn plan_bound(scenario: &Scenario) -> Duration {
 struct Server {
     index: usize,
     addr: String,
-    child: OwnedChild,
-}
-
-pub(crate) struct Worker {
-    label: String,
-    group: String,
-    index: u32,
-    child: OwnedChild,
-    history: PathBuf,
-    ready_file: PathBuf,
-    stderr: PathBuf,
+    process: ServerProcess,
 }
 
 /// Starts server `index` from the template and waits until it accepts connections.
@@ -477,45 +551,28 @@ async fn start_server(
     policy_file: &Path,
     redis_url: &str,
     dir: &Path,
-) -> Result<Server, String> {
-    let port = free_loopback_port().map_err(|e| format!("no free port: {e}"))?;
-    let words =
-        shell_words::split(template).map_err(|e| format!("--server-cmd {template:?}: {e}"))?;
-    let values: BTreeMap<&str, String> = [
-        ("{exe}", cfg.exe.display().to_string()),
-        ("{port}", port.to_string()),
-        ("{redis}", redis_url.to_string()),
-        ("{policy}", policy_file.display().to_string()),
-        ("{index}", index.to_string()),
-        (KEY_PREFIX_PLACEHOLDER, cfg.namespace(scenario)),
-        (
-            "{lease_ttl_ms}",
-            scenario.plan.topology.lease_ttl_ms.to_string(),
-        ),
-        (
-            "{contract}",
-            absolute(&cfg.contract_dir).display().to_string(),
-        ),
-        (
-            "{fail}",
-            scenario
+) -> Result<Server, ServerStartError> {
+    let port = free_loopback_port().map_err(ServerStartError::Port)?;
+    let argv = fill_template(
+        template,
+        &Placeholders {
+            exe: cfg.exe.display().to_string(),
+            port: Some(port),
+            policy: policy_file.display().to_string(),
+            redis: Some(redis_url.to_string()),
+            index,
+            contract: absolute(&cfg.contract_dir).display().to_string(),
+            lease_ttl_ms: scenario.plan.topology.lease_ttl_ms,
+            key_prefix: cfg.namespace(scenario),
+            fail: scenario
                 .plan
                 .topology
                 .fail
                 .unwrap_or_default()
                 .name()
                 .to_string(),
-        ),
-    ]
-    .into();
-    let words: Vec<String> = words
-        .iter()
-        .map(|w| {
-            values
-                .iter()
-                .fold(w.clone(), |acc, (k, v)| acc.replace(k, v))
-        })
-        .collect();
+        },
+    )?;
     let offset = scenario
         .plan
         .topology
@@ -523,57 +580,26 @@ async fn start_server(
         .get(index)
         .copied()
         .unwrap_or(0);
-    let Some((program, args)) = words.split_first() else {
-        return Err("--server-cmd is empty".into());
-    };
-    let log = dir.join("servers").join(format!("server-{index}.log"));
-    let out =
-        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
+    let mut env = Vec::new();
     if offset != 0 {
         // libfaketime preloaded into the server itself (not the `faketime` wrapper, whose
         // forked child would outlive a SIGKILLed harness): only its wall clock moves.
-        let lib = faketime_library().ok_or_else(|| {
-            "this scenario skews a server's clock with libfaketime, which is not installed \
-             (Debian: apt-get install faketime)"
-                .to_string()
-        })?;
-        command
-            .env("LD_PRELOAD", lib)
-            .env("FAKETIME", format!("{:+.3}s", offset as f64 / 1000.0));
+        let lib = faketime_library().ok_or(ServerStartError::NoFaketime)?;
+        env.push(("LD_PRELOAD".to_string(), lib.display().to_string()));
+        env.push((
+            "FAKETIME".to_string(),
+            format!("{:+.3}s", offset as f64 / 1000.0),
+        ));
     }
-    let mut child =
-        OwnedChild::spawn(format!("server {index}"), command).map_err(|e| e.to_string())?;
-    let addr = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_exit() {
-            return Err(format!(
-                "server {index} ({}) exited before accepting connections ({}): {}",
-                words.join(" "),
-                describe_exit(status),
-                tail(&log)
-            ));
-        }
-        let connect = tokio::net::TcpStream::connect(&addr);
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
-            return Ok(Server { index, addr, child });
-        }
-        if started.elapsed() > SERVER_START {
-            return Err(format!(
-                "server {index} did not accept connections on {addr} within {} s: {}",
-                SERVER_START.as_secs(),
-                tail(&log)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let log = dir.join("servers").join(format!("server-{index}.log"));
+    let process = ServerProcess::start_with_env(&argv, Some(port), Some(log), &env)
+        .await
+        .map_err(|source| ServerStartError::Process { index, source })?;
+    Ok(Server {
+        index,
+        addr: process.addr.to_string(),
+        process,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -587,22 +613,23 @@ fn worker_spec(
     redis_url: &str,
     dir: &Path,
     go_file: &Path,
-) -> Result<WorkerSpec, String> {
-    let policy = policies.get(&group.policy).ok_or_else(|| {
-        format!(
-            "group `{}` uses policy `{}`, which the policy file does not define",
-            group.group, group.policy
-        )
-    })?;
+) -> Result<WorkerSpec, SpecError> {
+    let policy = policies
+        .get(&group.policy)
+        .ok_or_else(|| SpecError::UnknownPolicy {
+            group: group.group.clone(),
+            policy: group.policy.clone(),
+        })?;
     let identity = identity(cfg, group);
     let primary = group.server.unwrap_or(index as usize);
     let door = match group.door {
         Door::Redis => {
             let Some(strategy) = &policy.strategy else {
-                return Err(format!(
-                    "group `{}`: the redis door needs a rate policy, `{}` is a {}",
-                    group.group, group.policy, policy.label
-                ));
+                return Err(SpecError::NotRate {
+                    group: group.group.clone(),
+                    policy: group.policy.clone(),
+                    label: policy.label.clone(),
+                });
             };
             DoorSpec::Redis {
                 url: redis_url.into(),
@@ -619,16 +646,17 @@ fn worker_spec(
         },
         Door::FleetLease => {
             let (Some(strategy), true) = (&policy.strategy, policy.federated) else {
-                return Err(format!(
-                    "group `{}`: the fleet-lease door needs a federated policy, `{}` is a {}",
-                    group.group, group.policy, policy.label
-                ));
+                return Err(SpecError::NotFederated {
+                    group: group.group.clone(),
+                    policy: group.policy.clone(),
+                    label: policy.label.clone(),
+                });
             };
             DoorSpec::FleetLease {
                 servers: servers.to_vec(),
                 primary,
                 policy: group.policy.clone(),
-                limit: strategy_limit(strategy),
+                limit: strategy.limit() as u64,
             }
         }
     };
@@ -701,134 +729,6 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn strategy_limit(strategy: &crate::model::Strategy) -> u64 {
-    use crate::model::Strategy::*;
-    let limit = match strategy {
-        Gcra(o) => o.limit,
-        TokenBucket(o) => o.capacity,
-        FixedWindow(o) => o.limit,
-        SlidingWindow(o) => o.limit,
-        SlidingWindowLog(o) => o.limit,
-    };
-    limit as u64
-}
-
-pub(crate) fn spawn_worker(
-    exe: &Path,
-    spec: &WorkerSpec,
-    barrier: &std::io::PipeReader,
-    dir: &Path,
-) -> Result<Worker, String> {
-    let name = format!("{}-{}", spec.group, spec.index);
-    let spec_file = dir.join("workers").join(format!("{name}.json"));
-    // The file holds the URL without its password; the worker gets the real one in its
-    // environment, which is not written anywhere.
-    let mut on_disk = spec.clone();
-    let mut real_url = None;
-    if let DoorSpec::Redis { url, .. } = &mut on_disk.door {
-        real_url = Some(std::mem::replace(url, crate::infra::redact_url(url)));
-    }
-    let json = serde_json::to_vec_pretty(&on_disk).map_err(|e| e.to_string())?;
-    std::fs::write(&spec_file, json)
-        .map_err(|e| format!("cannot write {}: {e}", spec_file.display()))?;
-    let stderr = dir.join("workers").join(format!("{name}.stderr"));
-    let err = std::fs::File::create(&stderr)
-        .map_err(|e| format!("cannot create {}: {e}", stderr.display()))?;
-    let stdin = barrier
-        .try_clone()
-        .map_err(|e| format!("barrier pipe: {e}"))?;
-    let mut command = Command::new(exe);
-    command
-        .arg("worker")
-        .arg("--spec")
-        .arg(&spec_file)
-        .stdin(Stdio::from(stdin))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(err));
-    if let Some(url) = real_url {
-        command.env(super::worker::REDIS_URL_ENV, url);
-    }
-    let label = format!("{}[{}]", spec.group, spec.index);
-    let child = OwnedChild::spawn(format!("worker {label}"), command).map_err(|e| e.to_string())?;
-    Ok(Worker {
-        label,
-        group: spec.group.clone(),
-        index: spec.index,
-        child,
-        history: spec.history.clone(),
-        ready_file: spec.ready_file.clone(),
-        stderr,
-    })
-}
-
-/// Waits until every worker has exited, or kills them all after `bound`.
-pub(crate) async fn wait_exit(workers: &mut [Worker], bound: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + bound;
-    while !workers.iter_mut().all(|w| w.child.try_exit().is_some()) {
-        if Instant::now() >= deadline {
-            for w in workers.iter_mut() {
-                w.child.kill();
-            }
-            return Err(format!(
-                "workers still running after {} s: killed",
-                bound.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
-}
-
-/// Waits until every worker has opened its connections (its ready-file exists).
-pub(crate) async fn wait_ready(workers: &mut [Worker]) -> Result<(), String> {
-    let started = Instant::now();
-    loop {
-        let mut all = true;
-        for w in workers.iter_mut() {
-            if let Some(status) = w.child.try_exit() {
-                return Err(format!(
-                    "worker {} exited before the start ({}): {}",
-                    w.label,
-                    describe_exit(status),
-                    tail(&w.stderr)
-                ));
-            }
-            all &= w.ready_file.exists();
-        }
-        if all {
-            return Ok(());
-        }
-        if started.elapsed() > WORKERS_READY {
-            return Err(format!(
-                "workers not ready within {} s",
-                WORKERS_READY.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => Signal::try_from(sig)
-            .map(|s| format!("killed by {s}"))
-            .unwrap_or_else(|_| format!("killed by signal {sig}")),
-        _ => status.to_string(),
-    }
-}
-
-/// The last lines of a log, for error messages.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().rev().take(5).collect();
-    if lines.is_empty() {
-        return format!("({} is empty)", path.display());
-    }
-    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
-}
-
 /// What the fault schedule acts on.
 struct Target {
     workers: Vec<Worker>,
@@ -845,7 +745,7 @@ impl FaultTarget for Target {
         group: &str,
         index: Option<u32>,
         signal: Signal,
-    ) -> Result<(Vec<String>, Vec<String>), String> {
+    ) -> Result<(Vec<String>, Vec<String>), FaultError> {
         let (mut labels, mut targets) = (Vec::new(), Vec::new());
         for w in &mut self.workers {
             if w.group != group || index.is_some_and(|i| i != w.index) {
@@ -854,43 +754,41 @@ impl FaultTarget for Target {
             if w.child.try_exit().is_some() {
                 continue;
             }
-            w.child.signal(signal).map_err(|e| e.to_string())?;
+            w.child.signal(signal)?;
             labels.push(w.label.clone());
             targets.push(format!("pid {} {}", w.child.pid(), w.label));
         }
         if labels.is_empty() {
-            return Err(format!(
-                "no live worker of group `{group}` to send {signal}"
-            ));
+            return Err(FaultError::NoLiveWorker {
+                group: group.to_owned(),
+                signal,
+            });
         }
         Ok((labels, targets))
     }
 
-    fn kill_server(&mut self, index: usize) -> Result<String, String> {
+    fn kill_server(&mut self, index: usize) -> Result<String, FaultError> {
         let server = self
             .servers
             .iter_mut()
             .find(|s| s.index == index)
-            .ok_or_else(|| format!("no server {index}"))?;
-        if server.child.try_exit().is_some() {
-            return Err(format!("server {index} had already exited"));
+            .ok_or(FaultError::NoServer(index))?;
+        if server.process.try_exit().is_some() {
+            return Err(FaultError::ServerGone(index));
         }
-        let pid = server.child.pid();
-        server
-            .child
-            .signal(Signal::SIGKILL)
-            .map_err(|e| e.to_string())?;
+        let pid = server.process.pid();
+        server.process.try_signal(Signal::SIGKILL)?;
         Ok(format!("server {index} {} (pid {pid})", server.addr))
     }
 
-    fn network(&mut self, fault: &super::scenario::Fault) -> Result<Vec<String>, String> {
+    fn network(&mut self, fault: &super::scenario::Fault) -> Result<Vec<String>, FaultError> {
         let namespace = fault.action == FaultAction::NetnsPartition
             || (fault.action == FaultAction::Heal && fault.link.is_none());
         if namespace {
             let Some(ns) = &mut self.netns else {
-                return Err(
+                return Err(FaultError::Network(
                     "Redis is not in a network namespace (`[network] netns = true`)".into(),
-                );
+                ));
             };
             let name = ns.host().name().to_string();
             let done = if fault.action == FaultAction::Heal {
@@ -898,7 +796,7 @@ impl FaultTarget for Target {
             } else {
                 ns.host().partition()
             };
-            done.map_err(|e| e.to_string())?;
+            done.map_err(|e| FaultError::Network(e.to_string()))?;
             let rules = ns.host().rules().unwrap_or_default();
             return Ok(vec![format!(
                 "namespace {name} (redis pid {}): iptables {}",
@@ -907,27 +805,30 @@ impl FaultTarget for Target {
             )]);
         }
         match &self.net {
-            Some(n) => n.apply(fault),
-            None => Err("this run has no fault proxy (`[network] proxy = true`)".into()),
+            Some(n) => n.apply(fault).map_err(FaultError::Network),
+            None => Err(FaultError::NoProxy),
         }
     }
 
-    async fn restart_redis(&mut self) -> Result<String, String> {
+    async fn restart_redis(&mut self) -> Result<String, FaultError> {
         let started = Instant::now();
         // SHUTDOWN SAVE keeps the data (reloaded at start) and loses the script cache.
-        let client = redis::Client::open(self.redis.url()).map_err(|e| e.to_string())?;
+        let client = redis::Client::open(self.redis.url()).map_err(FaultError::RedisConnect)?;
         let mut con = tokio::time::timeout(
             Duration::from_secs(2),
             client.get_multiplexed_async_connection(),
         )
         .await
-        .map_err(|_| "cannot connect to Redis to shut it down".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| FaultError::RedisConnectTimeout)?
+        .map_err(FaultError::RedisConnect)?;
         let _: Result<(), _> = redis::cmd("SHUTDOWN")
             .arg("SAVE")
             .query_async(&mut con)
             .await;
-        self.redis.restart().await.map_err(|e| e.to_string())?;
+        self.redis
+            .restart()
+            .await
+            .map_err(|e| FaultError::RedisRestart(Box::new(e)))?;
         Ok(format!(
             "{} restarted with its data and an empty script cache in {} ms",
             self.redis.describe(),

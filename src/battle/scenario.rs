@@ -5,6 +5,7 @@
 //! when, and which assertions the checker judges the recorded histories against. Parsing is
 //! strict (unknown keys are errors) and every error names the file and the key.
 
+pub use super::spec::Operation;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -133,19 +134,6 @@ pub enum Door {
     FleetLease,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Operation {
-    /// Rate-limit check (the strategy's script, or `RateLimiter.Check`).
-    Check,
-    /// `RateLimiter.Debit` of a token budget.
-    Debit,
-    /// `Admit` a concurrency slot, hold it (heartbeating), then `Release` it.
-    Admit,
-    /// Spend one unit of a fleet lease locally, reserving more when it runs dry.
-    Spend,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct WorkerGroup {
@@ -194,16 +182,7 @@ pub struct WorkerGroup {
     pub now: NowSource,
 }
 
-/// Where a direct-door check's `now` comes from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NowSource {
-    /// `now = 0`: the script reads Redis `TIME`; a client clock cannot skew it.
-    #[default]
-    Server,
-    /// The worker's own clock (with the group's `clock` applied).
-    Client,
-}
+pub use super::spec::NowSource;
 
 fn one() -> u64 {
     1

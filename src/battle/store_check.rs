@@ -8,10 +8,9 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::checker::{GroupKey, StoreSnapshot, StoredKey};
-use super::history::{Outcome, Reply, WorkerHistory};
+use super::history::{CallOutcome, Reply, WorkerHistory};
 use super::policy::PolicyFacts;
-use super::runner::BattleConfig;
-use super::scenario::Scenario;
+use super::scenario::{Scenario, WorkerGroup};
 use crate::model::Strategy;
 use crate::server::policy::{PolicyKind, PolicySet};
 
@@ -67,10 +66,10 @@ pub fn granted_lease_ms(histories: &[WorkerHistory]) -> u64 {
     for h in histories {
         for c in &h.calls {
             let deadline = match &c.outcome {
-                Outcome::Ok(Reply::Admit {
+                CallOutcome::Ok(Reply::Admit {
                     lease_expires_at, ..
                 }) => *lease_expires_at,
-                Outcome::Ok(Reply::Heartbeat { next_deadline, .. }) => *next_deadline,
+                CallOutcome::Ok(Reply::Heartbeat { next_deadline, .. }) => *next_deadline,
                 _ => continue,
             };
             if deadline > 0 {
@@ -81,10 +80,20 @@ pub fn granted_lease_ms(histories: &[WorkerHistory]) -> u64 {
     longest.max(0) as u64
 }
 
+/// What the store read needs of the run, given by the runner (so this module does not import
+/// it): the key each group works on, the scenario's namespace, and the run's id on a Redis the
+/// harness did not start.
+pub struct StoreScope<'a> {
+    pub key_of: &'a dyn Fn(&WorkerGroup, &PolicyFacts) -> String,
+    pub namespace: Option<String>,
+    pub external_run_id: Option<&'a str>,
+    /// The longest lease the servers granted (`granted_lease_ms`), which bounds slot keys' TTL.
+    pub granted_lease_ms: u64,
+}
+
 pub async fn snapshot(
     scenario: &Scenario,
-    cfg: &BattleConfig,
-    granted_lease_ms: u64,
+    scope: &StoreScope<'_>,
     policies: &BTreeMap<String, PolicyFacts>,
     url: &str,
     fleet: usize,
@@ -103,7 +112,11 @@ pub async fn snapshot(
             return snap;
         }
     };
-    let lease = scenario.plan.topology.lease_ttl_ms.max(granted_lease_ms);
+    let lease = scenario
+        .plan
+        .topology
+        .lease_ttl_ms
+        .max(scope.granted_lease_ms);
     let max_cost = scenario
         .plan
         .workers
@@ -127,7 +140,7 @@ pub async fn snapshot(
             snap.groups.insert(
                 g.group.clone(),
                 GroupKey {
-                    key: super::runner::store_key(cfg, scenario, g, facts),
+                    key: (scope.key_of)(g, facts),
                     strategy: facts.strategy,
                     window: None,
                 },
@@ -144,8 +157,14 @@ pub async fn snapshot(
     snap.key_formula = format!(
         "Σ over the groups' (policy, key) of keys per identity ({per_identity}) + {registry} slot registry"
     );
-    let namespace = cfg.direct_namespace(scenario);
-    if let Err(e) = read(&mut snap, cfg, namespace.as_deref(), url).await {
+    if let Err(e) = read(
+        &mut snap,
+        scope.external_run_id,
+        scope.namespace.as_deref(),
+        url,
+    )
+    .await
+    {
         snap.error = Some(e);
     }
     snap
@@ -155,7 +174,7 @@ pub async fn snapshot(
 /// a Redis the harness did not start), every key of the Redis the run started otherwise.
 async fn read(
     snap: &mut StoreSnapshot,
-    cfg: &BattleConfig,
+    external_run_id: Option<&str>,
     namespace: Option<&str>,
     url: &str,
 ) -> Result<(), String> {
@@ -173,8 +192,10 @@ async fn read(
     snap.read_at_ms = secs * 1000 + micros / 1000;
     let pattern = match namespace {
         Some(ns) => format!("{ns}:*"),
-        None if cfg.redis.url.is_some() => format!("*{}*", cfg.run_id),
-        None => "*".to_string(),
+        None => match external_run_id {
+            Some(run_id) => format!("*{run_id}*"),
+            None => "*".to_string(),
+        },
     };
     let registry = match namespace {
         Some(ns) => format!("{ns}:{SLOT_KEYS}"),

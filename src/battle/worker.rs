@@ -13,105 +13,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use super::door::{CallError, Door};
+use super::door::{CallError, Door, OpenError};
 use super::door_redis::RedisDoor;
 use super::door_service::ServiceDoor;
 use super::history::{Event, HistoryError, HistoryWriter, Op, Reply, now_us};
-use super::scenario::{MAX_DURATION_MS, Operation};
-use crate::model::{LeaseConfig, LeaseSpender, SpendOutcome, Strategy};
+use super::scenario::MAX_DURATION_MS;
+use super::spec::{DoorSpec, Operation, WorkerFault, WorkerSpec};
+use crate::exit::TkExitCode;
+use crate::model::{LeaseConfig, LeaseSpender, SpendOutcome};
 
 /// How long a worker waits for the barrier before giving up.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Everything one worker needs, written by the runner as JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerSpec {
-    pub scenario: String,
-    pub group: String,
-    pub index: u32,
-    #[serde(with = "crate::report::seed_text")]
-    pub seed: u64,
-    pub door: DoorSpec,
-    pub operation: Operation,
-    pub cost: u64,
-    pub tokens: Option<[u64; 2]>,
-    pub requests: Option<u64>,
-    pub duration_ms: Option<u64>,
-    pub interval_ms: u64,
-    pub start_after_ms: u64,
-    pub hold_ms: u64,
-    pub heartbeat_ms: u64,
-    pub hold_once: bool,
-    pub batch: u64,
-    pub call_timeout_ms: u64,
-    pub history: PathBuf,
-    /// Created once the worker's connections are open.
-    pub ready_file: PathBuf,
-    /// Written by the runner (epoch µs of the barrier) just before it closes the pipe.
-    pub go_file: PathBuf,
-    /// Test only: make this worker a faulty client on purpose.
-    pub fault: Option<WorkerFault>,
-    /// `bench load`: count decisions over many connections instead of recording a history.
-    #[serde(default)]
-    pub load: Option<super::bench::LoadSpec>,
-    /// Direct door: the group's clock fault and where `now` comes from.
-    #[serde(default)]
-    pub clock: Option<super::clock::ClientClock>,
-    #[serde(default)]
-    pub now: super::scenario::NowSource,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "door", rename_all = "kebab-case")]
-pub enum DoorSpec {
-    #[serde(rename_all = "camelCase")]
-    Redis {
-        url: String,
-        contract_dir: PathBuf,
-        strategy: Strategy,
-        /// The full Redis key (`<prefix>:<identity>`).
-        key: String,
-    },
-    #[serde(rename_all = "camelCase")]
-    Service {
-        servers: Vec<String>,
-        primary: usize,
-        policy: String,
-        key: String,
-    },
-    #[serde(rename_all = "camelCase")]
-    FleetLease {
-        servers: Vec<String>,
-        primary: usize,
-        policy: String,
-        /// The policy's per-window limit (the spender reports it as `limit`).
-        limit: u64,
-    },
-}
-
-/// Deliberately broken clients, so tests can show the checker catches them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum WorkerFault {
-    /// The direct door reads the key and writes it back in two calls (no atomicity).
-    NonAtomic,
-    /// The lease spender carries leftover credits across windows.
-    CarryCredits,
-    /// The direct door sends EVALSHA only and never reloads a script after NOSCRIPT.
-    NoScriptReload,
-    /// The service door stays on its first server even after it stops answering.
-    NoFailover,
-    /// The direct door retries a call that timed out, blindly, and records one call.
-    BlindRetry,
-    /// The direct door sends its own (skewed) clock as `now` even where the group promises
-    /// the server's clock.
-    SkewedNow,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -122,13 +37,24 @@ pub struct WorkerArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot read worker spec {file}: {message}")]
-    Spec { file: PathBuf, message: String },
-    #[error("{label}: cannot open the {door} door: {message}")]
+    #[error("cannot read worker spec {}", file.display())]
+    Spec {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot parse worker spec {}", file.display())]
+    SpecJson {
+        file: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{label}: cannot open the {door} door")]
     Door {
         label: String,
         door: &'static str,
-        message: String,
+        #[source]
+        source: Box<OpenError>,
     },
     #[error(transparent)]
     History(#[from] HistoryError),
@@ -143,29 +69,28 @@ pub fn main(args: WorkerArgs) -> ExitCode {
         .build()
         .expect("cannot start the tokio runtime");
     match runtime.block_on(run(&args.spec)) {
-        Ok(true) => ExitCode::SUCCESS,
+        Ok(true) => TkExitCode::of(TkExitCode::PASSED),
         // The runner went away before the barrier opened: nothing was done.
-        Ok(false) => ExitCode::from(3),
+        Ok(false) => TkExitCode::of(TkExitCode::WORKER_ABANDONED),
         Err(e) => {
-            eprintln!("tk-conform worker: {e}");
-            ExitCode::from(2)
+            crate::cli_edge::error_line("worker", &e.into());
+            TkExitCode::of(TkExitCode::USAGE_OR_INFRA)
         }
     }
 }
 
-/// The environment variable that carries a redis door's real URL to a worker: the spec file
-/// on disk holds it redacted (`infra::redact_url`), so no password is written to the run folder.
-pub const REDIS_URL_ENV: &str = "TK_CONFORM_WORKER_REDIS_URL";
+pub use super::spec::REDIS_URL_ENV;
 
 fn read_spec(file: &Path) -> Result<WorkerSpec, WorkerError> {
-    let text = std::fs::read_to_string(file).map_err(|e| WorkerError::Spec {
+    let text = std::fs::read_to_string(file).map_err(|source| WorkerError::Spec {
         file: file.into(),
-        message: e.to_string(),
+        source,
     })?;
-    let mut spec: WorkerSpec = serde_json::from_str(&text).map_err(|e| WorkerError::Spec {
-        file: file.into(),
-        message: e.to_string(),
-    })?;
+    let mut spec: WorkerSpec =
+        serde_json::from_str(&text).map_err(|source| WorkerError::SpecJson {
+            file: file.into(),
+            source,
+        })?;
     if let (DoorSpec::Redis { url, .. }, Ok(real)) = (&mut spec.door, std::env::var(REDIS_URL_ENV))
     {
         *url = real;
@@ -178,10 +103,10 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
     let spec = read_spec(spec_file)?;
     let label = format!("{}[{}]", spec.group, spec.index);
     let timeout = Duration::from_millis(spec.call_timeout_ms.max(1));
-    let door_error = |door, message| WorkerError::Door {
+    let door_error = |door, source| WorkerError::Door {
         label: label.clone(),
         door,
-        message,
+        source: Box::new(source),
     };
     if let (
         Some(load),
@@ -246,7 +171,7 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
                 .fail_over(spec.fault != Some(WorkerFault::NoFailover)),
         ),
     };
-    let mut recorder = Recorder {
+    let mut recorder = HistoryRecorder {
         writer: HistoryWriter::create(&spec.history)?,
         seq: 0,
     };
@@ -262,7 +187,7 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
     })?;
     // The barrier's epoch time on this process's monotonic clock.
     let t0 = Instant::now() - Duration::from_micros((now_us() - t0_us).max(0) as u64);
-    Plan::new(&spec, t0)
+    CallPlan::new(&spec, t0)
         .run(door.as_mut(), &mut recorder)
         .await?;
     recorder.writer.write(&Event::End { at_us: now_us() })?;
@@ -300,12 +225,12 @@ async fn barrier(
 }
 
 /// Numbers each call and writes its invoke and completion.
-pub struct Recorder {
+pub struct HistoryRecorder {
     writer: HistoryWriter,
     seq: u64,
 }
 
-impl Recorder {
+impl HistoryRecorder {
     fn invoke(&mut self, op: Op, server: String) -> Result<u64, HistoryError> {
         self.seq += 1;
         self.writer.write(&Event::Invoke {
@@ -340,20 +265,20 @@ impl Recorder {
 }
 
 /// One worker's plan, with its bounds resolved against the barrier time.
-struct Plan<'a> {
+struct CallPlan<'a> {
     spec: &'a WorkerSpec,
     start: Instant,
     end: Instant,
     rng: rand::rngs::StdRng,
 }
 
-impl<'a> Plan<'a> {
-    fn new(spec: &'a WorkerSpec, t0: Instant) -> Plan<'a> {
+impl<'a> CallPlan<'a> {
+    fn new(spec: &'a WorkerSpec, t0: Instant) -> CallPlan<'a> {
         let start = t0 + Duration::from_millis(spec.start_after_ms);
         let end = start + Duration::from_millis(spec.duration_ms.unwrap_or(MAX_DURATION_MS));
         // Each worker its own stream, reproducible from the run's seed.
         let seed = spec.seed ^ (u64::from(spec.index) << 32) ^ fnv(&spec.group);
-        Plan {
+        CallPlan {
             spec,
             start,
             end,
@@ -361,7 +286,11 @@ impl<'a> Plan<'a> {
         }
     }
 
-    async fn run(&mut self, door: &mut dyn Door, rec: &mut Recorder) -> Result<(), HistoryError> {
+    async fn run(
+        &mut self,
+        door: &mut dyn Door,
+        rec: &mut HistoryRecorder,
+    ) -> Result<(), HistoryError> {
         tokio::time::sleep_until(self.start).await;
         let spec = self.spec;
         let limit = spec.requests.unwrap_or(u64::MAX);
@@ -420,7 +349,7 @@ impl<'a> Plan<'a> {
     async fn admit_and_hold(
         &mut self,
         door: &mut dyn Door,
-        rec: &mut Recorder,
+        rec: &mut HistoryRecorder,
     ) -> Result<bool, HistoryError> {
         let spec = self.spec;
         let seq = rec.invoke(Op::Admit { cost: spec.cost }, door.target())?;
@@ -484,7 +413,7 @@ impl<'a> Plan<'a> {
         &mut self,
         spender: &mut LeaseSpender,
         door: &mut dyn Door,
-        rec: &mut Recorder,
+        rec: &mut HistoryRecorder,
     ) -> Result<(), HistoryError> {
         let spec = self.spec;
         let seq = rec.invoke(Op::Spend { cost: spec.cost }, "local".into())?;

@@ -61,7 +61,10 @@ pub struct ReplayBenchArgs {
 }
 
 pub fn run(args: ReplayBenchArgs) -> ExitCode {
-    crate::cli_edge::exit_code("bench replay", execute(args).map(|()| ExitCode::SUCCESS))
+    crate::cli_edge::exit_code(
+        "bench replay",
+        execute(args).map(|()| crate::exit::TkExitCode::of(crate::exit::TkExitCode::PASSED)),
+    )
 }
 
 /// One timeline: a strategy, and its ops with expectations.

@@ -14,6 +14,7 @@ use super::corpus;
 use super::trial::{TrialSpec, VectorReplay, run_trials, vector_trials};
 use crate::backend::exec::ExecArgs;
 use crate::contract::vectors::Suite;
+use crate::exit::TkExitCode;
 use crate::infra::RedisOptions;
 use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary};
 
@@ -83,7 +84,7 @@ fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(e) if !e.use_stderr() => {
             // --help and friends after `--`.
             let _ = e.print();
-            return Ok(ExitCode::SUCCESS);
+            return Ok(TkExitCode::of(TkExitCode::PASSED));
         }
         Err(e) => anyhow::bail!("bad libtest arguments after `--`: {}", e.kind()),
     };
@@ -123,7 +124,7 @@ fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             .map(|name| TrialSpec::new(name, "vectors", || unreachable!("only listed")))
             .collect();
         let _ = run_trials(&libtest, specs, None);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(TkExitCode::of(TkExitCode::PASSED));
     }
 
     let contract_digest = corpus::contract_digest(&args.contract)?;
@@ -269,9 +270,9 @@ fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     // is a failed run, not a pass.
     let nothing_checked = conclusion.num_passed == 0 && conclusion.num_failed == 0;
     let code = if conclusion.has_failed() || nothing_checked {
-        1
+        TkExitCode::CHECK_FAILED
     } else {
-        0
+        TkExitCode::PASSED
     };
     if nothing_checked {
         let line = format!(
@@ -282,7 +283,7 @@ fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = recorder.update(|s| s.error = Some(line.clone()));
         eprintln!("tk-conform: {line}");
     }
-    recorder.finish(RunStatus::Finished, code)?;
+    recorder.finish(RunStatus::Finished, code.into())?;
     // libtest counts an informational trial as passed; the logs keep the third grade apart.
     let counts = recorder.snapshot().counts;
     eprintln!(
@@ -293,5 +294,5 @@ fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         counts.informational,
         recorder.dir().path().display()
     );
-    Ok(ExitCode::from(code as u8))
+    Ok(TkExitCode::of(code))
 }

@@ -13,7 +13,7 @@ use libtest_mimic::{Arguments, Completion, Conclusion, Failed, Trial};
 use tokio::runtime::Handle;
 
 use super::replay::{ReplayFailure, replay};
-use crate::backend::Backend;
+use crate::backend::{Backend, Capability};
 use crate::contract::vectors::Suite;
 use crate::report::{Recorder, TrialOutcome, TrialRecord};
 
@@ -134,11 +134,11 @@ pub fn vector_trials(suites: Vec<Suite>, replay_with: &VectorReplay) -> Vec<Tria
             let name = suite.trial_name();
             let unsupported = match &suite {
                 Suite::RateLimit(s) if !caps.strategies.contains(&s.strategy.kind()) => {
-                    Some(s.strategy.kind().name())
+                    Some(Capability::Strategy(s.strategy.kind()))
                 }
-                Suite::RateLimit(_) if !caps.explicit_clock => Some("an explicit clock"),
-                Suite::TokenBudget(_) if !caps.token_budget => Some("tokenBudget"),
-                Suite::Lease(_) if !caps.lease_spender => Some("lease"),
+                Suite::RateLimit(_) if !caps.explicit_clock => Some(Capability::ExplicitClock),
+                Suite::TokenBudget(_) if !caps.token_budget => Some(Capability::TokenBudget),
+                Suite::Lease(_) if !caps.lease_spender => Some(Capability::LeaseSpender),
                 _ => None,
             };
             if let Some(what) = unsupported {

@@ -14,12 +14,11 @@ use super::layout::{CHECKSUMS, DEFAULT_DIR};
 use super::seal;
 use super::sync::{self, ArchiveLimits, SyncOptions};
 use super::verify;
+use crate::cli_edge::error_line;
+use crate::exit::TkExitCode;
 
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_CHECK_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
 /// Drift or a refusal: the contract cannot be trusted, which is exit 2 (README, exit codes).
-pub const EXIT_DRIFT: u8 = EXIT_USAGE;
+const EXIT_DRIFT: u8 = TkExitCode::USAGE_OR_INFRA;
 
 #[derive(Debug, Subcommand)]
 pub enum ContractCommand {
@@ -77,12 +76,12 @@ pub struct VectorsArgs {
 }
 
 pub fn run(command: ContractCommand) -> ExitCode {
-    ExitCode::from(match command {
+    TkExitCode::of(match command {
         ContractCommand::Verify(args) => match super::bundled::resolve(&args.contract) {
             Ok(dir) => run_verify(&dir),
             Err(e) => {
-                eprintln!("tk-conform contract verify: error: {e}");
-                EXIT_USAGE
+                error_line("contract verify", &e.into());
+                TkExitCode::USAGE_OR_INFRA
             }
         },
         ContractCommand::Seal(args) => run_seal(&args.contract),
@@ -99,7 +98,7 @@ fn run_verify(dir: &Path) -> u8 {
                 dir.display(),
                 report.pinned
             );
-            EXIT_OK
+            TkExitCode::PASSED
         }
         Ok(report) => {
             for finding in &report.findings {
@@ -113,8 +112,8 @@ fn run_verify(dir: &Path) -> u8 {
             EXIT_DRIFT
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_USAGE
+            error_line("contract verify", &e.into());
+            TkExitCode::USAGE_OR_INFRA
         }
     }
 }
@@ -134,11 +133,11 @@ fn run_seal(dir: &Path) -> u8 {
                 report.pinned.len(),
                 report.changed.len()
             );
-            EXIT_OK
+            TkExitCode::PASSED
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_USAGE
+            error_line("contract seal", &e.into());
+            TkExitCode::USAGE_OR_INFRA
         }
     }
 }
@@ -153,7 +152,9 @@ fn run_sync(args: SyncArgs) -> u8 {
             ..ArchiveLimits::default()
         },
     };
-    match sync::sync(&options) {
+    let synced = crate::cli_edge::runtime()
+        .and_then(|runtime| sync::sync(&options, &runtime).map_err(anyhow::Error::from));
+    match synced {
         Ok(report) => {
             for (dest, origin) in &report.files {
                 println!("{dest} <- {origin}");
@@ -164,10 +165,10 @@ fn run_sync(args: SyncArgs) -> u8 {
                 report.layout.name(),
                 report.target.display()
             );
-            EXIT_OK
+            TkExitCode::PASSED
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error_line("contract sync", &e);
             eprintln!(
                 "the contract in {} was left as it was",
                 options.to.display()
@@ -182,8 +183,8 @@ fn run_vectors(args: &VectorsArgs) -> u8 {
     let vectors = match generate::generate_dir(&args.timelines) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
+            error_line("contract vectors", &e.into());
+            return TkExitCode::USAGE_OR_INFRA;
         }
     };
     let text = generate::render(&vectors);
@@ -196,7 +197,7 @@ fn run_vectors(args: &VectorsArgs) -> u8 {
                     args.timelines.display(),
                     vectors.suites.len()
                 );
-                EXIT_OK
+                TkExitCode::PASSED
             }
             Ok(committed) => {
                 eprintln!(
@@ -206,24 +207,30 @@ fn run_vectors(args: &VectorsArgs) -> u8 {
                     args.timelines.display(),
                     first_difference(&committed, text.as_bytes())
                 );
-                EXIT_CHECK_FAILED
+                TkExitCode::CHECK_FAILED
             }
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", args.out.display());
-                EXIT_USAGE
+                error_line(
+                    "contract vectors",
+                    &anyhow::Error::new(e).context(format!("cannot read {}", args.out.display())),
+                );
+                TkExitCode::USAGE_OR_INFRA
             }
         };
     }
     if let Err(e) = crate::report::write_atomic(&args.out, text.as_bytes()) {
-        eprintln!("error: cannot write {}: {e}", args.out.display());
-        return EXIT_USAGE;
+        error_line(
+            "contract vectors",
+            &anyhow::Error::new(e).context(format!("cannot write {}", args.out.display())),
+        );
+        return TkExitCode::USAGE_OR_INFRA;
     }
     println!(
         "wrote {} ({} suites); run `tk-conform contract seal` to re-pin its checksum",
         args.out.display(),
         vectors.suites.len()
     );
-    EXIT_OK
+    TkExitCode::PASSED
 }
 
 /// "first difference at line N" for a check failure message.

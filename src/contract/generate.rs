@@ -148,7 +148,7 @@ fn rate_limit_suite(
     let mut logical_write: Option<(f64, f64)> = None;
     for step in &t.ops {
         let times = timelines::expand_times(t.start, step.at, step.repeat, step.every)
-            .map_err(|m| invalid(path, name, m))?;
+            .map_err(|m| invalid(path, name, m.to_string()))?;
         for now in times {
             let index = ops.len();
             let model_error = |source| GenerateError::Model {
@@ -259,7 +259,7 @@ fn token_budget_suite(
     let mut ops = Vec::new();
     for step in &t.ops {
         let times = timelines::expand_times(t.start, step.at, step.repeat, step.every)
-            .map_err(|m| invalid(path, name, m))?;
+            .map_err(|m| invalid(path, name, m.to_string()))?;
         for now in times {
             let expect = meter
                 .debit(&mut state, now, step.tokens)
@@ -331,7 +331,7 @@ fn lease_suite(path: &Path, t: &timelines::LeaseTimeline) -> Result<LeaseSuite, 
                 every,
             } => {
                 let times = timelines::expand_times(t.start, at, repeat, every)
-                    .map_err(|m| invalid(path, name, m))?;
+                    .map_err(|m| invalid(path, name, m.to_string()))?;
                 for now in times {
                     let outcome =
                         spender

@@ -203,24 +203,33 @@ pub fn load_file(path: &Path) -> Result<LoadedTimelines, TimelineError> {
     })
 }
 
+/// A step's times that are not positive finite epoch-ms values.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TimesError {
+    #[error("start must be a positive epoch-ms value, got {0}")]
+    Start(f64),
+    #[error("`at` must be a finite offset >= 0, got {0}")]
+    At(f64),
+    #[error("`repeat` must be at least 1")]
+    Repeat,
+    #[error("`every` must be a finite number of ms >= 0, got {0}")]
+    Every(f64),
+}
+
 /// Expands `repeat`/`every` into absolute times; checks that each time is a positive finite
 /// epoch-ms value (never 0: the wire's server-clock sentinel).
-pub fn expand_times(start: f64, at: f64, repeat: u32, every: f64) -> Result<Vec<f64>, String> {
+pub fn expand_times(start: f64, at: f64, repeat: u32, every: f64) -> Result<Vec<f64>, TimesError> {
     if !(start.is_finite() && start > 0.0) {
-        return Err(format!(
-            "start must be a positive epoch-ms value, got {start}"
-        ));
+        return Err(TimesError::Start(start));
     }
     if !(at.is_finite() && at >= 0.0) {
-        return Err(format!("`at` must be a finite offset >= 0, got {at}"));
+        return Err(TimesError::At(at));
     }
     if repeat == 0 {
-        return Err("`repeat` must be at least 1".into());
+        return Err(TimesError::Repeat);
     }
     if !(every.is_finite() && every >= 0.0) {
-        return Err(format!(
-            "`every` must be a finite number of ms >= 0, got {every}"
-        ));
+        return Err(TimesError::Every(every));
     }
     Ok((0..repeat)
         .map(|i| start + at + every * f64::from(i))

@@ -313,32 +313,3 @@ impl<'a> Digests<'a> {
         Ok(digest)
     }
 }
-
-/// Why a contract could not be loaded for a run.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Unreadable(#[from] VerifyError),
-    #[error(
-        "contract {} failed verification ({} problem(s)); run `tk-conform contract verify` for the list, first: {}",
-        root.display(), findings.len(), findings.first().map(ToString::to_string).unwrap_or_default()
-    )]
-    Drift {
-        root: PathBuf,
-        findings: Vec<Finding>,
-    },
-    #[error(transparent)]
-    Layout(#[from] super::layout::LayoutError),
-}
-
-/// Verifies the contract, then loads it: what a run does before it trusts any vector.
-pub fn load_verified(root: &Path) -> Result<super::Contract, LoadError> {
-    let report = verify(root)?;
-    if !report.is_ok() {
-        return Err(LoadError::Drift {
-            root: root.to_owned(),
-            findings: report.findings,
-        });
-    }
-    Ok(super::Contract::load(root)?)
-}

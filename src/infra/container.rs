@@ -27,9 +27,29 @@ impl ContainerRedis {
     }
 }
 
-/// Starts `image` (`name[:tag]`) with persistence off. The error is one line saying why Docker
-/// could not be used.
-pub(super) async fn start(image: &str) -> Result<ContainerRedis, String> {
+/// Why Docker could not give us a Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("unavailable")]
+    Unavailable(#[source] testcontainers::TestcontainersError),
+    #[error("could not start {image}")]
+    Start {
+        image: String,
+        #[source]
+        source: testcontainers::TestcontainersError,
+    },
+    #[error("{image} did not start within {seconds} s")]
+    Timeout { image: String, seconds: u64 },
+    #[error("no host port for {image}")]
+    Port {
+        image: String,
+        #[source]
+        source: testcontainers::TestcontainersError,
+    },
+}
+
+/// Starts `image` (`name[:tag]`) with persistence off.
+pub(super) async fn start(image: &str) -> Result<ContainerRedis, ContainerError> {
     let (name, tag) = image.split_once(':').unwrap_or((image, "latest"));
     let request = GenericImage::new(name, tag)
         .with_exposed_port(6379.tcp())
@@ -37,21 +57,29 @@ pub(super) async fn start(image: &str) -> Result<ContainerRedis, String> {
         .with_cmd(["redis-server", "--save", "", "--appendonly", "no"]);
     let container = match tokio::time::timeout(START_TIMEOUT, request.start()).await {
         Ok(Ok(container)) => container,
-        Ok(Err(testcontainers::TestcontainersError::Client(e))) => {
-            return Err(format!("unavailable ({e})"));
+        Ok(Err(e @ testcontainers::TestcontainersError::Client(_))) => {
+            return Err(ContainerError::Unavailable(e));
         }
-        Ok(Err(e)) => return Err(format!("could not start {image}: {e}")),
+        Ok(Err(source)) => {
+            return Err(ContainerError::Start {
+                image: image.to_owned(),
+                source,
+            });
+        }
         Err(_) => {
-            return Err(format!(
-                "{image} did not start within {} s",
-                START_TIMEOUT.as_secs()
-            ));
+            return Err(ContainerError::Timeout {
+                image: image.to_owned(),
+                seconds: START_TIMEOUT.as_secs(),
+            });
         }
     };
     let port = container
         .get_host_port_ipv4(6379)
         .await
-        .map_err(|e| format!("no host port for {image}: {e}"))?;
+        .map_err(|source| ContainerError::Port {
+            image: image.to_owned(),
+            source,
+        })?;
     Ok(ContainerRedis {
         image: image.to_owned(),
         port,
@@ -72,6 +100,9 @@ mod tests {
             Ok(_) => panic!("a container started without Docker"),
             Err(e) => e,
         };
-        assert!(err.starts_with("unavailable"), "{err}");
+        assert!(
+            matches!(err, super::ContainerError::Unavailable(_)),
+            "{err}"
+        );
     }
 }

@@ -14,6 +14,7 @@ mod redact;
 mod redis;
 
 pub use child::{ChildError, OwnedChild, kill_all_owned, live_owned_pids};
+pub use container::ContainerError;
 pub use port::free_loopback_port;
 pub use redact::{REDACTED, redact_text, redact_url};
 pub use redis::{

@@ -27,6 +27,12 @@ const SCRIPT_KILL_BOUND: Duration = Duration::from_secs(20);
 pub enum RedisError {
     #[error("cannot reach Redis at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("cannot reach Redis at {url}")]
+    NoAnswer {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
     #[error("{binary} did not answer PING on 127.0.0.1:{port} within {seconds} s: {reason}")]
     NotReady {
         binary: String,
@@ -42,9 +48,12 @@ pub enum RedisError {
         "no Redis to run against. Use one of: --redis-url redis://127.0.0.1:6379 (an existing \
          server; tk-conform never flushes it), a redis-server or valkey-server binary on PATH \
          (e.g. `apt-get install redis-server`, or --redis-server PATH), or a running Docker \
-         engine (a redis container is started). Docker: {docker}"
+         engine (a redis container is started). Docker"
     )]
-    NothingAvailable { docker: String },
+    NothingAvailable {
+        #[source]
+        docker: Box<container::ContainerError>,
+    },
     #[error("cannot restart {0}: tk-conform does not own that server")]
     NotOwned(String),
 }
@@ -93,9 +102,9 @@ impl RedisInstance {
             let version =
                 server_version(&mut con)
                     .await
-                    .map_err(|reason| RedisError::Unreachable {
+                    .map_err(|source| RedisError::NoAnswer {
                         url: redact_url(url),
-                        reason: redact_text(&reason),
+                        source,
                     })?;
             return Ok(RedisInstance {
                 url: url.clone(),
@@ -112,9 +121,9 @@ impl RedisInstance {
             let url = local.url();
             let version = server_version(&mut connect(&url).await?)
                 .await
-                .map_err(|reason| RedisError::Unreachable {
+                .map_err(|source| RedisError::NoAnswer {
                     url: url.clone(),
-                    reason,
+                    source,
                 })?;
             return Ok(RedisInstance {
                 url,
@@ -129,9 +138,9 @@ impl RedisInstance {
                 let version =
                     server_version(&mut connect(&url).await?)
                         .await
-                        .map_err(|reason| RedisError::Unreachable {
+                        .map_err(|source| RedisError::NoAnswer {
                             url: url.clone(),
-                            reason,
+                            source,
                         })?;
                 Ok(RedisInstance {
                     url,
@@ -139,7 +148,9 @@ impl RedisInstance {
                     owned: Owned::Container(Box::new(redis)),
                 })
             }
-            Err(docker) => Err(RedisError::NothingAvailable { docker }),
+            Err(docker) => Err(RedisError::NothingAvailable {
+                docker: Box::new(docker),
+            }),
         }
     }
 
@@ -359,12 +370,8 @@ pub async fn kill_running_script(url: &str) -> ScriptKill {
 }
 
 /// `redis 7.0.15` / `valkey 9.1.2` from `INFO server`.
-pub async fn server_version(con: &mut MultiplexedConnection) -> Result<String, String> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(con)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn server_version(con: &mut MultiplexedConnection) -> redis::RedisResult<String> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(con).await?;
     let field = |name: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))

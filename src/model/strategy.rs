@@ -151,6 +151,18 @@ impl Strategy {
         }
     }
 
+    /// The ceiling its decisions report as `limit` (spec 1: "GCRA reports `burst`, the bucket
+    /// `capacity`"), and what a lease of it may spend per window.
+    pub fn limit(&self) -> f64 {
+        match self {
+            Strategy::Gcra(o) => o.burst,
+            Strategy::TokenBucket(o) => o.capacity,
+            Strategy::FixedWindow(o) => o.limit,
+            Strategy::SlidingWindow(o) => o.limit,
+            Strategy::SlidingWindowLog(o) => o.limit,
+        }
+    }
+
     /// Checks every option against what the strategy needs; a bad option is an error, never a panic.
     pub fn validate(&self) -> Result<(), ModelError> {
         match self {
@@ -206,5 +218,48 @@ impl Strategy {
                 sliding_log::check(o, state, now, cost)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use crate::model::{
+        FixedWindowOptions, GcraOptions, SlidingWindowLogOptions, SlidingWindowOptions,
+        TokenBucketOptions,
+    };
+
+    /// `limit()` is what a decision reports as `limit`; GCRA's burst differs from its limit here,
+    /// so a `limit()` that read GCRA's `limit` fails.
+    #[test]
+    fn limit_is_the_decisions_limit_field() {
+        let strategies = [
+            Strategy::Gcra(GcraOptions {
+                limit: 3.0,
+                period_ms: 1000.0,
+                burst: 7.0,
+            }),
+            Strategy::TokenBucket(TokenBucketOptions {
+                capacity: 4.0,
+                refill_per_sec: 1.0,
+            }),
+            Strategy::FixedWindow(FixedWindowOptions {
+                limit: 5.0,
+                window_ms: 1000.0,
+            }),
+            Strategy::SlidingWindow(SlidingWindowOptions {
+                limit: 6.0,
+                window_ms: 1000.0,
+                buckets: 2.0,
+            }),
+            Strategy::SlidingWindowLog(SlidingWindowLogOptions {
+                limit: 2.0,
+                window_ms: 1000.0,
+            }),
+        ];
+        for strategy in strategies {
+            let decision = strategy.check(&mut None, 1.7e12, 1.0).unwrap().decision;
+            assert_eq!(decision.limit as f64, strategy.limit(), "{strategy:?}");
+        }
     }
 }

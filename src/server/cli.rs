@@ -134,32 +134,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-
-    let sweeper = tokio::spawn(sweep_forever(
-        engine.clone(),
-        sweep_every,
-        shutdown_rx.clone(),
-    ));
-    let fleet_guard = Guard::new("x-fleet-secret", args.fleet_secret.clone());
-    let monitor_guard = Guard::new("x-monitor-secret", args.monitor_secret.clone());
-    let rate_limiter = proto::rate_limiter_server::RateLimiterServer::new(RateLimiterService {
-        engine: engine.clone(),
-    });
-    let fleet = proto::fleet_server::FleetServer::with_interceptor(
-        FleetService {
-            engine: engine.clone(),
-        },
-        move |r| fleet_guard.check(r),
-    );
-    let monitor = proto::monitor_server::MonitorServer::with_interceptor(
-        MonitorService {
-            engine: engine.clone(),
-            shutdown: shutdown_rx.clone(),
-        },
-        move |r| monitor_guard.check(r),
-    );
-
     let limits = Limits {
         handshake: Duration::from_millis(args.handshake_timeout_ms),
         idle: Duration::from_millis(args.idle_timeout_ms),
@@ -188,29 +162,127 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             format!(", FAULTS: {}", faults.names().join(","))
         },
     );
+    let options = ServeOptions {
+        access: Access {
+            fleet_secret: args.fleet_secret.clone(),
+            monitor_secret: args.monitor_secret.clone(),
+        },
+        sweep_every,
+        limits,
+    };
+    serve_with(listener, engine, options, async {
+        wait_for_stop_signal().await;
+        eprintln!("tk-conform serve: stop signal: draining in-flight calls");
+    })
+    .await?;
+    eprintln!("tk-conform serve: stopped");
+    Ok(())
+}
 
-    let incoming = super::listener::incoming(listener, limits);
+/// Who may call the Fleet and Monitor services (`None`: anyone).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub fleet_secret: Option<String>,
+    pub monitor_secret: Option<String>,
+}
+
+/// How [`serve_with`] serves: who may call, how often expired slots are swept, and the
+/// connection bounds.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub access: Access,
+    pub sweep_every: Duration,
+    pub limits: Limits,
+}
+
+impl ServeOptions {
+    /// `serve`'s defaults for `engine`: no secrets, the reference sweep period for its lease
+    /// TTL, and the flags' default bounds.
+    pub fn defaults(engine: &Engine) -> ServeOptions {
+        ServeOptions {
+            access: Access::default(),
+            sweep_every: reference_sweep(engine.lease_ttl()),
+            limits: Limits {
+                handshake: Duration::from_millis(10_000),
+                idle: Duration::from_millis(300_000),
+                max_connections: 4096,
+            },
+        }
+    }
+}
+
+/// The reference server sweeps four times per lease TTL, between 10 ms and 250 ms apart.
+fn reference_sweep(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
+}
+
+/// Serves the whole service door (RateLimiter, Fleet, Monitor) on `listener`, sweeping expired
+/// slots in the background, until `shutdown` completes; then drains in-flight calls (bounded by
+/// `DRAIN_LIMIT`). No secrets: tests run a server in process with this.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let options = ServeOptions::defaults(&engine);
+    serve_with(listener, engine, options, shutdown).await
+}
+
+/// [`serve`] with the Fleet and Monitor secrets, the sweep period and the connection bounds.
+pub async fn serve_with(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let sweeper = tokio::spawn(sweep_forever(
+        engine.clone(),
+        options.sweep_every,
+        shutdown_rx.clone(),
+    ));
+    let fleet_guard = Guard::new("x-fleet-secret", options.access.fleet_secret);
+    let monitor_guard = Guard::new("x-monitor-secret", options.access.monitor_secret);
+    let rate_limiter = proto::rate_limiter_server::RateLimiterServer::new(RateLimiterService {
+        engine: engine.clone(),
+    });
+    let fleet = proto::fleet_server::FleetServer::with_interceptor(
+        FleetService {
+            engine: engine.clone(),
+        },
+        move |r| fleet_guard.check(r),
+    );
+    let monitor = proto::monitor_server::MonitorServer::with_interceptor(
+        MonitorService {
+            engine: engine.clone(),
+            shutdown: shutdown_rx.clone(),
+        },
+        move |r| monitor_guard.check(r),
+    );
+
+    let incoming = super::listener::incoming(listener, options.limits);
     let mut drain_started = shutdown_rx.clone();
     let serve = Server::builder()
         .add_service(rate_limiter)
         .add_service(fleet)
         .add_service(monitor)
         .serve_with_incoming_shutdown(incoming, async move {
-            wait_for_stop_signal().await;
-            eprintln!("tk-conform serve: stop signal: draining in-flight calls");
+            shutdown.await;
             let _ = shutdown_tx.send(true);
         });
     let drain_limit = async move {
         let _ = drain_started.wait_for(|stop| *stop).await;
         tokio::time::sleep(DRAIN_LIMIT).await;
     };
-    tokio::select! {
-        served = serve => served.context("the gRPC server failed")?,
-        () = drain_limit => eprintln!("tk-conform serve: drain took over {DRAIN_LIMIT:?}; stopping anyway"),
-    }
+    let outcome = tokio::select! {
+        served = serve => served.context("the gRPC server failed"),
+        () = drain_limit => {
+            eprintln!("tk-conform serve: drain took over {DRAIN_LIMIT:?}; stopping anyway");
+            Ok(())
+        }
+    };
     sweeper.abort();
-    eprintln!("tk-conform serve: stopped");
-    Ok(())
+    outcome
 }
 
 /// The lease TTL and the sweep period.
@@ -227,8 +299,7 @@ fn lease_timing(args: &ServeArgs) -> anyhow::Result<(Duration, Duration)> {
                 "--lease-ttl-ms must be 1 to {MAX_LEASE_TTL_MS}, got {ttl}"
             );
             let ttl = Duration::from_millis(ttl);
-            let sweep = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
-            Ok((ttl, sweep))
+            Ok((ttl, reference_sweep(ttl)))
         }
     }
 }

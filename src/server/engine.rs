@@ -14,7 +14,7 @@ use super::monitor::{Monitor, MonitorIdentity, PolicyLabel};
 use super::policy::{Concurrency, Policy, PolicyKind, PolicySet};
 use super::store::memory::MemoryStore;
 use super::store::{Renewal, Store, StoreError};
-use super::two_tier::{TwoTierSpenders, strategy_limit};
+use super::two_tier::TwoTierSpenders;
 use crate::model::{Decision, Strategy};
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +134,11 @@ impl Engine {
         }
     }
 
+    /// The lease TTL every slot and lease is granted for.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms as u64)
+    }
+
     /// Takes `compat`'s readings where the spec allows a choice, and names this server (mode
     /// and node id) in Monitor snapshots.
     pub fn with_identity(mut self, compat: Compat, node_id: &str) -> Self {
@@ -199,7 +204,7 @@ impl Engine {
         }
         let decision = match self.decide(&policy, &strategy, key, None, cost).await {
             Err(EngineError::Store(StoreError::Unavailable(why))) if self.fails_open() => {
-                let limit = super::two_tier::strategy_limit(&strategy);
+                let limit = strategy.limit();
                 return Ok(self.open_report.admit(limit, super::clock::now_ms(), &why));
             }
             r => r?,
@@ -484,11 +489,7 @@ impl Engine {
                     ..
                 },
                 ReserveAxis::Rate | ReserveAxis::Unspecified,
-            ) => (
-                strategy_limit(strategy),
-                window_of(strategy),
-                f64::from(f.batch),
-            ),
+            ) => (strategy.limit(), window_of(strategy), f64::from(f.batch)),
             _ => return Err(unimplemented(&policy, "Reserve")),
         };
         let window_key = format!("{}#reserve", self.prefix(&policy));
@@ -695,10 +696,9 @@ fn policy_labels(policies: &PolicySet) -> Vec<PolicyLabel> {
         .values()
         .map(|p| {
             let (strategy, limit) = match &p.kind {
-                PolicyKind::Rate { strategy, .. } | PolicyKind::Unified { strategy, .. } => (
-                    strategy.kind().name().to_owned(),
-                    strategy_limit(strategy) as i64,
-                ),
+                PolicyKind::Rate { strategy, .. } | PolicyKind::Unified { strategy, .. } => {
+                    (strategy.kind().name().to_owned(), strategy.limit() as i64)
+                }
                 PolicyKind::Budget { options, .. } => (String::new(), options.budget as i64),
                 PolicyKind::Concurrency(c) => (String::new(), i64::from(c.ceiling)),
             };

@@ -37,4 +37,4 @@ pub mod policy;
 pub mod store;
 pub mod two_tier;
 
-pub use cli::ServeArgs;
+pub use cli::{Access, ServeArgs, ServeOptions, serve, serve_with};

@@ -29,7 +29,7 @@ impl TwoTierSpenders {
         cost: f64,
     ) -> Result<Decision, StoreError> {
         let lease_config = LeaseConfig {
-            limit: strategy_limit(strategy),
+            limit: strategy.limit(),
             ttl_ms: 0.0,
             window_coupled: config.window_coupled,
         };
@@ -125,15 +125,4 @@ async fn lease_from_l2(
     } else {
         Lease::Refused(second)
     })
-}
-
-/// The ceiling a strategy's decisions report as `limit` (spec 1).
-pub fn strategy_limit(strategy: &Strategy) -> f64 {
-    match strategy {
-        Strategy::Gcra(o) => o.burst,
-        Strategy::TokenBucket(o) => o.capacity,
-        Strategy::FixedWindow(o) => o.limit,
-        Strategy::SlidingWindow(o) => o.limit,
-        Strategy::SlidingWindowLog(o) => o.limit,
-    }
 }

@@ -635,6 +635,21 @@ fn bench_load_measures_the_direct_door() {
     assert!(text.contains(", 0 errors"), "{text}");
 }
 
+/// `docs/scenarios.md` is what the scenario files and the checks generate; a page made from
+/// other scenarios differs, so a stale committed file fails here.
+#[test]
+fn the_committed_scenario_docs_are_current() {
+    use tk_conform::battle::{docs, scenario};
+    let scenarios = scenario::select(&repo().join("scenarios"), &[]).unwrap();
+    let committed = std::fs::read_to_string(repo().join(docs::DOCS_FILE)).unwrap();
+    assert!(
+        docs::render(&scenarios) == committed,
+        "{} is stale: run `tk-conform battle --docs`",
+        docs::DOCS_FILE
+    );
+    assert_ne!(docs::render(&scenarios[1..]), committed);
+}
+
 /// The reference server with `--fail {fail}` and one deliberate fault.
 fn faulty_server_with_fail(fault: &str) -> String {
     format!(

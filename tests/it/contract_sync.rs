@@ -51,7 +51,7 @@ impl Area {
 /// Runs a sync that must fail, and checks the old contract and its folder are as they were.
 fn refused(area: &Area, options: &SyncOptions) -> SyncError {
     let before = snapshot(&area.target());
-    let err = sync(options).expect_err("the sync should have been refused");
+    let err = sync(options, &runtime()).expect_err("the sync should have been refused");
     assert_eq!(
         snapshot(&area.target()),
         before,
@@ -64,6 +64,14 @@ fn refused(area: &Area, options: &SyncOptions) -> SyncError {
         "staging left behind"
     );
     err
+}
+
+/// The runtime a sync downloads on (the command passes its own).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn read(path: &Path) -> Vec<u8> {
@@ -114,7 +122,7 @@ fn syncs_from_a_checkout_in_this_projects_layout() {
 
     // The contract folder itself is an upstream too.
     let from = area.upstream().join("contract");
-    let report = sync(&area.options(from.to_str().unwrap())).unwrap();
+    let report = sync(&area.options(from.to_str().unwrap()), &runtime()).unwrap();
     assert_eq!(report.files.len(), 5);
     assert!(verify(&target).unwrap().is_ok());
 }
@@ -129,7 +137,7 @@ fn syncs_from_a_checkout_in_the_throttlekit_layout() {
         to: fresh.clone(),
         ..area.options(area.upstream().to_str().unwrap())
     };
-    let report = sync(&options).unwrap();
+    let report = sync(&options, &runtime()).unwrap();
     assert_eq!(report.layout.name(), "throttlekit");
     assert!(verify(&fresh).unwrap().is_ok());
     assert_eq!(
@@ -231,7 +239,7 @@ fn refuses_to_replace_a_folder_holding_foreign_files() {
     write_contract(&area.upstream());
     write(&area.target().join("my-notes.md"), "not a contract file\n");
     let before = snapshot(&area.target());
-    let err = sync(&area.options(area.upstream().to_str().unwrap())).unwrap_err();
+    let err = sync(&area.options(area.upstream().to_str().unwrap()), &runtime()).unwrap_err();
     assert!(!err.is_check_failure());
     assert!(err.to_string().contains("my-notes.md"), "{err}");
     assert_eq!(snapshot(&area.target()), before);

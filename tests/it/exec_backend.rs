@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::util;
 use tk_conform::backend::exec::{ExecBackend, ExecConfig, ExecError};
 use tk_conform::backend::model::ModelBackend;
-use tk_conform::backend::{Backend, BackendError};
+use tk_conform::backend::{Backend, BackendError, Capability};
 use tk_conform::model::{
-    Decision, FixedWindowOptions, GcraOptions, LeaseConfig, SpendOutcome, Strategy,
+    Decision, FixedWindowOptions, GcraOptions, LeaseConfig, SpendOutcome, Strategy, StrategyKind,
     TokenBudgetOptions,
 };
 
@@ -172,11 +172,13 @@ async fn a_healthy_adapter_agrees_with_the_model_on_every_primitive() {
     });
     assert!(!f.backend.capabilities().strategies.contains(&gcra.kind()));
     assert_eq!(
-        f.backend.unsupported_reason("gcra"),
+        f.backend
+            .unsupported_reason(Capability::Strategy(StrategyKind::Gcra)),
         "faulty-fixture: faulty fixture: only fixedWindow"
     );
     assert_eq!(
-        f.backend.unsupported_reason("tokenBucket"),
+        f.backend
+            .unsupported_reason(Capability::Strategy(StrategyKind::TokenBucket)),
         "the exec adapter faulty-fixture does not claim tokenBucket (it gave no reason)"
     );
     let mut session = f.backend.open_suite("rateLimit::gcra").await.unwrap();

@@ -109,7 +109,7 @@ async fn throttlekit_py_declares_debit_unsupported() {
     };
     // Declined with a reason: not claimed, and its trials are skipped in the adapter's words.
     assert!(!engine.capabilities().token_budget);
-    let reason = engine.unsupported_reason("tokenBudget");
+    let reason = engine.unsupported_reason(tk_conform::backend::Capability::TokenBudget);
     assert!(
         reason.starts_with("throttlekit-py: no direct tokenBudget door"),
         "{reason}"

@@ -63,13 +63,7 @@ fn any_strategy() -> impl Generator<Value = Strategy> {
 }
 
 fn limit_of(s: &Strategy) -> f64 {
-    match s {
-        Strategy::Gcra(o) => o.burst,
-        Strategy::TokenBucket(o) => o.capacity,
-        Strategy::FixedWindow(o) => o.limit,
-        Strategy::SlidingWindow(o) => o.limit,
-        Strategy::SlidingWindowLog(o) => o.limit,
-    }
+    s.limit()
 }
 
 /// A start (small or at epoch scale) and a run of (time step, cost) pairs.

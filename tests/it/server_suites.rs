@@ -146,6 +146,52 @@ async fn a_failing_lifecycle_suite_releases_its_holds() {
     backend.shutdown().await.unwrap();
 }
 
+/// `server::serve` in this process, on a listener the test bound: the service suites pass as
+/// they do against a `tk-conform serve` process, and the server drains when told to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_server_passes_the_service_suites() {
+    use std::sync::Arc;
+    use tk_conform::server::engine::Engine;
+    use tk_conform::server::fault::Faults;
+    use tk_conform::server::policy::PolicySet;
+    use tk_conform::server::store::StoreFaults;
+    use tk_conform::server::store::memory::MemoryStore;
+
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(service_suites::POLICY_FILE);
+    let local = Arc::new(MemoryStore::new(StoreFaults::default()));
+    let engine = Arc::new(Engine::new(
+        PolicySet::load(&config).unwrap(),
+        local.clone(),
+        local,
+        LEASE_TTL,
+        Faults::new([]),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tk_conform::server::serve(listener, engine, async {
+        let _ = stopped.await;
+    }));
+    let mut target = target(&[]);
+    target.endpoint = Some(addr.to_string());
+    let outcomes = run_suites(target, &[]).await;
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
+        .collect();
+    assert!(failed.is_empty(), "failed: {failed:#?}");
+    assert!(
+        outcomes.values().filter(|o| **o == Outcome::Passed).count() >= 5,
+        "{outcomes:#?}"
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the server stops within its drain bound")
+        .unwrap()
+        .unwrap();
+}
+
 /// (fault, suite it must break, a fragment of the failure message)
 const FAULTS: &[(&str, &str, &str)] = &[
     (

@@ -20,12 +20,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{Backend, BackendError, BackendInfo, Capabilities, SuiteSession};
+use super::{Backend, BackendError, BackendInfo, Capabilities, Capability, SuiteSession};
 use crate::model::{Decision, LeaseConfig, SpendOutcome, Strategy, TokenBudgetOptions};
 pub use args::{ExecArgs, MissingAdapter, STDERR_LOG};
 use connection::{Connection, StartError, unexpected};
 use process::LaunchSpec;
-pub use process::split_command;
+pub use process::{CommandLineError, split_command};
 use protocol::{
     AdapterCapabilities, Handshake, PROTOCOL_VERSION, REDIS_URL_ENV, Reply, ReplyChecker, Request,
 };
@@ -79,8 +79,12 @@ fn unique_suffix() -> u128 {
 /// Why the adapter could not be started at all (the run cannot begin).
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("cannot split the adapter command `{command}`: {reason}")]
-    BadCommand { command: String, reason: String },
+    #[error("cannot split the adapter command `{command}`")]
+    BadCommand {
+        command: String,
+        #[source]
+        reason: process::CommandLineError,
+    },
     #[error("cannot start the adapter `{command}`: {source}")]
     Spawn {
         command: String,
@@ -263,12 +267,8 @@ impl Backend for ExecBackend {
     }
 
     /// The adapter's own words from its handshake's `reasons`, when it gave any.
-    fn unsupported_reason(&self, what: &str) -> String {
-        let capability = match what {
-            "lease" => "leaseSpender",
-            "an explicit clock" => "explicitClock",
-            other => other,
-        };
+    fn unsupported_reason(&self, what: Capability) -> String {
+        let capability = what.protocol_name();
         let adapter = &self.hello.adapter().name;
         match self.declared.unsupported_reason(capability) {
             Some(reason) => format!("{adapter}: {reason}"),

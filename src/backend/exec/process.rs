@@ -197,11 +197,20 @@ fn copy_capped(mut from: impl io::Read, mut log: std::fs::File, path: &Path, cap
     }
 }
 
+/// Why a command line cannot be split into words.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandLineError {
+    #[error(transparent)]
+    Quoting(#[from] shell_words::ParseError),
+    #[error("the command is empty")]
+    Empty,
+}
+
 /// Splits a command line like a POSIX shell would, without running a shell.
-pub fn split_command(command: &str) -> Result<Vec<String>, String> {
-    let argv = shell_words::split(command).map_err(|e| format!("{e}"))?;
+pub fn split_command(command: &str) -> Result<Vec<String>, CommandLineError> {
+    let argv = shell_words::split(command)?;
     if argv.is_empty() {
-        return Err("the command is empty".into());
+        return Err(CommandLineError::Empty);
     }
     Ok(argv)
 }

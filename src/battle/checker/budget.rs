@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Outcome, Verdict, at};
-use crate::battle::history::{Op, Outcome as CallOutcome, Reply, WorkerHistory};
+use super::{Ruling, Verdict, at};
+use crate::battle::history::{CallOutcome, Op, Reply, WorkerHistory};
 
 #[derive(Default)]
 struct Window {
@@ -23,7 +23,7 @@ struct Window {
     by_remaining: BTreeMap<i64, Vec<String>>,
 }
 
-pub fn judge(histories: &[&WorkerHistory], budget: u64, tolerance: u64) -> Outcome {
+pub fn judge(histories: &[&WorkerHistory], budget: u64, tolerance: u64) -> Ruling {
     let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
     let mut lost: Vec<super::Lost> = Vec::new();
     let mut failed = 0u64;
@@ -190,7 +190,7 @@ mod tests {
         )
     }
 
-    fn run(calls: Vec<Call>) -> Outcome {
+    fn run(calls: Vec<Call>) -> Ruling {
         let h = history("debits", 0, calls);
         judge(&[&h], 10, 1)
     }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Outcome, Verdict, at};
-use crate::battle::history::{Call, Op, Outcome as CallOutcome, Reply, WorkerHistory};
+use super::{Ruling, Verdict, at};
+use crate::battle::history::{Call, CallOutcome, Op, Reply, WorkerHistory};
 use crate::battle::scenario::CapScope;
 
 pub struct CapRule {
@@ -40,7 +40,7 @@ fn cost(call: &Call) -> Option<u64> {
     }
 }
 
-pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Outcome {
+pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Ruling {
     let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
     let mut lost: Vec<super::Lost> = Vec::new();
     let (mut failed, mut malformed, mut stale) = (0u64, Vec::new(), 0u64);
@@ -309,7 +309,7 @@ mod tests {
         vec![history("racers", 0, a), history("racers", 1, b)]
     }
 
-    fn run(hs: &[WorkerHistory], rule: &CapRule) -> Outcome {
+    fn run(hs: &[WorkerHistory], rule: &CapRule) -> Ruling {
         let refs: Vec<&WorkerHistory> = hs.iter().collect();
         judge(&refs, rule)
     }

@@ -9,8 +9,9 @@
 
 use serde_json::json;
 
-use super::{FaultRecord, Outcome, Verdict, at, ms_between};
-use crate::battle::history::{Op, Outcome as CallOutcome, Reply, WorkerHistory};
+use super::{Ruling, Verdict, at, ms_between};
+use crate::battle::faults::FaultRecord;
+use crate::battle::history::{CallOutcome, Op, Reply, WorkerHistory};
 
 /// Timer granularity between the server's clock reads and ours (both whole ms).
 const SLACK_US: i64 = 10_000;
@@ -29,8 +30,18 @@ struct Hold<'a> {
     chain_broken: bool,
     /// The first in-time heartbeat that said the lease was gone: `(seq, completed at)`.
     wrongly_reclaimed: Option<(u64, i64)>,
-    /// Heartbeats about this lease that completed after `granted_us`: `(seq, invoke, complete, live)`.
-    heartbeats: Vec<(u64, i64, i64, bool)>,
+    /// Heartbeats about this lease that completed after `granted_us`.
+    heartbeats: Vec<Heartbeat>,
+}
+
+/// One heartbeat call about a hold's lease.
+#[derive(Debug)]
+struct Heartbeat {
+    seq: u64,
+    invoke_us: i64,
+    complete_us: i64,
+    /// The server said the lease was still live.
+    live: bool,
 }
 
 impl Hold<'_> {
@@ -91,8 +102,12 @@ fn holds<'a>(histories: &[&'a WorkerHistory], ttl_ms: u64) -> Vec<Hold<'a>> {
                     ) if lease_ids.contains(&hold.lease_id) => {
                         let done = later.end_us();
                         let is_live = live.contains(&hold.lease_id);
-                        hold.heartbeats
-                            .push((later.seq, later.invoke_us, done, is_live));
+                        hold.heartbeats.push(Heartbeat {
+                            seq: later.seq,
+                            invoke_us: later.invoke_us,
+                            complete_us: done,
+                            live: is_live,
+                        });
                         if hold.chain_broken {
                             continue;
                         }
@@ -123,7 +138,7 @@ pub fn judge_concurrency(
     ceiling: u64,
     ttl_ms: u64,
     min_admits: u64,
-) -> Outcome {
+) -> Ruling {
     let ttl_us = ttl_ms as i64 * 1000;
     let all = holds(histories, ttl_ms);
     let (mut denied, mut indeterminate) = (0u64, 0u64);
@@ -216,7 +231,7 @@ pub fn judge_reclaim(
     fault_us: i64,
     slots: u64,
     within_ms: u64,
-) -> Outcome {
+) -> Ruling {
     let mut before = 0u64;
     let mut after: Vec<(i64, String)> = Vec::new();
     for h in contenders {
@@ -294,7 +309,7 @@ pub fn judge_reclaim(
     }
 }
 
-pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64) -> Outcome {
+pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64) -> Ruling {
     let ttl_us = ttl_ms as i64 * 1000;
     let all = holds(histories, ttl_ms);
     let t0 = histories.first().map_or(0, |h| h.t0_us);
@@ -353,7 +368,7 @@ pub fn judge_lost_after_pause(
     fault: &FaultRecord,
     paused_us: i64,
     resumed_us: Option<i64>,
-) -> Outcome {
+) -> Ruling {
     let unknown = |why: String| (Verdict::Unknown, why, json!({ "fault": fault.name }));
     let Some(resumed_us) = resumed_us else {
         return unknown(format!("no SIGCONT followed `{}`", fault.name));
@@ -378,14 +393,14 @@ pub fn judge_lost_after_pause(
     let last_renewal = hold
         .heartbeats
         .iter()
-        .map(|hb| hb.1)
+        .map(|hb| hb.invoke_us)
         .filter(|t| *t < paused_us)
         .max()
         .unwrap_or(hold.granted_us);
-    let after: Vec<&(u64, i64, i64, bool)> = hold
+    let after: Vec<&Heartbeat> = hold
         .heartbeats
         .iter()
-        .filter(|hb| hb.1 >= resumed_us)
+        .filter(|hb| hb.invoke_us >= resumed_us)
         .collect();
     let numbers = json!({
         "fault": fault.name,
@@ -394,7 +409,12 @@ pub fn judge_lost_after_pause(
         "heartbeatsAfterResume": after.len(),
         "lateReleaseAtMs": hold.release_us.map(|r| ms_between(t0, r)),
     });
-    if let Some((seq, _, done, _)) = after.iter().find(|hb| hb.3) {
+    if let Some(Heartbeat {
+        seq,
+        complete_us: done,
+        ..
+    }) = after.iter().find(|hb| hb.live).copied()
+    {
         return (
             Verdict::Fail,
             format!(
@@ -480,7 +500,7 @@ mod tests {
         )
     }
 
-    fn conc(hs: &[WorkerHistory], ceiling: u64) -> Outcome {
+    fn conc(hs: &[WorkerHistory], ceiling: u64) -> Ruling {
         let refs: Vec<&WorkerHistory> = hs.iter().collect();
         judge_concurrency(&refs, ceiling, 1000, 1)
     }

@@ -3,10 +3,11 @@
 
 use serde_json::json;
 
-use super::{FaultRecord, Outcome, Verdict, ms_between};
-use crate::battle::history::{Outcome as CallOutcome, WorkerHistory, server_index};
+use super::{Ruling, Verdict, ms_between};
+use crate::battle::faults::FaultRecord;
+use crate::battle::history::{CallOutcome, WorkerHistory, server_index};
 
-pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_us: i64) -> Outcome {
+pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_us: i64) -> Ruling {
     let Some(killed) = fault.server else {
         return (
             Verdict::Unknown,
@@ -93,7 +94,7 @@ pub fn judge_resumes(
     fault: &FaultRecord,
     fault_us: i64,
     within_ms: u64,
-) -> Outcome {
+) -> Ruling {
     let mut first_ok: Option<i64> = None;
     let (mut ok_after, mut errors_after) = (0u64, 0u64);
     let mut sample_error: Option<String> = None;

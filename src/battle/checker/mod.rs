@@ -21,6 +21,7 @@ pub use store::{GroupKey, StoreSnapshot, StoredKey};
 
 use serde::Serialize;
 
+use super::faults::FaultRecord;
 use super::history::WorkerHistory;
 use super::scenario::{Assertion, FaultAction, Plan};
 
@@ -46,27 +47,6 @@ impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// What the runner did, and when: the checker's only other input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FaultRecord {
-    pub name: String,
-    pub action: FaultAction,
-    pub planned_at_ms: u64,
-    /// When it was carried out (epoch µs); `None` when it could not be.
-    pub at_us: Option<i64>,
-    /// When the action was complete (a restarted Redis answering again), epoch µs.
-    #[serde(default)]
-    pub done_us: Option<i64>,
-    /// Server index for `sigkill-server`.
-    pub server: Option<usize>,
-    /// Worker labels (`group[i]`) it hit.
-    pub workers: Vec<String>,
-    /// What it hit, for people (`pid 123 holders[0]`, `server 1 127.0.0.1:4001`).
-    pub targets: Vec<String>,
-    pub error: Option<String>,
 }
 
 /// One assertion's verdict.
@@ -121,7 +101,7 @@ pub fn judge_with_store(
     judgements
 }
 
-fn no_store() -> Outcome {
+fn no_store() -> Ruling {
     (
         Verdict::Unknown,
         "this check reads the store after the run, and no snapshot was taken".into(),
@@ -138,7 +118,8 @@ pub fn overall(judgements: &[Judgement]) -> Verdict {
         .unwrap_or(Verdict::Unknown)
 }
 
-type Outcome = (Verdict, String, serde_json::Value);
+/// What one assertion concludes: its verdict, the one-line summary, and the numbers behind it.
+type Ruling = (Verdict, String, serde_json::Value);
 
 fn judge_one(
     plan: &Plan,
@@ -146,7 +127,7 @@ fn judge_one(
     histories: &[WorkerHistory],
     faults: &[FaultRecord],
     store: Option<&StoreSnapshot>,
-) -> Outcome {
+) -> Ruling {
     match a {
         Assertion::CountedOnce { groups } => match store {
             Some(s) => store::judge_counted_once(&select(histories, groups), s),
@@ -274,10 +255,7 @@ fn select<'a>(histories: &'a [WorkerHistory], groups: &[String]) -> Vec<&'a Work
 }
 
 /// The fault called `name` and when it happened, or the `unknown` verdict saying why not.
-fn find_fault<'a>(
-    faults: &'a [FaultRecord],
-    name: &str,
-) -> Result<(&'a FaultRecord, i64), Outcome> {
+fn find_fault<'a>(faults: &'a [FaultRecord], name: &str) -> Result<(&'a FaultRecord, i64), Ruling> {
     let Some(f) = faults.iter().find(|f| f.name == name) else {
         return Err((
             Verdict::Unknown,
@@ -298,7 +276,6 @@ fn find_fault<'a>(
     }
 }
 
-/// Milliseconds from `from_us` to `to_us`, for messages.
 /// A call whose effect is unknown: `(invoke ms, completion ms or i64::MAX, units)`.
 type Lost = (i64, i64, u64);
 
@@ -312,6 +289,7 @@ fn possible_in_window(lost: &[Lost], prev_end: i64, end: i64) -> u64 {
         .sum()
 }
 
+/// Milliseconds from `from_us` to `to_us`, for messages.
 fn ms_between(from_us: i64, to_us: i64) -> f64 {
     ((to_us - from_us) as f64 / 1000.0 * 10.0).round() / 10.0
 }
@@ -325,7 +303,7 @@ fn at(h: &WorkerHistory, seq: u64) -> String {
 pub(crate) mod testkit {
     //! Builders for synthetic histories.
 
-    use crate::battle::history::{Call, Op, Outcome, Reply, WorkerHistory};
+    use crate::battle::history::{Call, CallOutcome, Op, Reply, WorkerHistory};
     use crate::model::Decision;
 
     pub fn history(group: &str, index: u32, calls: Vec<Call>) -> WorkerHistory {
@@ -350,7 +328,7 @@ pub(crate) mod testkit {
     }
 
     /// A call from `t0` to `t1` ms.
-    pub fn call(seq: u64, op: Op, t0_ms: i64, t1_ms: Option<i64>, outcome: Outcome) -> Call {
+    pub fn call(seq: u64, op: Op, t0_ms: i64, t1_ms: Option<i64>, outcome: CallOutcome) -> Call {
         Call {
             seq,
             op,
@@ -367,7 +345,7 @@ pub(crate) mod testkit {
             Op::Check { cost: 1 },
             t_ms,
             Some(t_ms + 1),
-            Outcome::Ok(Reply::Decision { decision: d }),
+            CallOutcome::Ok(Reply::Decision { decision: d }),
         )
     }
 
@@ -377,7 +355,7 @@ pub(crate) mod testkit {
             Op::Check { cost: 1 },
             t_ms,
             Some(t_ms + 1),
-            Outcome::Indeterminate {
+            CallOutcome::Indeterminate {
                 error: "timed out".into(),
             },
         )

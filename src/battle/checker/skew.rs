@@ -11,11 +11,11 @@
 
 use serde_json::json;
 
-use super::{Outcome, Verdict, at};
+use super::{Ruling, Verdict, at};
 use crate::battle::history::{Op, WorkerHistory};
 use crate::model::Strategy;
 
-pub fn judge(histories: &[&WorkerHistory], strategy: Option<&Strategy>, skew_ms: u64) -> Outcome {
+pub fn judge(histories: &[&WorkerHistory], strategy: Option<&Strategy>, skew_ms: u64) -> Ruling {
     let (mut admitted, mut first, mut last, mut lost) = (0u64, i64::MAX, i64::MIN, 0u64);
     let mut last_admit = String::new();
     for h in histories {

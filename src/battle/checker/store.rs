@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{FaultRecord, Outcome, Verdict, at};
-use crate::battle::history::{Call, Op, Outcome as CallOutcome, WorkerHistory, server_index};
+use super::{FaultRecord, Ruling, Verdict, at};
+use crate::battle::history::{Call, CallOutcome, Op, WorkerHistory, server_index};
 use crate::battle::network::window_of;
 use crate::battle::scenario::FailPolicy;
 use crate::model::Strategy;
@@ -58,7 +58,7 @@ fn units(c: &Call) -> Option<u64> {
 }
 
 /// `counted-once`: per store key, ok admits ≤ the store's count ≤ ok + indeterminate admits.
-pub fn judge_counted_once(histories: &[&WorkerHistory], snapshot: &StoreSnapshot) -> Outcome {
+pub fn judge_counted_once(histories: &[&WorkerHistory], snapshot: &StoreSnapshot) -> Ruling {
     if let Some(e) = &snapshot.error {
         return (
             Verdict::Unknown,
@@ -153,7 +153,7 @@ pub fn judge_store_down(
     faults: &[FaultRecord],
     fault: &FaultRecord,
     policy: FailPolicy,
-) -> Outcome {
+) -> Ruling {
     let Some((start, end)) = window_of(faults, &fault.name) else {
         return (
             Verdict::Unknown,
@@ -248,7 +248,7 @@ pub fn judge_store_down(
 
 /// `hygiene`: every key left has a TTL within the policies' bound, the key count is under the
 /// stated formula, and no slot set keeps an expired lease past its own expiry.
-pub fn judge_hygiene(snapshot: &StoreSnapshot) -> Outcome {
+pub fn judge_hygiene(snapshot: &StoreSnapshot) -> Ruling {
     if let Some(e) = &snapshot.error {
         return (
             Verdict::Unknown,

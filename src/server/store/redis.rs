@@ -190,7 +190,7 @@ impl RedisStore {
                     .ok_or_else(|| StoreError::Protocol("peek: empty transaction reply".into()))?;
                 decision_from_reply(first)
                     .map(Ok)
-                    .map_err(StoreError::Protocol)
+                    .map_err(|p| StoreError::Protocol(p.to_string()))
             }
             // The script cache was emptied (a restart): reload and let the caller retry.
             Err(e)

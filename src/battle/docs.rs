@@ -1,0 +1,307 @@
+//! `docs/scenarios.md`, generated from the scenario files and the checks: each check (assertion
+//! kind) with what it proves, its parameters and the numbers its verdict reports, then every
+//! scenario with its fleet, workers, faults and assertions. `tk-conform battle --docs` rewrites
+//! the file; a test fails when the committed one is stale.
+
+use super::scenario::Scenario;
+
+/// Where the generated page lives, relative to the project root.
+pub const DOCS_FILE: &str = "docs/scenarios.md";
+
+/// One assertion kind, for people.
+pub struct CheckDoc {
+    pub kind: &'static str,
+    pub proves: &'static str,
+    pub parameters: &'static [(&'static str, &'static str)],
+    /// The keys of the verdict's `numbers` in `result.json`.
+    pub numbers: &'static [&'static str],
+}
+
+const GROUPS: (&str, &str) = ("groups", "the worker groups judged (default: every group)");
+
+/// Every assertion kind the checker judges (`battle::checker`), in the order of `Assertion`.
+pub const CHECKS: &[CheckDoc] = &[
+    CheckDoc {
+        kind: "cap",
+        proves: "admitted units per window (attributed by each decision's `resetAt`) or per run \
+                 never exceed the limit; indeterminate calls widen the bound instead of failing it",
+        parameters: &[
+            GROUPS,
+            ("limit", "the ceiling per window or per run"),
+            ("per", "`window` (default) or `run`"),
+            (
+                "exact",
+                "saturated windows must admit exactly `limit`, and one must saturate",
+            ),
+            (
+                "slack",
+                "tolerated overshoot (e.g. `fleet × (batch − 1)` for uncoupled leases)",
+            ),
+            (
+                "min_windows",
+                "at least this many windows admitted something (default 1)",
+            ),
+            (
+                "distinct_remaining",
+                "allowed decisions of a window each report a different `remaining`",
+            ),
+            (
+                "window_ms",
+                "the window grid for decisions whose `resetAt` had already passed",
+            ),
+            (
+                "max_indeterminate",
+                "most indeterminate calls a pass may lean on (default: one per worker)",
+            ),
+        ],
+        numbers: &[
+            "admitted",
+            "denied",
+            "failed",
+            "indeterminate",
+            "limit",
+            "slack",
+            "per",
+            "windows",
+            "windowsExercised",
+            "maxWindowAdmitted",
+            "overshoot",
+            "lostUpdates",
+            "staleDecisions",
+            "perWindow[resetAt, admitted, denied, possiblyAdmitted]",
+        ],
+    },
+    CheckDoc {
+        kind: "budget",
+        proves: "a token budget is overshot only by the debit that crosses it in each window",
+        parameters: &[
+            GROUPS,
+            ("budget", "tokens per window"),
+            (
+                "max_indeterminate",
+                "most indeterminate calls a pass may lean on",
+            ),
+        ],
+        numbers: &[
+            "admittedTokens",
+            "budget",
+            "denied",
+            "failed",
+            "indeterminate",
+            "largestDebit",
+            "overshoot",
+            "windows",
+            "perWindow[resetAt, possiblyAdmitted]",
+        ],
+    },
+    CheckDoc {
+        kind: "concurrency",
+        proves: "slots held at once, rebuilt from admit/release intervals (a hold not renewed \
+                 within the TTL may have been reclaimed), never exceed the ceiling",
+        parameters: &[
+            GROUPS,
+            ("ceiling", "most slots held at once"),
+            ("ttl_ms", "the lease TTL"),
+            (
+                "min_admits",
+                "at least this many admits were granted (default 1)",
+            ),
+        ],
+        numbers: &[
+            "ceiling",
+            "ttlMs",
+            "granted",
+            "denied",
+            "indeterminate",
+            "maxInFlight",
+            "violations",
+        ],
+    },
+    CheckDoc {
+        kind: "reclaim",
+        proves: "after a fault took holders away, other workers are granted the freed slots in time",
+        parameters: &[
+            ("fault", "the fault that took the holders away"),
+            GROUPS,
+            ("slots", "fresh admits expected"),
+            ("within_ms", "how soon after the fault"),
+        ],
+        numbers: &[
+            "fault",
+            "slots",
+            "withinMs",
+            "grantedBeforeFault",
+            "grantedAfterFault",
+            "firstReclaimMs",
+            "allReclaimedMs",
+        ],
+    },
+    CheckDoc {
+        kind: "renewed",
+        proves: "a hold renewed by heartbeats is never reclaimed while renewed",
+        parameters: &[
+            GROUPS,
+            ("ttl_ms", "the lease TTL"),
+            (
+                "min_hold_ms",
+                "some renewed hold lasted at least this long (else nothing was shown)",
+            ),
+        ],
+        numbers: &[
+            "holds",
+            "heartbeats",
+            "longestRenewedHoldMs",
+            "minHoldMs",
+            "ttlMs",
+        ],
+    },
+    CheckDoc {
+        kind: "lost-after-pause",
+        proves: "a holder paused past its TTL finds its lease gone when it wakes, and its late \
+                 release frees nothing of the new holder's",
+        parameters: &[
+            ("fault", "the pause (`sigstop-workers`)"),
+            ("group", "the paused group"),
+        ],
+        numbers: &[
+            "fault",
+            "pausedMs",
+            "lastRenewalBeforePauseMs",
+            "heartbeatsAfterResume",
+            "lateReleaseAtMs",
+        ],
+    },
+    CheckDoc {
+        kind: "failover",
+        proves: "service-door workers that used a killed server moved to another one and kept deciding",
+        parameters: &[("fault", "the `sigkill-server` fault"), GROUPS],
+        numbers: &[
+            "fault",
+            "server",
+            "workersMoved",
+            "workersStranded",
+            "decisionsAfterKill",
+            "indeterminateAtKill",
+            "slowestFailoverMs",
+        ],
+    },
+    CheckDoc {
+        kind: "resumes",
+        proves: "after a fault (e.g. a Redis restart), decisions resume in time through every door",
+        parameters: &[
+            ("fault", "the fault"),
+            GROUPS,
+            ("within_ms", "how soon the first decision comes"),
+        ],
+        numbers: &[
+            "fault",
+            "withinMs",
+            "firstDecisionAfterMs",
+            "decisionsAfter",
+            "errorsAfter",
+            "sampleError",
+        ],
+    },
+];
+
+/// The whole page for `scenarios` (in the order given).
+pub fn render(scenarios: &[Scenario]) -> String {
+    let mut out = String::from(
+        "# Battle scenarios and checks\n\n\
+         Generated by `tk-conform battle --docs` from `scenarios/*.toml` and the checker \
+         (`src/battle/docs.rs`); do not edit by hand. Each verdict is pass, fail or unknown, \
+         with its numbers in `result.json`.\n\n## Checks\n",
+    );
+    for check in CHECKS {
+        out.push_str(&format!(
+            "\n### `{}`\n\n{}.\n\n",
+            check.kind,
+            capitalised(check.proves)
+        ));
+        out.push_str("| parameter | meaning |\n|---|---|\n");
+        for (name, meaning) in check.parameters {
+            out.push_str(&format!("| `{name}` | {meaning} |\n"));
+        }
+        out.push_str(&format!(
+            "\nVerdict numbers: {}.\n",
+            check
+                .numbers
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out.push_str("\n## Scenarios\n");
+    for s in scenarios {
+        out.push_str(&format!("\n### `{}`\n\n{}\n\n", s.name, s.plan.description));
+        out.push_str(&format!("- fleet: {} server(s)\n", s.fleet_size(None)));
+        for g in &s.plan.workers {
+            out.push_str(&format!(
+                "- workers `{}`: {} × {} door, {}, policy `{}`\n",
+                g.group,
+                g.count,
+                word(&g.door),
+                word(&g.operation),
+                g.policy
+            ));
+        }
+        for f in &s.plan.faults {
+            out.push_str(&format!(
+                "- fault `{}` at {} ms: {}\n",
+                f.name,
+                f.at_ms,
+                word(&f.action)
+            ));
+        }
+        for a in &s.plan.assertions {
+            let mut fields = serde_json::to_value(a).unwrap_or_default();
+            if let Some(map) = fields.as_object_mut() {
+                map.remove("kind");
+                map.retain(|_, v| !v.is_null());
+            }
+            out.push_str(&format!("- check `{}` {}\n", a.kind(), fields));
+        }
+    }
+    out
+}
+
+/// A unit enum's serde name (`fleet-lease`, `sigkill-server`).
+fn word(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every assertion kind the checker knows has a page section, in order.
+    #[test]
+    fn every_check_is_documented() {
+        let kinds: Vec<&str> = CHECKS.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "cap",
+                "budget",
+                "concurrency",
+                "reclaim",
+                "renewed",
+                "lost-after-pause",
+                "failover",
+                "resumes"
+            ]
+        );
+    }
+}
