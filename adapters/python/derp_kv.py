@@ -46,7 +46,7 @@ async def main():
             if op == "hello":
                 reply = {"protocolVersion": 2,
                          "adapter": {"name": "derp-py", "version": version("derp-py"), "language": "python",
-                                     "homepage": "https://pypi.org/project/derp-py/"},
+                                     "homepage": "PyPI package derp-py"},
                          "limiters": KINDS}
             elif op == "reset":
                 kv = kv or await connect()

@@ -66,7 +66,7 @@ class Adapter:
         if op == "hello":
             return {"protocolVersion": 2,
                     "adapter": {"name": "rate-sync", "version": version("rate-sync"), "language": "python",
-                                "homepage": "https://pypi.org/project/rate-sync/"},
+                                "homepage": "PyPI package rate-sync"},
                     "limiters": KINDS}
         if op == "reset":
             await self.close_all()
