@@ -10,7 +10,9 @@ use anyhow::Context;
 
 use super::checker::Verdict;
 use super::history::now_us;
-use super::runner::{BattleConfig, ScenarioResult, run_scenario};
+use super::runner::{BattleConfig, ExecEngine, ScenarioResult, run_scenario};
+use crate::backend::Backend;
+use crate::backend::exec::{ExecBackend, ExecConfig};
 use super::scenario;
 use super::scenario::Scenario;
 use super::spec::WorkerFault;
@@ -66,6 +68,15 @@ pub struct BattleArgs {
     /// Test only: make every worker a faulty client.
     #[arg(long, value_enum, hide = true)]
     pub worker_fault: Option<WorkerFault>,
+    /// Aim the `door = "exec"` scenarios at this protocol-2 adapter (a command line, split like
+    /// a shell would; no shell is run). Each worker starts its own copy. With no scenario named,
+    /// only the exec scenarios run.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// With --adapter: judge this declared limiter kind (default: each scenario takes the first
+    /// declared kind of one of its families).
+    #[arg(long, requires = "adapter")]
+    pub kind: Option<String>,
 }
 
 pub fn run(args: BattleArgs) -> ExitCode {
@@ -78,7 +89,10 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
     for name in crate::netfault::netns::sweep_stale() {
         eprintln!("tk-conform battle: removed network namespace {name} left by a dead harness");
     }
-    let scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
+    let mut scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
+    if args.adapter.is_some() && args.scenarios.is_empty() {
+        scenarios.retain(Scenario::is_exec);
+    }
     if args.docs {
         // The page always covers every scenario, whatever was named.
         let all = scenario::select(&args.scenarios_dir, &[])?;
@@ -110,6 +124,19 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
              or drop --redis-url so each scenario gets a Redis of its own"
         );
     }
+    let runtime = crate::cli_edge::runtime()?;
+    let exec = match &args.adapter {
+        Some(command) => Some(runtime.block_on(ask_adapter(
+            command,
+            args.kind.as_deref(),
+            &RedisOptions {
+                url: args.redis_url.clone(),
+                server_binary: args.redis_server.clone(),
+                container_image: None,
+            },
+        ))?),
+        None => None,
+    };
     let seed = args.seed.unwrap_or_else(rand::random);
     let run_dir = RunDir::create(&args.logs, "battle")
         .with_context(|| format!("cannot create a run folder under {}", args.logs.display()))?;
@@ -145,8 +172,8 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
             now_us() / 1000,
             std::process::id()
         ),
+        exec,
     };
-    let runtime = crate::cli_edge::runtime()?;
     crate::cli_edge::exit_on_interrupt(&runtime, Arc::clone(&recorder), "battle");
     let bars = ScenarioBars::new();
     bars.line(&format!(
@@ -235,6 +262,67 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
     })?;
     recorder.finish(RunStatus::Finished, code.into())?;
     Ok(TkExitCode::of(code))
+}
+
+/// Starts the adapter once, on a Redis of its own (or the given one, under a namespace of its
+/// own), and reads its declaration: a battle against an adapter that cannot say hello, speaks
+/// protocol 1, or lacks the `--kind` asked for is a usage error before any scenario runs.
+async fn ask_adapter(
+    command: &str,
+    kind: Option<&str>,
+    redis: &RedisOptions,
+) -> anyhow::Result<ExecEngine> {
+    let store = crate::infra::RedisInstance::provision(redis)
+        .await
+        .context("cannot start a Redis for the adapter's hello")?;
+    let log = tempfile::NamedTempFile::new().context("cannot create the adapter's stderr log")?;
+    let mut config = ExecConfig::new(command, log.path());
+    config.redis_url = Some(store.url().to_string());
+    let backend = ExecBackend::start(config).await.map_err(|e| {
+        let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        anyhow::anyhow!(
+            "--adapter: {e}{}",
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (its stderr ends: {})",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )
+            }
+        )
+    })?;
+    let hello = backend.hello_v2().cloned();
+    let _ = backend.shutdown().await;
+    let Some(hello) = hello else {
+        anyhow::bail!(
+            "--adapter `{command}` speaks protocol version 1, which declares no limiter kinds; \
+             battles judge protocol-2 adapters (docs/adapter-protocol.md)"
+        );
+    };
+    anyhow::ensure!(
+        !hello.limiters.is_empty(),
+        "--adapter `{command}` declares no limiter kinds"
+    );
+    if let Some(name) = kind
+        && hello.kind(name).is_none()
+    {
+        anyhow::bail!(
+            "--kind {name}: the adapter declares no such limiter kind; it declares {}",
+            hello
+                .limiters
+                .iter()
+                .map(|k| format!("`{}`", k.describe()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(ExecEngine {
+        command: command.to_owned(),
+        kinds: hello.limiters,
+        kind: kind.map(str::to_owned),
+    })
 }
 
 fn label(r: &ScenarioResult) -> &'static str {

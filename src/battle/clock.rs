@@ -2,6 +2,7 @@
 //! offset and drift by some parts per million. The direct door applies it to the `now` it sends
 //! when the group takes `now` from the client (the contract lets callers supply time).
 
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -98,3 +99,16 @@ mod tests {
         );
     }
 }
+
+/// libfaketime's thread-safe preload library (the server is multi-threaded), where Debian
+/// (any architecture) or a local build puts it.
+pub fn faketime_library() -> Option<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/usr/lib"), PathBuf::from("/usr/local/lib")];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.is_file())
+}
+

@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 
+use crate::backend::exec::v2::DecisionV2;
 use crate::model::Decision;
 
 /// Why a door could not be opened (the worker then leaves before the barrier).
@@ -31,6 +32,8 @@ pub enum OpenError {
     },
     #[error("the service door needs at least one server")]
     NoServer,
+    #[error("the adapter: {0}")]
+    Exec(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,5 +114,11 @@ pub trait Door: Send {
     async fn reserve(&mut self, wants: u64, has: u64) -> Result<Grant, CallError> {
         let _ = (wants, has);
         Err(unsupported(self.name(), "reserve"))
+    }
+
+    /// A protocol-2 decision (the exec door), with the `now` sent for an explicit clock.
+    async fn decide(&mut self, cost: u64) -> Result<(DecisionV2, Option<i64>), CallError> {
+        let _ = cost;
+        Err(unsupported(self.name(), "decide"))
     }
 }

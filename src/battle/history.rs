@@ -84,6 +84,13 @@ pub enum Reply {
     },
     /// The spender had no credit left: a `Reserve` comes next. Not a decision.
     NeedsRefresh,
+    /// A protocol-2 adapter's decision (exec door): `allowed`, and what the kind exposes.
+    Decided {
+        decision: crate::backend::exec::v2::DecisionV2,
+        /// The `now` sent (explicit-clock kinds), in epoch µs: the instant the engine decided at.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        now_us: Option<i64>,
+    },
 }
 
 /// One line of a history file.

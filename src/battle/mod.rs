@@ -22,6 +22,7 @@ pub mod cli;
 pub mod clock;
 pub mod docs;
 pub mod door;
+pub mod door_exec;
 pub mod door_redis;
 pub mod door_service;
 pub mod faults;

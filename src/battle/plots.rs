@@ -146,6 +146,7 @@ fn kind(outcome: &CallOutcome) -> CallKind {
                 CallKind::Denied
             }
         }
+        CallOutcome::Ok(Reply::Decided { decision, .. }) if !decision.allowed => CallKind::Denied,
         CallOutcome::Ok(Reply::Grant { capacity, .. }) if *capacity <= 0 => CallKind::Denied,
         CallOutcome::Ok(Reply::NeedsRefresh) => CallKind::Denied,
         CallOutcome::Ok(_) => CallKind::Ok,

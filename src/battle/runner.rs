@@ -14,7 +14,8 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::checker::{self, Judgement, Verdict};
+use super::checker::{self, ExecFacts, Judgement, Verdict};
+use crate::backend::exec::v2::{Clock, LimiterKind};
 use super::faults::{FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
 use super::network::{self, Network};
@@ -56,6 +57,97 @@ pub struct BattleConfig {
     /// Unique per run: each scenario's keys live under `<run_id>:<scenario>:`, so runs and
     /// scenarios never share state on an external Redis (and the run can delete its own keys).
     pub run_id: String,
+    /// `battle --adapter`: the engine exec scenarios aim at.
+    pub exec: Option<ExecEngine>,
+}
+
+/// A protocol-2 adapter, as its `hello` declared it (the CLI asked once, before any scenario).
+#[derive(Debug, Clone)]
+pub struct ExecEngine {
+    pub command: String,
+    pub kinds: Vec<LimiterKind>,
+    /// `battle --kind`: judge this kind only (else each scenario takes the first declared kind
+    /// of one of its families).
+    pub kind: Option<String>,
+}
+
+/// Which kind an exec scenario judges, with what parameters, or why it does not apply.
+fn exec_facts(scenario: &Scenario, cfg: &BattleConfig) -> Result<ExecFacts, String> {
+    let Some(engine) = &cfg.exec else {
+        return Err(
+            "aims at an engine: give `battle --adapter CMD` (a protocol-2 adapter)".into(),
+        );
+    };
+    let plan = scenario
+        .plan
+        .exec
+        .as_ref()
+        .ok_or("the scenario has no [exec] table")?;
+    let families: Vec<&str> = plan.families.iter().map(|f| f.name()).collect();
+    let kind = match &engine.kind {
+        Some(name) => engine
+            .kinds
+            .iter()
+            .find(|k| &k.name == name)
+            .filter(|k| plan.families.contains(&k.family))
+            .ok_or_else(|| {
+                format!(
+                    "n/a: kind `{name}` is not of the families this scenario judges ({})",
+                    families.join(", ")
+                )
+            })?,
+        None => engine
+            .kinds
+            .iter()
+            .find(|k| plan.families.contains(&k.family))
+            .ok_or_else(|| {
+                format!(
+                    "n/a: the adapter declares no kind of the families this scenario judges ({}); it declares {}",
+                    families.join(", "),
+                    engine
+                        .kinds
+                        .iter()
+                        .map(|k| k.describe())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+    };
+    let params = plan.params_for(kind).map_err(|e| format!("n/a: {e}"))?;
+    let offsets: BTreeMap<String, i64> = scenario
+        .plan
+        .workers
+        .iter()
+        .filter_map(|g| g.clock.map(|c| (g.group.clone(), c.offset_ms)))
+        .filter(|(_, o)| *o != 0)
+        .collect();
+    if !offsets.is_empty() && kind.clock == Clock::Explicit {
+        return Err(format!(
+            "n/a: kind `{}` follows the explicit clock: the harness sends each `now`, so a skewed adapter clock is never read",
+            kind.name
+        ));
+    }
+    Ok(ExecFacts {
+        kind: kind.clone(),
+        params,
+        offsets,
+    })
+}
+
+/// The faults with their random delays drawn (`random_within_ms`), from the run's seed.
+fn with_random_delays(faults: &[super::scenario::Fault], seed: u64) -> Vec<super::scenario::Fault> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6b69_6c6c);
+    faults
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            if let Some(w) = f.random_within_ms.take() {
+                f.at_ms += rng.random_range(0..=w);
+            }
+            f
+        })
+        .collect()
 }
 
 /// Why the harness could not run a scenario (the scenario's verdict is then `unknown`).
@@ -127,6 +219,8 @@ pub enum SpecError {
         policy: String,
         label: String,
     },
+    #[error("group `{0}`: the exec door needs `battle --adapter`")]
+    NoEngine(String),
     #[error(
         "group `{group}`: the fleet-lease door needs a federated policy, `{policy}` is a {label}"
     )]
@@ -177,6 +271,9 @@ pub struct ScenarioResult {
     pub duration_ms: f64,
     pub judgements: Vec<Judgement>,
     pub faults: Vec<serde_json::Value>,
+    /// Exec door: the kind judged and its `configure` parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<serde_json::Value>,
     /// Network faults as windows (ms after the barrier) and the proxy's own log.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fault_windows: Vec<serde_json::Value>,
@@ -251,6 +348,7 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         duration_ms: 0.0,
         judgements: Vec::new(),
         faults: Vec::new(),
+        engine: None,
         fault_windows: Vec::new(),
         network: Vec::new(),
         workers: Vec::new(),
@@ -296,10 +394,34 @@ async fn battle(
     for sub in ["histories", "workers", "servers"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(file("create", &dir.join(sub)))?;
     }
-    let yaml = scenario.policy_yaml()?;
+    let exec = if scenario.is_exec() {
+        match exec_facts(scenario, cfg) {
+            Ok(facts) => Some(facts),
+            Err(reason) => {
+                result.skipped = Some(reason);
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(f) = &exec {
+        result.engine = Some(json!({
+            "command": cfg.exec.as_ref().map(|e| e.command.clone()),
+            "kind": f.kind.name,
+            "family": f.kind.family.name(),
+            "clock": f.kind.clock.name(),
+            "params": f.params,
+        }));
+    }
     let policy_file = dir.join("policy.yaml");
-    std::fs::write(&policy_file, &yaml).map_err(file("write", &policy_file))?;
-    let policies = policy::read(&scenario.file.display().to_string(), &yaml)?;
+    let policies = if exec.is_some() {
+        BTreeMap::new()
+    } else {
+        let yaml = scenario.policy_yaml()?;
+        std::fs::write(&policy_file, &yaml).map_err(file("write", &policy_file))?;
+        policy::read(&scenario.file.display().to_string(), &yaml)?
+    };
 
     let restarts = scenario
         .plan
@@ -388,6 +510,7 @@ async fn battle(
                 &group_redis,
                 dir,
                 &go_file,
+                exec.as_ref(),
             )?;
             workers.push(spawn_worker(&cfg.exe, &spec, &barrier_read, dir)?);
         }
@@ -408,7 +531,8 @@ async fn battle(
         netns,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
-    let planned = network::with_heals(&scenario.plan.faults);
+    let delayed = with_random_delays(&scenario.plan.faults, cfg.seed);
+    let planned = network::with_heals(&delayed);
     let mut schedule = Schedule::new(&planned);
     let mut records: Vec<FaultRecord> = Vec::new();
     let mut timed_out = false;
@@ -497,6 +621,23 @@ async fn battle(
     if let Some(n) = &target.net {
         result.network = n.log();
     }
+    if let Some(facts) = &exec {
+        let keys: std::collections::BTreeSet<&str> =
+            scenario.plan.workers.iter().map(|g| g.key.as_str()).collect();
+        let snapshot = store_check::exec_snapshot(
+            target.redis.url(),
+            &cfg.namespace(scenario),
+            cfg.redis.url.is_none(),
+            facts.shape().ttl_bound,
+            keys.len() as u64,
+            facts.kind.family.name(),
+        )
+        .await;
+        result.judgements =
+            checker::judge_all(&scenario.plan, &histories, &records, Some(&snapshot), Some(facts));
+        result.verdict = checker::overall(&result.judgements);
+        return Ok(());
+    }
     // The store as the run left it: read directly, never through the proxy.
     let snapshot = store_check::snapshot(
         scenario,
@@ -524,13 +665,9 @@ pub fn plan_bound(scenario: &Scenario) -> Duration {
         .workers
         .iter()
         .map(|g| g.start_after_ms + g.duration_ms.unwrap_or(MAX_DURATION_MS) + g.hold_ms)
-        .chain(
-            scenario
-                .plan
-                .faults
-                .iter()
-                .map(|f| f.at_ms + f.for_ms.unwrap_or(0)),
-        )
+        .chain(scenario.plan.faults.iter().map(|f| {
+            f.at_ms + f.random_within_ms.unwrap_or(0) + f.for_ms.unwrap_or(0)
+        }))
         .max()
         .unwrap_or(0);
     Duration::from_millis(ms)
@@ -584,7 +721,7 @@ async fn start_server(
     if offset != 0 {
         // libfaketime preloaded into the server itself (not the `faketime` wrapper, whose
         // forked child would outlive a SIGKILLed harness): only its wall clock moves.
-        let lib = faketime_library().ok_or(ServerStartError::NoFaketime)?;
+        let lib = super::clock::faketime_library().ok_or(ServerStartError::NoFaketime)?;
         env.push(("LD_PRELOAD".to_string(), lib.display().to_string()));
         env.push((
             "FAKETIME".to_string(),
@@ -613,17 +750,77 @@ fn worker_spec(
     redis_url: &str,
     dir: &Path,
     go_file: &Path,
+    exec: Option<&ExecFacts>,
 ) -> Result<WorkerSpec, SpecError> {
+    let identity = identity(cfg, group);
+    let primary = group.server.unwrap_or(index as usize);
+    let door = match (group.door, exec, &cfg.exec) {
+        (Door::Exec, Some(facts), Some(engine)) => DoorSpec::Exec {
+            command: engine.command.clone(),
+            url: redis_url.into(),
+            namespace: cfg.namespace(scenario),
+            kind: facts.kind.clone(),
+            params: facts.params.clone(),
+            key: group.key.clone(),
+            clock_offset_ms: group.clock.map_or(0, |c| c.offset_ms),
+        },
+        (Door::Exec, ..) => return Err(SpecError::NoEngine(group.group.clone())),
+        _ => contract_door(cfg, scenario, group, policies, servers, redis_url, &identity, primary)?,
+    };
+    let name = format!("{}-{index}", group.group);
+    Ok(WorkerSpec {
+        scenario: scenario.name.clone(),
+        group: group.group.clone(),
+        index,
+        seed: cfg.seed,
+        door,
+        operation: group.operation,
+        cost: group.cost,
+        tokens: group.tokens,
+        requests: group.requests,
+        duration_ms: group.duration_ms,
+        interval_ms: group.interval_ms,
+        start_after_ms: group.start_after_ms,
+        hold_ms: group.hold_ms,
+        heartbeat_ms: group.heartbeat_ms,
+        hold_once: group.hold_once,
+        batch: group.batch,
+        call_timeout_ms: scenario
+            .plan
+            .network
+            .call_timeout_ms
+            .unwrap_or(cfg.call_timeout_ms),
+        history: dir.join("histories").join(format!("{name}.jsonl")),
+        ready_file: dir.join("workers").join(format!("{name}.ready")),
+        go_file: go_file.to_path_buf(),
+        fault: cfg.worker_fault,
+        load: None,
+        clock: group.clock,
+        now: group.now,
+    })
+}
+
+/// A contract door's spec: the policy's strategy straight on Redis, or the fleet's servers.
+#[allow(clippy::too_many_arguments)]
+fn contract_door(
+    cfg: &BattleConfig,
+    scenario: &Scenario,
+    group: &WorkerGroup,
+    policies: &BTreeMap<String, PolicyFacts>,
+    servers: &[String],
+    redis_url: &str,
+    identity: &str,
+    primary: usize,
+) -> Result<DoorSpec, SpecError> {
     let policy = policies
         .get(&group.policy)
         .ok_or_else(|| SpecError::UnknownPolicy {
             group: group.group.clone(),
             policy: group.policy.clone(),
         })?;
-    let identity = identity(cfg, group);
-    let primary = group.server.unwrap_or(index as usize);
-    let door = match group.door {
-        Door::Redis => {
+    let identity = identity.to_owned();
+    Ok(match group.door {
+        Door::Redis | Door::Exec => {
             let Some(strategy) = &policy.strategy else {
                 return Err(SpecError::NotRate {
                     group: group.group.clone(),
@@ -659,50 +856,7 @@ fn worker_spec(
                 limit: strategy.limit() as u64,
             }
         }
-    };
-    let name = format!("{}-{index}", group.group);
-    Ok(WorkerSpec {
-        scenario: scenario.name.clone(),
-        group: group.group.clone(),
-        index,
-        seed: cfg.seed,
-        door,
-        operation: group.operation,
-        cost: group.cost,
-        tokens: group.tokens,
-        requests: group.requests,
-        duration_ms: group.duration_ms,
-        interval_ms: group.interval_ms,
-        start_after_ms: group.start_after_ms,
-        hold_ms: group.hold_ms,
-        heartbeat_ms: group.heartbeat_ms,
-        hold_once: group.hold_once,
-        batch: group.batch,
-        call_timeout_ms: scenario
-            .plan
-            .network
-            .call_timeout_ms
-            .unwrap_or(cfg.call_timeout_ms),
-        history: dir.join("histories").join(format!("{name}.jsonl")),
-        ready_file: dir.join("workers").join(format!("{name}.ready")),
-        go_file: go_file.to_path_buf(),
-        fault: cfg.worker_fault,
-        load: None,
-        clock: group.clock,
-        now: group.now,
     })
-}
-
-/// libfaketime's thread-safe preload library (the server is multi-threaded), where Debian
-/// (any architecture) or a local build puts it.
-fn faketime_library() -> Option<PathBuf> {
-    let mut dirs = vec![PathBuf::from("/usr/lib"), PathBuf::from("/usr/local/lib")];
-    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
-        dirs.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("faketime/libfaketimeMT.so.1"))
-        .find(|p| p.is_file())
 }
 
 /// The identity a group works on: its key, made unique per run.

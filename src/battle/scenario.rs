@@ -54,7 +54,12 @@ pub struct Plan {
     pub description: String,
     #[serde(default = "Topology::none")]
     pub topology: Topology,
+    /// Contract doors only; an exec scenario names no policy (its limiter is `[exec]`).
+    #[serde(default)]
     pub policy: PolicySource,
+    /// `door = "exec"`: the limiter every group's adapter configures.
+    #[serde(default)]
+    pub exec: Option<ExecPlan>,
     pub workers: Vec<WorkerGroup>,
     #[serde(default)]
     pub faults: Vec<Fault>,
@@ -114,7 +119,7 @@ impl Topology {
 }
 
 /// The policy file the fleet serves (and the direct door reads its strategy options from).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct PolicySource {
     /// Inline YAML.
@@ -132,6 +137,72 @@ pub enum Door {
     Service,
     /// `Fleet.Reserve` leases spent client-side with the lease spender.
     FleetLease,
+    /// A protocol-2 adapter (`battle --adapter`), one process per worker.
+    Exec,
+}
+
+/// `[exec]`: the limiter an exec scenario aims at, in the family's own terms. The runner picks
+/// the adapter's first declared kind of one of `families` (or `battle --kind`) and snaps each
+/// parameter to the nearest value the kind accepts; the verdict names the values used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct ExecPlan {
+    /// limit (windows, gcra), capacity (token bucket).
+    pub limit: u64,
+    /// windowMs (windows), periodMs (gcra); a token bucket refills `limit` per `window_ms`.
+    pub window_ms: u64,
+    /// The families the scenario applies to (default: every rate family).
+    #[serde(default = "rate_families")]
+    pub families: Vec<Family>,
+}
+
+pub use crate::backend::exec::v2::Family;
+
+fn rate_families() -> Vec<Family> {
+    vec![
+        Family::FixedWindow,
+        Family::SlidingWindowLog,
+        Family::SlidingWindowCounter,
+        Family::TokenBucket,
+        Family::Gcra,
+    ]
+}
+
+/// Bounds of `[exec]`: short windows keep a scenario short; long ones would need long runs.
+pub const EXEC_LIMIT: std::ops::RangeInclusive<u64> = 1..=10_000;
+pub const EXEC_WINDOW_MS: std::ops::RangeInclusive<u64> = 200..=10_000;
+
+impl ExecPlan {
+    /// The `configure` parameters for `kind`, each the accepted value nearest the plan's; an
+    /// error says which parameter the kind cannot take near it.
+    pub fn params_for(
+        &self,
+        kind: &crate::backend::exec::v2::LimiterKind,
+    ) -> Result<std::collections::BTreeMap<String, f64>, String> {
+        let limit = self.limit as f64;
+        let window = self.window_ms as f64;
+        let mut params = std::collections::BTreeMap::new();
+        for (name, range) in &kind.parameters {
+            let wanted = match name.as_str() {
+                "limit" | "capacity" | "burst" => limit,
+                "windowMs" | "periodMs" => window,
+                "refillPerSec" => limit * 1000.0 / window,
+                _ => range.min,
+            };
+            let value = range.nearest(wanted).ok_or_else(|| {
+                format!("kind `{}` accepts no value of `{name}`", kind.name)
+            })?;
+            params.insert(name.clone(), value);
+        }
+        // gcra's burst is at most its limit, so one period refills it.
+        if let (Some(l), Some(b)) = (params.get("limit").copied(), params.get("burst").copied())
+            && b > l
+            && let Some(v) = kind.parameters["burst"].nearest(l)
+        {
+            params.insert("burst".into(), v);
+        }
+        Ok(params)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,7 +212,8 @@ pub struct WorkerGroup {
     pub count: u32,
     pub door: Door,
     pub operation: Operation,
-    /// The policy's name in the policy file.
+    /// The policy's name in the policy file (contract doors; not for `exec`).
+    #[serde(default)]
     pub policy: String,
     /// The identity the group works on (the harness makes it unique per run).
     pub key: String,
@@ -175,7 +247,8 @@ pub struct WorkerGroup {
     /// Service doors: the server every worker of the group starts at (default: worker `i`
     /// starts at server `i mod fleet`, spreading the group).
     pub server: Option<usize>,
-    /// Direct door: this group's clock, off the machine's by an offset and a drift.
+    /// Direct door: this group's clock, off the machine's by an offset and a drift. Exec door:
+    /// the group's adapters run under libfaketime this far off (`offset_ms` only).
     pub clock: Option<super::clock::ClientClock>,
     /// Direct door: which clock the `now` of a check comes from (default: the server's).
     #[serde(default)]
@@ -230,6 +303,9 @@ pub struct Fault {
     pub name: String,
     /// Milliseconds after the barrier opens.
     pub at_ms: u64,
+    /// Plus a random delay in `[0, random_within_ms]`, drawn from the run's seed.
+    #[serde(default)]
+    pub random_within_ms: Option<u64>,
     pub action: FaultAction,
     /// Worker faults: the group…
     pub group: Option<String>,
@@ -353,6 +429,20 @@ pub enum Assertion {
         groups: Vec<String>,
         skew_ms: u64,
     },
+    /// Exec door: per window, as the configured kind's family bounds it (exact families exactly,
+    /// approximate ones within their declared tolerance), judged from invoke/complete times on
+    /// the engine's clock, for all groups together and for each group on its own clock; with a
+    /// group's share of the admits, so a client that starves the others is reported.
+    FamilyCap {
+        #[serde(default)]
+        groups: Vec<String>,
+        /// At least this many windows must have denied (so the bound was put to the test).
+        #[serde(default = "one")]
+        min_saturated: u64,
+    },
+    /// Exec door: the group's first call, made after the family's quiet period (a full window
+    /// or refill) since every other call and kill, is admitted.
+    AdmitsAgain { group: String },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,6 +469,8 @@ impl Assertion {
             Assertion::CountedOnce { .. } => "counted-once",
             Assertion::StoreDown { .. } => "store-down",
             Assertion::SkewBound { .. } => "skew-bound",
+            Assertion::FamilyCap { .. } => "family-cap",
+            Assertion::AdmitsAgain { .. } => "admits-again",
         }
     }
 
@@ -394,8 +486,11 @@ impl Assertion {
             | Assertion::Resumes { groups, .. }
             | Assertion::CountedOnce { groups }
             | Assertion::StoreDown { groups, .. }
-            | Assertion::SkewBound { groups, .. } => groups.iter().map(String::as_str).collect(),
-            Assertion::LostAfterPause { group, .. } => vec![group.as_str()],
+            | Assertion::SkewBound { groups, .. }
+            | Assertion::FamilyCap { groups, .. } => groups.iter().map(String::as_str).collect(),
+            Assertion::LostAfterPause { group, .. } | Assertion::AdmitsAgain { group } => {
+                vec![group.as_str()]
+            }
         }
     }
 
@@ -523,12 +618,16 @@ impl Scenario {
                 ),
             ));
         }
-        match (&plan.policy.yaml, &plan.policy.file) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => return Err(self.invalid("policy", "give exactly one of `yaml` or `file`")),
-        }
         if plan.workers.is_empty() {
             return Err(self.invalid("workers", "at least one worker group is needed"));
+        }
+        if self.is_exec() {
+            self.validate_exec()?;
+        } else {
+            match (&plan.policy.yaml, &plan.policy.file) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => return Err(self.invalid("policy", "give exactly one of `yaml` or `file`")),
+            }
         }
         let mut names = BTreeSet::new();
         for (i, g) in plan.workers.iter().enumerate() {
@@ -642,7 +741,7 @@ impl Scenario {
             }
         }
         let served = match g.door {
-            Door::Redis => matches!(g.operation, Operation::Check),
+            Door::Redis | Door::Exec => matches!(g.operation, Operation::Check),
             Door::Service => matches!(
                 g.operation,
                 Operation::Check | Operation::Debit | Operation::Admit
@@ -653,8 +752,8 @@ impl Scenario {
             return Err(self.invalid(
                 &key("operation"),
                 format!(
-                    "door `{}` does not serve `{}` (redis: check; service: check, debit, admit; \
-                     fleet-lease: spend)",
+                    "door `{}` does not serve `{}` (redis, exec: check; service: check, debit, \
+                     admit; fleet-lease: spend)",
                     door_name(g.door),
                     operation_name(g.operation)
                 ),
@@ -691,10 +790,18 @@ impl Scenario {
         if g.operation == Operation::Spend && g.batch == 0 {
             return Err(self.invalid(&key("batch"), "fleet-lease spends need `batch` >= 1"));
         }
-        if (g.clock.is_some() || g.now == NowSource::Client) && g.door != Door::Redis {
+        if (g.clock.is_some() && !matches!(g.door, Door::Redis | Door::Exec))
+            || (g.now == NowSource::Client && g.door != Door::Redis)
+        {
             return Err(self.invalid(
                 &key("clock"),
-                "`clock` and `now` apply to the direct door (`door = \"redis\"`) only",
+                "`clock` applies to the direct and exec doors, `now` to the direct door only",
+            ));
+        }
+        if g.door == Door::Exec && g.clock.is_some_and(|c| c.drift_ppm != 0) {
+            return Err(self.invalid(
+                &key("clock"),
+                "an exec group's clock is libfaketime's fixed offset: give `offset_ms` only",
             ));
         }
         if let Some(c) = &g.clock {
@@ -713,6 +820,12 @@ impl Scenario {
         let key = |field: &str| format!("faults[{i}].{field}");
         if f.at_ms > MAX_DURATION_MS {
             return Err(self.invalid(&key("at_ms"), format!("must be <= {MAX_DURATION_MS}")));
+        }
+        if f.random_within_ms.is_some_and(|r| r > MAX_DURATION_MS) {
+            return Err(self.invalid(
+                &key("random_within_ms"),
+                format!("must be <= {MAX_DURATION_MS}"),
+            ));
         }
         match f.action {
             FaultAction::SigkillWorkers
@@ -772,6 +885,74 @@ pub fn door_name(door: Door) -> &'static str {
         Door::Redis => "redis",
         Door::Service => "service",
         Door::FleetLease => "fleet-lease",
+        Door::Exec => "exec",
+    }
+}
+
+impl Scenario {
+    /// Aimed at an engine through `battle --adapter` (every group's door is `exec`).
+    pub fn is_exec(&self) -> bool {
+        self.plan.workers.iter().any(|g| g.door == Door::Exec)
+    }
+
+    fn validate_exec(&self) -> Result<(), ScenarioError> {
+        let plan = &self.plan;
+        if let Some(i) = plan.workers.iter().position(|g| g.door != Door::Exec) {
+            return Err(self.invalid(
+                &format!("workers[{i}].door"),
+                "an exec scenario's groups all go through `door = \"exec\"` (one engine per run)",
+            ));
+        }
+        if plan.policy.yaml.is_some() || plan.policy.file.is_some() {
+            return Err(self.invalid(
+                "policy",
+                "an exec scenario configures the adapter's limiter from `[exec]`; remove `policy`",
+            ));
+        }
+        if plan.topology.fleet > 0 {
+            return Err(self.invalid("topology.fleet", "an exec scenario starts no servers"));
+        }
+        let Some(exec) = &plan.exec else {
+            return Err(self.invalid(
+                "exec",
+                "`door = \"exec\"` needs an `[exec]` table: limit, window_ms (and optionally families)",
+            ));
+        };
+        if !EXEC_LIMIT.contains(&exec.limit) {
+            return Err(self.invalid(
+                "exec.limit",
+                format!("must be {}..={}, got {}", EXEC_LIMIT.start(), EXEC_LIMIT.end(), exec.limit),
+            ));
+        }
+        if !EXEC_WINDOW_MS.contains(&exec.window_ms) {
+            return Err(self.invalid(
+                "exec.window_ms",
+                format!(
+                    "must be {}..={}, got {}",
+                    EXEC_WINDOW_MS.start(),
+                    EXEC_WINDOW_MS.end(),
+                    exec.window_ms
+                ),
+            ));
+        }
+        if exec.families.is_empty() || exec.families.contains(&Family::Concurrency) {
+            return Err(self.invalid(
+                "exec.families",
+                "name one or more rate families (concurrency slots are not rate limits)",
+            ));
+        }
+        for (i, a) in plan.assertions.iter().enumerate() {
+            if !matches!(a, Assertion::FamilyCap { .. } | Assertion::AdmitsAgain { .. }) {
+                return Err(self.invalid(
+                    &format!("assertions[{i}].kind"),
+                    format!(
+                        "`{}` reads contract decisions; an exec scenario is judged by `family-cap` and `admits-again`",
+                        a.kind()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1084,7 +1265,7 @@ exact = true
     fn shipped_scenarios_all_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
         let all = load_all(&dir).unwrap();
-        for s in &all {
+        for s in all.iter().filter(|s| !s.is_exec()) {
             let yaml = s.policy_yaml().unwrap();
             // Spec 9's subset, which every server (ThrottleKit's too) reads.
             let set = crate::server::policy::PolicySet::parse(&s.file.display().to_string(), &yaml)

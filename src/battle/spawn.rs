@@ -65,7 +65,7 @@ pub fn spawn_worker(
     // environment, which is not written anywhere.
     let mut on_disk = spec.clone();
     let mut real_url = None;
-    if let DoorSpec::Redis { url, .. } = &mut on_disk.door {
+    if let DoorSpec::Redis { url, .. } | DoorSpec::Exec { url, .. } = &mut on_disk.door {
         real_url = Some(std::mem::replace(url, crate::infra::redact_url(url)));
     }
     let json = serde_json::to_vec_pretty(&on_disk).map_err(SpawnError::Encode)?;

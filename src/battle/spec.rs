@@ -88,6 +88,22 @@ pub enum DoorSpec {
         /// The policy's per-window limit (the spender reports it as `limit`).
         limit: u64,
     },
+    /// A protocol-2 adapter this worker starts and drives itself (`battle --adapter`).
+    #[serde(rename_all = "camelCase")]
+    Exec {
+        /// The adapter's command line (split like a shell would; no shell is run).
+        command: String,
+        /// The Redis handed to the adapter (redacted on disk, like the redis door's).
+        url: String,
+        /// The run's key prefix for this scenario: the adapter's `reset` namespace.
+        namespace: String,
+        /// The declared limiter kind and the parameters sent in `configure`.
+        kind: crate::backend::exec::v2::LimiterKind,
+        params: std::collections::BTreeMap<String, f64>,
+        key: String,
+        /// The adapter runs under libfaketime this far ahead (negative: behind); 0: real clock.
+        clock_offset_ms: i64,
+    },
 }
 
 /// Deliberately broken clients, so tests can show the checker catches them.

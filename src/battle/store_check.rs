@@ -268,3 +268,39 @@ async fn read(
     }
     Ok(())
 }
+
+/// Keys one decision key of an exec-door engine may leave (counters keep two windows, some a
+/// lock or a sequence), as the property suites' hygiene allows.
+const EXEC_KEYS_PER_KEY: u64 = 4;
+/// TTLs in whole seconds round up, and some engines keep a key a few intervals plus a second.
+const EXEC_TTL_SLACK_MS: f64 = 5000.0;
+
+/// The store after an exec scenario: the engine's keys (every key, on a Redis the run started,
+/// each of which must carry `namespace`; those carrying it otherwise), with the bounds the
+/// kind's family implies (`ttl_bound_ms`: twice the window or full refill).
+pub async fn exec_snapshot(
+    url: &str,
+    namespace: &str,
+    owned: bool,
+    ttl_bound_ms: f64,
+    keys_used: u64,
+    family: &str,
+) -> StoreSnapshot {
+    let mut snap = StoreSnapshot {
+        ttl_bound_ms: (ttl_bound_ms + EXEC_TTL_SLACK_MS).ceil() as i64,
+        ttl_formula: format!(
+            "twice the {family} window or full refill ({ttl_bound_ms} ms) + {EXEC_TTL_SLACK_MS} ms for whole-second TTLs"
+        ),
+        key_bound: EXEC_KEYS_PER_KEY * keys_used + EXEC_KEYS_PER_KEY,
+        key_formula: format!(
+            "{EXEC_KEYS_PER_KEY} per key decided on ({keys_used}) + {EXEC_KEYS_PER_KEY}"
+        ),
+        namespace: owned.then(|| namespace.to_owned()),
+        ..StoreSnapshot::default()
+    };
+    let external = (!owned).then_some(namespace);
+    if let Err(e) = read(&mut snap, external, None, url).await {
+        snap.error = Some(e);
+    }
+    snap
+}

@@ -17,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::door::{CallError, Door, OpenError};
+use super::door_exec::{ExecDoor, ExecOpen};
 use super::door_redis::RedisDoor;
 use super::door_service::ServiceDoor;
 use super::history::{Event, HistoryError, HistoryWriter, Op, Reply, now_us};
@@ -91,7 +92,8 @@ fn read_spec(file: &Path) -> Result<WorkerSpec, WorkerError> {
             file: file.into(),
             source,
         })?;
-    if let (DoorSpec::Redis { url, .. }, Ok(real)) = (&mut spec.door, std::env::var(REDIS_URL_ENV))
+    if let (DoorSpec::Redis { url, .. } | DoorSpec::Exec { url, .. }, Ok(real)) =
+        (&mut spec.door, std::env::var(REDIS_URL_ENV))
     {
         *url = real;
     }
@@ -169,6 +171,30 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
             ServiceDoor::new(servers, *primary, policy, "", &label, timeout)
                 .map_err(|m| door_error("fleet-lease", m))?
                 .fail_over(spec.fault != Some(WorkerFault::NoFailover)),
+        ),
+        DoorSpec::Exec {
+            command,
+            url,
+            namespace,
+            kind,
+            params,
+            key,
+            clock_offset_ms,
+        } => Box::new(
+            ExecDoor::open(ExecOpen {
+                command,
+                url,
+                namespace,
+                kind,
+                params,
+                key,
+                clock_offset_ms: *clock_offset_ms,
+                stderr_log: spec.history.with_extension("adapter.stderr"),
+                timeout,
+                label: &label,
+            })
+            .await
+            .map_err(|m| door_error("exec", m))?,
         ),
     };
     let mut recorder = HistoryRecorder {
@@ -306,6 +332,17 @@ impl<'a> CallPlan<'a> {
         while done < limit && Instant::now() < self.end {
             done += 1;
             match spec.operation {
+                Operation::Check if matches!(spec.door, DoorSpec::Exec { .. }) => {
+                    let seq = rec.invoke(Op::Check { cost: spec.cost }, door.target())?;
+                    let r = door.decide(spec.cost).await;
+                    rec.complete(
+                        seq,
+                        r.as_ref().map(|(d, now_us)| Reply::Decided {
+                            decision: *d,
+                            now_us: *now_us,
+                        }),
+                    )?;
+                }
                 Operation::Check => {
                     let seq = rec.invoke(Op::Check { cost: spec.cost }, door.target())?;
                     let r = door.check(spec.cost).await;

@@ -49,6 +49,8 @@ pub struct ExecConfig {
     pub strict: bool,
     /// Prefix of every suite's key namespace; unique per run so runs never share keys.
     pub namespace_prefix: String,
+    /// More environment for the adapter (battle: libfaketime for a skewed group).
+    pub env: Vec<(String, String)>,
 }
 
 impl ExecConfig {
@@ -65,6 +67,7 @@ impl ExecConfig {
             redis_url: None,
             strict: true,
             namespace_prefix: format!("tkc-{}-{}", std::process::id(), unique_suffix()),
+            env: Vec::new(),
         }
     }
 }
@@ -216,6 +219,7 @@ fn launch_spec(config: &ExecConfig, argv: Vec<String>) -> LaunchSpec {
         "TK_CONFORM_PROTOCOL_VERSION".into(),
         PROTOCOL_VERSION.to_string(),
     )];
+    env.extend(config.env.iter().cloned());
     let mut env_remove = Vec::new();
     match &config.redis_url {
         Some(url) => env.push((REDIS_URL_ENV.into(), url.clone())),

@@ -12,11 +12,13 @@
 
 mod budget;
 mod cap;
+mod family;
 mod holds;
 mod liveness;
 mod skew;
 pub mod store;
 
+pub use family::ExecFacts;
 pub use store::{GroupKey, StoreSnapshot, StoredKey};
 
 use serde::Serialize;
@@ -74,13 +76,24 @@ pub fn judge_with_store(
     faults: &[FaultRecord],
     store: Option<&StoreSnapshot>,
 ) -> Vec<Judgement> {
+    judge_all(plan, histories, faults, store, None)
+}
+
+/// Every assertion of `plan`; `exec` is the engine an exec scenario ran against.
+pub fn judge_all(
+    plan: &Plan,
+    histories: &[WorkerHistory],
+    faults: &[FaultRecord],
+    store: Option<&StoreSnapshot>,
+    exec: Option<&ExecFacts>,
+) -> Vec<Judgement> {
     let mut judgements: Vec<Judgement> = plan
         .assertions
         .iter()
         .enumerate()
         .map(|(i, a)| {
             let label = format!("{}#{i}", a.kind());
-            let (verdict, summary, numbers) = judge_one(plan, a, histories, faults, store);
+            let (verdict, summary, numbers) = judge_one(plan, a, histories, faults, store, exec);
             Judgement {
                 assertion: label,
                 verdict,
@@ -127,8 +140,34 @@ fn judge_one(
     histories: &[WorkerHistory],
     faults: &[FaultRecord],
     store: Option<&StoreSnapshot>,
+    exec: Option<&ExecFacts>,
 ) -> Ruling {
+    let no_engine = || {
+        (
+            Verdict::Unknown,
+            "this check judges an exec-door engine, and the run had none (battle --adapter)".into(),
+            serde_json::json!({}),
+        )
+    };
     match a {
+        Assertion::FamilyCap {
+            groups,
+            min_saturated,
+        } => match exec {
+            Some(facts) => {
+                family::judge_family_cap(&select(histories, groups), faults, facts, *min_saturated)
+            }
+            None => no_engine(),
+        },
+        Assertion::AdmitsAgain { group } => match exec {
+            Some(facts) => family::judge_admits_again(
+                &histories.iter().collect::<Vec<_>>(),
+                group,
+                faults,
+                facts,
+            ),
+            None => no_engine(),
+        },
         Assertion::CountedOnce { groups } => match store {
             Some(s) => store::judge_counted_once(&select(histories, groups), s),
             None => no_store(),

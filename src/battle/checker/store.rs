@@ -31,6 +31,8 @@ pub struct StoreSnapshot {
     pub key_formula: String,
     /// When the store was read (epoch ms, the store's clock).
     pub read_at_ms: i64,
+    /// Exec door on a Redis the harness started: every key must carry this namespace.
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,6 +260,14 @@ pub fn judge_hygiene(snapshot: &StoreSnapshot) -> Ruling {
     }
     let mut problems = Vec::new();
     for k in &snapshot.keys {
+        if let Some(ns) = &snapshot.namespace
+            && !k.key.contains(ns.as_str())
+        {
+            problems.push(format!(
+                "{} does not carry the run's namespace `{ns}` (an adapter must put the namespace of `reset` into every key it writes)",
+                k.key
+            ));
+        }
         if k.pttl_ms == -1 {
             problems.push(format!("{} has no TTL", k.key));
         } else if k.pttl_ms > snapshot.ttl_bound_ms {
