@@ -11,11 +11,11 @@ use anyhow::Context;
 use super::checker::Verdict;
 use super::history::now_us;
 use super::runner::{BattleConfig, ExecEngine, ScenarioResult, run_scenario};
-use crate::backend::Backend;
-use crate::backend::exec::{ExecBackend, ExecConfig};
 use super::scenario;
 use super::scenario::Scenario;
 use super::spec::WorkerFault;
+use crate::backend::Backend;
+use crate::backend::exec::{ExecBackend, ExecConfig};
 use crate::exit::TkExitCode;
 use crate::infra::RedisOptions;
 use crate::report::{

@@ -111,4 +111,3 @@ pub fn faketime_library() -> Option<PathBuf> {
         .map(|d| d.join("faketime/libfaketimeMT.so.1"))
         .find(|p| p.is_file())
 }
-

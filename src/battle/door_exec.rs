@@ -99,7 +99,12 @@ impl Door for ExecDoor {
         // An explicit-clock kind gets the worker's wall clock, read once the call is on its way.
         let now_us = self.explicit.then(super::history::now_us);
         self.session
-            .decide(LIMITER, &self.key, cost as f64, now_us.map(|t| t as f64 / 1000.0))
+            .decide(
+                LIMITER,
+                &self.key,
+                cost as f64,
+                now_us.map(|t| t as f64 / 1000.0),
+            )
             .await
             .map(|d| (d, now_us))
             .map_err(|e| match e {

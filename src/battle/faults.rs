@@ -172,6 +172,7 @@ mod tests {
         Fault {
             name: name.into(),
             at_ms,
+            random_within_ms: None,
             action,
             group: Some("holders".into()),
             index: None,

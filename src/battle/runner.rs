@@ -15,7 +15,6 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::checker::{self, ExecFacts, Judgement, Verdict};
-use crate::backend::exec::v2::{Clock, LimiterKind};
 use super::faults::{FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
 use super::network::{self, Network};
@@ -24,6 +23,7 @@ use super::scenario::{Door, FaultAction, MAX_DURATION_MS, Scenario, WorkerGroup}
 use super::spawn::{SpawnError, Worker, describe_exit, spawn_worker, tail, wait_ready};
 use super::spec::{DoorSpec, WorkerFault, WorkerSpec};
 use super::store_check;
+use crate::backend::exec::v2::{Clock, LimiterKind};
 use crate::backend::service_process::{
     Placeholders, ProcessError, ServerProcess, TemplateError, fill_template,
 };
@@ -74,9 +74,7 @@ pub struct ExecEngine {
 /// Which kind an exec scenario judges, with what parameters, or why it does not apply.
 fn exec_facts(scenario: &Scenario, cfg: &BattleConfig) -> Result<ExecFacts, String> {
     let Some(engine) = &cfg.exec else {
-        return Err(
-            "aims at an engine: give `battle --adapter CMD` (a protocol-2 adapter)".into(),
-        );
+        return Err("aims at an engine: give `battle --adapter CMD` (a protocol-2 adapter)".into());
     };
     let plan = scenario
         .plan
@@ -622,8 +620,12 @@ async fn battle(
         result.network = n.log();
     }
     if let Some(facts) = &exec {
-        let keys: std::collections::BTreeSet<&str> =
-            scenario.plan.workers.iter().map(|g| g.key.as_str()).collect();
+        let keys: std::collections::BTreeSet<&str> = scenario
+            .plan
+            .workers
+            .iter()
+            .map(|g| g.key.as_str())
+            .collect();
         let snapshot = store_check::exec_snapshot(
             target.redis.url(),
             &cfg.namespace(scenario),
@@ -633,8 +635,13 @@ async fn battle(
             facts.kind.family.name(),
         )
         .await;
-        result.judgements =
-            checker::judge_all(&scenario.plan, &histories, &records, Some(&snapshot), Some(facts));
+        result.judgements = checker::judge_all(
+            &scenario.plan,
+            &histories,
+            &records,
+            Some(&snapshot),
+            Some(facts),
+        );
         result.verdict = checker::overall(&result.judgements);
         return Ok(());
     }
@@ -665,9 +672,13 @@ pub fn plan_bound(scenario: &Scenario) -> Duration {
         .workers
         .iter()
         .map(|g| g.start_after_ms + g.duration_ms.unwrap_or(MAX_DURATION_MS) + g.hold_ms)
-        .chain(scenario.plan.faults.iter().map(|f| {
-            f.at_ms + f.random_within_ms.unwrap_or(0) + f.for_ms.unwrap_or(0)
-        }))
+        .chain(
+            scenario
+                .plan
+                .faults
+                .iter()
+                .map(|f| f.at_ms + f.random_within_ms.unwrap_or(0) + f.for_ms.unwrap_or(0)),
+        )
         .max()
         .unwrap_or(0);
     Duration::from_millis(ms)
@@ -765,7 +776,9 @@ fn worker_spec(
             clock_offset_ms: group.clock.map_or(0, |c| c.offset_ms),
         },
         (Door::Exec, ..) => return Err(SpecError::NoEngine(group.group.clone())),
-        _ => contract_door(cfg, scenario, group, policies, servers, redis_url, &identity, primary)?,
+        _ => contract_door(
+            cfg, scenario, group, policies, servers, redis_url, &identity, primary,
+        )?,
     };
     let name = format!("{}-{index}", group.group);
     Ok(WorkerSpec {

@@ -189,9 +189,9 @@ impl ExecPlan {
                 "refillPerSec" => limit * 1000.0 / window,
                 _ => range.min,
             };
-            let value = range.nearest(wanted).ok_or_else(|| {
-                format!("kind `{}` accepts no value of `{name}`", kind.name)
-            })?;
+            let value = range
+                .nearest(wanted)
+                .ok_or_else(|| format!("kind `{}` accepts no value of `{name}`", kind.name))?;
             params.insert(name.clone(), value);
         }
         // gcra's burst is at most its limit, so one period refills it.
@@ -921,7 +921,12 @@ impl Scenario {
         if !EXEC_LIMIT.contains(&exec.limit) {
             return Err(self.invalid(
                 "exec.limit",
-                format!("must be {}..={}, got {}", EXEC_LIMIT.start(), EXEC_LIMIT.end(), exec.limit),
+                format!(
+                    "must be {}..={}, got {}",
+                    EXEC_LIMIT.start(),
+                    EXEC_LIMIT.end(),
+                    exec.limit
+                ),
             ));
         }
         if !EXEC_WINDOW_MS.contains(&exec.window_ms) {
@@ -942,7 +947,10 @@ impl Scenario {
             ));
         }
         for (i, a) in plan.assertions.iter().enumerate() {
-            if !matches!(a, Assertion::FamilyCap { .. } | Assertion::AdmitsAgain { .. }) {
+            if !matches!(
+                a,
+                Assertion::FamilyCap { .. } | Assertion::AdmitsAgain { .. }
+            ) {
                 return Err(self.invalid(
                     &format!("assertions[{i}].kind"),
                     format!(

@@ -1318,3 +1318,319 @@ fn an_interrupted_battle_removes_the_temp_folders_of_its_redis() {
     assert!(left.is_empty(), "temp folders left: {left:?}");
     assert_eq!(stray_temp_files(logs.path()), Vec::<PathBuf>::new());
 }
+
+// ---- the exec door: protocol-2 adapters, one process per worker ----
+
+/// `python v2_fixture.py --kinds KINDS [--fault F]` from a private copy of the fixture, so the
+/// test can tell its own adapter processes from other tests' (no orphan may survive a run).
+struct ExecFixture {
+    python: String,
+    copy: tempfile::TempDir,
+}
+
+impl ExecFixture {
+    fn new() -> Option<ExecFixture> {
+        if !have_redis() {
+            return None;
+        }
+        let python = crate::util::throttlekit_python()?;
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            crate::util::fixture("v2_fixture.py"),
+            copy.path().join("v2_fixture.py"),
+        )
+        .unwrap();
+        Some(ExecFixture {
+            python: python.to_string_lossy().into_owned(),
+            copy,
+        })
+    }
+
+    fn command(&self, args: &str) -> String {
+        format!(
+            "{} {} {args}",
+            crate::util::quoted(std::path::Path::new(&self.python)),
+            crate::util::quoted(&self.copy.path().join("v2_fixture.py"))
+        )
+    }
+
+    /// Adapter processes of this fixture copy still running.
+    fn survivors(&self) -> String {
+        let out = Command::new("pgrep")
+            .args(["-af", &self.copy.path().display().to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+fn exec_battle(scenarios: &[&str], fixture: &ExecFixture, args: &str) -> Battle {
+    let adapter = fixture.command(args);
+    let b = battle(scenarios, &["--adapter", &adapter]);
+    assert_eq!(
+        fixture.survivors(),
+        "",
+        "adapter processes outlived the battle"
+    );
+    b
+}
+
+fn summary_of(b: &Battle, scenario: &str, assertion: &str) -> String {
+    b.judgement(scenario, assertion)["summary"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn have_faketime() -> bool {
+    let found = ["/usr/lib", "/usr/local/lib"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .chain([PathBuf::from(d)])
+        })
+        .any(|d| d.join("faketime/libfaketimeMT.so.1").is_file());
+    if !found {
+        crate::util::skip_or_fail("libfaketime is not installed (apt-get install faketime)");
+    }
+    found
+}
+
+/// The correct store-clock fixture passes all three exec scenarios, every check of each
+/// (family-cap, admits-again, hygiene) with the numbers that show it was put to the test, and
+/// the workers SIGKILLed by the crash scenario leave no adapter behind.
+#[test]
+fn exec_scenarios_pass_on_the_correct_fixture() {
+    let Some(fx) = ExecFixture::new() else { return };
+    if !have_faketime() {
+        return;
+    }
+    let names = [
+        "exec-cap-race",
+        "exec-crash-kills",
+        "exec-skew-client-clock",
+    ];
+    let b = exec_battle(&names, &fx, "--kinds ttl");
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    for name in names {
+        let r = b.result(name);
+        assert_eq!(r["engine"]["kind"], "ttl", "{r:#}");
+        for j in r["judgements"].as_array().unwrap() {
+            assert_eq!(j["verdict"], "pass", "{name}: {j:#}");
+        }
+        let cap = b.judgement(name, "family-cap#0");
+        assert!(
+            cap["numbers"]["saturatedWindows"].as_u64().unwrap() >= 2,
+            "{cap:#}"
+        );
+    }
+    let again = summary_of(&b, "exec-crash-kills", "admits-again#1");
+    assert!(again.contains("quiet period 1000 ms"), "{again}");
+    let kills = b.result("exec-crash-kills")["faults"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(kills, 4);
+    let skew = summary_of(&b, "exec-skew-client-clock", "family-cap#0");
+    assert!(
+        skew.contains("which a store clock does not read") && skew.contains("`ahead`"),
+        "{skew}"
+    );
+}
+
+/// With an explicit clock the door knows each decision's instant, so one admit too many per
+/// window is seen: the correct kind admits exactly the limit, the over-admitting one fails.
+#[test]
+fn exec_cap_fails_on_an_over_admitting_fixture() {
+    let Some(fx) = ExecFixture::new() else { return };
+    let good = exec_battle(&["exec-cap-race"], &fx, "--kinds fw");
+    assert_eq!(good.code(), 0, "{}", good.describe());
+    let s = summary_of(&good, "exec-cap-race", "family-cap#0");
+    assert!(
+        s.contains("at most 20 admitted per window (bound 20)"),
+        "{s}"
+    );
+    let b = exec_battle(&["exec-cap-race"], &fx, "--kinds fw --fault over-admit");
+    assert_eq!(b.code(), 1, "{}", b.describe());
+    let s = summary_of(&b, "exec-cap-race", "family-cap#0");
+    assert!(s.contains("21 admitted > limit 20 (overshoot 1"), "{s}");
+}
+
+/// Eight processes reading with GET and writing with SET in two round trips admit far more
+/// than the limit per window: the race.
+#[test]
+fn exec_cap_fails_on_a_get_then_set_fixture() {
+    let Some(fx) = ExecFixture::new() else { return };
+    let b = exec_battle(&["exec-cap-race"], &fx, "--kinds ttl --fault get-then-set");
+    assert_eq!(b.code(), 1, "{}", b.describe());
+    let j = b.judgement("exec-cap-race", "family-cap#0");
+    let s = j["summary"].as_str().unwrap();
+    assert!(s.contains("admitted > limit 20 (overshoot"), "{s}");
+    assert!(
+        j["numbers"]["maxInWindow"].as_f64().unwrap() > 20.0,
+        "{j:#}"
+    );
+}
+
+/// A fixture that never sets a TTL: the crash scenario's hygiene names the key, the key never
+/// admits again after the quiet period, and the windows after the first deny from the start.
+#[test]
+fn exec_crash_fails_on_a_fixture_that_never_sets_a_ttl() {
+    let Some(fx) = ExecFixture::new() else { return };
+    let b = exec_battle(&["exec-crash-kills"], &fx, "--kinds ttl --fault no-ttl");
+    assert_eq!(b.code(), 1, "{}", b.describe());
+    let h = summary_of(&b, "exec-crash-kills", "hygiene");
+    assert!(h.contains(":crash has no TTL"), "{h}");
+    let again = summary_of(&b, "exec-crash-kills", "admits-again#1");
+    assert!(
+        again.contains("the key still denies") && again.contains("quiet period of 1000 ms"),
+        "{again}"
+    );
+    let cap = summary_of(&b, "exec-crash-kills", "family-cap#0");
+    assert!(cap.contains("denied after admitting only 0"), "{cap}");
+}
+
+/// A client-clock kind that trusts its clock: the group 5 s ahead decides in windows of its
+/// own, so every real window admits about twice the limit, reported with each group's share.
+/// An explicit-clock kind never reads the adapter's clock: the scenario is n/a for it.
+#[test]
+fn exec_skew_fails_on_a_client_clock_fixture_that_trusts_its_clock() {
+    let Some(fx) = ExecFixture::new() else { return };
+    if !have_faketime() {
+        return;
+    }
+    let b = exec_battle(&["exec-skew-client-clock"], &fx, "--kinds wall");
+    assert_eq!(b.code(), 1, "{}", b.describe());
+    let j = b.judgement("exec-skew-client-clock", "family-cap#0");
+    let s = j["summary"].as_str().unwrap();
+    assert!(
+        s.contains("client clock, adapter clocks offset {\"ahead\": 5000} ms")
+            && s.contains("all groups: window starting")
+            && s.contains("admitted > limit 20"),
+        "{s}"
+    );
+    let shares = j["numbers"]["shares"].as_array().unwrap();
+    assert_eq!(shares.len(), 2, "{j:#}");
+    assert!(
+        shares.iter().all(|g| g["admitted"].as_u64().unwrap() > 0),
+        "{j:#}"
+    );
+    let na = exec_battle(&["exec-skew-client-clock"], &fx, "--kinds fw");
+    assert_eq!(na.code(), 1, "nothing was checked: {}", na.describe());
+    let skipped = na.result("exec-skew-client-clock")["skipped"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        skipped.starts_with("n/a: kind `fw` follows the explicit clock"),
+        "{skipped}"
+    );
+}
+
+/// Bad input to the exec door is a usage error (exit 2) naming what to change: an adapter that
+/// fails its hello, a protocol-1 adapter, a kind it does not declare, `--kind` alone, an
+/// unknown family in a scenario; a family the adapter does not declare is skipped as n/a.
+#[test]
+fn exec_door_bad_input_is_refused() {
+    let Some(fx) = ExecFixture::new() else { return };
+    let run = |args: &[&str], dir: &std::path::Path| {
+        let logs = tempfile::tempdir().unwrap();
+        let out = Command::new(EXE)
+            .arg("battle")
+            .args(args)
+            .arg("--scenarios-dir")
+            .arg(dir)
+            .arg("--logs")
+            .arg(logs.path())
+            .env("CI", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let scenarios = repo().join("scenarios");
+    let dies = format!(
+        "{} -c \"import sys; print('no hello here', file=sys.stderr); sys.exit(3)\"",
+        fx.python
+    );
+    let (code, err) = run(&["exec-cap-race", "--adapter", &dies], &scenarios);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--adapter") && err.contains("hello") && err.contains("no hello here"),
+        "{err}"
+    );
+    let v1 = format!(
+        "{} {}",
+        fx.python,
+        crate::util::quoted(&repo().join("adapters/python/throttlekit_py.py"))
+    );
+    let (code, err) = run(&["exec-cap-race", "--adapter", &v1], &scenarios);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("speaks protocol version 1"), "{err}");
+    let (code, err) = run(
+        &[
+            "exec-cap-race",
+            "--adapter",
+            &fx.command("--kinds ttl"),
+            "--kind",
+            "nope",
+        ],
+        &scenarios,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--kind nope: the adapter declares no such limiter kind; it declares `ttl (fixedWindow, store clock)`"),
+        "{err}"
+    );
+    let (code, err) = run(&["exec-cap-race", "--kind", "ttl"], &scenarios);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--adapter"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(scenarios.join("exec-cap-race.toml")).unwrap();
+    let bogus = text.replace(
+        "window_ms = 1000",
+        "window_ms = 1000\nfamilies = [\"leakyBucket\"]",
+    );
+    std::fs::write(dir.path().join("bogus.toml"), bogus).unwrap();
+    let (code, err) = run(&["bogus"], dir.path());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("bogus.toml") && err.contains("leakyBucket"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("bogus.toml")).unwrap();
+    let buckets = text.replace(
+        "window_ms = 1000",
+        "window_ms = 1000\nfamilies = [\"tokenBucket\"]",
+    );
+    std::fs::write(dir.path().join("buckets.toml"), buckets).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let out = Command::new(EXE)
+        .args(["battle", "buckets", "--adapter", &fx.command("--kinds ttl")])
+        .arg("--scenarios-dir")
+        .arg(dir.path())
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "nothing was checked");
+    let result: Value = serde_json::from_str(
+        &std::fs::read_to_string(logs.path().join("latest/scenarios/buckets/result.json")).unwrap(),
+    )
+    .unwrap();
+    let skipped = result["skipped"].as_str().unwrap();
+    assert!(
+        skipped.starts_with(
+            "n/a: the adapter declares no kind of the families this scenario judges (tokenBucket)"
+        ),
+        "{skipped}"
+    );
+}

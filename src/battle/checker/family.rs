@@ -89,12 +89,14 @@ fn observations(histories: &[&WorkerHistory], faults: &[FaultRecord]) -> Vec<Obs
             let mut a = c.invoke_us as f64 / 1000.0;
             let mut b = match c.complete_us {
                 Some(t) => t as f64 / 1000.0,
-                None => kills
-                    .iter()
-                    .copied()
-                    .filter(|k| *k >= a)
-                    .fold(f64::INFINITY, f64::min)
-                    + KILL_MARGIN_MS,
+                None => {
+                    kills
+                        .iter()
+                        .copied()
+                        .filter(|k| *k >= a)
+                        .fold(f64::INFINITY, f64::min)
+                        + KILL_MARGIN_MS
+                }
             };
             let allowed = match &c.outcome {
                 CallOutcome::Ok(Reply::Decided { decision, now_us }) => {
@@ -368,7 +370,13 @@ pub fn judge_family_cap(
                     ..o.clone()
                 })
                 .collect();
-            let view = judge_view(&mine, &s, false, &format!("group `{g}` on its own clock"), t0);
+            let view = judge_view(
+                &mine,
+                &s,
+                false,
+                &format!("group `{g}` on its own clock"),
+                t0,
+            );
             violations.extend(view.violations.iter().cloned());
             per_group.push((g.clone(), view.max_in_window));
         }
@@ -401,11 +409,7 @@ pub fn judge_family_cap(
     });
     let share_text = share_text(&numbers["shares"]);
     let bound = match s.family {
-        Family::SlidingWindowCounter => format!(
-            "{} × (1 + tolerance {})",
-            s.limit(),
-            s.tolerance
-        ),
+        Family::SlidingWindowCounter => format!("{} × (1 + tolerance {})", s.limit(), s.tolerance),
         Family::TokenBucket | Family::Gcra => {
             format!("burst {} + {:.3}/ms refill", s.burst, s.rate)
         }
@@ -460,7 +464,11 @@ pub fn judge_family_cap(
 }
 
 fn shares(all: &[Obs], groups: &BTreeSet<String>, _w: f64) -> serde_json::Value {
-    let admitted = all.iter().filter(|o| o.allowed == Some(true)).count().max(1) as f64;
+    let admitted = all
+        .iter()
+        .filter(|o| o.allowed == Some(true))
+        .count()
+        .max(1) as f64;
     let calls = all.len().max(1) as f64;
     groups
         .iter()
