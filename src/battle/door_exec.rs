@@ -15,6 +15,8 @@ use crate::backend::exec::{ExecBackend, ExecConfig, V2Session};
 
 /// The limiter id every worker configures.
 const LIMITER: &str = "L";
+/// The bound on `reset` and `configure` (an engine connecting to its store).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct ExecDoor {
     /// Kept alive for the session: dropping it ends the adapter.
@@ -43,7 +45,9 @@ impl ExecDoor {
     pub async fn open(o: ExecOpen<'_>) -> Result<ExecDoor, OpenError> {
         let mut config = ExecConfig::new(o.command, o.stderr_log);
         config.redis_url = Some(o.url.to_owned());
-        config.request_timeout = o.timeout;
+        // Nine interpreters importing an engine at once on a small machine are slow to connect
+        // to their store; that is set-up, not a call. Calls get the battle's bound below.
+        config.request_timeout = SETUP_TIMEOUT.max(o.timeout);
         // A hang is the call's result (indeterminate), not a reason to start a fresh adapter
         // that was never told its namespace.
         config.max_restarts = 0;
@@ -75,6 +79,7 @@ impl ExecDoor {
             .configure(LIMITER, &o.kind.name, o.params)
             .await
             .map_err(|e| OpenError::Exec(format!("configure {}: {e}", o.kind.name)))?;
+        session.set_request_timeout(o.timeout);
         Ok(ExecDoor {
             _backend: backend,
             session,

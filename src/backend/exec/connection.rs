@@ -136,6 +136,11 @@ impl Connection {
     }
 
     /// One request and its checked reply, starting (or restarting) the adapter as needed.
+    /// The bound on each later request (a session's setup may take longer than its calls).
+    pub(super) fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     pub(super) async fn call(&mut self, request: &Request<'_>) -> Result<Reply, BackendError> {
         if let Some(reason) = &self.gave_up {
             return Err(BackendError::Unavailable(reason.clone()));

@@ -331,6 +331,11 @@ impl V2Session {
         }
     }
 
+    /// Bounds every later request of this session by `timeout`.
+    pub fn set_request_timeout(&mut self, timeout: std::time::Duration) {
+        self.connection.set_timeout(timeout);
+    }
+
     /// The key prefix the adapter was told to store everything under.
     pub fn namespace(&self) -> &str {
         &self.namespace
