@@ -61,6 +61,18 @@ pub fn real_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// libfaketime's thread-safe preload library (the server is multi-threaded), where Debian
+/// (any architecture) or a local build puts it.
+pub fn faketime_library() -> Option<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/usr/lib"), PathBuf::from("/usr/local/lib")];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.is_file())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,16 +110,4 @@ mod tests {
             .is_err()
         );
     }
-}
-
-/// libfaketime's thread-safe preload library (the server is multi-threaded), where Debian
-/// (any architecture) or a local build puts it.
-pub fn faketime_library() -> Option<PathBuf> {
-    let mut dirs = vec![PathBuf::from("/usr/lib"), PathBuf::from("/usr/local/lib")];
-    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
-        dirs.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("faketime/libfaketimeMT.so.1"))
-        .find(|p| p.is_file())
 }

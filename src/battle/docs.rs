@@ -204,6 +204,59 @@ pub const CHECKS: &[CheckDoc] = &[
     },
 ];
 
+/// The exec door's checks (`door = "exec"`, `battle --adapter`).
+pub const EXEC_CHECKS: &[CheckDoc] = &[
+    CheckDoc {
+        kind: "family-cap",
+        proves: "exec door: admits per window stay within the configured kind's family bound \
+                 (fixedWindow and slidingWindowLog exactly the limit, slidingWindowCounter within \
+                 its declared tolerance, tokenBucket and gcra burst plus refill), judged from \
+                 invoke and complete times on the engine's clock (an explicit clock's `now` \
+                 exactly; a window start known only to within a call's round trip counts only \
+                 the admits surely inside it), for all groups together and for each group on its \
+                 own clock; a fixedWindow that denied must have admitted the limit; a group that \
+                 asked as often as the others yet got nothing in three windows is starved; each \
+                 group's share of the admits is reported",
+        parameters: &[
+            GROUPS,
+            (
+                "min_saturated",
+                "at least this many windows must have denied, else `unknown` (default 1)",
+            ),
+        ],
+        numbers: &[
+            "kind",
+            "family",
+            "clock",
+            "params",
+            "limit",
+            "tolerance",
+            "windows",
+            "saturatedWindows",
+            "maxInWindow",
+            "admitted",
+            "judgedAdmits",
+            "denied",
+            "indeterminate",
+            "offsetsMs",
+            "perGroupMaxInWindow",
+            "shares[group, calls, admitted, shareOfAdmits, shareOfCalls]",
+            "violations",
+        ],
+    },
+    CheckDoc {
+        kind: "admits-again",
+        proves: "exec door: the group's first call, made after the family's quiet period (a \
+                 full window, two for a counter, or a full refill) plus 100 ms since every other \
+                 call and kill, is admitted; sooner is `unknown`",
+        parameters: &[(
+            "group",
+            "the probe group (one worker, one request, started late)",
+        )],
+        numbers: &["group", "quietPeriodMs", "gapMs", "outcome"],
+    },
+];
+
 /// The whole page for `scenarios` (in the order given).
 pub fn render(scenarios: &[Scenario]) -> String {
     let mut out = String::from(
@@ -212,7 +265,7 @@ pub fn render(scenarios: &[Scenario]) -> String {
          (`src/battle/docs.rs`); do not edit by hand. Each verdict is pass, fail or unknown, \
          with its numbers in `result.json`.\n\n## Checks\n",
     );
-    for check in CHECKS {
+    for check in CHECKS.iter().chain(EXEC_CHECKS) {
         out.push_str(&format!(
             "\n### `{}`\n\n{}.\n\n",
             check.kind,
@@ -235,8 +288,33 @@ pub fn render(scenarios: &[Scenario]) -> String {
     out.push_str("\n## Scenarios\n");
     for s in scenarios {
         out.push_str(&format!("\n### `{}`\n\n{}\n\n", s.name, s.plan.description));
-        out.push_str(&format!("- fleet: {} server(s)\n", s.fleet_size(None)));
-        for g in &s.plan.workers {
+        if let Some(exec) = &s.plan.exec {
+            out.push_str(&format!(
+                "- exec: limit {} per {} ms, families {} (`battle --adapter`; each worker starts its own adapter)\n",
+                exec.limit,
+                exec.window_ms,
+                exec.families
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            for g in &s.plan.workers {
+                let clock = g
+                    .clock
+                    .map(|c| format!(", adapters under libfaketime {:+} ms", c.offset_ms))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "- workers `{}`: {} × exec door, {}{clock}\n",
+                    g.group,
+                    g.count,
+                    word(&g.operation)
+                ));
+            }
+        } else {
+            out.push_str(&format!("- fleet: {} server(s)\n", s.fleet_size(None)));
+        }
+        for g in s.plan.workers.iter().filter(|_| s.plan.exec.is_none()) {
             out.push_str(&format!(
                 "- workers `{}`: {} × {} door, {}, policy `{}`\n",
                 g.group,
@@ -247,8 +325,12 @@ pub fn render(scenarios: &[Scenario]) -> String {
             ));
         }
         for f in &s.plan.faults {
+            let random = f
+                .random_within_ms
+                .map(|r| format!(" + a seeded random 0..{r} ms"))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "- fault `{}` at {} ms: {}\n",
+                "- fault `{}` at {} ms{random}: {}\n",
                 f.name,
                 f.at_ms,
                 word(&f.action)
@@ -303,5 +385,7 @@ mod tests {
                 "resumes"
             ]
         );
+        let exec: Vec<&str> = EXEC_CHECKS.iter().map(|c| c.kind).collect();
+        assert_eq!(exec, ["family-cap", "admits-again"]);
     }
 }

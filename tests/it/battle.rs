@@ -1115,11 +1115,13 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
         .map(str::to_owned)
         .collect();
     let every = names.len();
+    // Exec scenarios need `--adapter` (skipped here; `exec_scenarios_keep_to_the_run_prefix_on_a_shared_redis`).
+    let exec = names.iter().filter(|n| n.starts_with("exec-")).count();
     let names: Vec<String> = names
         .into_iter()
-        .filter(|n| !n.starts_with("redis-restart"))
+        .filter(|n| !n.starts_with("redis-restart") && !n.starts_with("exec-"))
         .collect();
-    assert_eq!(names.len(), every - 2, "{names:?}");
+    assert_eq!(names.len(), every - 2 - exec, "{names:?}");
     let own = battle(&names.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     let (shared_v, own_v) = (verdicts(&shared), verdicts(&own));
     assert_eq!(own.code(), 0, "{}", own.describe());
@@ -1130,7 +1132,9 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
             // Only the scenarios that restart Redis, or move it into a network namespace,
             // need a Redis of the harness's own.
             assert!(
-                name.starts_with("redis-restart") || name == "net-netns-partition",
+                name.starts_with("redis-restart")
+                    || name == "net-netns-partition"
+                    || name.starts_with("exec-"),
                 "{name} skipped"
             );
         } else {
@@ -1143,7 +1147,7 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
     }
     assert_eq!(
         shared_v.values().filter(|v| *v == "pass").count(),
-        every - 3,
+        every - 3 - exec,
         "{shared_v:?}"
     );
     // The user's keys survive untouched, and nothing of the run is left.
@@ -1633,4 +1637,24 @@ fn exec_door_bad_input_is_refused() {
         ),
         "{skipped}"
     );
+}
+
+/// On a Redis the harness did not start, every adapter of an exec scenario writes under the
+/// run's prefix: hygiene reads them there, the user's keys are untouched, and nothing is left.
+#[test]
+fn exec_scenarios_keep_to_the_run_prefix_on_a_shared_redis() {
+    let Some(fx) = ExecFixture::new() else { return };
+    let user = crate::util::Redis::start();
+    let () = user.cmd(&["SET", "ttl:race", "mine"]);
+    let adapter = fx.command("--kinds ttl");
+    let b = battle(
+        &["exec-cap-race"],
+        &["--adapter", &adapter, "--redis-url", &user.url()],
+    );
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    let h = summary_of(&b, "exec-cap-race", "hygiene");
+    assert!(h.starts_with("1 keys left"), "{h}");
+    let kept: String = user.cmd(&["GET", "ttl:race"]);
+    assert_eq!(kept, "mine");
+    assert_eq!(user.keys(), ["ttl:race"]);
 }

@@ -636,3 +636,159 @@ pub fn judge_admits_again(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::exec::v2::DecisionV2;
+    use crate::battle::checker::testkit::{call, history};
+    use crate::battle::history::Call;
+
+    fn kind(json: &str) -> LimiterKind {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn facts(kind_json: &str, params: &[(&str, f64)]) -> ExecFacts {
+        ExecFacts {
+            kind: kind(kind_json),
+            params: params.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            offsets: BTreeMap::new(),
+        }
+    }
+
+    const FW_EXPLICIT: &str = r#"{"name":"fw","family":"fixedWindow","clock":"explicit","windowStart":"epoch",
+        "parameters":{"limit":{"min":1,"max":100},"windowMs":{"min":1,"max":10000}},"exposes":[],"takesCost":true,"countsDenials":false}"#;
+    const FW_STORE: &str = r#"{"name":"ttl","family":"fixedWindow","clock":"store","windowStart":"firstCall",
+        "parameters":{"limit":{"min":1,"max":100},"windowMs":{"min":1,"max":10000}},"exposes":[],"takesCost":true,"countsDenials":false}"#;
+    const BUCKET: &str = r#"{"name":"b","family":"tokenBucket","clock":"store",
+        "parameters":{"capacity":{"min":1,"max":100},"refillPerSec":{"min":1,"max":100}},"exposes":[],"takesCost":true,"countsDenials":false}"#;
+
+    /// A decision made between `t0` and `t1` ms (an explicit `now` when given).
+    fn decided(seq: u64, t0: i64, t1: i64, allowed: bool, now_ms: Option<i64>) -> Call {
+        call(
+            seq,
+            Op::Check { cost: 1 },
+            t0,
+            Some(t1),
+            CallOutcome::Ok(Reply::Decided {
+                decision: DecisionV2 {
+                    allowed,
+                    remaining: None,
+                    reset_at: None,
+                    retry_after_ms: None,
+                },
+                now_us: now_ms.map(|t| t * 1000),
+            }),
+        )
+    }
+
+    /// `admits` then `denials` per window of 1000 ms, windows starting at 0, 1000, ….
+    fn windows(admits: u64, denials: u64, windows: i64, explicit: bool) -> Vec<Call> {
+        let mut calls = Vec::new();
+        let mut seq = 0;
+        for w in 0..windows {
+            for i in 0..admits + denials {
+                seq += 1;
+                let t = w * 1000 + 10 + i as i64 * 5;
+                calls.push(decided(
+                    seq,
+                    t,
+                    t + 2,
+                    i < admits,
+                    explicit.then_some(t + 1),
+                ));
+            }
+        }
+        calls
+    }
+
+    fn judge(hs: &[WorkerHistory], f: &ExecFacts) -> Ruling {
+        let refs: Vec<&WorkerHistory> = hs.iter().collect();
+        judge_family_cap(&refs, &[], f, 2)
+    }
+
+    #[test]
+    fn explicit_windows_are_exact_both_ways() {
+        let f = facts(FW_EXPLICIT, &[("limit", 20.0), ("windowMs", 1000.0)]);
+        let (v, msg, n) = judge(&[history("r", 0, windows(20, 5, 3, true))], &f);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        assert_eq!(n["maxInWindow"], 20.0);
+        let (v, msg, _) = judge(&[history("r", 0, windows(21, 5, 3, true))], &f);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("window starting +0.0 ms: 21 admitted > limit 20 (overshoot 1"),
+            "{msg}"
+        );
+        let (v, msg, _) = judge(&[history("r", 0, windows(12, 5, 3, true))], &f);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("denied after admitting only 12 (+0 indeterminate) of the limit 20"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn first_call_windows_are_placed_from_the_calls() {
+        let f = facts(FW_STORE, &[("limit", 20.0), ("windowMs", 1000.0)]);
+        // Windows start with the first call after the previous ended: at 10, 1010, 2010.
+        let (v, msg, n) = judge(&[history("r", 0, windows(20, 5, 3, false))], &f);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        assert_eq!(n["saturatedWindows"], 3);
+        let (v, msg, _) = judge(&[history("r", 0, windows(30, 5, 3, false))], &f);
+        assert_eq!(v, Verdict::Fail);
+        assert!(msg.contains("admitted > limit 20"), "{msg}");
+        // No denial anywhere: the bound was never put to the test.
+        let (v, msg, _) = judge(&[history("r", 0, windows(20, 0, 3, false))], &f);
+        assert_eq!(v, Verdict::Unknown, "{msg}");
+        assert!(msg.contains("only 0 of 3 windows denied anything"), "{msg}");
+    }
+
+    #[test]
+    fn buckets_are_held_to_burst_plus_refill() {
+        let f = facts(BUCKET, &[("capacity", 5.0), ("refillPerSec", 10.0)]);
+        // 5 at once, then one per 100 ms: within the bound; one more at once is not.
+        let mut calls: Vec<Call> = (0..5).map(|i| decided(i, 0, 1, true, None)).collect();
+        calls.extend((0..10).map(|i| {
+            decided(
+                10 + i,
+                100 * (i as i64 + 1),
+                100 * (i as i64 + 1) + 1,
+                true,
+                None,
+            )
+        }));
+        calls.push(decided(30, 1200, 1201, false, None));
+        calls.push(decided(31, 1300, 1301, false, None));
+        calls.push(decided(32, 2300, 2301, false, None));
+        let (v, msg, _) = judge(&[history("b", 0, calls.clone())], &f);
+        assert_eq!(v, Verdict::Pass, "{msg}");
+        calls.push(decided(40, 0, 1, true, None));
+        let (v, msg, _) = judge(&[history("b", 0, calls)], &f);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("6 admitted between +0.0 ms and +1.0 ms"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_starved_group_is_reported_with_its_share() {
+        let f = facts(FW_EXPLICIT, &[("limit", 20.0), ("windowMs", 1000.0)]);
+        let ahead = history("ahead", 0, windows(20, 5, 4, true));
+        let starved: Vec<Call> = (0..4)
+            .flat_map(|w| (0..40).map(move |i| (w, i)))
+            .map(|(w, i)| {
+                let t = w * 1000 + 300 + i;
+                decided((w * 100 + i) as u64, t, t + 1, false, Some(t))
+            })
+            .collect();
+        let honest = history("honest", 0, starved);
+        let (v, msg, n) = judge(&[ahead, honest], &f);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("group `honest` was starved: it got no admit in 4 windows"),
+            "{msg}"
+        );
+        assert_eq!(n["shares"][1]["admitted"], 0, "{n:#}");
+    }
+}
