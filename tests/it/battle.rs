@@ -1658,3 +1658,42 @@ fn exec_scenarios_keep_to_the_run_prefix_on_a_shared_redis() {
     assert_eq!(kept, "mine");
     assert_eq!(user.keys(), ["ttl:race"]);
 }
+
+/// The harness SIGKILLed while eight workers drive their adapters: no worker and no adapter
+/// (a grandchild) survives it.
+#[test]
+fn a_sigkilled_harness_leaves_no_adapter_behind() {
+    let Some(fx) = ExecFixture::new() else { return };
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "exec-cap-race", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--logs")
+        .arg(logs.path())
+        .args(["--adapter", &fx.command("--kinds ttl")])
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut adapters = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        adapters = fx.survivors().lines().count();
+        if adapters >= 8 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(adapters >= 8, "the battle never got its adapters going");
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut left = fx.survivors();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = fx.survivors();
+    }
+    assert_eq!(left, "", "adapters survived the harness");
+}
