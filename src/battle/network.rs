@@ -1,6 +1,6 @@
 //! The battle's side of the fault proxy: the links of one run (see [`super::link`] for what a
-//! `link = "FROM->TO"` selects), the heals the runner schedules after `for_ms`, and the fault
-//! windows it reports.
+//! `link = "FROM->TO"` selects) and the heals the runner schedules after `for_ms`. The fault
+//! windows it reports are read from the fault records (`faults::windows`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 

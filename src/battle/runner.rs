@@ -684,7 +684,6 @@ fn worker_spec(
         ready_file: dir.join("workers").join(format!("{name}.ready")),
         go_file: go_file.to_path_buf(),
         fault: cfg.worker_fault,
-        load: None,
         clock: group.clock,
         now: group.now,
     })
