@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::checker::{self, ExecFacts, Judgement, Verdict};
-use super::faults::{FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
+use super::faults::{self, FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
 use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
@@ -198,12 +198,10 @@ pub enum SetupError {
     TimedOut { seconds: u64 },
     #[error("no redis-server on PATH")]
     NoRedisBinary,
-    #[error("{0}")]
-    Netns(String),
-    #[error("{0}")]
-    Network(String),
-    #[error("{0}")]
-    StoreCheck(String),
+    #[error(transparent)]
+    Netns(#[from] crate::netfault::netns::NetnsError),
+    #[error(transparent)]
+    Network(#[from] super::network::NetworkError),
 }
 
 /// A worker group that cannot be given the spec it asks for.
@@ -454,7 +452,7 @@ async fn battle(
             .ok_or(SetupError::NoRedisBinary)?;
         let ns = crate::netfault::netns::NetnsRedis::start(&binary)
             .await
-            .map_err(|e| SetupError::Netns(e.to_string()))?;
+            .map_err(SetupError::Netns)?;
         options.url = Some(ns.url().to_string());
         netns = Some(ns);
     }
@@ -615,7 +613,7 @@ async fn battle(
             v
         })
         .collect();
-    result.fault_windows = network::windows(&records, t0_us);
+    result.fault_windows = faults::windows(&records, t0_us);
     if let Some(n) = &target.net {
         result.network = n.log();
     }
@@ -651,7 +649,6 @@ async fn battle(
         &store_check::StoreScope {
             key_of: &|g, facts| store_key(cfg, scenario, g, facts),
             namespace: cfg.direct_namespace(scenario),
-            external_run_id: cfg.redis.url.is_some().then_some(cfg.run_id.as_str()),
             granted_lease_ms: store_check::granted_lease_ms(&histories),
         },
         &policies,
@@ -807,7 +804,6 @@ fn worker_spec(
         ready_file: dir.join("workers").join(format!("{name}.ready")),
         go_file: go_file.to_path_buf(),
         fault: cfg.worker_fault,
-        load: None,
         clock: group.clock,
         now: group.now,
     })
@@ -953,9 +949,7 @@ impl FaultTarget for Target {
             || (fault.action == FaultAction::Heal && fault.link.is_none());
         if namespace {
             let Some(ns) = &mut self.netns else {
-                return Err(FaultError::Network(
-                    "Redis is not in a network namespace (`[network] netns = true`)".into(),
-                ));
+                return Err(FaultError::NoNamespace);
             };
             let name = ns.host().name().to_string();
             let done = if fault.action == FaultAction::Heal {
@@ -963,7 +957,7 @@ impl FaultTarget for Target {
             } else {
                 ns.host().partition()
             };
-            done.map_err(|e| FaultError::Network(e.to_string()))?;
+            done?;
             let rules = ns.host().rules().unwrap_or_default();
             return Ok(vec![format!(
                 "namespace {name} (redis pid {}): iptables {}",
@@ -972,7 +966,7 @@ impl FaultTarget for Target {
             )]);
         }
         match &self.net {
-            Some(n) => n.apply(fault).map_err(FaultError::Network),
+            Some(n) => Ok(n.apply(fault)?),
             None => Err(FaultError::NoProxy),
         }
     }

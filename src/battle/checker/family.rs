@@ -437,14 +437,14 @@ pub fn judge_family_cap(
         if more > 0 {
             text.push_str(&format!(" (+{more} more)"));
         }
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!("{head}: {text}; {share_text}"),
             numbers,
         );
     }
     if (together.saturated as u64) < min_saturated {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!(
                 "{head}: only {} of {} windows denied anything (at least {min_saturated} needed), so the bound {bound} was not put to the test; {admitted} admitted, {denied} denied",
@@ -453,7 +453,7 @@ pub fn judge_family_cap(
             numbers,
         );
     }
-    (
+    Ruling::new(
         Verdict::Pass,
         format!(
             "{head}: at most {} admitted per window (bound {bound}) over {} windows, {} of them saturated; {admitted} admitted, {denied} denied, {indeterminate} indeterminate; {share_text}",
@@ -579,7 +579,7 @@ pub fn judge_admits_again(
         .flat_map(|h| h.calls.iter().map(move |c| (h, c)))
         .min_by_key(|(_, c)| c.invoke_us);
     let Some((h, probe)) = first else {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!("group `{group}` made no call"),
             json!({ "group": group }),
@@ -593,7 +593,7 @@ pub fn judge_admits_again(
         "outcome": probe.outcome,
     });
     if !gap.is_finite() || gap < quiet {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!(
                 "the probe {} call {} came {gap:.0} ms after the last call or kill, before the family's quiet period of {quiet} ms; start it later",
@@ -604,7 +604,7 @@ pub fn judge_admits_again(
         );
     }
     match &probe.outcome {
-        CallOutcome::Ok(Reply::Decided { decision, .. }) if decision.allowed => (
+        CallOutcome::Ok(Reply::Decided { decision, .. }) if decision.allowed => Ruling::new(
             Verdict::Pass,
             format!(
                 "admitted {gap:.0} ms after the last call or kill (quiet period {} ms + {QUIET_MARGIN_MS} ms)",
@@ -612,7 +612,7 @@ pub fn judge_admits_again(
             ),
             numbers,
         ),
-        CallOutcome::Ok(Reply::Decided { decision, .. }) => (
+        CallOutcome::Ok(Reply::Decided { decision, .. }) => Ruling::new(
             Verdict::Fail,
             format!(
                 "the key still denies {gap:.0} ms after the last call or kill, beyond the {} quiet period of {} ms ({} {}: {})",
@@ -624,12 +624,12 @@ pub fn judge_admits_again(
             ),
             numbers,
         ),
-        CallOutcome::Fail { error } | CallOutcome::Indeterminate { error } => (
+        CallOutcome::Fail { error } | CallOutcome::Indeterminate { error } => Ruling::new(
             Verdict::Unknown,
             format!("the probe's call did not decide: {error}"),
             numbers,
         ),
-        CallOutcome::Ok(other) => (
+        CallOutcome::Ok(other) => Ruling::new(
             Verdict::Unknown,
             format!("the probe's call answered {other:?}, not a decision"),
             numbers,
@@ -702,9 +702,10 @@ mod tests {
         calls
     }
 
-    fn judge(hs: &[WorkerHistory], f: &ExecFacts) -> Ruling {
+    fn judge(hs: &[WorkerHistory], f: &ExecFacts) -> (Verdict, String, serde_json::Value) {
         let refs: Vec<&WorkerHistory> = hs.iter().collect();
-        judge_family_cap(&refs, &[], f, 2)
+        let r = judge_family_cap(&refs, &[], f, 2);
+        (r.verdict, r.summary, r.numbers)
     }
 
     #[test]
