@@ -224,6 +224,19 @@ fn judge_view(obs: &[Obs], s: &Shape, exact_floor: bool, what: &str, t0: f64) ->
     let limit = s.limit();
     match s.family {
         Family::FixedWindow => {
+            // Where window starts are known only to within a round trip, a second bound that
+            // needs no start: an interval shorter than a window holds at most one boundary, so
+            // at most twice the limit.
+            if s.window_start != Some(WindowStart::Epoch)
+                && let Some((n, t)) = densest(&admits, s.window - 1.0)
+                && n as f64 > 2.0 * limit
+            {
+                v.violations.push(format!(
+                    "{what}: {n} admitted within {} ms from {}, more than twice the limit {limit} (an interval shorter than a window spans at most two windows)",
+                    s.window - 1.0,
+                    label_ms(t, t0)
+                ));
+            }
             for win in fixed_windows(obs, s.window, s.window_start) {
                 let sure: Vec<&&Obs> = admits.iter().filter(|o| win.surely_holds(o)).collect();
                 let denied = obs
@@ -265,16 +278,7 @@ fn judge_view(obs: &[Obs], s: &Shape, exact_floor: bool, what: &str, t0: f64) ->
             } else {
                 limit
             };
-            let mut worst: Option<(usize, f64)> = None;
-            for (i, anchor) in admits.iter().enumerate() {
-                let n = admits[i..]
-                    .iter()
-                    .filter(|o| o.b <= anchor.a + s.window - 1.0)
-                    .count();
-                if worst.is_none_or(|(m, _)| n > m) {
-                    worst = Some((n, anchor.a));
-                }
-            }
+            let worst = densest(&admits, s.window - 1.0);
             v.judged_admits = admits.len();
             if let Some((n, t)) = worst {
                 v.max_in_window = n as f64;
@@ -324,6 +328,22 @@ fn judge_view(obs: &[Obs], s: &Shape, exact_floor: bool, what: &str, t0: f64) ->
         Family::Concurrency => {}
     }
     v
+}
+
+/// The most admits that surely took effect within `span` ms of one another (each anchored at
+/// an admit's invoke), and where that interval starts.
+fn densest(admits: &[&Obs], span: f64) -> Option<(usize, f64)> {
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, anchor) in admits.iter().enumerate() {
+        let n = admits[i..]
+            .iter()
+            .filter(|o| o.b <= anchor.a + span)
+            .count();
+        if worst.is_none_or(|(m, _)| n > m) {
+            worst = Some((n, anchor.a));
+        }
+    }
+    worst
 }
 
 /// Window-length periods on the view's clock, and those with a denial.
@@ -738,6 +758,12 @@ mod tests {
         let (v, msg, _) = judge(&[history("r", 0, windows(30, 5, 3, false))], &f);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("admitted > limit 20"), "{msg}");
+        let (v, msg, _) = judge(&[history("r", 0, windows(45, 5, 3, false))], &f);
+        assert_eq!(v, Verdict::Fail);
+        assert!(
+            msg.contains("45 admitted within 999 ms from +10.0 ms, more than twice the limit 20"),
+            "{msg}"
+        );
         // No denial anywhere: the bound was never put to the test.
         let (v, msg, _) = judge(&[history("r", 0, windows(20, 0, 3, false))], &f);
         assert_eq!(v, Verdict::Unknown, "{msg}");
