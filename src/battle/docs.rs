@@ -213,7 +213,8 @@ pub const EXEC_CHECKS: &[CheckDoc] = &[
                  its declared tolerance, tokenBucket and gcra burst plus refill), judged from \
                  invoke and complete times on the engine's clock (an explicit clock's `now` \
                  exactly; a window start known only to within a call's round trip counts only \
-                 the admits surely inside it), for all groups together and for each group on its \
+                 the admits surely inside it, and no interval shorter than a window may hold more \
+                 than twice the limit), for all groups together and for each group on its \
                  own clock; a fixedWindow that denied must have admitted the limit; a group that \
                  asked as often as the others yet got nothing in three windows is starved; each \
                  group's share of the admits is reported",
