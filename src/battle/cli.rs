@@ -63,10 +63,17 @@ pub struct BattleArgs {
     /// Bound on every call a worker makes, in milliseconds (1..=60000).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub call_timeout_ms: u64,
+    /// Run every scenario F times longer (each group's requests and duration times F), for a
+    /// soak before a release (1..=100; fault times, holds and policies stay as written).
+    #[arg(long, value_name = "F", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_SCALE))]
+    pub scale: u64,
     /// Test only: make every worker a faulty client.
     #[arg(long, value_enum, hide = true)]
     pub worker_fault: Option<WorkerFault>,
 }
+
+/// The longest soak `--scale` allows: 100 times a scenario's plan.
+pub const MAX_SCALE: u64 = 100;
 
 pub fn run(args: BattleArgs) -> ExitCode {
     crate::cli_edge::exit_code("battle", execute(args))
@@ -78,7 +85,7 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
     for name in crate::netfault::netns::sweep_stale() {
         eprintln!("tk-conform battle: removed network namespace {name} left by a dead harness");
     }
-    let scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
+    let mut scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
     if args.docs {
         // The page always covers every scenario, whatever was named.
         let all = scenario::select(&args.scenarios_dir, &[])?;
@@ -99,6 +106,9 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
         "no scenarios in {}",
         args.scenarios_dir.display()
     );
+    if args.scale > 1 {
+        scenarios = scenarios.iter().map(|s| s.scaled(args.scale)).collect();
+    }
     if args.redis_url.is_some()
         && let Some(cmd) = &args.server_cmd
         && !cmd.contains(super::runner::KEY_PREFIX_PLACEHOLDER)
@@ -121,6 +131,9 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
                 .map_or("per scenario".to_string(), |n| n.to_string())
         ),
     );
+    summary
+        .details
+        .insert("scale".into(), serde_json::json!(args.scale));
     summary.details.insert(
         "serverCmd".into(),
         serde_json::json!(args.server_cmd.as_deref().unwrap_or("reference")),

@@ -13,6 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::infra::sentinel::{FollowingConnection, RedisLink};
+
 use super::clock::{ClientClock, real_ms};
 use super::door::{CallError, Door, OpenError};
 use super::spec::{NowSource, WorkerFault};
@@ -20,7 +22,7 @@ use crate::model::{Decision, Strategy};
 use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
 
 pub struct RedisDoor {
-    con: ConnectionManager,
+    con: RedisLink,
     scripts: ScriptSet,
     strategy: Strategy,
     key: String,
@@ -51,25 +53,31 @@ impl RedisDoor {
     ) -> Result<RedisDoor, OpenError> {
         let scripts = ScriptSet::from_contract_dir(contract_dir)?;
         scripts.bind(&strategy)?;
-        let redis_error = |source| OpenError::Redis {
-            url: crate::infra::redact_url(url),
-            source,
-        };
-        let client = redis::Client::open(url).map_err(redis_error)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_millis(200));
-        // Opening is not a call: a short call bound must not fail a start on a busy machine.
+        // Open is not a call: a short call bound must not fail a start on a busy machine.
         let open = (timeout * 2).max(CONNECT_AT_LEAST);
-        let con = tokio::time::timeout(open, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| OpenError::Timeout {
-                url: crate::infra::redact_url(url),
-                ms: open.as_millis(),
-            })?
-            .map_err(redis_error)?;
+        let sentinel = |e: crate::infra::sentinel::SentinelError| OpenError::Sentinel(e.to_string());
+        let con = match crate::infra::sentinel::parse_url(url) {
+            None => RedisLink::Node(Self::node(url, timeout, open).await?),
+            Some(target) if fault == Some(WorkerFault::NoFollow) => {
+                // A broken client: asks the sentinel once, then stays on that node.
+                let target = target.map_err(sentinel)?;
+                let node = crate::infra::sentinel::ask_once(&target)
+                    .await
+                    .map_err(sentinel)?;
+                RedisLink::Node(Self::node(&node, timeout, open).await?)
+            }
+            Some(target) => {
+                let target = target.map_err(sentinel)?;
+                let con = tokio::time::timeout(open, FollowingConnection::open(&target, timeout))
+                    .await
+                    .map_err(|_| OpenError::Timeout {
+                        url: crate::infra::redact_url(url),
+                        ms: open.as_millis(),
+                    })?
+                    .map_err(sentinel)?;
+                RedisLink::Following(con)
+            }
+        };
         let mut con = con;
         if fault == Some(WorkerFault::NoScriptReload) {
             // Loads once at start, like a client that never expects the cache to empty.
@@ -91,6 +99,31 @@ impl RedisDoor {
             now: NowSource::Server,
             origin_ms: real_ms(),
         })
+    }
+
+    /// An auto-reconnecting connection to one node.
+    async fn node(
+        url: &str,
+        timeout: Duration,
+        open: Duration,
+    ) -> Result<ConnectionManager, OpenError> {
+        let redis_error = |source| OpenError::Redis {
+            url: crate::infra::redact_url(url),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(redis_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_millis(200));
+        tokio::time::timeout(open, ConnectionManager::new_with_config(client, config))
+            .await
+            .map_err(|_| OpenError::Timeout {
+                url: crate::infra::redact_url(url),
+                ms: open.as_millis(),
+            })?
+            .map_err(redis_error)
     }
 
     /// Applies a client clock fault and says where `now` comes from.

@@ -19,13 +19,16 @@ use super::faults::{FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
 use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
-use super::scenario::{Door, FaultAction, MAX_DURATION_MS, Scenario, WorkerGroup};
+use super::scenario::{
+    Door, FaultAction, MAX_DURATION_MS, RedisTopology, Scenario, WorkerGroup,
+};
 use super::spawn::{SpawnError, Worker, describe_exit, spawn_worker, tail, wait_ready};
 use super::spec::{DoorSpec, WorkerFault, WorkerSpec};
 use super::store_check;
 use crate::backend::service_process::{
     Placeholders, ProcessError, ServerProcess, TemplateError, fill_template,
 };
+use crate::infra::sentinel::ReplicatedRedis;
 use crate::infra::{RedisInstance, RedisOptions, free_loopback_port};
 use crate::report::write_atomic;
 
@@ -84,6 +87,8 @@ pub enum SetupError {
     Policy(#[from] crate::server::policy::PolicyError),
     #[error(transparent)]
     Redis(#[from] crate::infra::RedisError),
+    #[error(transparent)]
+    Sentinel(#[from] crate::infra::sentinel::SentinelError),
     #[error(transparent)]
     Server(#[from] ServerStartError),
     #[error(transparent)]
@@ -338,7 +343,32 @@ async fn battle(
         options.url = Some(ns.url().to_string());
         netns = Some(ns);
     }
-    let redis = RedisInstance::provision(&options).await?;
+    let redis = if scenario.plan.topology.redis == RedisTopology::Replicated {
+        if cfg.redis.url.is_some() {
+            result.skipped = Some(
+                "needs a primary, a replica and a sentinel of its own, which an external \
+                 --redis-url does not allow"
+                    .into(),
+            );
+            return Ok(());
+        }
+        let Some(sentinel) = crate::infra::sentinel::find_sentinel_binary() else {
+            result.skipped = Some(
+                "needs redis-sentinel, which is not on PATH (Debian: apt-get install redis-sentinel)"
+                    .into(),
+            );
+            return Ok(());
+        };
+        let binary = cfg
+            .redis
+            .server_binary
+            .clone()
+            .or_else(crate::infra::find_redis_binary)
+            .ok_or(SetupError::NoRedisBinary)?;
+        Store::Replicated(ReplicatedRedis::start(&binary, &sentinel).await?)
+    } else {
+        Store::Single(RedisInstance::provision(&options).await?)
+    };
     result.redis = redis.describe();
 
     let mut net = scenario.plan.network.proxy.then(Network::new);
@@ -348,10 +378,10 @@ async fn battle(
     for index in 0..fleet_size {
         let url = match &mut net {
             Some(n) => n
-                .redis_for_server(index, redis.url())
+                .redis_for_server(index, &redis.url())
                 .await
                 .map_err(SetupError::Network)?,
-            None => redis.url().to_string(),
+            None => redis.url(),
         };
         servers.push(start_server(template, index, cfg, scenario, &policy_file, &url, dir).await?);
     }
@@ -364,18 +394,18 @@ async fn battle(
     for group in &scenario.plan.workers {
         let (group_redis, group_addrs) = match &mut net {
             Some(n) if group.door == Door::Redis => (
-                n.redis_for_group(&group.group, redis.url())
+                n.redis_for_group(&group.group, &redis.url())
                     .await
                     .map_err(SetupError::Network)?,
                 addrs.clone(),
             ),
             Some(n) => (
-                redis.url().to_string(),
+                redis.url(),
                 n.servers_for_group(&group.group, &addrs)
                     .await
                     .map_err(SetupError::Network)?,
             ),
-            None => (redis.url().to_string(), addrs.clone()),
+            None => (redis.url(), addrs.clone()),
         };
         for index in 0..group.count {
             let spec = worker_spec(
@@ -406,6 +436,14 @@ async fn battle(
         redis,
         net,
         netns,
+        watched_keys: watched_keys(scenario, cfg, &policies),
+        resume_after: Duration::from_millis(
+            scenario
+                .plan
+                .network
+                .call_timeout_ms
+                .unwrap_or(cfg.call_timeout_ms),
+        ) + STALE_PRIMARY_MARGIN,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
     let planned = network::with_heals(&scenario.plan.faults);
@@ -497,7 +535,9 @@ async fn battle(
     if let Some(n) = &target.net {
         result.network = n.log();
     }
-    // The store as the run left it: read directly, never through the proxy.
+    // The store as the run left it: read directly, never through the proxy (behind Sentinel,
+    // on the primary it names now).
+    let store_url = target.redis.direct_url().await;
     let snapshot = store_check::snapshot(
         scenario,
         &store_check::StoreScope {
@@ -507,7 +547,7 @@ async fn battle(
             granted_lease_ms: store_check::granted_lease_ms(&histories),
         },
         &policies,
-        target.redis.url(),
+        &store_url,
         fleet_size,
     )
     .await;
@@ -729,13 +769,72 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The old primary stays frozen this long past the clients' call bound after the sentinel
+/// switched, so no call a correct client sent it before the switch can still be answered.
+const STALE_PRIMARY_MARGIN: Duration = Duration::from_millis(500);
+
+/// The scenario's store: one Redis, or a primary and a replica behind a sentinel.
+enum Store {
+    Single(RedisInstance),
+    Replicated(ReplicatedRedis),
+}
+
+impl Store {
+    /// What workers and servers are given: a `redis://` URL, or the sentinel's.
+    fn url(&self) -> String {
+        match self {
+            Store::Single(r) => r.url().to_string(),
+            Store::Replicated(r) => r.url(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Store::Single(r) => r.describe(),
+            Store::Replicated(r) => r.describe(),
+        }
+    }
+
+    /// The node to read the store from after the run (the sentinel's primary, if any).
+    async fn direct_url(&self) -> String {
+        match self {
+            Store::Single(r) => r.url().to_string(),
+            Store::Replicated(r) => r.primary_url().await.unwrap_or_else(|e| e.to_string()),
+        }
+    }
+}
+
+/// The fixedWindow keys the groups share, whose counts a failover records on both nodes.
+fn watched_keys(
+    scenario: &Scenario,
+    cfg: &BattleConfig,
+    policies: &BTreeMap<String, PolicyFacts>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = scenario
+        .plan
+        .workers
+        .iter()
+        .filter(|g| matches!(g.door, Door::Redis | Door::Service))
+        .filter_map(|g| {
+            let facts = policies.get(&g.policy)?;
+            matches!(facts.strategy, Some(crate::model::Strategy::FixedWindow(_)))
+                .then(|| store_key(cfg, scenario, g, facts))
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// What the fault schedule acts on.
 struct Target {
     workers: Vec<Worker>,
     servers: Vec<Server>,
-    redis: RedisInstance,
+    redis: Store,
     net: Option<Network>,
     netns: Option<crate::netfault::netns::NetnsRedis>,
+    watched_keys: Vec<String>,
+    resume_after: Duration,
 }
 
 #[async_trait]
@@ -810,10 +909,33 @@ impl FaultTarget for Target {
         }
     }
 
+    async fn failover(
+        &mut self,
+    ) -> Result<(Vec<String>, crate::infra::sentinel::FailoverRecord), FaultError> {
+        let Store::Replicated(r) = &self.redis else {
+            return Err(FaultError::NoReplica);
+        };
+        let f = r.failover(&self.watched_keys, self.resume_after).await?;
+        let target = format!(
+            "primary {} frozen at offset {} (replica at {}), sentinel switched to {} after {} ms, \
+             old primary resumed {} ms later",
+            f.old_primary,
+            f.primary_offset,
+            f.replica_offset,
+            f.new_primary,
+            (f.switched_us - f.paused_us) / 1000,
+            (f.resumed_us - f.switched_us) / 1000,
+        );
+        Ok((vec![target], f))
+    }
+
     async fn restart_redis(&mut self) -> Result<String, FaultError> {
+        let Store::Single(redis) = &mut self.redis else {
+            return Err(FaultError::NoReplica);
+        };
         let started = Instant::now();
         // SHUTDOWN SAVE keeps the data (reloaded at start) and loses the script cache.
-        let client = redis::Client::open(self.redis.url()).map_err(FaultError::RedisConnect)?;
+        let client = redis::Client::open(redis.url()).map_err(FaultError::RedisConnect)?;
         let mut con = tokio::time::timeout(
             Duration::from_secs(2),
             client.get_multiplexed_async_connection(),
@@ -825,13 +947,13 @@ impl FaultTarget for Target {
             .arg("SAVE")
             .query_async(&mut con)
             .await;
-        self.redis
+        redis
             .restart()
             .await
             .map_err(|e| FaultError::RedisRestart(Box::new(e)))?;
         Ok(format!(
             "{} restarted with its data and an empty script cache in {} ms",
-            self.redis.describe(),
+            redis.describe(),
             started.elapsed().as_millis()
         ))
     }

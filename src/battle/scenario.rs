@@ -94,6 +94,20 @@ pub struct Topology {
     /// behind); 0 or missing: the real clock. (redis-server itself cannot run under it.)
     #[serde(default)]
     pub server_clock_offsets_ms: Vec<i64>,
+    /// The store: one Redis, a primary and a replica behind `redis-sentinel`, or a cluster.
+    #[serde(default)]
+    pub redis: RedisTopology,
+}
+
+/// `[topology] redis`: what the store is made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisTopology {
+    #[default]
+    Single,
+    /// A primary, one replica and a sentinel; clients follow the primary through `failover`.
+    Replicated,
+    Cluster,
 }
 
 pub use crate::server::fail_mode::FailPolicy;
@@ -109,6 +123,7 @@ impl Topology {
             lease_ttl_ms: default_lease_ttl_ms(),
             fail: None,
             server_clock_offsets_ms: Vec::new(),
+            redis: RedisTopology::Single,
         }
     }
 }
@@ -206,6 +221,9 @@ pub enum FaultAction {
     NetnsPartition,
     /// Written by the runner `for_ms` after a network fault: the links pass everything again.
     Heal,
+    /// `redis = "replicated"`: the primary freezes, the sentinel promotes the replica, and the
+    /// old primary wakes as a stale primary (see `infra::sentinel`).
+    Failover,
 }
 
 impl FaultAction {
@@ -353,6 +371,13 @@ pub enum Assertion {
         groups: Vec<String>,
         skew_ms: u64,
     },
+    /// Across the `failover` fault, each fixedWindow key admits at most its limit plus the
+    /// writes the primary had acknowledged and the replica had not received.
+    FailoverBound {
+        fault: String,
+        #[serde(default)]
+        groups: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,6 +404,7 @@ impl Assertion {
             Assertion::CountedOnce { .. } => "counted-once",
             Assertion::StoreDown { .. } => "store-down",
             Assertion::SkewBound { .. } => "skew-bound",
+            Assertion::FailoverBound { .. } => "failover-bound",
         }
     }
 
@@ -394,7 +420,8 @@ impl Assertion {
             | Assertion::Resumes { groups, .. }
             | Assertion::CountedOnce { groups }
             | Assertion::StoreDown { groups, .. }
-            | Assertion::SkewBound { groups, .. } => groups.iter().map(String::as_str).collect(),
+            | Assertion::SkewBound { groups, .. }
+            | Assertion::FailoverBound { groups, .. } => groups.iter().map(String::as_str).collect(),
             Assertion::LostAfterPause { group, .. } => vec![group.as_str()],
         }
     }
@@ -405,7 +432,8 @@ impl Assertion {
             | Assertion::LostAfterPause { fault, .. }
             | Assertion::Failover { fault, .. }
             | Assertion::Resumes { fault, .. }
-            | Assertion::StoreDown { fault, .. } => Some(fault),
+            | Assertion::StoreDown { fault, .. }
+            | Assertion::FailoverBound { fault, .. } => Some(fault),
             _ => None,
         }
     }
@@ -437,6 +465,21 @@ impl Scenario {
         };
         scenario.validate()?;
         Ok(scenario)
+    }
+
+    /// The scenario run `factor` times longer, for a soak (`battle --scale`): every group's
+    /// `requests` and `duration_ms` grow by `factor`, so each group makes `factor` times the
+    /// calls over `factor` times the time. Fault times, holds, start offsets and the policies'
+    /// limits and windows stay as written: faults hit the same early moments, and each check's
+    /// bound means what it meant, under more calls and (for windows shorter than the run) more
+    /// windows.
+    pub fn scaled(&self, factor: u64) -> Scenario {
+        let mut s = self.clone();
+        for g in &mut s.plan.workers {
+            g.requests = g.requests.map(|r| r.saturating_mul(factor));
+            g.duration_ms = g.duration_ms.map(|d| d.saturating_mul(factor));
+        }
+        s
     }
 
     /// The policy YAML text, inline or read from the file next to the scenario.
@@ -523,6 +566,7 @@ impl Scenario {
                 ),
             ));
         }
+        self.validate_store_topology()?;
         match (&plan.policy.yaml, &plan.policy.file) {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err(self.invalid("policy", "give exactly one of `yaml` or `file`")),
@@ -593,6 +637,55 @@ impl Scenario {
                 return Err(self.invalid(
                     &format!("assertions[{i}].fault"),
                     format!("no fault called `{f}`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[topology] redis` against what the plan asks of the store.
+    fn validate_store_topology(&self) -> Result<(), ScenarioError> {
+        let plan = &self.plan;
+        let redis = plan.topology.redis;
+        if redis == RedisTopology::Cluster {
+            return Err(self.invalid(
+                "topology.redis",
+                "`cluster` is not supported yet: use `single` or `replicated`",
+            ));
+        }
+        for (i, f) in plan.faults.iter().enumerate() {
+            let replicated = redis == RedisTopology::Replicated;
+            if f.action == FaultAction::Failover && !replicated {
+                return Err(self.invalid(
+                    &format!("faults[{i}].action"),
+                    "`failover` needs a replica: set `[topology] redis = \"replicated\"`",
+                ));
+            }
+            if f.action == FaultAction::RestartRedis && replicated {
+                return Err(self.invalid(
+                    &format!("faults[{i}].action"),
+                    "`restart-redis` restarts a single Redis; a replicated store fails over \
+                     (`action = \"failover\"`)",
+                ));
+            }
+        }
+        if redis == RedisTopology::Replicated && (plan.network.proxy || plan.network.netns) {
+            return Err(self.invalid(
+                "topology.redis",
+                "a replicated store is not wired through the fault proxy or a network \
+                 namespace: drop `[network] proxy`/`netns`",
+            ));
+        }
+        for (i, a) in plan.assertions.iter().enumerate() {
+            if let Assertion::FailoverBound { fault, .. } = a
+                && !plan
+                    .faults
+                    .iter()
+                    .any(|f| &f.name == fault && f.action == FaultAction::Failover)
+            {
+                return Err(self.invalid(
+                    &format!("assertions[{i}].fault"),
+                    format!("`failover-bound` needs a fault of `action = \"failover\"` called `{fault}`"),
                 ));
             }
         }
@@ -747,7 +840,7 @@ impl Scenario {
                     ));
                 }
             }
-            FaultAction::RestartRedis => {}
+            FaultAction::RestartRedis | FaultAction::Failover => {}
             _ => {
                 // A network fault may name the server whose clients it cuts off (for `failover`).
                 if let Some(s) = f.server
@@ -860,6 +953,19 @@ exact = true
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn scaling_multiplies_the_load_and_nothing_else() {
+        let text = format!(
+            "{}\n[[faults]]\nname = \"stop\"\nat_ms = 10\naction = \"sigstop-workers\"\ngroup = \"racers\"\n",
+            GOOD.replace("requests = 5", "requests = 5\nduration_ms = 300\nstart_after_ms = 7")
+        );
+        let s = parse(&text).unwrap().scaled(10);
+        let g = &s.plan.workers[0];
+        assert_eq!((g.requests, g.duration_ms), (Some(50), Some(3000)));
+        assert_eq!((g.start_after_ms, s.plan.faults[0].at_ms), (7, 10));
+        assert!(matches!(s.plan.assertions[0], Assertion::Cap { limit: 10, .. }));
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub enum WorkerFault {
     /// The direct door sends its own (skewed) clock as `now` even where the group promises
     /// the server's clock.
     SkewedNow,
+    /// The direct door asks the sentinel for the primary once, then stays on that node through
+    /// a failover (a stale primary after it wakes: split brain).
+    NoFollow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

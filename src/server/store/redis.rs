@@ -7,8 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::{Script, Value};
+
+use crate::infra::sentinel::{FollowingConnection, RedisLink};
 
 use super::{Renewal, SlotGrant, Store, StoreError, StoreFaults, WindowGrant};
 use crate::model::{Decision, Strategy, TokenBudgetOptions};
@@ -46,7 +48,7 @@ pub struct RedisStore {
     url: String,
     /// `--key-prefix`: every key this store touches is `<namespace>:<key>` (none when empty).
     namespace: String,
-    con: ConnectionManager,
+    con: RedisLink,
     contract: ScriptSet,
     own: Scripts,
     faults: StoreFaults,
@@ -105,15 +107,31 @@ impl RedisStore {
     ) -> Result<RedisStore, StoreError> {
         let contract = ScriptSet::from_contract_dir(contract_dir)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let client = redis::Client::open(url).map_err(|e| unavailable(format!("{url}: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_number_of_retries(2);
-        let mut con = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| unavailable(format!("cannot connect to {url}: {e}")))?;
+        // Behind Sentinel (`redis+sentinel://`), the store follows the primary through a failover.
+        let mut con = match crate::infra::sentinel::parse_url(url) {
+            Some(target) => {
+                let target = target.map_err(unavailable)?;
+                RedisLink::Following(
+                    FollowingConnection::open(&target, IO_TIMEOUT)
+                        .await
+                        .map_err(|e| unavailable(format!("cannot follow {url}: {e}")))?,
+                )
+            }
+            None => {
+                let client =
+                    redis::Client::open(url).map_err(|e| unavailable(format!("{url}: {e}")))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(IO_TIMEOUT))
+                    .set_response_timeout(Some(IO_TIMEOUT))
+                    .set_number_of_retries(2);
+                RedisLink::Node(
+                    client
+                        .get_connection_manager_with_config(config)
+                        .await
+                        .map_err(|e| unavailable(format!("cannot connect to {url}: {e}")))?,
+                )
+            }
+        };
         contract.load_all(&mut con).await.map_err(script_error)?;
         Ok(RedisStore {
             url: url.to_owned(),
@@ -134,7 +152,7 @@ impl RedisStore {
         }
     }
 
-    fn con(&self) -> ConnectionManager {
+    fn con(&self) -> RedisLink {
         self.con.clone()
     }
 
