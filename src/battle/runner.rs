@@ -535,6 +535,9 @@ async fn battle(
     if let Some(n) = &target.net {
         result.network = n.log();
     }
+    if let Store::Replicated(r) = &target.redis {
+        let _ = std::fs::copy(r.sentinel_log(), dir.join("servers").join("sentinel.log"));
+    }
     // The store as the run left it: read directly, never through the proxy (behind Sentinel,
     // on the primary it names now).
     let store_url = target.redis.direct_url().await;

@@ -30,8 +30,9 @@ pub const SCHEME: &str = "redis+sentinel://";
 pub const MASTER_NAME: &str = "tkc";
 /// How often a following connection asks the sentinel who the primary is.
 pub const POLL: Duration = Duration::from_millis(50);
-/// The sentinel calls the primary down after this long without an answer.
-const DOWN_AFTER_MS: u64 = 400;
+/// The sentinel calls the primary down after this long without an answer (long enough that a
+/// loaded machine's stall is not taken for a dead primary).
+const DOWN_AFTER_MS: u64 = 1000;
 /// Bounds on the harness's own waits: the replica syncing, the sentinel finding it, a failover.
 const SYNC_BOUND: Duration = Duration::from_secs(15);
 const FAILOVER_BOUND: Duration = Duration::from_secs(20);
@@ -64,6 +65,12 @@ pub enum SentinelError {
         what: &'static str,
         seconds: u64,
         last: String,
+    },
+    #[error("{replica} was not an in-sync replica of {primary} when the failover was due: {info}")]
+    NotReplicating {
+        replica: String,
+        primary: String,
+        info: String,
     },
     #[error("redis-sentinel exited ({status}); last log lines: {log}")]
     SentinelExited { status: String, log: String },
@@ -504,9 +511,9 @@ impl ReplicatedRedis {
             .map_err(command_error("SENTINEL get-master-addr-by-name", &sentinel_url))
     }
 
-    /// Pids of the three processes, for records and tests.
-    pub fn pids(&self) -> [u32; 3] {
-        [self.primary.pid(), self.replica.pid(), self.sentinel.pid()]
+    /// The sentinel's log (`+sdown`, `+switch-master`, …), copied into the run folder.
+    pub fn sentinel_log(&self) -> PathBuf {
+        self.dir.path().join("sentinel.log")
     }
 
     pub fn describe(&self) -> String {
@@ -545,6 +552,19 @@ impl ReplicatedRedis {
         } else {
             (&self.replica, &self.primary)
         };
+        // A failover only means something from a replica in sync with the primary.
+        let info = info_replication(&promoted.url()).await?;
+        let old_port = old.rsplit(':').next().unwrap_or_default();
+        if info_field(&info, "role").as_deref() != Some("slave")
+            || info_field(&info, "master_port").as_deref() != Some(old_port)
+            || info_field(&info, "master_link_status").as_deref() != Some("up")
+        {
+            return Err(SentinelError::NotReplicating {
+                replica: promoted.url(),
+                primary: old,
+                info: info.split_whitespace().collect::<Vec<_>>().join(" "),
+            });
+        }
         let mut con = connect(&old).await?;
         let _: () = redis::cmd("CLIENT")
             .arg("PAUSE")

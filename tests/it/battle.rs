@@ -1318,3 +1318,194 @@ fn an_interrupted_battle_removes_the_temp_folders_of_its_redis() {
     assert!(left.is_empty(), "temp folders left: {left:?}");
     assert_eq!(stray_temp_files(logs.path()), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn scale_out_of_bounds_is_a_usage_error() {
+    let dir = one_scenario(SMALL_PLAN);
+    for bad in ["0", "101", "ten"] {
+        let out = battle_in(dir.path(), &["x", "--scale", bad]);
+        usage_error(&out, "--scale");
+    }
+}
+
+#[test]
+fn scale_two_doubles_a_scenarios_calls_and_stays_green() {
+    let calls = |b: &Battle| -> u64 {
+        b.result("cap-direct-fixed-window")["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["calls"].as_u64().unwrap())
+            .sum()
+    };
+    let once = battle(&["cap-direct-fixed-window"], &[]);
+    assert_eq!(once.code(), 0, "{}", once.describe());
+    let twice = battle(&["cap-direct-fixed-window"], &["--scale", "2"]);
+    assert_eq!(twice.code(), 0, "{}", twice.describe());
+    assert_eq!(calls(&twice), 2 * calls(&once), "{}", twice.describe());
+}
+
+/// Whether `redis-sentinel` is here; under `TK_CONFORM_REQUIRE_ALL=1` it must be.
+fn have_sentinel() -> bool {
+    if !have_redis() {
+        return false;
+    }
+    if tk_conform::infra::sentinel::find_sentinel_binary().is_some() {
+        return true;
+    }
+    crate::util::skip_or_fail("no redis-sentinel on PATH (.ci/run installs redis-sentinel)");
+    false
+}
+
+#[test]
+fn a_replica_failover_is_green_and_records_the_offsets() {
+    if !have_sentinel() {
+        return;
+    }
+    let b = battle(&["failover-replica"], &[]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    let r = b.result("failover-replica");
+    let f = &r["faults"][0]["failover"];
+    assert!(f["primaryOffset"].as_i64().unwrap() > 0, "{f:#}");
+    assert!(f["replicaOffset"].as_i64().unwrap() > 0, "{f:#}");
+    assert_ne!(f["oldPrimary"], f["newPrimary"], "{f:#}");
+    let j = b.judgement("failover-replica", "failover-bound#0");
+    let n = &j["numbers"]["keys"][0];
+    assert_eq!(n["limitReachedAfter"], true, "{j:#}");
+    assert!(n["admittedBefore"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(n["admittedAfter"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(r["redis"].as_str().unwrap().contains("redis-sentinel"), "{r:#}");
+}
+
+#[test]
+fn a_client_that_ignores_the_failover_writes_to_the_stale_primary() {
+    if !have_sentinel() {
+        return;
+    }
+    let (b, j) = must_fail(
+        "failover-replica",
+        &["--worker-fault", "no-follow"],
+        "failover-bound#0",
+    );
+    let n = &j["numbers"]["keys"][0];
+    let (admitted, bound) = (n["admitted"].as_u64().unwrap(), n["bound"].as_u64().unwrap());
+    assert!(admitted > bound, "{j:#}");
+    let summary = j["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("admitted {admitted}"))
+            && summary.contains(&format!("bound {bound} = limit 400 + "))
+            && summary.contains(&format!("{} admits beyond the bound", admitted - bound)),
+        "{summary}\n{}",
+        b.describe()
+    );
+}
+
+#[test]
+fn sigkilling_the_harness_mid_failover_leaves_no_redis_or_sentinel() {
+    if !have_sentinel() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "failover-replica", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Primary, replica, sentinel, 2 servers and 4 workers; the primary freezes 400 ms after
+    // the barrier and stays frozen for over a second: kill the harness inside that.
+    let go = logs.path().join("latest/scenarios/failover-replica/workers/go");
+    let started = Instant::now();
+    while !go.exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(go.exists(), "the battle never got going");
+    std::thread::sleep(Duration::from_millis(900));
+    let seen = descendants(harness.id());
+    let stopped: Vec<u32> = seen
+        .iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .is_ok_and(|s| s[s.rfind(')').unwrap_or(0) + 1..].trim_start().starts_with('T'))
+        })
+        .collect();
+    let titles: Vec<String> = seen
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).ok())
+        .map(|c| c.replace('\0', " "))
+        .collect();
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    assert!(seen.len() >= 9, "{titles:?}");
+    assert!(
+        titles.iter().any(|t| t.contains("sentinel")),
+        "no sentinel among {titles:?}"
+    );
+    assert_eq!(stopped.len(), 1, "the frozen primary: {stopped:?} of {titles:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut survivors = seen.clone();
+    while !survivors.is_empty() && Instant::now() < deadline {
+        survivors.retain(|p| alive(*p));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        survivors.is_empty(),
+        "survived the harness (the frozen primary too?): {survivors:?} of {titles:?}"
+    );
+}
+
+#[test]
+fn store_topologies_are_checked_against_the_plan() {
+    let failover = "\n[[faults]]\nname = \"f\"\nat_ms = 10\naction = \"failover\"\n";
+    let cases = [
+        (
+            SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"cluster\"\n[policy]"),
+            "topology.redis",
+            "not supported",
+        ),
+        (
+            SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"sharded\"\n[policy]"),
+            "redis",
+            "sharded",
+        ),
+        (
+            format!("{SMALL_PLAN}{failover}"),
+            "faults[0].action",
+            "redis = \"replicated\"",
+        ),
+        (
+            format!(
+                "{}{failover}",
+                SMALL_PLAN.replace(
+                    "[policy]",
+                    "[topology]\nredis = \"replicated\"\n[network]\nproxy = true\n[policy]"
+                )
+            ),
+            "topology.redis",
+            "fault proxy",
+        ),
+        (
+            format!(
+                "{}\n[[assertions]]\nkind = \"failover-bound\"\nfault = \"f\"\n[[faults]]\nname = \"f\"\nat_ms = 10\naction = \"sigkill-workers\"\ngroup = \"racers\"\n",
+                SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"replicated\"\n[policy]")
+            ),
+            "assertions[1].fault",
+            "failover-bound",
+        ),
+    ];
+    for (text, key, needle) in cases {
+        let dir = one_scenario(&text);
+        let out = battle_in(dir.path(), &["x"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(key) && err.contains(needle), "{key} {needle}: {err}");
+    }
+}
