@@ -51,7 +51,7 @@ pub fn judge(
     snapshot: Option<&StoreSnapshot>,
 ) -> Ruling {
     let Some(record) = &fault.failover else {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!(
                 "fault `{}` recorded no replication offsets (not a failover?)",
@@ -139,13 +139,13 @@ pub fn judge(
         }
     }
     if by_key.is_empty() {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             "no group of this check has a key in the store snapshot".into(),
             json!({}),
         );
     }
-    (verdict, lines.join("; "), json!({ "keys": numbers }))
+    Ruling::new(verdict, lines.join("; "), json!({ "keys": numbers }))
 }
 
 #[cfg(test)]
@@ -221,11 +221,11 @@ mod tests {
         // 6 admitted before; the replica had 4 of them: 2 lost, handed out again after.
         let before = admits_from("direct", 6, 10, false);
         let after = admits_from("service", 6, 400, true);
-        let (v, summary, n) = judge(&[&before, &after], &fault(6, 4, 300), Some(&snapshot()));
+        let Ruling { verdict: v, summary, numbers: n } = judge(&[&before, &after], &fault(6, 4, 300), Some(&snapshot()));
         assert_eq!(v, Verdict::Pass, "{summary}");
         assert_eq!(n["keys"][0]["bound"], 12);
         let after = admits_from("service", 7, 400, true);
-        let (v, summary, _) = judge(&[&before, &after], &fault(6, 4, 300), Some(&snapshot()));
+        let Ruling { verdict: v, summary, .. } = judge(&[&before, &after], &fault(6, 4, 300), Some(&snapshot()));
         assert_eq!(v, Verdict::Fail, "{summary}");
         assert!(
             summary.contains("admitted 13") && summary.contains("bound 12 = limit 10 + 2"),
@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn counts_that_disagree_without_lag_are_not_trusted() {
         let a = admits_from("direct", 6, 10, true);
-        let (v, summary, _) = judge(&[&a], &fault(6, 4, 0), Some(&snapshot()));
+        let Ruling { verdict: v, summary, .. } = judge(&[&a], &fault(6, 4, 0), Some(&snapshot()));
         assert_eq!(v, Verdict::Unknown, "{summary}");
         assert!(summary.contains("not trusted"), "{summary}");
     }
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn a_limit_never_reached_again_is_unknown() {
         let a = admits_from("direct", 3, 10, false);
-        let (v, summary, _) = judge(&[&a], &fault(3, 3, 0), Some(&snapshot()));
+        let Ruling { verdict: v, summary, .. } = judge(&[&a], &fault(3, 3, 0), Some(&snapshot()));
         assert_eq!(v, Verdict::Unknown, "{summary}");
         assert!(summary.contains("never reached"), "{summary}");
     }
