@@ -55,7 +55,8 @@ impl RedisDoor {
         scripts.bind(&strategy)?;
         // Open is not a call: a short call bound must not fail a start on a busy machine.
         let open = (timeout * 2).max(CONNECT_AT_LEAST);
-        let sentinel = |e: crate::infra::sentinel::SentinelError| OpenError::Sentinel(e.to_string());
+        let sentinel =
+            |e: crate::infra::sentinel::SentinelError| OpenError::Sentinel(e.to_string());
         let con = match crate::infra::sentinel::parse_url(url) {
             None => RedisLink::Node(Self::node(url, timeout, open).await?),
             Some(target) if fault == Some(WorkerFault::NoFollow) => {

@@ -19,9 +19,7 @@ use super::faults::{FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
 use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
-use super::scenario::{
-    Door, FaultAction, MAX_DURATION_MS, RedisTopology, Scenario, WorkerGroup,
-};
+use super::scenario::{Door, FaultAction, MAX_DURATION_MS, RedisTopology, Scenario, WorkerGroup};
 use super::spawn::{SpawnError, Worker, describe_exit, spawn_worker, tail, wait_ready};
 use super::spec::{DoorSpec, WorkerFault, WorkerSpec};
 use super::store_check;
@@ -365,7 +363,7 @@ async fn battle(
             .clone()
             .or_else(crate::infra::find_redis_binary)
             .ok_or(SetupError::NoRedisBinary)?;
-        Store::Replicated(ReplicatedRedis::start(&binary, &sentinel).await?)
+        Store::Replicated(Box::new(ReplicatedRedis::start(&binary, &sentinel).await?))
     } else {
         Store::Single(RedisInstance::provision(&options).await?)
     };
@@ -779,7 +777,7 @@ const STALE_PRIMARY_MARGIN: Duration = Duration::from_millis(500);
 /// The scenario's store: one Redis, or a primary and a replica behind a sentinel.
 enum Store {
     Single(RedisInstance),
-    Replicated(ReplicatedRedis),
+    Replicated(Box<ReplicatedRedis>),
 }
 
 impl Store {

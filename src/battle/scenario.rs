@@ -425,7 +425,9 @@ impl Assertion {
             | Assertion::CountedOnce { groups }
             | Assertion::StoreDown { groups, .. }
             | Assertion::SkewBound { groups, .. }
-            | Assertion::FailoverBound { groups, .. } => groups.iter().map(String::as_str).collect(),
+            | Assertion::FailoverBound { groups, .. } => {
+                groups.iter().map(String::as_str).collect()
+            }
             Assertion::LostAfterPause { group, .. } => vec![group.as_str()],
         }
     }
@@ -800,7 +802,9 @@ impl Scenario {
             {
                 return Err(self.invalid(
                     &format!("assertions[{i}].fault"),
-                    format!("`failover-bound` needs a fault of `action = \"failover\"` called `{fault}`"),
+                    format!(
+                        "`failover-bound` needs a fault of `action = \"failover\"` called `{fault}`"
+                    ),
                 ));
             }
         }
@@ -1074,13 +1078,19 @@ exact = true
     fn scaling_multiplies_the_load_and_nothing_else() {
         let text = format!(
             "{}\n[[faults]]\nname = \"stop\"\nat_ms = 10\naction = \"sigstop-workers\"\ngroup = \"racers\"\n",
-            GOOD.replace("requests = 5", "requests = 5\nduration_ms = 300\nstart_after_ms = 7")
+            GOOD.replace(
+                "requests = 5",
+                "requests = 5\nduration_ms = 300\nstart_after_ms = 7"
+            )
         );
         let s = parse(&text).unwrap().scaled(10);
         let g = &s.plan.workers[0];
         assert_eq!((g.requests, g.duration_ms), (Some(50), Some(3000)));
         assert_eq!((g.start_after_ms, s.plan.faults[0].at_ms), (7, 10));
-        assert!(matches!(s.plan.assertions[0], Assertion::Cap { limit: 10, .. }));
+        assert!(matches!(
+            s.plan.assertions[0],
+            Assertion::Cap { limit: 10, .. }
+        ));
     }
 
     #[test]

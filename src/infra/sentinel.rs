@@ -94,9 +94,13 @@ pub fn parse_url(url: &str) -> Option<Result<SentinelTarget, SentinelError>> {
     Some(match rest.split_once('/') {
         Some((host, master))
             if !host.is_empty()
-                && host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                && host
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
                 && !master.is_empty()
-                && master.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+                && master
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-') =>
         {
             Ok(SentinelTarget {
                 sentinel_url: format!("redis://{host}"),
@@ -104,7 +108,9 @@ pub fn parse_url(url: &str) -> Option<Result<SentinelTarget, SentinelError>> {
             })
         }
         Some((_, "")) | None => Err(bad("the master name is missing")),
-        _ => Err(bad("HOST:PORT and a master name of letters, digits and `-`")),
+        _ => Err(bad(
+            "HOST:PORT and a master name of letters, digits and `-`",
+        )),
     })
 }
 
@@ -126,7 +132,10 @@ pub async fn ask_once(target: &SentinelTarget) -> Result<String, SentinelError> 
     let mut sentinel = connect(&target.sentinel_url).await?;
     master_url(&mut sentinel, &target.master)
         .await
-        .map_err(command_error("SENTINEL get-master-addr-by-name", &target.sentinel_url))
+        .map_err(command_error(
+            "SENTINEL get-master-addr-by-name",
+            &target.sentinel_url,
+        ))
 }
 
 /// Errors after which the node may be gone or no longer the primary.
@@ -171,11 +180,13 @@ impl FollowingConnection {
                     .set_response_timeout(Some(timeout)),
             }),
         };
-        con.connection().await.map_err(|source| SentinelError::Command {
-            what: "connect to the primary",
-            url: target.sentinel_url.clone(),
-            source,
-        })?;
+        con.connection()
+            .await
+            .map_err(|source| SentinelError::Command {
+                what: "connect to the primary",
+                url: target.sentinel_url.clone(),
+                source,
+            })?;
         Ok(con)
     }
 
@@ -418,10 +429,11 @@ impl ReplicatedRedis {
             .await
             .map_err(command_error("INFO server", &primary.url()))?;
 
-        let dir = TempFolder::new("tk-conform-sentinel-").map_err(|source| SentinelError::Files {
-            dir: std::env::temp_dir(),
-            source,
-        })?;
+        let dir =
+            TempFolder::new("tk-conform-sentinel-").map_err(|source| SentinelError::Files {
+                dir: std::env::temp_dir(),
+                source,
+            })?;
         let files = |source| SentinelError::Files {
             dir: dir.path().to_path_buf(),
             source,
@@ -508,7 +520,10 @@ impl ReplicatedRedis {
         let mut con = connect(&sentinel_url).await?;
         master_url(&mut con, MASTER_NAME)
             .await
-            .map_err(command_error("SENTINEL get-master-addr-by-name", &sentinel_url))
+            .map_err(command_error(
+                "SENTINEL get-master-addr-by-name",
+                &sentinel_url,
+            ))
     }
 
     /// The sentinel's log (`+sdown`, `+switch-master`, …), copied into the run folder.
@@ -582,7 +597,11 @@ impl ReplicatedRedis {
         record.primary_offset = offset(&info, "master_repl_offset");
         let mut counts = Vec::new();
         for key in keys {
-            counts.push(window_of(&mut con, key).await.map_err(command_error("HMGET", &old))?);
+            counts.push(
+                window_of(&mut con, key)
+                    .await
+                    .map_err(command_error("HMGET", &old))?,
+            );
         }
         drop(con);
         frozen.signal(Signal::SIGSTOP)?;

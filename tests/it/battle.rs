@@ -1374,7 +1374,10 @@ fn a_replica_failover_is_green_and_records_the_offsets() {
     assert_eq!(n["limitReachedAfter"], true, "{j:#}");
     assert!(n["admittedBefore"].as_u64().unwrap() > 0, "{j:#}");
     assert!(n["admittedAfter"].as_u64().unwrap() > 0, "{j:#}");
-    assert!(r["redis"].as_str().unwrap().contains("redis-sentinel"), "{r:#}");
+    assert!(
+        r["redis"].as_str().unwrap().contains("redis-sentinel"),
+        "{r:#}"
+    );
 }
 
 #[test]
@@ -1388,7 +1391,10 @@ fn a_client_that_ignores_the_failover_writes_to_the_stale_primary() {
         "failover-bound#0",
     );
     let n = &j["numbers"]["keys"][0];
-    let (admitted, bound) = (n["admitted"].as_u64().unwrap(), n["bound"].as_u64().unwrap());
+    let (admitted, bound) = (
+        n["admitted"].as_u64().unwrap(),
+        n["bound"].as_u64().unwrap(),
+    );
     assert!(admitted > bound, "{j:#}");
     let summary = j["summary"].as_str().unwrap();
     assert!(
@@ -1421,7 +1427,9 @@ fn sigkilling_the_harness_mid_failover_leaves_no_redis_or_sentinel() {
         .unwrap();
     // Primary, replica, sentinel, 2 servers and 4 workers; the primary freezes 400 ms after
     // the barrier and stays frozen for over a second: kill the harness inside that.
-    let go = logs.path().join("latest/scenarios/failover-replica/workers/go");
+    let go = logs
+        .path()
+        .join("latest/scenarios/failover-replica/workers/go");
     let started = Instant::now();
     while !go.exists() && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));
@@ -1433,8 +1441,11 @@ fn sigkilling_the_harness_mid_failover_leaves_no_redis_or_sentinel() {
         .iter()
         .copied()
         .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .is_ok_and(|s| s[s.rfind(')').unwrap_or(0) + 1..].trim_start().starts_with('T'))
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s[s.rfind(')').unwrap_or(0) + 1..]
+                    .trim_start()
+                    .starts_with('T')
+            })
         })
         .collect();
     let titles: Vec<String> = seen
@@ -1449,7 +1460,11 @@ fn sigkilling_the_harness_mid_failover_leaves_no_redis_or_sentinel() {
         titles.iter().any(|t| t.contains("sentinel")),
         "no sentinel among {titles:?}"
     );
-    assert_eq!(stopped.len(), 1, "the frozen primary: {stopped:?} of {titles:?}");
+    assert_eq!(
+        stopped.len(),
+        1,
+        "the frozen primary: {stopped:?} of {titles:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut survivors = seen.clone();
     while !survivors.is_empty() && Instant::now() < deadline {
@@ -1506,6 +1521,9 @@ fn store_topologies_are_checked_against_the_plan() {
         let out = battle_in(dir.path(), &["x"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains(key) && err.contains(needle), "{key} {needle}: {err}");
+        assert!(
+            err.contains(key) && err.contains(needle),
+            "{key} {needle}: {err}"
+        );
     }
 }

@@ -79,7 +79,9 @@ pub fn judge(
     for (key, (hs, strategy)) in &by_key {
         let Some(Strategy::FixedWindow(o)) = strategy else {
             verdict = verdict.max(Verdict::Unknown);
-            lines.push(format!("{key}: failover-bound reads fixedWindow counters only"));
+            lines.push(format!(
+                "{key}: failover-bound reads fixedWindow counters only"
+            ));
             continue;
         };
         let Some(at) = record.keys.iter().find(|k| k.key == *key) else {
@@ -221,11 +223,19 @@ mod tests {
         // 6 admitted before; the replica had 4 of them: 2 lost, handed out again after.
         let before = admits_from("direct", 6, 10, false);
         let after = admits_from("service", 6, 400, true);
-        let Ruling { verdict: v, summary, numbers: n } = judge(&[&before, &after], &fault(6, 4, 300), Some(&snapshot()));
+        let Ruling {
+            verdict: v,
+            summary,
+            numbers: n,
+        } = judge(&[&before, &after], &fault(6, 4, 300), Some(&snapshot()));
         assert_eq!(v, Verdict::Pass, "{summary}");
         assert_eq!(n["keys"][0]["bound"], 12);
         let after = admits_from("service", 7, 400, true);
-        let Ruling { verdict: v, summary, .. } = judge(&[&before, &after], &fault(6, 4, 300), Some(&snapshot()));
+        let Ruling {
+            verdict: v,
+            summary,
+            ..
+        } = judge(&[&before, &after], &fault(6, 4, 300), Some(&snapshot()));
         assert_eq!(v, Verdict::Fail, "{summary}");
         assert!(
             summary.contains("admitted 13") && summary.contains("bound 12 = limit 10 + 2"),
@@ -236,7 +246,11 @@ mod tests {
     #[test]
     fn counts_that_disagree_without_lag_are_not_trusted() {
         let a = admits_from("direct", 6, 10, true);
-        let Ruling { verdict: v, summary, .. } = judge(&[&a], &fault(6, 4, 0), Some(&snapshot()));
+        let Ruling {
+            verdict: v,
+            summary,
+            ..
+        } = judge(&[&a], &fault(6, 4, 0), Some(&snapshot()));
         assert_eq!(v, Verdict::Unknown, "{summary}");
         assert!(summary.contains("not trusted"), "{summary}");
     }
@@ -244,7 +258,11 @@ mod tests {
     #[test]
     fn a_limit_never_reached_again_is_unknown() {
         let a = admits_from("direct", 3, 10, false);
-        let Ruling { verdict: v, summary, .. } = judge(&[&a], &fault(3, 3, 0), Some(&snapshot()));
+        let Ruling {
+            verdict: v,
+            summary,
+            ..
+        } = judge(&[&a], &fault(3, 3, 0), Some(&snapshot()));
         assert_eq!(v, Verdict::Unknown, "{summary}");
         assert!(summary.contains("never reached"), "{summary}");
     }
