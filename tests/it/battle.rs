@@ -1527,3 +1527,28 @@ fn store_topologies_are_checked_against_the_plan() {
         );
     }
 }
+
+#[test]
+fn a_server_that_ignores_the_failover_writes_to_the_stale_primary() {
+    if !have_sentinel() {
+        return;
+    }
+    let (b, j) = must_fail(
+        "failover-replica",
+        &["--server-cmd", &faulty_server("no-follow")],
+        "failover-bound#0",
+    );
+    let n = &j["numbers"]["keys"][0];
+    let (admitted, bound) = (
+        n["admitted"].as_u64().unwrap(),
+        n["bound"].as_u64().unwrap(),
+    );
+    let summary = j["summary"].as_str().unwrap();
+    assert!(
+        admitted > bound
+            && summary.contains(&format!("admitted {admitted}"))
+            && summary.contains(&format!("bound {bound} = limit 400 + ")),
+        "{summary}\n{}",
+        b.describe()
+    );
+}

@@ -97,6 +97,19 @@ fn ints<const N: usize>(value: &Value, what: &str) -> Result<[f64; N], StoreErro
     Ok(out)
 }
 
+/// An auto-reconnecting connection to the one node at `url`.
+async fn node_connection(url: &str) -> Result<redis::aio::ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(|e| unavailable(format!("{url}: {e}")))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(IO_TIMEOUT))
+        .set_response_timeout(Some(IO_TIMEOUT))
+        .set_number_of_retries(2);
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(|e| unavailable(format!("cannot connect to {url}: {e}")))
+}
+
 impl RedisStore {
     /// Connects, loads the contract's scripts from `contract_dir`, and caches every script.
     pub async fn connect(
@@ -109,6 +122,14 @@ impl RedisStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         // Behind Sentinel (`redis+sentinel://`), the store follows the primary through a failover.
         let mut con = match crate::infra::sentinel::parse_url(url) {
+            Some(target) if faults.no_follow => {
+                // A broken server: asks the sentinel once, then stays on that node.
+                let target = target.map_err(unavailable)?;
+                let node = crate::infra::sentinel::ask_once(&target)
+                    .await
+                    .map_err(unavailable)?;
+                RedisLink::Node(node_connection(&node).await?)
+            }
             Some(target) => {
                 let target = target.map_err(unavailable)?;
                 RedisLink::Following(
@@ -117,20 +138,7 @@ impl RedisStore {
                         .map_err(|e| unavailable(format!("cannot follow {url}: {e}")))?,
                 )
             }
-            None => {
-                let client =
-                    redis::Client::open(url).map_err(|e| unavailable(format!("{url}: {e}")))?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(IO_TIMEOUT))
-                    .set_response_timeout(Some(IO_TIMEOUT))
-                    .set_number_of_retries(2);
-                RedisLink::Node(
-                    client
-                        .get_connection_manager_with_config(config)
-                        .await
-                        .map_err(|e| unavailable(format!("cannot connect to {url}: {e}")))?,
-                )
-            }
+            None => RedisLink::Node(node_connection(url).await?),
         };
         contract.load_all(&mut con).await.map_err(script_error)?;
         Ok(RedisStore {
