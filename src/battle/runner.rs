@@ -329,12 +329,7 @@ async fn battle(
             result.skipped = Some(format!("puts Redis in a network namespace: {e}"));
             return Ok(());
         }
-        let binary = cfg
-            .redis
-            .server_binary
-            .clone()
-            .or_else(crate::infra::find_redis_binary)
-            .ok_or(SetupError::NoRedisBinary)?;
+        let binary = redis_binary(cfg)?;
         let ns = crate::netfault::netns::NetnsRedis::start(&binary)
             .await
             .map_err(|e| SetupError::Netns(e.to_string()))?;
@@ -357,12 +352,7 @@ async fn battle(
             );
             return Ok(());
         };
-        let binary = cfg
-            .redis
-            .server_binary
-            .clone()
-            .or_else(crate::infra::find_redis_binary)
-            .ok_or(SetupError::NoRedisBinary)?;
+        let binary = redis_binary(cfg)?;
         Store::Replicated(Box::new(ReplicatedRedis::start(&binary, &sentinel).await?))
     } else {
         Store::Single(RedisInstance::provision(&options).await?)
@@ -556,6 +546,15 @@ async fn battle(
         checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);
     Ok(())
+}
+
+/// The redis-server the harness starts itself: `--redis-server`, or the first on PATH.
+fn redis_binary(cfg: &BattleConfig) -> Result<PathBuf, SetupError> {
+    cfg.redis
+        .server_binary
+        .clone()
+        .or_else(crate::infra::find_redis_binary)
+        .ok_or(SetupError::NoRedisBinary)
 }
 
 /// The latest moment any group can still be working, from the scenario's own bounds.

@@ -394,22 +394,18 @@ impl ReplicatedRedis {
         let primary = LocalRedis::start(redis_binary).await?;
         let replica = LocalRedis::start(redis_binary).await?;
         // The first full sync at once, not after the default 5 s wait for more replicas.
-        let mut con = connect(&primary.url()).await?;
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("repl-diskless-sync-delay")
-            .arg(0)
-            .query_async(&mut con)
-            .await
-            .map_err(command_error("CONFIG SET", &primary.url()))?;
+        // (Both: the replica syncs the demoted old primary after a failover.)
+        for url in [primary.url(), replica.url()] {
+            let mut con = connect(&url).await?;
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("repl-diskless-sync-delay")
+                .arg(0)
+                .query_async(&mut con)
+                .await
+                .map_err(command_error("CONFIG SET", &url))?;
+        }
         let mut con = connect(&replica.url()).await?;
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("repl-diskless-sync-delay")
-            .arg(0)
-            .query_async(&mut con)
-            .await
-            .map_err(command_error("CONFIG SET", &replica.url()))?;
         let _: () = redis::cmd("REPLICAOF")
             .arg("127.0.0.1")
             .arg(primary.port())

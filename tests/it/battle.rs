@@ -517,18 +517,7 @@ fn sigkilling_the_harness_leaves_no_process_of_the_run() {
     }
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
-    let mut harness = Command::new(EXE)
-        .args(["battle", "crash-reclaim", "--scenarios-dir"])
-        .arg(repo().join("scenarios"))
-        .arg("--contract")
-        .arg(repo().join("contract"))
-        .arg("--logs")
-        .arg(logs.path())
-        .env("CI", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = spawn_harness(&["crash-reclaim"], logs.path());
     // Wait until the battle is in full swing: Redis, 3 servers and 6 workers.
     let started = Instant::now();
     let mut seen = Vec::new();
@@ -566,6 +555,24 @@ fn sigkilling_the_harness_leaves_no_process_of_the_run() {
         strays.is_empty(),
         "processes naming {run_dir} survived the harness: {strays:?}"
     );
+}
+
+/// A battle of `scenarios` in the background, its output dropped (a test SIGKILLs it).
+fn spawn_harness(scenarios: &[&str], logs: &std::path::Path) -> std::process::Child {
+    Command::new(EXE)
+        .arg("battle")
+        .args(scenarios)
+        .arg("--scenarios-dir")
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs)
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Live processes whose command line mentions `needle`.
@@ -1413,18 +1420,7 @@ fn sigkilling_the_harness_mid_failover_leaves_no_redis_or_sentinel() {
     }
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
-    let mut harness = Command::new(EXE)
-        .args(["battle", "failover-replica", "--scenarios-dir"])
-        .arg(repo().join("scenarios"))
-        .arg("--contract")
-        .arg(repo().join("contract"))
-        .arg("--logs")
-        .arg(logs.path())
-        .env("CI", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = spawn_harness(&["failover-replica"], logs.path());
     // Primary, replica, sentinel, 2 servers and 4 workers; the primary freezes 400 ms after
     // the barrier and stays frozen for over a second: kill the harness inside that.
     let go = logs
