@@ -771,7 +771,7 @@ fn absolute(path: &Path) -> PathBuf {
 
 /// The old primary stays frozen this long past the clients' call bound after the sentinel
 /// switched, so no call a correct client sent it before the switch can still be answered.
-const STALE_PRIMARY_MARGIN: Duration = Duration::from_millis(500);
+const STALE_PRIMARY_MARGIN: Duration = Duration::from_millis(1000);
 
 /// The scenario's store: one Redis, or a primary and a replica behind a sentinel.
 enum Store {
