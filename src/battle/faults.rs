@@ -81,7 +81,9 @@ pub trait FaultTarget: Send {
     /// Fails the replicated store over to its replica; returns what was hit and the record.
     async fn failover(
         &mut self,
+        unreplicated: Option<Duration>,
     ) -> Result<(Vec<String>, crate::infra::sentinel::FailoverRecord), FaultError> {
+        let _ = unreplicated;
         Err(FaultError::NoReplica)
     }
 
@@ -138,12 +140,15 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
             .kill_server(fault.server.unwrap_or_default())
             .map(|t| (Vec::new(), vec![t])),
         FaultAction::RestartRedis => target.restart_redis().await.map(|t| (Vec::new(), vec![t])),
-        FaultAction::Failover => target.failover().await.map(|(targets, f)| {
-            // The moment of the failover is when the primary stopped taking writes.
-            record.at_us = Some(f.paused_us);
-            record.failover = Some(f);
-            (Vec::new(), targets)
-        }),
+        FaultAction::Failover => target
+            .failover(fault.unreplicated_ms.map(Duration::from_millis))
+            .await
+            .map(|(targets, f)| {
+                // The moment of the failover is when the primary stopped taking writes.
+                record.at_us = Some(f.paused_us);
+                record.failover = Some(f);
+                (Vec::new(), targets)
+            }),
         _ => target.network(fault).map(|links| (Vec::new(), links)),
     };
     match result {
@@ -208,6 +213,7 @@ mod tests {
             delay_ms: None,
             jitter_ms: None,
             direction: None,
+            unreplicated_ms: None,
         }
     }
 

@@ -524,7 +524,9 @@ async fn battle(
         result.network = n.log();
     }
     if let Store::Replicated(r) = &target.redis {
-        let _ = std::fs::copy(r.sentinel_log(), dir.join("servers").join("sentinel.log"));
+        for (name, log) in r.logs() {
+            let _ = std::fs::copy(log, dir.join("servers").join(name));
+        }
     }
     // The store as the run left it: read directly, never through the proxy (behind Sentinel,
     // on the primary it names now).
@@ -911,13 +913,19 @@ impl FaultTarget for Target {
 
     async fn failover(
         &mut self,
+        unreplicated: Option<Duration>,
     ) -> Result<(Vec<String>, crate::infra::sentinel::FailoverRecord), FaultError> {
         let Store::Replicated(r) = &self.redis else {
             return Err(FaultError::NoReplica);
         };
-        let f = r.failover(&self.watched_keys, self.resume_after).await?;
+        let f = r
+            .failover(&self.watched_keys, self.resume_after, unreplicated)
+            .await?;
+        let cut = unreplicated.map_or(String::new(), |d| {
+            format!("replica cut off {} ms before; ", d.as_millis())
+        });
         let target = format!(
-            "primary {} frozen at offset {} (replica at {}), sentinel switched to {} after {} ms, \
+            "{cut}primary {} frozen at offset {} (replica at {}), sentinel switched to {} after {} ms, \
              old primary resumed {} ms later",
             f.old_primary,
             f.primary_offset,

@@ -17,6 +17,8 @@ pub const MAX_WORKERS: u32 = 64;
 pub const MAX_REQUESTS: u64 = 100_000;
 pub const MAX_DURATION_MS: u64 = 30_000;
 pub const MAX_FLEET: usize = 9;
+/// The longest a failover's replica may be cut off before it (`unreplicated_ms`).
+pub const MAX_UNREPLICATED_MS: u64 = 800;
 /// Bounds on a delay rule, so a typo cannot stall a run for minutes.
 pub const MAX_DELAY_MS: u64 = 10_000;
 pub const MAX_CALL_TIMEOUT_MS: u64 = 60_000;
@@ -273,6 +275,10 @@ pub struct Fault {
     /// `delay` and `blackhole`: which direction (default both).
     #[serde(default)]
     pub direction: Option<crate::netfault::Direction>,
+    /// `failover`: for this long before it, the replica is cut off (frozen, its link closed),
+    /// so the primary acknowledges writes the replica never receives.
+    #[serde(default)]
+    pub unreplicated_ms: Option<u64>,
 }
 
 /// What the checker judges. Every assertion reads only the histories and the fault log.
@@ -772,6 +778,24 @@ impl Scenario {
         }
         for (i, f) in plan.faults.iter().enumerate() {
             let replicated = redis == RedisTopology::Replicated;
+            match (f.action, f.unreplicated_ms) {
+                (FaultAction::Failover, Some(ms)) if !(1..=MAX_UNREPLICATED_MS).contains(&ms) => {
+                    return Err(self.invalid(
+                        &format!("faults[{i}].unreplicated_ms"),
+                        format!(
+                            "must be 1..={MAX_UNREPLICATED_MS} (below the sentinel's 1 s \
+                             down-after, so the cut-off replica still counts), got {ms}"
+                        ),
+                    ));
+                }
+                (FaultAction::Failover, _) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(self.invalid(
+                        &format!("faults[{i}].unreplicated_ms"),
+                        "`unreplicated_ms` belongs to `failover` only",
+                    ));
+                }
+            }
             if f.action == FaultAction::Failover && !replicated {
                 return Err(self.invalid(
                     &format!("faults[{i}].action"),

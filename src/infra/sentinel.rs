@@ -36,8 +36,10 @@ const DOWN_AFTER_MS: u64 = 1000;
 /// Bounds on the harness's own waits: the replica syncing, the sentinel finding it, a failover.
 const SYNC_BOUND: Duration = Duration::from_secs(15);
 const FAILOVER_BOUND: Duration = Duration::from_secs(20);
-/// How long the replica may take to read what the frozen primary had already sent it.
+/// How long the replica may take to read what the frozen primary had already sent it, and how
+/// long its offset must stand still to count as settled.
 const SETTLE_BOUND: Duration = Duration::from_secs(1);
+const STILL: Duration = Duration::from_millis(150);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SentinelError {
@@ -326,6 +328,9 @@ pub struct FailoverRecord {
     pub primary_offset: i64,
     /// The replica's own `slave_repl_offset` once it had read what the frozen primary sent.
     pub replica_offset: i64,
+    /// `unreplicated_ms`: how long the replica had been cut off before the failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_cut_ms: Option<u64>,
     /// Each watched fixedWindow key on both nodes at that moment.
     pub keys: Vec<KeyAtFailover>,
     /// Epoch µs: the primary's writes paused (the moment of the failover), the sentinel
@@ -412,14 +417,29 @@ impl ReplicatedRedis {
             .query_async(&mut con)
             .await
             .map_err(command_error("REPLICAOF", &replica.url()))?;
+        // In sync once the primary streams to it: after a diskless sync the primary holds the
+        // stream back until the replica's first ACK (up to a second later). A PUBLISH is
+        // propagated without writing a key, so the replica's offset catching up with it shows
+        // the stream flows.
         let deadline = Deadline::new(SYNC_BOUND, "the replica did not sync");
+        let mut primary_con = connect(&primary.url()).await?;
         loop {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("tk-conform:replication-probe")
+                .arg(1)
+                .query_async(&mut primary_con)
+                .await
+                .map_err(command_error("PUBLISH", &primary.url()))?;
+            let sent = offset(
+                &info_replication(&primary.url()).await?,
+                "master_repl_offset",
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
             let info = info_replication(&replica.url()).await?;
-            if info_field(&info, "master_link_status").as_deref() == Some("up") {
+            if sent > 0 && offset(&info, "slave_repl_offset") >= sent {
                 break;
             }
             deadline.check(&info)?;
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let version = super::redis::server_version(&mut connect(&primary.url()).await?)
             .await
@@ -522,9 +542,14 @@ impl ReplicatedRedis {
             ))
     }
 
-    /// The sentinel's log (`+sdown`, `+switch-master`, …), copied into the run folder.
-    pub fn sentinel_log(&self) -> PathBuf {
-        self.dir.path().join("sentinel.log")
+    /// The three logs (the sentinel's `+sdown`, `+switch-master`, …), by file name, for the
+    /// run folder.
+    pub fn logs(&self) -> [(&'static str, PathBuf); 3] {
+        [
+            ("sentinel.log", self.dir.path().join("sentinel.log")),
+            ("redis-primary.log", self.primary.log_path()),
+            ("redis-replica.log", self.replica.log_path()),
+        ]
     }
 
     pub fn describe(&self) -> String {
@@ -552,6 +577,7 @@ impl ReplicatedRedis {
         &self,
         keys: &[String],
         resume_after: Duration,
+        unreplicated: Option<Duration>,
     ) -> Result<FailoverRecord, SentinelError> {
         let old = self.primary_url().await?;
         let mut record = FailoverRecord {
@@ -577,6 +603,19 @@ impl ReplicatedRedis {
             });
         }
         let mut con = connect(&old).await?;
+        if let Some(gap) = unreplicated {
+            // The replica, frozen, cannot reconnect: what the primary acknowledges from here on
+            // stays in its backlog. (What was sent before waits in the replica's socket.)
+            promoted.signal(Signal::SIGSTOP)?;
+            let _: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("replica")
+                .query_async(&mut con)
+                .await
+                .map_err(command_error("CLIENT KILL TYPE replica", &old))?;
+            tokio::time::sleep(gap).await;
+        }
         let _: () = redis::cmd("CLIENT")
             .arg("PAUSE")
             .arg(FAILOVER_BOUND.as_millis() as u64 * 2)
@@ -601,18 +640,30 @@ impl ReplicatedRedis {
         }
         drop(con);
         frozen.signal(Signal::SIGSTOP)?;
+        if unreplicated.is_some() {
+            promoted.signal(Signal::SIGCONT)?;
+        }
 
+        // The replica has taken in what it will get once its offset reaches P, or stops moving.
         let replica_url = promoted.url();
         let target = record.primary_offset;
         let settle = Instant::now();
+        let (mut last, mut moved) = (i64::MIN, Instant::now());
         loop {
             let info = info_replication(&replica_url).await?;
             record.replica_offset = offset(&info, "slave_repl_offset");
-            if record.replica_offset >= target || settle.elapsed() > SETTLE_BOUND {
+            if record.replica_offset != last {
+                (last, moved) = (record.replica_offset, Instant::now());
+            }
+            if record.replica_offset >= target
+                || moved.elapsed() > STILL
+                || settle.elapsed() > SETTLE_BOUND
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        record.replica_cut_ms = unreplicated.map(|d| d.as_millis() as u64);
         let mut con = connect(&replica_url).await?;
         for (key, primary) in keys.iter().zip(counts) {
             record.keys.push(KeyAtFailover {

@@ -1376,9 +1376,14 @@ fn a_replica_failover_is_green_and_records_the_offsets() {
     assert!(f["primaryOffset"].as_i64().unwrap() > 0, "{f:#}");
     assert!(f["replicaOffset"].as_i64().unwrap() > 0, "{f:#}");
     assert_ne!(f["oldPrimary"], f["newPrimary"], "{f:#}");
+    assert_eq!(f["replicaCutMs"], 200, "{f:#}");
     let j = b.judgement("failover-replica", "failover-bound#0");
     let n = &j["numbers"]["keys"][0];
     assert_eq!(n["limitReachedAfter"], true, "{j:#}");
+    // The writes acknowledged while the replica was cut off were lost, and handed out again.
+    assert!(n["unreplicated"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(n["lagBytes"].as_i64().unwrap() > 0, "{j:#}");
+    assert!(n["admitted"].as_u64().unwrap() >= 400, "{j:#}");
     assert!(n["admittedBefore"].as_u64().unwrap() > 0, "{j:#}");
     assert!(n["admittedAfter"].as_u64().unwrap() > 0, "{j:#}");
     assert!(
@@ -1502,6 +1507,21 @@ fn store_topologies_are_checked_against_the_plan() {
             ),
             "topology.redis",
             "fault proxy",
+        ),
+        (
+            format!(
+                "{}{failover}unreplicated_ms = 900\n",
+                SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"replicated\"\n[policy]")
+            ),
+            "faults[0].unreplicated_ms",
+            "1..=800",
+        ),
+        (
+            format!(
+                "{SMALL_PLAN}\n[[faults]]\nname = \"f\"\nat_ms = 10\naction = \"sigkill-workers\"\ngroup = \"racers\"\nunreplicated_ms = 100\n"
+            ),
+            "faults[0].unreplicated_ms",
+            "`failover` only",
         ),
         (
             format!(
