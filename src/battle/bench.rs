@@ -22,7 +22,6 @@ use super::door_redis::RedisDoor;
 use super::history::now_us;
 use super::spawn::{spawn_load_worker, wait_exit, wait_ready};
 use super::spec::{LoadWorkerSpec, REDIS_URL_ENV};
-use crate::exit::TkExitCode;
 use crate::infra::{RedisInstance, RedisOptions};
 use crate::model::{FixedWindowOptions, Strategy};
 use crate::redis_scripts::ScriptSet;
@@ -217,19 +216,7 @@ pub struct LoadWorkerArgs {
 
 /// The hidden `load-worker` subcommand: one `bench load` worker process.
 pub fn load_worker_main(args: LoadWorkerArgs) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime");
-    match runtime.block_on(load_worker(&args.spec)) {
-        Ok(true) => TkExitCode::of(TkExitCode::PASSED),
-        // `bench load` went away before the barrier opened: nothing was done.
-        Ok(false) => TkExitCode::of(TkExitCode::WORKER_ABANDONED),
-        Err(e) => {
-            crate::cli_edge::error_line("load-worker", &e);
-            TkExitCode::of(TkExitCode::USAGE_OR_INFRA)
-        }
-    }
+    barrier::process_main("load-worker", load_worker(&args.spec))
 }
 
 /// Opens `connections` doors, waits for the barrier, keeps one call in flight on each door
