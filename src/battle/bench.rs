@@ -121,19 +121,14 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
             go_file: go_file.clone(),
             result_file: work.path().join(format!("load-{index}.json")),
         };
-        workers.push(
-            spawn_load_worker(&exe, &spec, &barrier_read, work.path())
-                .map_err(anyhow::Error::msg)?,
-        );
+        workers.push(spawn_load_worker(&exe, &spec, &barrier_read, work.path())?);
     }
     drop(barrier_read);
-    wait_ready(&mut workers).await.map_err(anyhow::Error::msg)?;
+    wait_ready(&mut workers).await?;
     write_atomic(&go_file, now_us().to_string().as_bytes())?;
     drop(barrier_write);
     let bound_time = Duration::from_secs_f64(args.seconds) + Duration::from_secs(20);
-    wait_exit(&mut workers, bound_time)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    wait_exit(&mut workers, bound_time).await?;
 
     let mut totals = LoadTotals::default();
     for index in 0..args.workers {
