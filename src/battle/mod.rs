@@ -15,8 +15,10 @@
 //! - [`faults`]: the fault schedule; [`runner`]: one scenario end to end; [`cli`]: the command.
 //! - [`link`]: what `link = "FROM->TO"` selects (a leaf); [`network`]: the fault proxy's links
 //!   and windows; [`clock`]: client clock faults.
-//! - [`bench`]: `bench load`, decisions/s through the direct door next to redis-benchmark.
+//! - [`bench`]: `bench load`, decisions/s through the direct door next to redis-benchmark, with
+//!   its own hidden `load-worker` processes; [`barrier`]: the workers' side of the start barrier.
 
+pub mod barrier;
 pub mod bench;
 pub mod checker;
 pub mod cli;

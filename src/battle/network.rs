@@ -1,15 +1,29 @@
 //! The battle's side of the fault proxy: the links of one run (see [`super::link`] for what a
-//! `link = "FROM->TO"` selects), the heals the runner schedules after `for_ms`, and the fault
-//! windows it reports.
+//! `link = "FROM->TO"` selects) and the heals the runner schedules after `for_ms`. The fault
+//! windows it reports are read from the fault records (`faults::windows`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use serde_json::json;
-
-use super::faults::FaultRecord;
 use super::link::{self, From, To, heal_name};
 use super::scenario::{Fault, FaultAction};
-use crate::netfault::{Direction, NetAction, NetEvent, Proxy};
+use crate::netfault::{Direction, NetAction, NetEvent, Proxy, ProxyError};
+
+/// Why a run's links could not be set up, or a network fault not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("{url}: not a redis:// URL")]
+    NotRedisUrl { url: String },
+    #[error("{url}: cannot resolve {hostport} for the fault proxy")]
+    Unresolvable { url: String, hostport: String },
+    #[error("server address {0}")]
+    ServerAddress(String),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
+    #[error("`{0}` selects none of this run's links")]
+    NoLink(String),
+}
 
 /// The scenario's faults plus one `heal` per network fault, `for_ms` after it.
 pub fn with_heals(faults: &[Fault]) -> Vec<Fault> {
@@ -58,10 +72,10 @@ pub struct Network {
 }
 
 /// `host:port` of a `redis://` URL.
-fn url_addr(url: &str) -> Result<(String, SocketAddr, String), String> {
+fn url_addr(url: &str) -> Result<(String, SocketAddr, String), NetworkError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| format!("{url}: not a redis:// URL"))?;
+        .ok_or_else(|| NetworkError::NotRedisUrl { url: url.into() })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -74,7 +88,10 @@ fn url_addr(url: &str) -> Result<(String, SocketAddr, String), String> {
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("{url}: cannot resolve {hostport} for the fault proxy"))?;
+        .ok_or_else(|| NetworkError::Unresolvable {
+            url: url.into(),
+            hostport: hostport.into(),
+        })?;
     Ok((format!("{scheme}://{userinfo}"), addr, path.to_string()))
 }
 
@@ -89,24 +106,29 @@ impl Network {
         from: From,
         to: To,
         upstream: SocketAddr,
-    ) -> Result<SocketAddr, String> {
-        let addr = self
-            .proxy
-            .add(&name, upstream)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<SocketAddr, NetworkError> {
+        let addr = self.proxy.add(&name, upstream).await?;
         self.links.push(LinkInfo { name, from, to });
         Ok(addr)
     }
 
-    async fn redis_link(&mut self, name: String, from: From, url: &str) -> Result<String, String> {
+    async fn redis_link(
+        &mut self,
+        name: String,
+        from: From,
+        url: &str,
+    ) -> Result<String, NetworkError> {
         let (head, upstream, path) = url_addr(url)?;
         let addr = self.add(name, from, To::Redis, upstream).await?;
         Ok(format!("{head}{addr}{path}"))
     }
 
     /// The Redis URL server `index` uses: through its own link.
-    pub async fn redis_for_server(&mut self, index: usize, url: &str) -> Result<String, String> {
+    pub async fn redis_for_server(
+        &mut self,
+        index: usize,
+        url: &str,
+    ) -> Result<String, NetworkError> {
         self.redis_link(
             format!("server{index}->redis"),
             From::Servers(Some(index)),
@@ -116,7 +138,11 @@ impl Network {
     }
 
     /// The Redis URL the workers of `group` use.
-    pub async fn redis_for_group(&mut self, group: &str, url: &str) -> Result<String, String> {
+    pub async fn redis_for_group(
+        &mut self,
+        group: &str,
+        url: &str,
+    ) -> Result<String, NetworkError> {
         self.redis_link(
             format!("{group}->redis"),
             From::Workers(Some(group.into())),
@@ -130,10 +156,12 @@ impl Network {
         &mut self,
         group: &str,
         servers: &[String],
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, NetworkError> {
         let mut out = Vec::new();
         for (i, s) in servers.iter().enumerate() {
-            let upstream: SocketAddr = s.parse().map_err(|_| format!("server address {s}"))?;
+            let upstream: SocketAddr = s
+                .parse()
+                .map_err(|_| NetworkError::ServerAddress(s.clone()))?;
             let addr = self
                 .add(
                     format!("{group}->server{i}"),
@@ -148,9 +176,9 @@ impl Network {
     }
 
     /// Carries out a network fault (or its heal); returns the links it hit.
-    pub fn apply(&self, fault: &Fault) -> Result<Vec<String>, String> {
+    pub fn apply(&self, fault: &Fault) -> Result<Vec<String>, NetworkError> {
         let text = fault.link.as_deref().unwrap_or_default();
-        let sel = link::parse(text).map_err(|e| e.to_string())?;
+        let sel = link::parse(text)?;
         let picked: Vec<&str> = self
             .links
             .iter()
@@ -158,7 +186,7 @@ impl Network {
             .map(|l| l.name.as_str())
             .collect();
         if picked.is_empty() {
-            return Err(format!("`{text}` selects none of this run's links"));
+            return Err(NetworkError::NoLink(text.to_string()));
         }
         let events = self
             .proxy
@@ -182,40 +210,6 @@ impl Network {
     pub fn link_names(&self) -> Vec<String> {
         self.links.iter().map(|l| l.name.clone()).collect()
     }
-}
-
-/// `[from, to)` of every network fault, in ms after the barrier, for `result.json`.
-pub fn windows(records: &[FaultRecord], t0_us: i64) -> Vec<serde_json::Value> {
-    let ms = |us: i64| (us - t0_us) as f64 / 1000.0;
-    records
-        .iter()
-        .filter(|r| r.action.is_network() && r.action != FaultAction::Heal)
-        .map(|r| {
-            let heal = records
-                .iter()
-                .find(|h| h.name == heal_name(&r.name))
-                .and_then(|h| h.at_us);
-            json!({
-                "fault": r.name,
-                "action": r.action,
-                "links": r.targets,
-                "fromMs": r.at_us.map(ms),
-                "toMs": heal.map(ms),
-                "error": r.error,
-            })
-        })
-        .collect()
-}
-
-/// The window `[start, end]` (epoch µs) of the network fault `name`, when it was carried out;
-/// `end` is the heal, or `None` when the run ended first.
-pub fn window_of(records: &[FaultRecord], name: &str) -> Option<(i64, Option<i64>)> {
-    let start = records.iter().find(|r| r.name == name)?.at_us?;
-    let end = records
-        .iter()
-        .find(|h| h.name == heal_name(name))
-        .and_then(|h| h.at_us);
-    Some((start, end))
 }
 
 #[cfg(test)]

@@ -934,7 +934,8 @@ impl Scenario {
             ));
         }
         if let Some(c) = &g.clock {
-            c.validate().map_err(|m| self.invalid(&key("clock"), m))?;
+            c.validate()
+                .map_err(|e| self.invalid(&key("clock"), e.to_string()))?;
         }
         if g.operation != Operation::Admit && (g.hold_ms > 0 || g.heartbeat_ms > 0 || g.hold_once) {
             return Err(self.invalid(

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{FaultRecord, Ruling, Verdict, at};
+use crate::battle::faults::window_of;
 use crate::battle::history::{Call, CallOutcome, Op, WorkerHistory, server_index};
-use crate::battle::network::window_of;
 use crate::battle::scenario::FailPolicy;
 use crate::model::Strategy;
 
