@@ -1474,8 +1474,8 @@ fn sigkilling_the_harness_mid_failover_leaves_no_redis_or_sentinel() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
     let mut harness = spawn_harness(&["failover-replica"], logs.path());
-    // Primary, replica, sentinel, 2 servers and 4 workers; the primary freezes 400 ms after
-    // the barrier and stays frozen for over a second: kill the harness inside that.
+    // Primary, replica, sentinel, 2 servers and 4 workers; the replica freezes 200 ms after
+    // the barrier, then the primary for over a second: kill the harness while one is frozen.
     let go = logs
         .path()
         .join("latest/scenarios/failover-replica/workers/go");
@@ -1484,19 +1484,20 @@ fn sigkilling_the_harness_mid_failover_leaves_no_redis_or_sentinel() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(go.exists(), "the battle never got going");
-    std::thread::sleep(Duration::from_millis(900));
-    let seen = descendants(harness.id());
-    let stopped: Vec<u32> = seen
-        .iter()
-        .copied()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
-                s[s.rfind(')').unwrap_or(0) + 1..]
-                    .trim_start()
-                    .starts_with('T')
-            })
+    let is_stopped = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            s[s.rfind(')').unwrap_or(0) + 1..]
+                .trim_start()
+                .starts_with('T')
         })
-        .collect();
+    };
+    // Wait for the failover's frozen node (the replica while it is cut off, then the primary).
+    let (mut seen, mut stopped) = (Vec::new(), Vec::new());
+    while stopped.is_empty() && started.elapsed() < Duration::from_secs(60) {
+        seen = descendants(harness.id());
+        stopped = seen.iter().copied().filter(is_stopped).collect();
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let titles: Vec<String> = seen
         .iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).ok())
