@@ -115,6 +115,8 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
                 contract_dir: args.contract.clone(),
                 strategy,
                 key: prefix.clone(),
+                cluster: false,
+                scripts_dir: None,
             },
             operation: Operation::Check,
             cost: 1,

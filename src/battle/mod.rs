@@ -31,6 +31,7 @@ pub mod plots;
 pub mod policy;
 pub mod runner;
 pub mod scenario;
+pub mod script_audit;
 pub mod spawn;
 pub mod spec;
 pub mod store_check;

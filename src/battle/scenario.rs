@@ -94,6 +94,19 @@ pub struct Topology {
     /// behind); 0 or missing: the real clock. (redis-server itself cannot run under it.)
     #[serde(default)]
     pub server_clock_offsets_ms: Vec<i64>,
+    /// The store: one `redis-server`, or a Redis Cluster of three primaries.
+    #[serde(default)]
+    pub redis: RedisTopology,
+}
+
+/// `[topology] redis`: what the scenario's store is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisTopology {
+    #[default]
+    Single,
+    Replicated,
+    Cluster,
 }
 
 pub use crate::server::fail_mode::FailPolicy;
@@ -109,6 +122,7 @@ impl Topology {
             lease_ttl_ms: default_lease_ttl_ms(),
             fail: None,
             server_clock_offsets_ms: Vec::new(),
+            redis: RedisTopology::Single,
         }
     }
 }
@@ -206,6 +220,8 @@ pub enum FaultAction {
     NetnsPartition,
     /// Written by the runner `for_ms` after a network fault: the links pass everything again.
     Heal,
+    /// `[topology] redis = "cluster"`: the slot of `group`'s key moves to another primary.
+    MigrateSlot,
 }
 
 impl FaultAction {
@@ -251,7 +267,14 @@ pub struct Fault {
     /// `delay` and `blackhole`: which direction (default both).
     #[serde(default)]
     pub direction: Option<crate::netfault::Direction>,
+    /// `migrate-slot`: how long the slot stays half moved (clients get ASK) before it is
+    /// handed over (clients get MOVED).
+    #[serde(default)]
+    pub ask_window_ms: Option<u64>,
 }
+
+/// The longest ASK window a `migrate-slot` may hold.
+pub const MAX_ASK_WINDOW_MS: u64 = 5000;
 
 /// What the checker judges. Every assertion reads only the histories and the fault log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -353,6 +376,10 @@ pub enum Assertion {
         groups: Vec<String>,
         skew_ms: u64,
     },
+    /// Every key a script touched during the run (seen by MONITOR on every node, and in a
+    /// replay of each script on a private Redis) is declared in its KEYS, and all of a call's
+    /// keys hash to one cluster slot.
+    ClusterKeys {},
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,6 +406,7 @@ impl Assertion {
             Assertion::CountedOnce { .. } => "counted-once",
             Assertion::StoreDown { .. } => "store-down",
             Assertion::SkewBound { .. } => "skew-bound",
+            Assertion::ClusterKeys { .. } => "cluster-keys",
         }
     }
 
@@ -396,6 +424,7 @@ impl Assertion {
             | Assertion::StoreDown { groups, .. }
             | Assertion::SkewBound { groups, .. } => groups.iter().map(String::as_str).collect(),
             Assertion::LostAfterPause { group, .. } => vec![group.as_str()],
+            Assertion::ClusterKeys { .. } => Vec::new(),
         }
     }
 
@@ -523,6 +552,7 @@ impl Scenario {
                 ),
             ));
         }
+        self.validate_store()?;
         match (&plan.policy.yaml, &plan.policy.file) {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err(self.invalid("policy", "give exactly one of `yaml` or `file`")),
@@ -597,6 +627,35 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// What each store topology can carry.
+    fn validate_store(&self) -> Result<(), ScenarioError> {
+        let plan = &self.plan;
+        match plan.topology.redis {
+            RedisTopology::Single => Ok(()),
+            RedisTopology::Replicated => Err(self.invalid(
+                "topology.redis",
+                "\"replicated\" is not supported by this build (use \"single\" or \"cluster\")",
+            )),
+            RedisTopology::Cluster => {
+                if plan.topology.fleet > 0 {
+                    return Err(self.invalid(
+                        "topology.redis",
+                        "the reference server does not run on a Redis Cluster yet: a cluster \
+                         scenario uses the direct door only (`fleet = 0`, `door = \"redis\"`)",
+                    ));
+                }
+                if plan.network.proxy || plan.network.netns {
+                    return Err(self.invalid(
+                        "topology.redis",
+                        "a cluster sends clients to its nodes' own addresses (MOVED/ASK), past \
+                         any proxy or namespace: no `[network] proxy` or `netns` with it",
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     fn validate_group(&self, i: usize, g: &WorkerGroup) -> Result<(), ScenarioError> {
@@ -711,6 +770,9 @@ impl Scenario {
 
     fn validate_fault(&self, i: usize, f: &Fault) -> Result<(), ScenarioError> {
         let key = |field: &str| format!("faults[{i}].{field}");
+        if f.ask_window_ms.is_some() && f.action != FaultAction::MigrateSlot {
+            return Err(self.invalid(&key("ask_window_ms"), "belongs to `migrate-slot` only"));
+        }
         if f.at_ms > MAX_DURATION_MS {
             return Err(self.invalid(&key("at_ms"), format!("must be <= {MAX_DURATION_MS}")));
         }
@@ -747,7 +809,49 @@ impl Scenario {
                     ));
                 }
             }
+            FaultAction::RestartRedis if self.plan.topology.redis == RedisTopology::Cluster => {
+                return Err(self.invalid(
+                    &key("action"),
+                    "`restart-redis` restarts one server; on a cluster use `migrate-slot`",
+                ));
+            }
             FaultAction::RestartRedis => {}
+            FaultAction::MigrateSlot => {
+                if self.plan.topology.redis != RedisTopology::Cluster {
+                    return Err(self.invalid(
+                        &key("action"),
+                        "`migrate-slot` needs a cluster: set `[topology] redis = \"cluster\"`",
+                    ));
+                }
+                let Some(name) = &f.group else {
+                    return Err(self.invalid(
+                        &key("group"),
+                        "`migrate-slot` moves the slot of a group's key: give `group`",
+                    ));
+                };
+                match self.group(name) {
+                    Some(g) if g.door == Door::Redis => {}
+                    Some(_) => {
+                        return Err(self.invalid(
+                            &key("group"),
+                            format!(
+                                "group `{name}` does not use the direct door (`door = \"redis\"`)"
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(
+                            self.invalid(&key("group"), format!("no worker group called `{name}`"))
+                        );
+                    }
+                }
+                if f.ask_window_ms.is_some_and(|ms| ms > MAX_ASK_WINDOW_MS) {
+                    return Err(self.invalid(
+                        &key("ask_window_ms"),
+                        format!("must be <= {MAX_ASK_WINDOW_MS}"),
+                    ));
+                }
+            }
             _ => {
                 // A network fault may name the server whose clients it cuts off (for `failover`).
                 if let Some(s) = f.server

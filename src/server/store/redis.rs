@@ -16,9 +16,12 @@ use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
 
 /// Every Redis call is bounded: a hung Redis is an error, never a hung server.
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// The hash tag every slots key and the registry carry, so that a script given a slots key and
+/// the registry as its KEYS touches one Redis Cluster slot (the `cluster-keys` check).
+pub const SLOT_TAG: &str = "{tk-conform-slots}";
 /// The set of every slots key, walked by the sweep (shared by every server on this Redis and
 /// key prefix).
-const SLOT_KEYS: &str = "tk-conform-server#slot-keys";
+pub const SLOT_KEYS: &str = "{tk-conform-slots}tk-conform-server#slot-keys";
 
 struct Scripts {
     acquire: Script,
@@ -40,6 +43,24 @@ impl Scripts {
             reserve: Script::new(include_str!("../lua/reserve.lua")),
         }
     }
+}
+
+/// The server's own scripts by name and code (for `cluster-keys`, which names what it audits).
+pub fn own_scripts() -> [(&'static str, &'static str); 6] {
+    [
+        (
+            "slots_acquire.lua",
+            include_str!("../lua/slots_acquire.lua"),
+        ),
+        (
+            "slots_release.lua",
+            include_str!("../lua/slots_release.lua"),
+        ),
+        ("slots_renew.lua", include_str!("../lua/slots_renew.lua")),
+        ("slots_sweep.lua", include_str!("../lua/slots_sweep.lua")),
+        ("budget_debit.lua", include_str!("../lua/budget_debit.lua")),
+        ("reserve.lua", include_str!("../lua/reserve.lua")),
+    ]
 }
 
 pub struct RedisStore {
@@ -132,6 +153,12 @@ impl RedisStore {
         } else {
             format!("{}:{key}", self.namespace)
         }
+    }
+
+    /// A slots key: under the namespace, with the slots' hash tag (one cluster slot with the
+    /// registry that names it).
+    fn slots_key(&self, key: &str) -> String {
+        self.key(&format!("{SLOT_TAG}{key}"))
     }
 
     fn con(&self) -> ConnectionManager {
@@ -302,7 +329,7 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &self.own.acquire,
-                &[&self.key(slots_key), &self.key(SLOT_KEYS)],
+                &[&self.slots_key(slots_key), &self.key(SLOT_KEYS)],
                 &args,
                 "slot acquire",
             )
@@ -321,7 +348,7 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &self.own.release,
-                &[&self.key(slots_key)],
+                &[&self.slots_key(slots_key)],
                 &args,
                 "slot release",
             )
@@ -344,7 +371,7 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &self.own.renew,
-                &[&self.key(slots_key), &self.key(SLOT_KEYS)],
+                &[&self.slots_key(slots_key), &self.key(SLOT_KEYS)],
                 &args,
                 "slot renew",
             )
@@ -361,10 +388,22 @@ impl Store for RedisStore {
         if self.faults.never_reclaim {
             return Ok(0);
         }
-        let reply = self
-            .run(&self.own.sweep, &[&self.key(SLOT_KEYS)], &[], "slot sweep")
-            .await?;
-        Ok(int(&reply, "slot sweep")? as u64)
+        // The registry is read here, and each slots key it names is swept by a script that
+        // declares both (one slot), never by a script walking keys it was not given.
+        let registry = self.key(SLOT_KEYS);
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&registry)
+            .query_async(&mut self.con())
+            .await
+            .map_err(|e| unavailable(format!("slot sweep on {}: {e}", self.url)))?;
+        let mut freed = 0;
+        for key in members {
+            let reply = self
+                .run(&self.own.sweep, &[&key, &registry], &[], "slot sweep")
+                .await?;
+            freed += int(&reply, "slot sweep")? as u64;
+        }
+        Ok(freed)
     }
 
     async fn reserve(
