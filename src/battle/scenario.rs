@@ -1146,6 +1146,80 @@ exact = true
     }
 
     #[test]
+    fn store_topologies_are_checked_key_by_key() {
+        let cluster = GOOD.replace("fleet = 0", "fleet = 0\nredis = \"cluster\"");
+        let ok = parse(&cluster).unwrap();
+        assert_eq!(ok.plan.topology.redis, RedisTopology::Cluster);
+        let migrate = "[[faults]]\nname = \"m\"\nat_ms = 10\naction = \"migrate-slot\"";
+        let cases = [
+            (
+                GOOD.replace("fleet = 0", "fleet = 0\nredis = \"replicated\""),
+                "topology.redis",
+                "not supported",
+            ),
+            (
+                GOOD.replace("fleet = 0", "fleet = 0\nredis = \"sharded\""),
+                "redis",
+                "unknown variant",
+            ),
+            (
+                GOOD.replace("fleet = 0", "fleet = 2\nredis = \"cluster\""),
+                "topology.redis",
+                "does not run on a Redis Cluster",
+            ),
+            (
+                format!("{cluster}\n[network]\nproxy = true\n"),
+                "topology.redis",
+                "no `[network] proxy`",
+            ),
+            (
+                format!("{GOOD}\n{migrate}\ngroup = \"racers\"\n"),
+                "faults[0].action",
+                "needs a cluster",
+            ),
+            (
+                format!("{cluster}\n{migrate}\n"),
+                "faults[0].group",
+                "give `group`",
+            ),
+            (
+                format!("{cluster}\n{migrate}\ngroup = \"nobody\"\n"),
+                "faults[0].group",
+                "no worker group called `nobody`",
+            ),
+            (
+                format!("{cluster}\n{migrate}\ngroup = \"racers\"\nask_window_ms = 5001\n"),
+                "faults[0].ask_window_ms",
+                "<= 5000",
+            ),
+            (
+                format!(
+                    "{cluster}\n[[faults]]\nname = \"r\"\nat_ms = 10\naction = \"restart-redis\"\n"
+                ),
+                "faults[0].action",
+                "on a cluster use `migrate-slot`",
+            ),
+            (
+                format!(
+                    "{GOOD}\n[[faults]]\nname = \"r\"\nat_ms = 10\naction = \"restart-redis\"\nask_window_ms = 5\n"
+                ),
+                "faults[0].ask_window_ms",
+                "`migrate-slot` only",
+            ),
+        ];
+        for (text, key, needle) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(needle), "{key}: {err}");
+        }
+        let ok = parse(&format!(
+            "{cluster}\n{migrate}\ngroup = \"racers\"\nask_window_ms = 300\n[[assertions]]\nkind = \"cluster-keys\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.plan.faults[0].ask_window_ms, Some(300));
+        assert_eq!(ok.plan.assertions[1].kind(), "cluster-keys");
+    }
+
+    #[test]
     fn worker_counts_that_wrap_are_refused() {
         // 2 * 2^31 wraps a u32 to 0, which would pass a plain `sum() > 64` check.
         let second = GOOD

@@ -588,10 +588,11 @@ mod tests {
     fn owner_is_read_from_cluster_nodes() {
         let text = "aaa 127.0.0.1:1@11 myself,master - 0 0 1 connected 0-5460\n\
                     bbb 127.0.0.1:2@12 master - 0 0 2 connected 5461-10922 [5462->-ccc]\n\
-                    ccc 127.0.0.1:3@13 master - 0 0 3 connected 10923-16383 7000\n";
+                    ccc 127.0.0.1:3@13 master - 0 0 3 connected 10923-16000 16383\n";
         assert_eq!(owner_in_nodes(text, 0).as_deref(), Some("aaa"));
         assert_eq!(owner_in_nodes(text, 5462).as_deref(), Some("bbb"));
-        assert_eq!(owner_in_nodes(text, 7000).as_deref(), Some("ccc"));
+        assert_eq!(owner_in_nodes(text, 16383).as_deref(), Some("ccc"));
+        assert_eq!(owner_in_nodes(text, 16200), None);
         assert_eq!(owner_in_nodes("", 1), None);
     }
 }
