@@ -1521,3 +1521,60 @@ fn sigkilling_the_harness_mid_cluster_battle_leaves_no_cluster_node() {
         "survived the harness: {survivors:?} (cluster nodes {nodes:?})"
     );
 }
+
+#[test]
+fn sigterm_mid_cluster_battle_removes_the_nodes_and_their_folders() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "cluster-migrate-slot", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let folders = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("tk-conform-cluster-"))
+            .count()
+    };
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        seen = descendants(harness.id());
+        if seen.len() >= 11 && folders() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen.len() >= 11, "the battle never got going: {seen:?}");
+    assert_eq!(folders(), 3, "one folder per cluster node");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(harness.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = harness.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut survivors = seen.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !survivors.is_empty() && Instant::now() < deadline {
+        survivors.retain(|p| alive(*p));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(survivors.is_empty(), "survived SIGTERM: {survivors:?}");
+    assert_eq!(folders(), 0, "cluster node folders left behind");
+}
