@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::clock::{ClientClock, real_ms};
 use super::door::{CallError, Door, OpenError};
 use super::spec::{NowSource, WorkerFault};
+use crate::infra::cluster::AnyConnection as Connection;
 use crate::model::{Decision, Strategy};
 use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
 
@@ -33,44 +33,6 @@ pub struct DoorStore {
     pub scripts_dir: Option<PathBuf>,
     /// `url` is one node of a Redis Cluster.
     pub cluster: bool,
-}
-
-/// A single server's auto-reconnecting connection, or a cluster-aware one.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 pub struct RedisDoor {
@@ -134,17 +96,10 @@ impl RedisDoor {
             ms: open.as_millis(),
         };
         let mut con = if store.cluster && fault != Some(WorkerFault::ClusterUnaware) {
-            let client = redis::cluster::ClusterClient::builder(vec![url])
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .retries(3)
-                .build()
-                .map_err(redis_error)?;
-            let con = tokio::time::timeout(open, client.get_async_connection())
+            tokio::time::timeout(open, Connection::cluster(url, timeout))
                 .await
                 .map_err(|_| open_timeout())?
-                .map_err(redis_error)?;
-            Connection::Cluster(con)
+                .map_err(redis_error)?
         } else {
             let client = redis::Client::open(url).map_err(redis_error)?;
             let config = ConnectionManagerConfig::new()

@@ -639,13 +639,6 @@ impl Scenario {
                 "\"replicated\" is not supported by this build (use \"single\" or \"cluster\")",
             )),
             RedisTopology::Cluster => {
-                if plan.topology.fleet > 0 {
-                    return Err(self.invalid(
-                        "topology.redis",
-                        "the reference server does not run on a Redis Cluster yet: a cluster \
-                         scenario uses the direct door only (`fleet = 0`, `door = \"redis\"`)",
-                    ));
-                }
                 if plan.network.proxy || plan.network.netns {
                     return Err(self.invalid(
                         "topology.redis",
@@ -1161,11 +1154,6 @@ exact = true
                 GOOD.replace("fleet = 0", "fleet = 0\nredis = \"sharded\""),
                 "redis",
                 "unknown variant",
-            ),
-            (
-                GOOD.replace("fleet = 0", "fleet = 2\nredis = \"cluster\""),
-                "topology.redis",
-                "does not run on a Redis Cluster",
             ),
             (
                 format!("{cluster}\n[network]\nproxy = true\n"),

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 
 use super::child::{ChildError, OwnedChild};
 use super::cleanup::TempFolder;
@@ -58,6 +59,64 @@ pub enum ClusterError {
     },
     #[error("cluster node 127.0.0.1:{port}: {what}")]
     Answer { port: u16, what: String },
+}
+
+/// A single server's auto-reconnecting connection, or a cluster-aware one (routing each
+/// command by its key, following MOVED and ASK): what the direct door and the reference
+/// server's store call scripts through.
+#[derive(Clone)]
+pub enum AnyConnection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for AnyConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            AnyConnection::Single(c) => c.req_packed_command(cmd),
+            AnyConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            AnyConnection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            AnyConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            AnyConnection::Single(c) => c.get_db(),
+            AnyConnection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl AnyConnection {
+    /// A cluster-aware connection from one seed node, with `timeout` on connects and replies.
+    pub async fn cluster(url: &str, timeout: Duration) -> redis::RedisResult<AnyConnection> {
+        let client = redis::cluster::ClusterClient::builder(vec![url])
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(3)
+            .build()?;
+        Ok(AnyConnection::Cluster(client.get_async_connection().await?))
+    }
+
+    /// Whether the server at the other end has `cluster_enabled:1`.
+    pub async fn is_cluster_node(&mut self) -> redis::RedisResult<bool> {
+        let info: String = redis::cmd("INFO").arg("cluster").query_async(self).await?;
+        Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+    }
 }
 
 /// One primary: its port, cluster id and process.

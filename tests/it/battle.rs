@@ -1356,8 +1356,11 @@ fn cluster_scenarios_are_green_against_the_reference() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no ASKING count in {what}"));
     assert!(asking > 0, "no client followed an ASK: {what}");
-    let once = b.judgement("cluster-migrate-slot", "counted-once#2");
+    let once = b.judgement("cluster-migrate-slot", "counted-once#3");
     assert_eq!(once["verdict"], "pass", "{once:#}");
+    // The reference servers on the cluster followed the move too.
+    let served = b.judgement("cluster-migrate-slot", "resumes#2");
+    assert_eq!(served["verdict"], "pass", "{served:#}");
     // cluster-keys judged real calls: the contract's scripts on the cluster, the server's own.
     let keys = b.judgement("cluster-cap", "cluster-keys#3");
     assert!(

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::infra::cluster::AnyConnection;
 use redis::{Script, Value};
 
 use super::{Renewal, SlotGrant, Store, StoreError, StoreFaults, WindowGrant};
@@ -67,7 +69,8 @@ pub struct RedisStore {
     url: String,
     /// `--key-prefix`: every key this store touches is `<namespace>:<key>` (none when empty).
     namespace: String,
-    con: ConnectionManager,
+    /// One server's connection, or a cluster-aware one when `url` is a Redis Cluster node.
+    con: AnyConnection,
     contract: ScriptSet,
     own: Scripts,
     faults: StoreFaults,
@@ -131,10 +134,18 @@ impl RedisStore {
             .set_connection_timeout(Some(IO_TIMEOUT))
             .set_response_timeout(Some(IO_TIMEOUT))
             .set_number_of_retries(2);
-        let mut con = client
+        let cannot = |e: redis::RedisError| unavailable(format!("cannot connect to {url}: {e}"));
+        let single: ConnectionManager = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(|e| unavailable(format!("cannot connect to {url}: {e}")))?;
+            .map_err(cannot)?;
+        let mut con = AnyConnection::Single(single);
+        // A cluster node: every key is routed to its slot's node, MOVED and ASK followed.
+        if con.is_cluster_node().await.map_err(cannot)? {
+            con = AnyConnection::cluster(url, IO_TIMEOUT)
+                .await
+                .map_err(cannot)?;
+        }
         contract.load_all(&mut con).await.map_err(script_error)?;
         Ok(RedisStore {
             url: url.to_owned(),
@@ -161,7 +172,7 @@ impl RedisStore {
         self.key(&format!("{SLOT_TAG}{key}"))
     }
 
-    fn con(&self) -> ConnectionManager {
+    fn con(&self) -> AnyConnection {
         self.con.clone()
     }
 
@@ -194,9 +205,12 @@ impl RedisStore {
     ) -> Result<Result<Decision, bool>, StoreError> {
         let key = &self.key(key);
         let bound = self.contract.bind(strategy).map_err(script_error)?;
-        let scratch = format!(
-            "{key}#peek:{}",
-            crate::server::lease_id::LeaseId::new("", "").nonce
+        let scratch = same_slot(
+            key,
+            &format!(
+                "#peek:{}",
+                crate::server::lease_id::LeaseId::new("", "").nonce
+            ),
         );
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -429,6 +443,39 @@ impl Store for RedisStore {
     }
 }
 
+/// `key` + `suffix`, in `key`'s cluster slot: a key with a hash tag keeps it; one without is
+/// wrapped whole as the tag (so the peek's copy and the key it copies stay in one slot, as a
+/// MULTI on a cluster needs).
+fn same_slot(key: &str, suffix: &str) -> String {
+    let tagged = key
+        .find('{')
+        .is_some_and(|open| key[open + 1..].find('}').is_some_and(|close| close > 0));
+    if tagged || key.contains('}') {
+        format!("{key}{suffix}")
+    } else {
+        format!("{{{key}}}{suffix}")
+    }
+}
+
 fn flag(on: bool) -> String {
     if on { "1" } else { "0" }.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infra::cluster::key_slot;
+
+    #[test]
+    fn the_peek_copy_stays_in_its_keys_slot() {
+        for key in ["ns:cap:user-1", "a{tag}b", "{x}", "plain"] {
+            let copy = same_slot(key, "#peek:00ff");
+            assert!(copy.ends_with("#peek:00ff"), "{copy}");
+            assert_eq!(
+                key_slot(copy.as_bytes()),
+                key_slot(key.as_bytes()),
+                "{key} -> {copy}"
+            );
+        }
+    }
 }
