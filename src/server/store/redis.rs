@@ -140,8 +140,9 @@ impl RedisStore {
             .await
             .map_err(cannot)?;
         let mut con = AnyConnection::Single(single);
-        // A cluster node: every key is routed to its slot's node, MOVED and ASK followed.
-        if con.is_cluster_node().await.map_err(cannot)? {
+        // A cluster node: every key is routed to its slot's node, MOVED and ASK followed. (A
+        // server whose ACL refuses INFO is taken for a single one.)
+        if con.is_cluster_node().await.unwrap_or(false) {
             con = AnyConnection::cluster(url, IO_TIMEOUT)
                 .await
                 .map_err(cannot)?;
