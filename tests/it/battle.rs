@@ -1127,10 +1127,12 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
     assert_eq!(shared_v.len(), every, "{shared_v:?}");
     for (name, verdict) in &shared_v {
         if verdict == "skipped" {
-            // Only the scenarios that restart Redis, or move it into a network namespace,
-            // need a Redis of the harness's own.
+            // Only the scenarios that restart Redis, move it into a network namespace or
+            // start a Redis Cluster need a Redis of the harness's own.
             assert!(
-                name.starts_with("redis-restart") || name == "net-netns-partition",
+                name.starts_with("redis-restart")
+                    || name == "net-netns-partition"
+                    || name.starts_with("cluster-"),
                 "{name} skipped"
             );
         } else {
@@ -1141,9 +1143,13 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
             );
         }
     }
+    let clusters = shared_v
+        .keys()
+        .filter(|n| n.starts_with("cluster-"))
+        .count();
     assert_eq!(
         shared_v.values().filter(|v| *v == "pass").count(),
-        every - 3,
+        every - 3 - clusters,
         "{shared_v:?}"
     );
     // The user's keys survive untouched, and nothing of the run is left.
@@ -1343,7 +1349,7 @@ fn cluster_scenarios_are_green_against_the_reference() {
     // moved, and the count survived the move.
     let migrate = &result["faults"][0];
     assert_eq!(migrate["action"], "migrate-slot", "{result:#}");
-    assert!(migrate["atMs"].as_f64().unwrap() >= 300.0, "{result:#}");
+    assert!(migrate["atMs"].as_f64().unwrap() >= 200.0, "{result:#}");
     let what = migrate["targets"][0].as_str().unwrap();
     assert!(
         what.contains("moved from") && what.contains("ASKING"),
