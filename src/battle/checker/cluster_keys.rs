@@ -64,7 +64,7 @@ pub fn judge(audit: &ScriptAudit, histories: &[&WorkerHistory]) -> Ruling {
         "truncated": audit.truncated,
     });
     if let Some(e) = &audit.error {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!("the script calls could not be watched: {e}"),
             numbers,
@@ -88,7 +88,7 @@ pub fn judge(audit: &ScriptAudit, histories: &[&WorkerHistory]) -> Ruling {
         } else {
             format!("; the cluster refused {} calls", refused.len())
         };
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "{} key(s) outside the rule (every key in KEYS, one slot per call): {}{}{refusals}",
@@ -104,7 +104,7 @@ pub fn judge(audit: &ScriptAudit, histories: &[&WorkerHistory]) -> Ruling {
         );
     }
     if let Some(first) = refused.first() {
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "the cluster refused {} calls for their keys: {first}",
@@ -115,7 +115,7 @@ pub fn judge(audit: &ScriptAudit, histories: &[&WorkerHistory]) -> Ruling {
     }
     let total: u64 = audit.calls.values().sum();
     if total == 0 {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             "no script call reached the store, so no key was put to the test".into(),
             numbers,
@@ -126,7 +126,7 @@ pub fn judge(audit: &ScriptAudit, histories: &[&WorkerHistory]) -> Ruling {
         .iter()
         .map(|(n, c)| format!("{n} ×{c}"))
         .collect();
-    (
+    Ruling::new(
         Verdict::Pass,
         format!(
             "{total} script calls ({}) touched only keys declared in KEYS, each call within one slot",
@@ -161,7 +161,7 @@ mod tests {
             findings: vec![finding()],
             ..ScriptAudit::default()
         };
-        let (v, summary, _) = judge(&audit, &[]);
+        let Ruling { verdict: v, summary, .. } = judge(&audit, &[]);
         assert_eq!(v, Verdict::Fail);
         for needle in [
             "fixedWindow.check",
@@ -193,13 +193,13 @@ mod tests {
             calls: [("fixedWindow.check".to_string(), 1)].into(),
             ..ScriptAudit::default()
         };
-        let (v, summary, _) = judge(&audit, &[&refused]);
+        let Ruling { verdict: v, summary, .. } = judge(&audit, &[&refused]);
         assert_eq!(v, Verdict::Fail, "{summary}");
         assert!(summary.contains("non local key"), "{summary}");
         let clean = history("g", 0, Vec::new());
-        let (v, summary, _) = judge(&audit, &[&clean]);
+        let Ruling { verdict: v, summary, .. } = judge(&audit, &[&clean]);
         assert_eq!(v, Verdict::Pass, "{summary}");
-        let (v, _, _) = judge(&ScriptAudit::default(), &[&clean]);
+        let Ruling { verdict: v, .. } = judge(&ScriptAudit::default(), &[&clean]);
         assert_eq!(v, Verdict::Unknown);
     }
 }

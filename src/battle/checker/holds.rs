@@ -193,7 +193,7 @@ pub fn judge_concurrency(
     });
     if let Some((t, who)) = first_violation {
         let names: Vec<String> = who.iter().map(|&i| all[i].label()).collect();
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "{} slots held at once at +{} ms (ceiling {ceiling}): {}",
@@ -205,7 +205,7 @@ pub fn judge_concurrency(
         );
     }
     if (all.len() as u64) < min_admits {
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "only {} admits were granted; expected at least {min_admits} to exercise the ceiling",
@@ -214,7 +214,7 @@ pub fn judge_concurrency(
             numbers,
         );
     }
-    (
+    Ruling::new(
         Verdict::Pass,
         format!(
             "at most {max_in_flight} of {ceiling} slots held at once over {} grants ({denied} denied, \
@@ -267,7 +267,7 @@ pub fn judge_reclaim(
         "allReclaimedMs": nth,
     });
     if before > 0 {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!(
                 "the other workers were granted {before} slots before `{}`: the faulted holders \
@@ -278,7 +278,7 @@ pub fn judge_reclaim(
         );
     }
     match nth {
-        Some(ms) if ms <= within_ms as f64 => (
+        Some(ms) if ms <= within_ms as f64 => Ruling::new(
             Verdict::Pass,
             format!(
                 "{slots} slots re-admitted after `{}`: first after {} ms, all after {ms} ms \
@@ -287,7 +287,7 @@ pub fn judge_reclaim(
             ),
             numbers,
         ),
-        Some(ms) => (
+        Some(ms) => Ruling::new(
             Verdict::Fail,
             format!(
                 "after `{}` the {slots} slots were re-admitted only after {ms} ms; expected within \
@@ -296,7 +296,7 @@ pub fn judge_reclaim(
             ),
             numbers,
         ),
-        None => (
+        None => Ruling::new(
             Verdict::Fail,
             format!(
                 "after `{}` only {} of {slots} slots were re-admitted by the end of the run; \
@@ -330,7 +330,7 @@ pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64
     });
     if let Some(h) = all.iter().find(|h| h.wrongly_reclaimed.is_some()) {
         let (seq, done) = h.wrongly_reclaimed.expect("found above");
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "{}: heartbeat call {seq} at +{} ms said the lease was gone although every renewal \
@@ -342,7 +342,7 @@ pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64
         );
     }
     if longest_us < min_hold_ms as i64 * 1000 {
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "no hold was renewed for {min_hold_ms} ms (longest {} ms over {} holds): \
@@ -353,7 +353,7 @@ pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64
             numbers,
         );
     }
-    (
+    Ruling::new(
         Verdict::Pass,
         format!(
             "a hold renewed by {heartbeats} heartbeats for {} ms (TTL {ttl_ms} ms) was never reclaimed",
@@ -369,7 +369,7 @@ pub fn judge_lost_after_pause(
     paused_us: i64,
     resumed_us: Option<i64>,
 ) -> Ruling {
-    let unknown = |why: String| (Verdict::Unknown, why, json!({ "fault": fault.name }));
+    let unknown = |why: String| Ruling::new(Verdict::Unknown, why, json!({ "fault": fault.name }));
     let Some(resumed_us) = resumed_us else {
         return unknown(format!("no SIGCONT followed `{}`", fault.name));
     };
@@ -415,7 +415,7 @@ pub fn judge_lost_after_pause(
         ..
     }) = after.iter().find(|hb| hb.live).copied()
     {
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "{}: after a pause of {} ms, heartbeat call {seq} at +{} ms still found the lease live",
@@ -427,13 +427,13 @@ pub fn judge_lost_after_pause(
         );
     }
     let Some(release) = hold.release_us.filter(|r| *r >= resumed_us) else {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!("{}: no late Release was sent after waking", hold.label()),
             numbers,
         );
     };
-    (
+    Ruling::new(
         Verdict::Pass,
         format!(
             "{} lost its slot during a pause of {} ms; its late Release at +{} ms {}",
@@ -520,7 +520,11 @@ mod tests {
                 vec![admit(1, 40, 50, Some("b")), release(2, 90, "b")],
             ),
         ];
-        let (v, msg, n) = conc(&hs, 1);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = conc(&hs, 1);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["maxInFlight"], 1);
     }
@@ -544,7 +548,11 @@ mod tests {
                 vec![admit(1, 10, 21, Some("c")), release(2, 60, "c")],
             ),
         ];
-        let (v, msg, n) = conc(&hs, 2);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = conc(&hs, 2);
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("3 slots held at once at +21 ms (ceiling 2)"),
@@ -565,7 +573,11 @@ mod tests {
                 vec![admit(1, 1200, 1201, Some("b")), release(2, 1300, "b")],
             ),
         ];
-        let (v, msg, _) = conc(&hs, 1);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = conc(&hs, 1);
         assert_eq!(v, Verdict::Pass, "{msg}");
     }
 
@@ -587,15 +599,27 @@ mod tests {
             0,
             vec![admit(1, 1100, 1101, Some("b")), release(2, 1150, "b")],
         );
-        let (v, msg, _) = conc(&[holder.clone(), thief], 1);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = conc(&[holder.clone(), thief], 1);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("holder[0] call 1 lease a"), "{msg}");
         // Renewed: passes with the heartbeats, not exercised when the hold was short.
         let refs = [&holder];
-        let (v, msg, n) = judge_renewed(&refs, 1000, 1400);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = judge_renewed(&refs, 1000, 1400);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["heartbeats"], 3);
-        let (v, msg, _) = judge_renewed(&refs, 1000, 2000);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_renewed(&refs, 1000, 2000);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("not exercised"), "{msg}");
     }
@@ -612,7 +636,11 @@ mod tests {
                 release(4, 900, "a"),
             ],
         );
-        let (v, msg, _) = judge_renewed(&[&holder], 1000, 100);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_renewed(&[&holder], 1000, 100);
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("heartbeat call 3 at +802 ms said the lease was gone"),
@@ -646,17 +674,29 @@ mod tests {
         };
         let hs = [contender(0, 1400), contender(1, 1700)];
         let refs: Vec<&WorkerHistory> = hs.iter().collect();
-        let (v, msg, n) = judge_reclaim(&refs, &kill, 500_000, 2, 2000);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = judge_reclaim(&refs, &kill, 500_000, 2, 2000);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["firstReclaimMs"], 901.0);
         assert_eq!(n["allReclaimedMs"], 1201.0);
-        let (v, msg, _) = judge_reclaim(&refs, &kill, 500_000, 2, 1000);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_reclaim(&refs, &kill, 500_000, 2, 1000);
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("re-admitted only after 1201 ms; expected within 1000 ms"),
             "{msg}"
         );
-        let (v, msg, _) = judge_reclaim(&refs, &kill, 500_000, 3, 2000);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_reclaim(&refs, &kill, 500_000, 3, 2000);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("only 2 of 3 slots were re-admitted"), "{msg}");
     }
@@ -674,12 +714,20 @@ mod tests {
                 release(4, 2610, "a"),
             ],
         );
-        let (v, msg, n) = judge_lost_after_pause(&[&good], &stop, 300_000, Some(2_500_000));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = judge_lost_after_pause(&[&good], &stop, 300_000, Some(2_500_000));
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["lateReleaseAtMs"], 2610.0);
         let mut never = good.clone();
         never.calls[2] = heartbeat(3, 2600, "a", true);
-        let (v, msg, _) = judge_lost_after_pause(&[&never], &stop, 300_000, Some(2_500_000));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_lost_after_pause(&[&never], &stop, 300_000, Some(2_500_000));
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("still found the lease live"), "{msg}");
     }
@@ -714,7 +762,11 @@ mod tests {
             1,
             vec![admit(1, 2620, 2621, Some("c")), release(2, 2700, "c")],
         );
-        let (v, msg, _) = conc(&[a, b, c], 1);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = conc(&[a, b, c], 1);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("contenders[0] call 1 lease b"), "{msg}");
         assert!(msg.contains("contenders[1] call 1 lease c"), "{msg}");
