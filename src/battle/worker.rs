@@ -22,7 +22,6 @@ use super::door_service::ServiceDoor;
 use super::history::{Event, HistoryError, HistoryWriter, Op, Reply, now_us};
 use super::scenario::MAX_DURATION_MS;
 use super::spec::{DoorSpec, Operation, WorkerFault, WorkerSpec};
-use crate::exit::TkExitCode;
 use crate::model::{LeaseConfig, LeaseSpender, SpendOutcome};
 
 #[derive(Debug, clap::Args)]
@@ -65,19 +64,7 @@ pub enum WorkerError {
 
 /// The `worker` subcommand's entry point.
 pub fn main(args: WorkerArgs) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime");
-    match runtime.block_on(run(&args.spec)) {
-        Ok(true) => TkExitCode::of(TkExitCode::PASSED),
-        // The runner went away before the barrier opened: nothing was done.
-        Ok(false) => TkExitCode::of(TkExitCode::WORKER_ABANDONED),
-        Err(e) => {
-            crate::cli_edge::error_line("worker", &e.into());
-            TkExitCode::of(TkExitCode::USAGE_OR_INFRA)
-        }
-    }
+    barrier::process_main("worker", async { Ok(run(&args.spec).await?) })
 }
 
 pub use super::spec::REDIS_URL_ENV;

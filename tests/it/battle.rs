@@ -635,6 +635,54 @@ fn bench_load_measures_the_direct_door() {
     assert!(text.contains(", 0 errors"), "{text}");
 }
 
+/// A `bench load` worker (the hidden `load-worker`) whose runner is gone before the start exits
+/// 3 having done nothing; one told a broken spec exits 2 naming the file.
+#[test]
+fn a_load_worker_without_its_runner_does_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("load-0.json");
+    let result = dir.path().join("load-0.result.json");
+    let text = serde_json::json!({
+        "index": 0, "url": "redis://127.0.0.1:1", "contractDir": repo().join("contract"),
+        "strategy": {"kind": "fixedWindow", "options": {"limit": 10, "windowMs": 1000}},
+        "keyPrefix": "tk-conform-bench-test", "keys": 1, "connections": 0, "durationMs": 100,
+        "callTimeoutMs": 100, "readyFile": dir.path().join("ready"),
+        "goFile": dir.path().join("go"), "resultFile": result,
+    });
+    std::fs::write(&spec, text.to_string()).unwrap();
+    // stdin at EOF at once and no go-file: the runner died before the barrier opened.
+    let out = Command::new(EXE)
+        .args(["load-worker", "--spec"])
+        .arg(&spec)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("ready").exists());
+    assert!(!result.exists());
+
+    std::fs::write(&spec, "{\"index\": 0}").unwrap();
+    let out = Command::new(EXE)
+        .args(["load-worker", "--spec"])
+        .arg(&spec)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("tk-conform load-worker: error: cannot parse load worker spec")
+            && stderr.contains("load-0.json")
+            && stderr.contains("missing field"),
+        "{stderr}"
+    );
+}
+
 /// `docs/scenarios.md` is what the scenario files and the checks generate; a page made from
 /// other scenarios differs, so a stale committed file fails here.
 #[test]
