@@ -683,6 +683,50 @@ fn a_load_worker_without_its_runner_does_nothing() {
     );
 }
 
+/// `scripts/battle-cycles.sh` passes the battle modules as they are, and fails, naming the
+/// loop, once one module imports another that imports it back.
+#[test]
+fn the_battle_modules_have_no_import_cycle() {
+    let script = repo().join("scripts/battle-cycles.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(copy.path().join("scripts")).unwrap();
+    std::fs::copy(&script, copy.path().join("scripts/battle-cycles.sh")).unwrap();
+    let battle = copy.path().join("src/battle");
+    std::fs::create_dir_all(battle.join("checker")).unwrap();
+    for dir in ["", "checker"] {
+        for entry in std::fs::read_dir(repo().join("src/battle").join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                std::fs::copy(&path, battle.join(dir).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    // The leaf `link` made to import `scenario`, which imports it.
+    let link = battle.join("link.rs");
+    let text = std::fs::read_to_string(&link).unwrap();
+    std::fs::write(&link, format!("use super::scenario::Fault;\n{text}")).unwrap();
+    let out = Command::new("bash")
+        .arg(copy.path().join("scripts/battle-cycles.sh"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("import cycle in src/battle")
+            && stderr.contains("link")
+            && stderr.contains("scenario"),
+        "{stderr}"
+    );
+}
+
 /// `docs/scenarios.md` is what the scenario files and the checks generate; a page made from
 /// other scenarios differs, so a stale committed file fails here.
 #[test]
