@@ -161,7 +161,11 @@ mod tests {
             findings: vec![finding()],
             ..ScriptAudit::default()
         };
-        let Ruling { verdict: v, summary, .. } = judge(&audit, &[]);
+        let Ruling {
+            verdict: v,
+            summary,
+            ..
+        } = judge(&audit, &[]);
         assert_eq!(v, Verdict::Fail);
         for needle in [
             "fixedWindow.check",
@@ -193,11 +197,19 @@ mod tests {
             calls: [("fixedWindow.check".to_string(), 1)].into(),
             ..ScriptAudit::default()
         };
-        let Ruling { verdict: v, summary, .. } = judge(&audit, &[&refused]);
+        let Ruling {
+            verdict: v,
+            summary,
+            ..
+        } = judge(&audit, &[&refused]);
         assert_eq!(v, Verdict::Fail, "{summary}");
         assert!(summary.contains("non local key"), "{summary}");
         let clean = history("g", 0, Vec::new());
-        let Ruling { verdict: v, summary, .. } = judge(&audit, &[&clean]);
+        let Ruling {
+            verdict: v,
+            summary,
+            ..
+        } = judge(&audit, &[&clean]);
         assert_eq!(v, Verdict::Pass, "{summary}");
         let Ruling { verdict: v, .. } = judge(&ScriptAudit::default(), &[&clean]);
         assert_eq!(v, Verdict::Unknown);
