@@ -39,4 +39,5 @@ pub mod script_audit;
 pub mod spawn;
 pub mod spec;
 pub mod store_check;
+pub mod window_edge;
 pub mod worker;

@@ -31,6 +31,7 @@ use crate::backend::service_process::{
 };
 use crate::infra::cluster::{ClusterError, LocalCluster};
 use crate::infra::{RedisInstance, RedisOptions, free_loopback_port};
+use crate::model::Strategy;
 use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
@@ -191,6 +192,9 @@ pub struct ScenarioResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub network: Vec<crate::netfault::NetEvent>,
     pub workers: Vec<serde_json::Value>,
+    /// The run waited this long for a fixed window's edge to pass (`window_edge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_wait_ms: Option<u64>,
 }
 
 impl ScenarioResult {
@@ -262,6 +266,7 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         fault_windows: Vec::new(),
         network: Vec::new(),
         workers: Vec::new(),
+        edge_wait_ms: None,
     };
     // On a Redis the harness did not start, the scenario's keys go however it ends (an
     // interrupt deletes them too, through the registration).
@@ -450,6 +455,7 @@ async fn battle(
     }
     drop(barrier_read);
     wait_ready(&mut workers).await?;
+    result.edge_wait_ms = wait_clear_of_window_edges(scenario, &policies).await;
 
     let t0_us = now_us();
     let t0 = Instant::now();
@@ -583,6 +589,42 @@ async fn battle(
         checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);
     Ok(())
+}
+
+/// Sleeps until every clock the run uses (the machine's, each server's and each group's
+/// offset) is far enough from a fixed window's edge to run the whole plan in one window
+/// (`window_edge`); returns the wait, if there was one.
+async fn wait_clear_of_window_edges(
+    scenario: &Scenario,
+    policies: &BTreeMap<String, PolicyFacts>,
+) -> Option<u64> {
+    let widths: Vec<u64> = policies
+        .values()
+        .filter_map(|p| match &p.strategy {
+            // Widths are whole milliseconds in any policy file; a cast saturates otherwise.
+            Some(Strategy::FixedWindow(o)) => Some(o.window_ms as u64),
+            _ => None,
+        })
+        .collect();
+    let topology = &scenario.plan.topology;
+    let offsets: Vec<i64> = std::iter::once(0)
+        .chain(topology.server_clock_offsets_ms.iter().copied())
+        .chain(
+            scenario
+                .plan
+                .workers
+                .iter()
+                .filter_map(|g| g.clock.as_ref().map(|c| c.offset_ms)),
+        )
+        .collect();
+    let run_ms = plan_bound(scenario).as_millis() as u64;
+    let now_ms = now_us().div_euclid(1000);
+    let wait = super::window_edge::wait_ms(now_ms, &widths, &offsets, run_ms);
+    if wait == 0 {
+        return None;
+    }
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    Some(wait)
 }
 
 /// The latest moment any group can still be working, from the scenario's own bounds.
