@@ -59,6 +59,12 @@ pub enum FaultError {
     Failover(#[from] crate::infra::sentinel::SentinelError),
     #[error("this run has no fault proxy")]
     NoProxy,
+    #[error("this run's store is not a Redis Cluster")]
+    NoCluster,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot migrate the slot")]
+    Migrate(#[source] crate::infra::cluster::ClusterError),
     #[error("Redis is not in a network namespace (`[network] netns = true`)")]
     NoNamespace,
     #[error(transparent)]
@@ -92,6 +98,13 @@ pub trait FaultTarget: Send {
     ) -> Result<(Vec<String>, crate::infra::sentinel::FailoverRecord), FaultError> {
         let _ = unreplicated;
         Err(FaultError::NoReplica)
+    }
+
+    /// Moves the slot of `group`'s key to another cluster primary (`[topology] redis =
+    /// "cluster"`), holding it half moved for `ask_window_ms`.
+    async fn migrate_slot(&mut self, fault: &Fault) -> Result<String, FaultError> {
+        let _ = fault;
+        Err(FaultError::NoCluster)
     }
 
     /// Switches the fault proxy's links (`[network] proxy = true`); returns the links hit.
@@ -156,6 +169,10 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
                 record.failover = Some(f);
                 (Vec::new(), targets)
             }),
+        FaultAction::MigrateSlot => target
+            .migrate_slot(fault)
+            .await
+            .map(|t| (Vec::new(), vec![t])),
         _ => target.network(fault).map(|links| (Vec::new(), links)),
     };
     match result {
@@ -255,6 +272,7 @@ mod tests {
             jitter_ms: None,
             direction: None,
             unreplicated_ms: None,
+            ask_window_ms: None,
         }
     }
 

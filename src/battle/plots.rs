@@ -171,9 +171,9 @@ fn bands(faults: &[FaultRecord], span_ms: f64, ms: impl Fn(i64) -> f64) -> Vec<F
                 .min()
                 .map_or(span_ms, &ms),
             FaultAction::SigkillServer => span_ms,
-            FaultAction::RestartRedis => f.done_us.map_or(ms(at), &ms),
             // From the frozen primary to the stale one waking.
             FaultAction::Failover => f.failover.as_ref().map_or(ms(at), |r| ms(r.resumed_us)),
+            FaultAction::RestartRedis | FaultAction::MigrateSlot => f.done_us.map_or(ms(at), &ms),
             FaultAction::SigkillWorkers => ms(at),
             // A heal ends its network fault's band; it is not a band of its own.
             FaultAction::Heal => continue,

@@ -19,15 +19,20 @@ use super::faults::{self, FaultError, FaultRecord, FaultTarget, Schedule, carry_
 use super::history::{self, now_us};
 use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
-use super::scenario::{Door, FaultAction, MAX_DURATION_MS, RedisTopology, Scenario, WorkerGroup};
+use super::scenario::{
+    Assertion, Door, FaultAction, MAX_DURATION_MS, RedisTopology, Scenario, WorkerGroup,
+};
+use super::script_audit;
 use super::spawn::{SpawnError, Worker, describe_exit, spawn_worker, tail, wait_ready};
 use super::spec::{DoorSpec, WorkerFault, WorkerSpec};
 use super::store_check;
 use crate::backend::service_process::{
     Placeholders, ProcessError, ServerProcess, TemplateError, fill_template,
 };
+use crate::infra::cluster::{ClusterError, LocalCluster};
 use crate::infra::sentinel::ReplicatedRedis;
 use crate::infra::{RedisInstance, RedisOptions, free_loopback_port};
+use crate::model::Strategy;
 use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
@@ -54,6 +59,8 @@ pub struct BattleConfig {
     pub redis: RedisOptions,
     pub worker_fault: Option<WorkerFault>,
     pub call_timeout_ms: u64,
+    /// `battle --scripts DIR`: the direct door runs these scripts instead of the contract's.
+    pub scripts_dir: Option<PathBuf>,
     /// Unique per run: each scenario's keys live under `<run_id>:<scenario>:`, so runs and
     /// scenarios never share state on an external Redis (and the run can delete its own keys).
     pub run_id: String,
@@ -85,6 +92,10 @@ pub enum SetupError {
     Policy(#[from] crate::server::policy::PolicyError),
     #[error(transparent)]
     Redis(#[from] crate::infra::RedisError),
+    #[error("cannot start the Redis Cluster")]
+    Cluster(#[source] ClusterError),
+    #[error("cannot watch the store's script calls (MONITOR): {0}")]
+    Audit(String),
     #[error(transparent)]
     Sentinel(#[from] crate::infra::sentinel::SentinelError),
     #[error(transparent)]
@@ -184,6 +195,9 @@ pub struct ScenarioResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub network: Vec<crate::netfault::NetEvent>,
     pub workers: Vec<serde_json::Value>,
+    /// The run waited this long for a fixed window's edge to pass (`window_edge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_wait_ms: Option<u64>,
 }
 
 impl ScenarioResult {
@@ -255,6 +269,7 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         fault_windows: Vec::new(),
         network: Vec::new(),
         workers: Vec::new(),
+        edge_wait_ms: None,
     };
     // On a Redis the harness did not start, the scenario's keys go however it ends (an
     // interrupt deletes them too, through the registration).
@@ -334,7 +349,7 @@ async fn battle(
         options.url = Some(ns.url().to_string());
         netns = Some(ns);
     }
-    let redis = if scenario.plan.topology.redis == RedisTopology::Replicated {
+    let store = if scenario.plan.topology.redis == RedisTopology::Replicated {
         if cfg.redis.url.is_some() {
             result.skipped = Some(
                 "needs a primary, a replica and a sentinel of its own, which an external \
@@ -352,10 +367,39 @@ async fn battle(
         };
         let binary = redis_binary(cfg)?;
         Store::Replicated(Box::new(ReplicatedRedis::start(&binary, &sentinel).await?))
+    } else if scenario.plan.topology.redis == RedisTopology::Cluster {
+        if cfg.redis.url.is_some() {
+            result.skipped = Some(
+                "starts a Redis Cluster of its own, which an external --redis-url cannot be".into(),
+            );
+            return Ok(());
+        }
+        let binary = redis_binary(cfg)?;
+        Store::Cluster(
+            LocalCluster::start(&binary)
+                .await
+                .map_err(SetupError::Cluster)?,
+        )
     } else {
         Store::Single(RedisInstance::provision(&options).await?)
     };
+    let redis = &store;
     result.redis = redis.describe();
+    // `cluster-keys`: MONITOR on every node from before the first script call.
+    let watch = if scenario
+        .plan
+        .assertions
+        .iter()
+        .any(|a| matches!(a, Assertion::ClusterKeys { .. }))
+    {
+        Some(
+            script_audit::watch(&redis.urls().await)
+                .await
+                .map_err(SetupError::Audit)?,
+        )
+    } else {
+        None
+    };
 
     let mut net = scenario.plan.network.proxy.then(Network::new);
     let fleet_size = result.fleet;
@@ -393,8 +437,17 @@ async fn battle(
             ),
             None => (redis.url(), addrs.clone()),
         };
+        // On a cluster a group starts at the node serving its key (a cluster-aware door
+        // finds the others itself; a cluster-unaware one stays there).
+        let group_redis = match (redis, policies.get(&group.policy)) {
+            (Store::Cluster(c), Some(facts)) => c
+                .url_for_key(&store_key(cfg, scenario, group, facts))
+                .await
+                .map_err(SetupError::Cluster)?,
+            _ => group_redis,
+        };
         for index in 0..group.count {
-            let spec = worker_spec(
+            let mut spec = worker_spec(
                 scenario,
                 cfg,
                 group,
@@ -405,21 +458,34 @@ async fn battle(
                 dir,
                 &go_file,
             )?;
+            if let DoorSpec::Redis { cluster, .. } = &mut spec.door {
+                *cluster = matches!(redis, Store::Cluster(_));
+            }
             workers.push(spawn_worker(&cfg.exe, &spec, &barrier_read, dir)?);
         }
     }
     drop(barrier_read);
     wait_ready(&mut workers).await?;
+    result.edge_wait_ms = wait_clear_of_window_edges(scenario, &policies).await;
 
     let t0_us = now_us();
     let t0 = Instant::now();
     write_atomic(&go_file, t0_us.to_string().as_bytes()).map_err(file("write", &go_file))?;
     drop(barrier_write);
 
+    let keys = scenario
+        .plan
+        .workers
+        .iter()
+        .filter_map(|g| {
+            let facts = policies.get(&g.policy)?;
+            Some((g.group.clone(), store_key(cfg, scenario, g, facts)))
+        })
+        .collect();
     let mut target = Target {
         workers,
         servers,
-        redis,
+        redis: store,
         net,
         netns,
         watched_keys: watched_keys(scenario, cfg, &policies),
@@ -430,6 +496,7 @@ async fn battle(
                 .call_timeout_ms
                 .unwrap_or(cfg.call_timeout_ms),
         ) + STALE_PRIMARY_MARGIN,
+        keys,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
     let planned = network::with_heals(&scenario.plan.faults);
@@ -528,8 +595,8 @@ async fn battle(
     }
     // The store as the run left it: read directly, never through the proxy (behind Sentinel,
     // on the primary it names now).
-    let store_url = target.redis.direct_url().await;
-    let snapshot = store_check::snapshot(
+    let store_urls = target.redis.urls().await;
+    let mut snapshot = store_check::snapshot(
         scenario,
         &store_check::StoreScope {
             key_of: &|g, facts| store_key(cfg, scenario, g, facts),
@@ -537,10 +604,13 @@ async fn battle(
             granted_lease_ms: store_check::granted_lease_ms(&histories),
         },
         &policies,
-        &store_url,
+        &store_urls,
         fleet_size,
     )
     .await;
+    if let Some(watch) = watch {
+        snapshot.scripts = Some(script_audit::finish(watch, &known_scripts(cfg)).await);
+    }
     result.judgements =
         checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);
@@ -554,6 +624,42 @@ fn redis_binary(cfg: &BattleConfig) -> Result<PathBuf, SetupError> {
         .clone()
         .or_else(crate::infra::find_redis_binary)
         .ok_or(SetupError::NoRedisBinary)
+}
+
+/// Sleeps until every clock the run uses (the machine's, each server's and each group's
+/// offset) is far enough from a fixed window's edge to run the whole plan in one window
+/// (`window_edge`); returns the wait, if there was one.
+async fn wait_clear_of_window_edges(
+    scenario: &Scenario,
+    policies: &BTreeMap<String, PolicyFacts>,
+) -> Option<u64> {
+    let widths: Vec<u64> = policies
+        .values()
+        .filter_map(|p| match &p.strategy {
+            // Widths are whole milliseconds in any policy file; a cast saturates otherwise.
+            Some(Strategy::FixedWindow(o)) => Some(o.window_ms as u64),
+            _ => None,
+        })
+        .collect();
+    let topology = &scenario.plan.topology;
+    let offsets: Vec<i64> = std::iter::once(0)
+        .chain(topology.server_clock_offsets_ms.iter().copied())
+        .chain(
+            scenario
+                .plan
+                .workers
+                .iter()
+                .filter_map(|g| g.clock.as_ref().map(|c| c.offset_ms)),
+        )
+        .collect();
+    let run_ms = plan_bound(scenario).as_millis() as u64;
+    let now_ms = now_us().div_euclid(1000);
+    let wait = super::window_edge::wait_ms(now_ms, &widths, &offsets, run_ms);
+    if wait == 0 {
+        return None;
+    }
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    Some(wait)
 }
 
 /// The latest moment any group can still be working, from the scenario's own bounds.
@@ -675,6 +781,8 @@ fn worker_spec(
                 contract_dir: cfg.contract_dir.clone(),
                 strategy: *strategy,
                 key: store_key(cfg, scenario, group, policy),
+                cluster: false,
+                scripts_dir: cfg.scripts_dir.clone(),
             }
         }
         Door::Service => DoorSpec::Service {
@@ -771,18 +879,54 @@ fn absolute(path: &Path) -> PathBuf {
 /// switched, so no call a correct client sent it before the switch can still be answered.
 const STALE_PRIMARY_MARGIN: Duration = Duration::from_millis(1000);
 
-/// The scenario's store: one Redis, or a primary and a replica behind a sentinel.
+/// Every script whose calls `cluster-keys` may meet, by name and code: the direct door's
+/// (the contract's, or `--scripts DIR`) and the reference server's own.
+fn known_scripts(cfg: &BattleConfig) -> Vec<(String, String)> {
+    let set = match &cfg.scripts_dir {
+        Some(dir) => crate::redis_scripts::ScriptSet::from_scripts_dir(dir),
+        None => crate::redis_scripts::ScriptSet::from_contract_dir(&cfg.contract_dir),
+    };
+    let mut all: Vec<(String, String)> = set
+        .map(|s| {
+            s.scripts()
+                .iter()
+                .map(|l| (l.entry.name.clone(), l.code.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    all.extend(
+        crate::server::store::redis::own_scripts()
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.to_string())),
+    );
+    all
+}
+
+/// The scenario's store: one Redis, a primary and a replica behind a sentinel, or a cluster
+/// of three primaries.
 enum Store {
     Single(RedisInstance),
     Replicated(Box<ReplicatedRedis>),
+    Cluster(LocalCluster),
 }
 
 impl Store {
-    /// What workers and servers are given: a `redis://` URL, or the sentinel's.
+    /// What workers and servers are given: a `redis://` URL, the sentinel's, or a cluster's
+    /// first node.
     fn url(&self) -> String {
         match self {
             Store::Single(r) => r.url().to_string(),
             Store::Replicated(r) => r.url(),
+            Store::Cluster(c) => c.urls().remove(0),
+        }
+    }
+
+    /// Every node to watch or read directly (behind Sentinel, the primary it names now).
+    async fn urls(&self) -> Vec<String> {
+        match self {
+            Store::Single(r) => vec![r.url().to_string()],
+            Store::Replicated(r) => vec![r.primary_url().await.unwrap_or_else(|e| e.to_string())],
+            Store::Cluster(c) => c.urls(),
         }
     }
 
@@ -790,14 +934,7 @@ impl Store {
         match self {
             Store::Single(r) => r.describe(),
             Store::Replicated(r) => r.describe(),
-        }
-    }
-
-    /// The node to read the store from after the run (the sentinel's primary, if any).
-    async fn direct_url(&self) -> String {
-        match self {
-            Store::Single(r) => r.url().to_string(),
-            Store::Replicated(r) => r.primary_url().await.unwrap_or_else(|e| e.to_string()),
+            Store::Cluster(c) => c.describe(),
         }
     }
 }
@@ -833,6 +970,8 @@ struct Target {
     netns: Option<crate::netfault::netns::NetnsRedis>,
     watched_keys: Vec<String>,
     resume_after: Duration,
+    /// Each group's store key (the one `migrate-slot` moves the slot of).
+    keys: BTreeMap<String, String>,
 }
 
 #[async_trait]
@@ -931,9 +1070,28 @@ impl FaultTarget for Target {
         Ok((vec![target], f))
     }
 
+    async fn migrate_slot(&mut self, fault: &super::scenario::Fault) -> Result<String, FaultError> {
+        let Store::Cluster(cluster) = &self.redis else {
+            return Err(FaultError::NoCluster);
+        };
+        let group = fault.group.as_deref().unwrap_or_default();
+        let key = self
+            .keys
+            .get(group)
+            .ok_or_else(|| FaultError::Unsupported(format!("group `{group}` has no store key")))?;
+        let window = Duration::from_millis(fault.ask_window_ms.unwrap_or(0));
+        let migration = cluster
+            .migrate_slot(key, window)
+            .await
+            .map_err(FaultError::Migrate)?;
+        Ok(migration.to_string())
+    }
+
     async fn restart_redis(&mut self) -> Result<String, FaultError> {
         let Store::Single(redis) = &mut self.redis else {
-            return Err(FaultError::NoReplica);
+            return Err(FaultError::Unsupported(
+                "`restart-redis` restarts one server, not a cluster".into(),
+            ));
         };
         let started = Instant::now();
         // SHUTDOWN SAVE keeps the data (reloaded at start) and loses the script cache.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -278,42 +278,6 @@ impl ConnectionLike for FollowingConnection {
 
     fn get_db(&self) -> i64 {
         0
-    }
-}
-
-/// A connection to the store: one node (reconnecting to the same address), or whichever node
-/// the sentinel calls the primary.
-#[derive(Clone)]
-pub enum RedisLink {
-    Node(ConnectionManager),
-    Following(FollowingConnection),
-}
-
-impl ConnectionLike for RedisLink {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            RedisLink::Node(c) => c.req_packed_command(cmd),
-            RedisLink::Following(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            RedisLink::Node(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisLink::Following(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            RedisLink::Node(c) => c.get_db(),
-            RedisLink::Following(c) => c.get_db(),
-        }
     }
 }
 
