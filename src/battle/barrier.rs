@@ -1,7 +1,8 @@
 //! The worker side of the start barrier, shared by battle workers and `bench load` workers: say
 //! ready (the ready-file), block reading stdin (the read end of one pipe every worker shares)
 //! until the runner closes it, then read the barrier's epoch time from the go-file. EOF without
-//! a go-file means the runner died before the start. The runner side is `spawn.rs`.
+//! a go-file means the runner died before the start. The runner side is `spawn.rs`. Also the
+//! processes' entry ([`process_main`]): exit codes for started, abandoned and failed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,6 +51,28 @@ pub async fn wait(ready_file: &Path, go_file: &Path) -> Result<Option<i64>, Barr
                 path: go_file.into(),
                 text,
             }),
+    }
+}
+
+/// A worker process's whole life on a runtime of its own: `body` says whether the barrier
+/// opened. `Ok(false)` (the runner went away before the start, nothing was done) exits
+/// `WORKER_ABANDONED`; an error is one error line and exit 2.
+pub fn process_main(
+    command: &str,
+    body: impl std::future::Future<Output = anyhow::Result<bool>>,
+) -> std::process::ExitCode {
+    use crate::exit::TkExitCode;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime");
+    match runtime.block_on(body) {
+        Ok(true) => TkExitCode::of(TkExitCode::PASSED),
+        Ok(false) => TkExitCode::of(TkExitCode::WORKER_ABANDONED),
+        Err(e) => {
+            crate::cli_edge::error_line(command, &e);
+            TkExitCode::of(TkExitCode::USAGE_OR_INFRA)
+        }
     }
 }
 

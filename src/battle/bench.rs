@@ -22,7 +22,6 @@ use super::door_redis::RedisDoor;
 use super::history::now_us;
 use super::spawn::{spawn_load_worker, wait_exit, wait_ready};
 use super::spec::{LoadWorkerSpec, REDIS_URL_ENV};
-use crate::exit::TkExitCode;
 use crate::infra::{RedisInstance, RedisOptions};
 use crate::model::{FixedWindowOptions, Strategy};
 use crate::redis_scripts::ScriptSet;
@@ -122,19 +121,14 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
             go_file: go_file.clone(),
             result_file: work.path().join(format!("load-{index}.json")),
         };
-        workers.push(
-            spawn_load_worker(&exe, &spec, &barrier_read, work.path())
-                .map_err(anyhow::Error::msg)?,
-        );
+        workers.push(spawn_load_worker(&exe, &spec, &barrier_read, work.path())?);
     }
     drop(barrier_read);
-    wait_ready(&mut workers).await.map_err(anyhow::Error::msg)?;
+    wait_ready(&mut workers).await?;
     write_atomic(&go_file, now_us().to_string().as_bytes())?;
     drop(barrier_write);
     let bound_time = Duration::from_secs_f64(args.seconds) + Duration::from_secs(20);
-    wait_exit(&mut workers, bound_time)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    wait_exit(&mut workers, bound_time).await?;
 
     let mut totals = LoadTotals::default();
     for index in 0..args.workers {
@@ -217,19 +211,7 @@ pub struct LoadWorkerArgs {
 
 /// The hidden `load-worker` subcommand: one `bench load` worker process.
 pub fn load_worker_main(args: LoadWorkerArgs) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime");
-    match runtime.block_on(load_worker(&args.spec)) {
-        Ok(true) => TkExitCode::of(TkExitCode::PASSED),
-        // `bench load` went away before the barrier opened: nothing was done.
-        Ok(false) => TkExitCode::of(TkExitCode::WORKER_ABANDONED),
-        Err(e) => {
-            crate::cli_edge::error_line("load-worker", &e);
-            TkExitCode::of(TkExitCode::USAGE_OR_INFRA)
-        }
-    }
+    barrier::process_main("load-worker", load_worker(&args.spec))
 }
 
 /// Opens `connections` doors, waits for the barrier, keeps one call in flight on each door

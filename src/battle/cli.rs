@@ -65,6 +65,14 @@ pub struct BattleArgs {
     /// Bound on every call a worker makes, in milliseconds (1..=60000).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub call_timeout_ms: u64,
+    /// Run every scenario F times longer (each group's requests and duration times F), for a
+    /// soak before a release (1..=100; fault times, holds and policies stay as written).
+    #[arg(long, value_name = "F", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_SCALE))]
+    pub scale: u64,
+    /// The direct door runs your own Lua scripts: a folder holding `manifest.json` (spec 6)
+    /// and the files it names, each checked against its sha256 (default: the contract's).
+    #[arg(long)]
+    pub scripts: Option<PathBuf>,
     /// Test only: make every worker a faulty client.
     #[arg(long, value_enum, hide = true)]
     pub worker_fault: Option<WorkerFault>,
@@ -78,6 +86,9 @@ pub struct BattleArgs {
     #[arg(long, requires = "adapter")]
     pub kind: Option<String>,
 }
+
+/// The longest soak `--scale` allows: 100 times a scenario's plan.
+pub const MAX_SCALE: u64 = 100;
 
 pub fn run(args: BattleArgs) -> ExitCode {
     crate::cli_edge::exit_code("battle", execute(args))
@@ -113,6 +124,9 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
         "no scenarios in {}",
         args.scenarios_dir.display()
     );
+    if args.scale > 1 {
+        scenarios = scenarios.iter().map(|s| s.scaled(args.scale)).collect();
+    }
     if args.redis_url.is_some()
         && let Some(cmd) = &args.server_cmd
         && !cmd.contains(super::runner::KEY_PREFIX_PLACEHOLDER)
@@ -137,6 +151,16 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
         ))?),
         None => None,
     };
+    let scripts_dir = match &args.scripts {
+        Some(dir) => {
+            // Loaded (and checksummed) once here, so a bad folder is a usage error, not N
+            // failed workers.
+            crate::redis_scripts::ScriptSet::from_scripts_dir(dir)
+                .with_context(|| format!("--scripts {}", dir.display()))?;
+            Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
+        }
+        None => None,
+    };
     let seed = args.seed.unwrap_or_else(rand::random);
     let run_dir = RunDir::create(&args.logs, "battle")
         .with_context(|| format!("cannot create a run folder under {}", args.logs.display()))?;
@@ -148,6 +172,9 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
                 .map_or("per scenario".to_string(), |n| n.to_string())
         ),
     );
+    summary
+        .details
+        .insert("scale".into(), serde_json::json!(args.scale));
     summary.details.insert(
         "serverCmd".into(),
         serde_json::json!(args.server_cmd.as_deref().unwrap_or("reference")),
@@ -167,6 +194,7 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
         },
         worker_fault: args.worker_fault,
         call_timeout_ms: args.call_timeout_ms,
+        scripts_dir,
         run_id: format!(
             "tk-conform:battle:{}:{}:{seed:x}",
             now_us() / 1000,

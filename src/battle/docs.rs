@@ -202,6 +202,20 @@ pub const CHECKS: &[CheckDoc] = &[
             "sampleError",
         ],
     },
+    CheckDoc {
+        kind: "cluster-keys",
+        proves: "every key a script touched is declared in its KEYS and all of a call's keys \
+                 hash to one Redis Cluster slot, as the store saw it (MONITOR on every node, a \
+                 replay of each script on a private Redis, and the calls a cluster refused)",
+        parameters: &[],
+        numbers: &[
+            "calls",
+            "findings",
+            "refusedByCluster",
+            "firstRefusal",
+            "truncated",
+        ],
+    },
 ];
 
 /// The exec door's checks (`door = "exec"`, `battle --adapter`).
@@ -314,6 +328,9 @@ pub fn render(scenarios: &[Scenario]) -> String {
             }
         } else {
             out.push_str(&format!("- fleet: {} server(s)\n", s.fleet_size(None)));
+            if s.plan.topology.redis != super::scenario::RedisTopology::Single {
+                out.push_str(&format!("- store: {}\n", word(&s.plan.topology.redis)));
+            }
         }
         for g in s.plan.workers.iter().filter(|_| s.plan.exec.is_none()) {
             out.push_str(&format!(
@@ -383,7 +400,8 @@ mod tests {
                 "renewed",
                 "lost-after-pause",
                 "failover",
-                "resumes"
+                "resumes",
+                "cluster-keys"
             ]
         );
         let exec: Vec<&str> = EXEC_CHECKS.iter().map(|c| c.kind).collect();

@@ -19,7 +19,10 @@ use super::faults::{self, FaultError, FaultRecord, FaultTarget, Schedule, carry_
 use super::history::{self, now_us};
 use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
-use super::scenario::{Door, FaultAction, MAX_DURATION_MS, Scenario, WorkerGroup};
+use super::scenario::{
+    Assertion, Door, FaultAction, MAX_DURATION_MS, RedisTopology, Scenario, WorkerGroup,
+};
+use super::script_audit;
 use super::spawn::{SpawnError, Worker, describe_exit, spawn_worker, tail, wait_ready};
 use super::spec::{DoorSpec, WorkerFault, WorkerSpec};
 use super::store_check;
@@ -27,7 +30,10 @@ use crate::backend::exec::v2::{Clock, LimiterKind};
 use crate::backend::service_process::{
     Placeholders, ProcessError, ServerProcess, TemplateError, fill_template,
 };
+use crate::infra::cluster::{ClusterError, LocalCluster};
+use crate::infra::sentinel::ReplicatedRedis;
 use crate::infra::{RedisInstance, RedisOptions, free_loopback_port};
+use crate::model::Strategy;
 use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
@@ -54,6 +60,8 @@ pub struct BattleConfig {
     pub redis: RedisOptions,
     pub worker_fault: Option<WorkerFault>,
     pub call_timeout_ms: u64,
+    /// `battle --scripts DIR`: the direct door runs these scripts instead of the contract's.
+    pub scripts_dir: Option<PathBuf>,
     /// Unique per run: each scenario's keys live under `<run_id>:<scenario>:`, so runs and
     /// scenarios never share state on an external Redis (and the run can delete its own keys).
     pub run_id: String,
@@ -174,6 +182,12 @@ pub enum SetupError {
     Policy(#[from] crate::server::policy::PolicyError),
     #[error(transparent)]
     Redis(#[from] crate::infra::RedisError),
+    #[error("cannot start the Redis Cluster")]
+    Cluster(#[source] ClusterError),
+    #[error("cannot watch the store's script calls (MONITOR): {0}")]
+    Audit(String),
+    #[error(transparent)]
+    Sentinel(#[from] crate::infra::sentinel::SentinelError),
     #[error(transparent)]
     Server(#[from] ServerStartError),
     #[error(transparent)]
@@ -276,6 +290,9 @@ pub struct ScenarioResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub network: Vec<crate::netfault::NetEvent>,
     pub workers: Vec<serde_json::Value>,
+    /// The run waited this long for a fixed window's edge to pass (`window_edge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_wait_ms: Option<u64>,
 }
 
 impl ScenarioResult {
@@ -348,6 +365,7 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         fault_windows: Vec::new(),
         network: Vec::new(),
         workers: Vec::new(),
+        edge_wait_ms: None,
     };
     // On a Redis the harness did not start, the scenario's keys go however it ends (an
     // interrupt deletes them too, through the registration).
@@ -444,20 +462,64 @@ async fn battle(
             result.skipped = Some(format!("puts Redis in a network namespace: {e}"));
             return Ok(());
         }
-        let binary = cfg
-            .redis
-            .server_binary
-            .clone()
-            .or_else(crate::infra::find_redis_binary)
-            .ok_or(SetupError::NoRedisBinary)?;
+        let binary = redis_binary(cfg)?;
         let ns = crate::netfault::netns::NetnsRedis::start(&binary)
             .await
             .map_err(SetupError::Netns)?;
         options.url = Some(ns.url().to_string());
         netns = Some(ns);
     }
-    let redis = RedisInstance::provision(&options).await?;
+    let store = if scenario.plan.topology.redis == RedisTopology::Replicated {
+        if cfg.redis.url.is_some() {
+            result.skipped = Some(
+                "needs a primary, a replica and a sentinel of its own, which an external \
+                 --redis-url does not allow"
+                    .into(),
+            );
+            return Ok(());
+        }
+        let Some(sentinel) = crate::infra::sentinel::find_sentinel_binary() else {
+            result.skipped = Some(
+                "needs redis-sentinel, which is not on PATH (Debian: apt-get install redis-sentinel)"
+                    .into(),
+            );
+            return Ok(());
+        };
+        let binary = redis_binary(cfg)?;
+        Store::Replicated(Box::new(ReplicatedRedis::start(&binary, &sentinel).await?))
+    } else if scenario.plan.topology.redis == RedisTopology::Cluster {
+        if cfg.redis.url.is_some() {
+            result.skipped = Some(
+                "starts a Redis Cluster of its own, which an external --redis-url cannot be".into(),
+            );
+            return Ok(());
+        }
+        let binary = redis_binary(cfg)?;
+        Store::Cluster(
+            LocalCluster::start(&binary)
+                .await
+                .map_err(SetupError::Cluster)?,
+        )
+    } else {
+        Store::Single(RedisInstance::provision(&options).await?)
+    };
+    let redis = &store;
     result.redis = redis.describe();
+    // `cluster-keys`: MONITOR on every node from before the first script call.
+    let watch = if scenario
+        .plan
+        .assertions
+        .iter()
+        .any(|a| matches!(a, Assertion::ClusterKeys { .. }))
+    {
+        Some(
+            script_audit::watch(&redis.urls().await)
+                .await
+                .map_err(SetupError::Audit)?,
+        )
+    } else {
+        None
+    };
 
     let mut net = scenario.plan.network.proxy.then(Network::new);
     let fleet_size = result.fleet;
@@ -466,10 +528,10 @@ async fn battle(
     for index in 0..fleet_size {
         let url = match &mut net {
             Some(n) => n
-                .redis_for_server(index, redis.url())
+                .redis_for_server(index, &redis.url())
                 .await
                 .map_err(SetupError::Network)?,
-            None => redis.url().to_string(),
+            None => redis.url(),
         };
         servers.push(start_server(template, index, cfg, scenario, &policy_file, &url, dir).await?);
     }
@@ -482,21 +544,30 @@ async fn battle(
     for group in &scenario.plan.workers {
         let (group_redis, group_addrs) = match &mut net {
             Some(n) if group.door == Door::Redis => (
-                n.redis_for_group(&group.group, redis.url())
+                n.redis_for_group(&group.group, &redis.url())
                     .await
                     .map_err(SetupError::Network)?,
                 addrs.clone(),
             ),
             Some(n) => (
-                redis.url().to_string(),
+                redis.url(),
                 n.servers_for_group(&group.group, &addrs)
                     .await
                     .map_err(SetupError::Network)?,
             ),
-            None => (redis.url().to_string(), addrs.clone()),
+            None => (redis.url(), addrs.clone()),
+        };
+        // On a cluster a group starts at the node serving its key (a cluster-aware door
+        // finds the others itself; a cluster-unaware one stays there).
+        let group_redis = match (redis, policies.get(&group.policy)) {
+            (Store::Cluster(c), Some(facts)) => c
+                .url_for_key(&store_key(cfg, scenario, group, facts))
+                .await
+                .map_err(SetupError::Cluster)?,
+            _ => group_redis,
         };
         for index in 0..group.count {
-            let spec = worker_spec(
+            let mut spec = worker_spec(
                 scenario,
                 cfg,
                 group,
@@ -508,23 +579,45 @@ async fn battle(
                 &go_file,
                 exec.as_ref(),
             )?;
+            if let DoorSpec::Redis { cluster, .. } = &mut spec.door {
+                *cluster = matches!(redis, Store::Cluster(_));
+            }
             workers.push(spawn_worker(&cfg.exe, &spec, &barrier_read, dir)?);
         }
     }
     drop(barrier_read);
     wait_ready(&mut workers).await?;
+    result.edge_wait_ms = wait_clear_of_window_edges(scenario, &policies).await;
 
     let t0_us = now_us();
     let t0 = Instant::now();
     write_atomic(&go_file, t0_us.to_string().as_bytes()).map_err(file("write", &go_file))?;
     drop(barrier_write);
 
+    let keys = scenario
+        .plan
+        .workers
+        .iter()
+        .filter_map(|g| {
+            let facts = policies.get(&g.policy)?;
+            Some((g.group.clone(), store_key(cfg, scenario, g, facts)))
+        })
+        .collect();
     let mut target = Target {
         workers,
         servers,
-        redis,
+        redis: store,
         net,
         netns,
+        watched_keys: watched_keys(scenario, cfg, &policies),
+        resume_after: Duration::from_millis(
+            scenario
+                .plan
+                .network
+                .call_timeout_ms
+                .unwrap_or(cfg.call_timeout_ms),
+        ) + STALE_PRIMARY_MARGIN,
+        keys,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
     let delayed = with_random_delays(&scenario.plan.faults, cfg.seed);
@@ -625,7 +718,7 @@ async fn battle(
             .map(|g| g.key.as_str())
             .collect();
         let snapshot = store_check::exec_snapshot(
-            target.redis.url(),
+            &target.redis.url(),
             &cfg.namespace(scenario),
             cfg.redis.url.is_none(),
             facts.shape().ttl_bound,
@@ -643,8 +736,15 @@ async fn battle(
         result.verdict = checker::overall(&result.judgements);
         return Ok(());
     }
-    // The store as the run left it: read directly, never through the proxy.
-    let snapshot = store_check::snapshot(
+    if let Store::Replicated(r) = &target.redis {
+        for (name, log) in r.logs() {
+            let _ = std::fs::copy(log, dir.join("servers").join(name));
+        }
+    }
+    // The store as the run left it: read directly, never through the proxy (behind Sentinel,
+    // on the primary it names now).
+    let store_urls = target.redis.urls().await;
+    let mut snapshot = store_check::snapshot(
         scenario,
         &store_check::StoreScope {
             key_of: &|g, facts| store_key(cfg, scenario, g, facts),
@@ -652,14 +752,62 @@ async fn battle(
             granted_lease_ms: store_check::granted_lease_ms(&histories),
         },
         &policies,
-        target.redis.url(),
+        &store_urls,
         fleet_size,
     )
     .await;
+    if let Some(watch) = watch {
+        snapshot.scripts = Some(script_audit::finish(watch, &known_scripts(cfg)).await);
+    }
     result.judgements =
         checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);
     Ok(())
+}
+
+/// The redis-server the harness starts itself: `--redis-server`, or the first on PATH.
+fn redis_binary(cfg: &BattleConfig) -> Result<PathBuf, SetupError> {
+    cfg.redis
+        .server_binary
+        .clone()
+        .or_else(crate::infra::find_redis_binary)
+        .ok_or(SetupError::NoRedisBinary)
+}
+
+/// Sleeps until every clock the run uses (the machine's, each server's and each group's
+/// offset) is far enough from a fixed window's edge to run the whole plan in one window
+/// (`window_edge`); returns the wait, if there was one.
+async fn wait_clear_of_window_edges(
+    scenario: &Scenario,
+    policies: &BTreeMap<String, PolicyFacts>,
+) -> Option<u64> {
+    let widths: Vec<u64> = policies
+        .values()
+        .filter_map(|p| match &p.strategy {
+            // Widths are whole milliseconds in any policy file; a cast saturates otherwise.
+            Some(Strategy::FixedWindow(o)) => Some(o.window_ms as u64),
+            _ => None,
+        })
+        .collect();
+    let topology = &scenario.plan.topology;
+    let offsets: Vec<i64> = std::iter::once(0)
+        .chain(topology.server_clock_offsets_ms.iter().copied())
+        .chain(
+            scenario
+                .plan
+                .workers
+                .iter()
+                .filter_map(|g| g.clock.as_ref().map(|c| c.offset_ms)),
+        )
+        .collect();
+    let run_ms = plan_bound(scenario).as_millis() as u64;
+    let now_ms = now_us().div_euclid(1000);
+    let wait = super::window_edge::wait_ms(now_ms, &widths, &offsets, run_ms);
+    if wait == 0 {
+        return None;
+    }
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    Some(wait)
 }
 
 /// The latest moment any group can still be working, from the scenario's own bounds.
@@ -842,6 +990,8 @@ fn contract_door(
                 contract_dir: cfg.contract_dir.clone(),
                 strategy: *strategy,
                 key: store_key(cfg, scenario, group, policy),
+                cluster: false,
+                scripts_dir: cfg.scripts_dir.clone(),
             }
         }
         Door::Service => DoorSpec::Service {
@@ -892,13 +1042,103 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The old primary stays frozen this long past the clients' call bound after the sentinel
+/// switched, so no call a correct client sent it before the switch can still be answered.
+const STALE_PRIMARY_MARGIN: Duration = Duration::from_millis(1000);
+
+/// Every script whose calls `cluster-keys` may meet, by name and code: the direct door's
+/// (the contract's, or `--scripts DIR`) and the reference server's own.
+fn known_scripts(cfg: &BattleConfig) -> Vec<(String, String)> {
+    let set = match &cfg.scripts_dir {
+        Some(dir) => crate::redis_scripts::ScriptSet::from_scripts_dir(dir),
+        None => crate::redis_scripts::ScriptSet::from_contract_dir(&cfg.contract_dir),
+    };
+    let mut all: Vec<(String, String)> = set
+        .map(|s| {
+            s.scripts()
+                .iter()
+                .map(|l| (l.entry.name.clone(), l.code.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    all.extend(
+        crate::server::store::redis::own_scripts()
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.to_string())),
+    );
+    all
+}
+
+/// The scenario's store: one Redis, a primary and a replica behind a sentinel, or a cluster
+/// of three primaries.
+enum Store {
+    Single(RedisInstance),
+    Replicated(Box<ReplicatedRedis>),
+    Cluster(LocalCluster),
+}
+
+impl Store {
+    /// What workers and servers are given: a `redis://` URL, the sentinel's, or a cluster's
+    /// first node.
+    fn url(&self) -> String {
+        match self {
+            Store::Single(r) => r.url().to_string(),
+            Store::Replicated(r) => r.url(),
+            Store::Cluster(c) => c.urls().remove(0),
+        }
+    }
+
+    /// Every node to watch or read directly (behind Sentinel, the primary it names now).
+    async fn urls(&self) -> Vec<String> {
+        match self {
+            Store::Single(r) => vec![r.url().to_string()],
+            Store::Replicated(r) => vec![r.primary_url().await.unwrap_or_else(|e| e.to_string())],
+            Store::Cluster(c) => c.urls(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Store::Single(r) => r.describe(),
+            Store::Replicated(r) => r.describe(),
+            Store::Cluster(c) => c.describe(),
+        }
+    }
+}
+
+/// The fixedWindow keys the groups share, whose counts a failover records on both nodes.
+fn watched_keys(
+    scenario: &Scenario,
+    cfg: &BattleConfig,
+    policies: &BTreeMap<String, PolicyFacts>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = scenario
+        .plan
+        .workers
+        .iter()
+        .filter(|g| matches!(g.door, Door::Redis | Door::Service))
+        .filter_map(|g| {
+            let facts = policies.get(&g.policy)?;
+            matches!(facts.strategy, Some(crate::model::Strategy::FixedWindow(_)))
+                .then(|| store_key(cfg, scenario, g, facts))
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// What the fault schedule acts on.
 struct Target {
     workers: Vec<Worker>,
     servers: Vec<Server>,
-    redis: RedisInstance,
+    redis: Store,
     net: Option<Network>,
     netns: Option<crate::netfault::netns::NetnsRedis>,
+    watched_keys: Vec<String>,
+    resume_after: Duration,
+    /// Each group's store key (the one `migrate-slot` moves the slot of).
+    keys: BTreeMap<String, String>,
 }
 
 #[async_trait]
@@ -971,10 +1211,58 @@ impl FaultTarget for Target {
         }
     }
 
+    async fn failover(
+        &mut self,
+        unreplicated: Option<Duration>,
+    ) -> Result<(Vec<String>, crate::infra::sentinel::FailoverRecord), FaultError> {
+        let Store::Replicated(r) = &self.redis else {
+            return Err(FaultError::NoReplica);
+        };
+        let f = r
+            .failover(&self.watched_keys, self.resume_after, unreplicated)
+            .await?;
+        let cut = unreplicated.map_or(String::new(), |d| {
+            format!("replica cut off {} ms before; ", d.as_millis())
+        });
+        let target = format!(
+            "{cut}primary {} frozen at offset {} (replica at {}), sentinel switched to {} after {} ms, \
+             old primary resumed {} ms later",
+            f.old_primary,
+            f.primary_offset,
+            f.replica_offset,
+            f.new_primary,
+            (f.switched_us - f.paused_us) / 1000,
+            (f.resumed_us - f.switched_us) / 1000,
+        );
+        Ok((vec![target], f))
+    }
+
+    async fn migrate_slot(&mut self, fault: &super::scenario::Fault) -> Result<String, FaultError> {
+        let Store::Cluster(cluster) = &self.redis else {
+            return Err(FaultError::NoCluster);
+        };
+        let group = fault.group.as_deref().unwrap_or_default();
+        let key = self
+            .keys
+            .get(group)
+            .ok_or_else(|| FaultError::Unsupported(format!("group `{group}` has no store key")))?;
+        let window = Duration::from_millis(fault.ask_window_ms.unwrap_or(0));
+        let migration = cluster
+            .migrate_slot(key, window)
+            .await
+            .map_err(FaultError::Migrate)?;
+        Ok(migration.to_string())
+    }
+
     async fn restart_redis(&mut self) -> Result<String, FaultError> {
+        let Store::Single(redis) = &mut self.redis else {
+            return Err(FaultError::Unsupported(
+                "`restart-redis` restarts one server, not a cluster".into(),
+            ));
+        };
         let started = Instant::now();
         // SHUTDOWN SAVE keeps the data (reloaded at start) and loses the script cache.
-        let client = redis::Client::open(self.redis.url()).map_err(FaultError::RedisConnect)?;
+        let client = redis::Client::open(redis.url()).map_err(FaultError::RedisConnect)?;
         let mut con = tokio::time::timeout(
             Duration::from_secs(2),
             client.get_multiplexed_async_connection(),
@@ -986,13 +1274,13 @@ impl FaultTarget for Target {
             .arg("SAVE")
             .query_async(&mut con)
             .await;
-        self.redis
+        redis
             .restart()
             .await
             .map_err(|e| FaultError::RedisRestart(Box::new(e)))?;
         Ok(format!(
             "{} restarted with its data and an empty script cache in {} ms",
-            self.redis.describe(),
+            redis.describe(),
             started.elapsed().as_millis()
         ))
     }

@@ -17,6 +17,8 @@ pub const MAX_WORKERS: u32 = 64;
 pub const MAX_REQUESTS: u64 = 100_000;
 pub const MAX_DURATION_MS: u64 = 30_000;
 pub const MAX_FLEET: usize = 9;
+/// The longest a failover's replica may be cut off before it (`unreplicated_ms`).
+pub const MAX_UNREPLICATED_MS: u64 = 800;
 /// Bounds on a delay rule, so a typo cannot stall a run for minutes.
 pub const MAX_DELAY_MS: u64 = 10_000;
 pub const MAX_CALL_TIMEOUT_MS: u64 = 60_000;
@@ -103,6 +105,20 @@ pub struct Topology {
     /// behind); 0 or missing: the real clock. (redis-server itself cannot run under it.)
     #[serde(default)]
     pub server_clock_offsets_ms: Vec<i64>,
+    /// The store: one Redis, a primary and a replica behind `redis-sentinel`, or a cluster.
+    #[serde(default)]
+    pub redis: RedisTopology,
+}
+
+/// `[topology] redis`: what the store is made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisTopology {
+    #[default]
+    Single,
+    /// A primary, one replica and a sentinel; clients follow the primary through `failover`.
+    Replicated,
+    Cluster,
 }
 
 pub use crate::server::fail_mode::FailPolicy;
@@ -118,6 +134,7 @@ impl Topology {
             lease_ttl_ms: default_lease_ttl_ms(),
             fail: None,
             server_clock_offsets_ms: Vec::new(),
+            redis: RedisTopology::Single,
         }
     }
 }
@@ -283,6 +300,11 @@ pub enum FaultAction {
     NetnsPartition,
     /// Written by the runner `for_ms` after a network fault: the links pass everything again.
     Heal,
+    /// `redis = "replicated"`: the primary freezes, the sentinel promotes the replica, and the
+    /// old primary wakes as a stale primary (see `infra::sentinel`).
+    Failover,
+    /// `[topology] redis = "cluster"`: the slot of `group`'s key moves to another primary.
+    MigrateSlot,
 }
 
 impl FaultAction {
@@ -331,7 +353,18 @@ pub struct Fault {
     /// `delay` and `blackhole`: which direction (default both).
     #[serde(default)]
     pub direction: Option<crate::netfault::Direction>,
+    /// `failover`: for this long before it, the replica is cut off (frozen, its link closed),
+    /// so the primary acknowledges writes the replica never receives.
+    #[serde(default)]
+    pub unreplicated_ms: Option<u64>,
+    /// `migrate-slot`: how long the slot stays half moved (clients get ASK) before it is
+    /// handed over (clients get MOVED).
+    #[serde(default)]
+    pub ask_window_ms: Option<u64>,
 }
+
+/// The longest ASK window a `migrate-slot` may hold.
+pub const MAX_ASK_WINDOW_MS: u64 = 5000;
 
 /// What the checker judges. Every assertion reads only the histories and the fault log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -447,6 +480,17 @@ pub enum Assertion {
     /// Exec door: the group's first call, made after the family's quiet period (a full window
     /// or refill) since every other call and kill, is admitted.
     AdmitsAgain { group: String },
+    /// Across the `failover` fault, each fixedWindow key admits at most its limit plus the
+    /// writes the primary had acknowledged and the replica had not received.
+    FailoverBound {
+        fault: String,
+        #[serde(default)]
+        groups: Vec<String>,
+    },
+    /// Every key a script touched during the run (seen by MONITOR on every node, and in a
+    /// replay of each script on a private Redis) is declared in its KEYS, and all of a call's
+    /// keys hash to one cluster slot.
+    ClusterKeys {},
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -475,6 +519,8 @@ impl Assertion {
             Assertion::SkewBound { .. } => "skew-bound",
             Assertion::FamilyCap { .. } => "family-cap",
             Assertion::AdmitsAgain { .. } => "admits-again",
+            Assertion::FailoverBound { .. } => "failover-bound",
+            Assertion::ClusterKeys { .. } => "cluster-keys",
         }
     }
 
@@ -491,10 +537,14 @@ impl Assertion {
             | Assertion::CountedOnce { groups }
             | Assertion::StoreDown { groups, .. }
             | Assertion::SkewBound { groups, .. }
-            | Assertion::FamilyCap { groups, .. } => groups.iter().map(String::as_str).collect(),
+            | Assertion::FamilyCap { groups, .. }
+            | Assertion::FailoverBound { groups, .. } => {
+                groups.iter().map(String::as_str).collect()
+            }
             Assertion::LostAfterPause { group, .. } | Assertion::AdmitsAgain { group } => {
                 vec![group.as_str()]
             }
+            Assertion::ClusterKeys { .. } => Vec::new(),
         }
     }
 
@@ -504,7 +554,8 @@ impl Assertion {
             | Assertion::LostAfterPause { fault, .. }
             | Assertion::Failover { fault, .. }
             | Assertion::Resumes { fault, .. }
-            | Assertion::StoreDown { fault, .. } => Some(fault),
+            | Assertion::StoreDown { fault, .. }
+            | Assertion::FailoverBound { fault, .. } => Some(fault),
             _ => None,
         }
     }
@@ -536,6 +587,21 @@ impl Scenario {
         };
         scenario.validate()?;
         Ok(scenario)
+    }
+
+    /// The scenario run `factor` times longer, for a soak (`battle --scale`): every group's
+    /// `requests` and `duration_ms` grow by `factor`, so each group makes `factor` times the
+    /// calls over `factor` times the time. Fault times, holds, start offsets and the policies'
+    /// limits and windows stay as written: faults hit the same early moments, and each check's
+    /// bound means what it meant, under more calls and (for windows shorter than the run) more
+    /// windows.
+    pub fn scaled(&self, factor: u64) -> Scenario {
+        let mut s = self.clone();
+        for g in &mut s.plan.workers {
+            g.requests = g.requests.map(|r| r.saturating_mul(factor));
+            g.duration_ms = g.duration_ms.map(|d| d.saturating_mul(factor));
+        }
+        s
     }
 
     /// The policy YAML text, inline or read from the file next to the scenario.
@@ -733,6 +799,7 @@ impl Scenario {
                 ),
             ));
         }
+        self.validate_store_topology()?;
         if plan.workers.is_empty() {
             return Err(self.invalid("workers", "at least one worker group is needed"));
         }
@@ -807,6 +874,76 @@ impl Scenario {
                 return Err(self.invalid(
                     &format!("assertions[{i}].fault"),
                     format!("no fault called `{f}`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[topology] redis` against what the plan asks of the store.
+    fn validate_store_topology(&self) -> Result<(), ScenarioError> {
+        let plan = &self.plan;
+        let redis = plan.topology.redis;
+        if redis == RedisTopology::Cluster && (plan.network.proxy || plan.network.netns) {
+            return Err(self.invalid(
+                "topology.redis",
+                "a cluster sends clients to its nodes' own addresses (MOVED/ASK), past \
+                 any proxy or namespace: no `[network] proxy` or `netns` with it",
+            ));
+        }
+        for (i, f) in plan.faults.iter().enumerate() {
+            let replicated = redis == RedisTopology::Replicated;
+            match (f.action, f.unreplicated_ms) {
+                (FaultAction::Failover, Some(ms)) if !(1..=MAX_UNREPLICATED_MS).contains(&ms) => {
+                    return Err(self.invalid(
+                        &format!("faults[{i}].unreplicated_ms"),
+                        format!(
+                            "must be 1..={MAX_UNREPLICATED_MS} (below the sentinel's 1 s \
+                             down-after, so the cut-off replica still counts), got {ms}"
+                        ),
+                    ));
+                }
+                (FaultAction::Failover, _) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(self.invalid(
+                        &format!("faults[{i}].unreplicated_ms"),
+                        "`unreplicated_ms` belongs to `failover` only",
+                    ));
+                }
+            }
+            if f.action == FaultAction::Failover && !replicated {
+                return Err(self.invalid(
+                    &format!("faults[{i}].action"),
+                    "`failover` needs a replica: set `[topology] redis = \"replicated\"`",
+                ));
+            }
+            if f.action == FaultAction::RestartRedis && replicated {
+                return Err(self.invalid(
+                    &format!("faults[{i}].action"),
+                    "`restart-redis` restarts a single Redis; a replicated store fails over \
+                     (`action = \"failover\"`)",
+                ));
+            }
+        }
+        if redis == RedisTopology::Replicated && (plan.network.proxy || plan.network.netns) {
+            return Err(self.invalid(
+                "topology.redis",
+                "a replicated store is not wired through the fault proxy or a network \
+                 namespace: drop `[network] proxy`/`netns`",
+            ));
+        }
+        for (i, a) in plan.assertions.iter().enumerate() {
+            if let Assertion::FailoverBound { fault, .. } = a
+                && !plan
+                    .faults
+                    .iter()
+                    .any(|f| &f.name == fault && f.action == FaultAction::Failover)
+            {
+                return Err(self.invalid(
+                    &format!("assertions[{i}].fault"),
+                    format!(
+                        "`failover-bound` needs a fault of `action = \"failover\"` called `{fault}`"
+                    ),
                 ));
             }
         }
@@ -934,6 +1071,9 @@ impl Scenario {
 
     fn validate_fault(&self, i: usize, f: &Fault) -> Result<(), ScenarioError> {
         let key = |field: &str| format!("faults[{i}].{field}");
+        if f.ask_window_ms.is_some() && f.action != FaultAction::MigrateSlot {
+            return Err(self.invalid(&key("ask_window_ms"), "belongs to `migrate-slot` only"));
+        }
         if f.at_ms > MAX_DURATION_MS {
             return Err(self.invalid(&key("at_ms"), format!("must be <= {MAX_DURATION_MS}")));
         }
@@ -976,7 +1116,49 @@ impl Scenario {
                     ));
                 }
             }
-            FaultAction::RestartRedis => {}
+            FaultAction::RestartRedis if self.plan.topology.redis == RedisTopology::Cluster => {
+                return Err(self.invalid(
+                    &key("action"),
+                    "`restart-redis` restarts one server; on a cluster use `migrate-slot`",
+                ));
+            }
+            FaultAction::RestartRedis | FaultAction::Failover => {}
+            FaultAction::MigrateSlot => {
+                if self.plan.topology.redis != RedisTopology::Cluster {
+                    return Err(self.invalid(
+                        &key("action"),
+                        "`migrate-slot` needs a cluster: set `[topology] redis = \"cluster\"`",
+                    ));
+                }
+                let Some(name) = &f.group else {
+                    return Err(self.invalid(
+                        &key("group"),
+                        "`migrate-slot` moves the slot of a group's key: give `group`",
+                    ));
+                };
+                match self.group(name) {
+                    Some(g) if g.door == Door::Redis => {}
+                    Some(_) => {
+                        return Err(self.invalid(
+                            &key("group"),
+                            format!(
+                                "group `{name}` does not use the direct door (`door = \"redis\"`)"
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(
+                            self.invalid(&key("group"), format!("no worker group called `{name}`"))
+                        );
+                    }
+                }
+                if f.ask_window_ms.is_some_and(|ms| ms > MAX_ASK_WINDOW_MS) {
+                    return Err(self.invalid(
+                        &key("ask_window_ms"),
+                        format!("must be <= {MAX_ASK_WINDOW_MS}"),
+                    ));
+                }
+            }
             _ => {
                 // A network fault may name the server whose clients it cuts off (for `failover`).
                 if let Some(s) = f.server
@@ -1168,6 +1350,25 @@ exact = true
     }
 
     #[test]
+    fn scaling_multiplies_the_load_and_nothing_else() {
+        let text = format!(
+            "{}\n[[faults]]\nname = \"stop\"\nat_ms = 10\naction = \"sigstop-workers\"\ngroup = \"racers\"\n",
+            GOOD.replace(
+                "requests = 5",
+                "requests = 5\nduration_ms = 300\nstart_after_ms = 7"
+            )
+        );
+        let s = parse(&text).unwrap().scaled(10);
+        let g = &s.plan.workers[0];
+        assert_eq!((g.requests, g.duration_ms), (Some(50), Some(3000)));
+        assert_eq!((g.start_after_ms, s.plan.faults[0].at_ms), (7, 10));
+        assert!(matches!(
+            s.plan.assertions[0],
+            Assertion::Cap { limit: 10, .. }
+        ));
+    }
+
+    #[test]
     fn unknown_key_names_file_and_key() {
         let err = parse(&GOOD.replace("requests = 5", "requets = 5"))
             .unwrap_err()
@@ -1344,6 +1545,75 @@ exact = true
         .unwrap_err()
         .to_string();
         assert!(err.contains("topology.server_clock_offsets_ms"), "{err}");
+    }
+
+    #[test]
+    fn store_topologies_are_checked_key_by_key() {
+        let cluster = GOOD.replace("fleet = 0", "fleet = 0\nredis = \"cluster\"");
+        let ok = parse(&cluster).unwrap();
+        assert_eq!(ok.plan.topology.redis, RedisTopology::Cluster);
+        let migrate = "[[faults]]\nname = \"m\"\nat_ms = 10\naction = \"migrate-slot\"";
+        let cases = [
+            (
+                GOOD.replace("fleet = 0", "fleet = 0\nredis = \"replicated\""),
+                "topology.redis",
+                "not supported",
+            ),
+            (
+                GOOD.replace("fleet = 0", "fleet = 0\nredis = \"sharded\""),
+                "redis",
+                "unknown variant",
+            ),
+            (
+                format!("{cluster}\n[network]\nproxy = true\n"),
+                "topology.redis",
+                "no `[network] proxy`",
+            ),
+            (
+                format!("{GOOD}\n{migrate}\ngroup = \"racers\"\n"),
+                "faults[0].action",
+                "needs a cluster",
+            ),
+            (
+                format!("{cluster}\n{migrate}\n"),
+                "faults[0].group",
+                "give `group`",
+            ),
+            (
+                format!("{cluster}\n{migrate}\ngroup = \"nobody\"\n"),
+                "faults[0].group",
+                "no worker group called `nobody`",
+            ),
+            (
+                format!("{cluster}\n{migrate}\ngroup = \"racers\"\nask_window_ms = 5001\n"),
+                "faults[0].ask_window_ms",
+                "<= 5000",
+            ),
+            (
+                format!(
+                    "{cluster}\n[[faults]]\nname = \"r\"\nat_ms = 10\naction = \"restart-redis\"\n"
+                ),
+                "faults[0].action",
+                "on a cluster use `migrate-slot`",
+            ),
+            (
+                format!(
+                    "{GOOD}\n[[faults]]\nname = \"r\"\nat_ms = 10\naction = \"restart-redis\"\nask_window_ms = 5\n"
+                ),
+                "faults[0].ask_window_ms",
+                "`migrate-slot` only",
+            ),
+        ];
+        for (text, key, needle) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(needle), "{key}: {err}");
+        }
+        let ok = parse(&format!(
+            "{cluster}\n{migrate}\ngroup = \"racers\"\nask_window_ms = 300\n[[assertions]]\nkind = \"cluster-keys\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.plan.faults[0].ask_window_ms, Some(300));
+        assert_eq!(ok.plan.assertions[1].kind(), "cluster-keys");
     }
 
     #[test]

@@ -18,12 +18,11 @@ use tokio::time::Instant;
 use super::barrier::{self, BarrierError};
 use super::door::{CallError, Door, OpenError};
 use super::door_exec::{ExecDoor, ExecOpen};
-use super::door_redis::RedisDoor;
+use super::door_redis::{DoorStore, RedisDoor};
 use super::door_service::ServiceDoor;
 use super::history::{Event, HistoryError, HistoryWriter, Op, Reply, now_us};
 use super::scenario::MAX_DURATION_MS;
 use super::spec::{DoorSpec, Operation, WorkerFault, WorkerSpec};
-use crate::exit::TkExitCode;
 use crate::model::{LeaseConfig, LeaseSpender, SpendOutcome};
 
 #[derive(Debug, clap::Args)]
@@ -66,19 +65,7 @@ pub enum WorkerError {
 
 /// The `worker` subcommand's entry point.
 pub fn main(args: WorkerArgs) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime");
-    match runtime.block_on(run(&args.spec)) {
-        Ok(true) => TkExitCode::of(TkExitCode::PASSED),
-        // The runner went away before the barrier opened: nothing was done.
-        Ok(false) => TkExitCode::of(TkExitCode::WORKER_ABANDONED),
-        Err(e) => {
-            crate::cli_edge::error_line("worker", &e.into());
-            TkExitCode::of(TkExitCode::USAGE_OR_INFRA)
-        }
-    }
+    barrier::process_main("worker", async { Ok(run(&args.spec).await?) })
 }
 
 pub use super::spec::REDIS_URL_ENV;
@@ -117,11 +104,24 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
             contract_dir,
             strategy,
             key,
+            cluster,
+            scripts_dir,
         } => Box::new(
-            RedisDoor::connect(url, contract_dir, *strategy, key, timeout, spec.fault)
-                .await
-                .map_err(|m| door_error("redis", m))?
-                .with_clock(spec.clock.unwrap_or_default(), spec.now),
+            RedisDoor::connect_with(
+                url,
+                &DoorStore {
+                    contract_dir: contract_dir.clone(),
+                    scripts_dir: scripts_dir.clone(),
+                    cluster: *cluster,
+                },
+                *strategy,
+                key,
+                timeout,
+                spec.fault,
+            )
+            .await
+            .map_err(|m| door_error("redis", m))?
+            .with_clock(spec.clock.unwrap_or_default(), spec.now),
         ),
         DoorSpec::Service {
             servers,

@@ -517,18 +517,7 @@ fn sigkilling_the_harness_leaves_no_process_of_the_run() {
     }
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
-    let mut harness = Command::new(EXE)
-        .args(["battle", "crash-reclaim", "--scenarios-dir"])
-        .arg(repo().join("scenarios"))
-        .arg("--contract")
-        .arg(repo().join("contract"))
-        .arg("--logs")
-        .arg(logs.path())
-        .env("CI", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = spawn_harness(&["crash-reclaim"], logs.path());
     // Wait until the battle is in full swing: Redis, 3 servers and 6 workers.
     let started = Instant::now();
     let mut seen = Vec::new();
@@ -633,6 +622,98 @@ fn bench_load_measures_the_direct_door() {
     );
     assert!(text.contains("tk-conform direct door"), "{text}");
     assert!(text.contains(", 0 errors"), "{text}");
+}
+
+/// A `bench load` worker (the hidden `load-worker`) whose runner is gone before the start exits
+/// 3 having done nothing; one told a broken spec exits 2 naming the file.
+#[test]
+fn a_load_worker_without_its_runner_does_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("load-0.json");
+    let result = dir.path().join("load-0.result.json");
+    let text = serde_json::json!({
+        "index": 0, "url": "redis://127.0.0.1:1", "contractDir": repo().join("contract"),
+        "strategy": {"kind": "fixedWindow", "options": {"limit": 10, "windowMs": 1000}},
+        "keyPrefix": "tk-conform-bench-test", "keys": 1, "connections": 0, "durationMs": 100,
+        "callTimeoutMs": 100, "readyFile": dir.path().join("ready"),
+        "goFile": dir.path().join("go"), "resultFile": result,
+    });
+    std::fs::write(&spec, text.to_string()).unwrap();
+    // stdin at EOF at once and no go-file: the runner died before the barrier opened.
+    let out = Command::new(EXE)
+        .args(["load-worker", "--spec"])
+        .arg(&spec)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("ready").exists());
+    assert!(!result.exists());
+
+    std::fs::write(&spec, "{\"index\": 0}").unwrap();
+    let out = Command::new(EXE)
+        .args(["load-worker", "--spec"])
+        .arg(&spec)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("tk-conform load-worker: error: cannot parse load worker spec")
+            && stderr.contains("load-0.json")
+            && stderr.contains("missing field"),
+        "{stderr}"
+    );
+}
+
+/// `scripts/battle-cycles.sh` passes the battle modules as they are, and fails, naming the
+/// loop, once one module imports another that imports it back.
+#[test]
+fn the_battle_modules_have_no_import_cycle() {
+    let script = repo().join("scripts/battle-cycles.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(copy.path().join("scripts")).unwrap();
+    std::fs::copy(&script, copy.path().join("scripts/battle-cycles.sh")).unwrap();
+    let battle = copy.path().join("src/battle");
+    std::fs::create_dir_all(battle.join("checker")).unwrap();
+    for dir in ["", "checker"] {
+        for entry in std::fs::read_dir(repo().join("src/battle").join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                std::fs::copy(&path, battle.join(dir).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    // The leaf `link` made to import `scenario`, which imports it.
+    let link = battle.join("link.rs");
+    let text = std::fs::read_to_string(&link).unwrap();
+    std::fs::write(&link, format!("use super::scenario::Fault;\n{text}")).unwrap();
+    let out = Command::new("bash")
+        .arg(copy.path().join("scripts/battle-cycles.sh"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("import cycle in src/battle")
+            && stderr.contains("link")
+            && stderr.contains("scenario"),
+        "{stderr}"
+    );
 }
 
 /// `docs/scenarios.md` is what the scenario files and the checks generate; a page made from
@@ -1115,13 +1196,20 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
         .map(str::to_owned)
         .collect();
     let every = names.len();
-    // Exec scenarios need `--adapter` (skipped here; `exec_scenarios_keep_to_the_run_prefix_on_a_shared_redis`).
-    let exec = names.iter().filter(|n| n.starts_with("exec-")).count();
-    let names: Vec<String> = names
-        .into_iter()
-        .filter(|n| !n.starts_with("redis-restart") && !n.starts_with("exec-"))
-        .collect();
-    assert_eq!(names.len(), every - 2 - exec, "{names:?}");
+    // Only the scenarios that restart Redis, move it into a network namespace, replicate it
+    // behind a sentinel or start a Redis Cluster need a Redis of the harness's own: the
+    // shared run skips them, and the own run need not repeat them.
+    let needs_own = |name: &str| {
+        name.starts_with("redis-restart")
+            || name == "net-netns-partition"
+            || name == "failover-replica"
+            || name.starts_with("cluster-")
+            // Exec scenarios need `--adapter` (`exec_scenarios_keep_to_the_run_prefix_on_a_shared_redis`).
+            || name.starts_with("exec-")
+    };
+    let names: Vec<String> = names.into_iter().filter(|n| !needs_own(n)).collect();
+    let own_only = every - names.len();
+    assert!(own_only >= 7, "{names:?}");
     let own = battle(&names.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     let (shared_v, own_v) = (verdicts(&shared), verdicts(&own));
     assert_eq!(own.code(), 0, "{}", own.describe());
@@ -1129,14 +1217,7 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
     assert_eq!(shared_v.len(), every, "{shared_v:?}");
     for (name, verdict) in &shared_v {
         if verdict == "skipped" {
-            // Only the scenarios that restart Redis, or move it into a network namespace,
-            // need a Redis of the harness's own.
-            assert!(
-                name.starts_with("redis-restart")
-                    || name == "net-netns-partition"
-                    || name.starts_with("exec-"),
-                "{name} skipped"
-            );
+            assert!(needs_own(name), "{name} skipped");
         } else {
             assert_eq!(
                 Some(verdict),
@@ -1147,7 +1228,7 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
     }
     assert_eq!(
         shared_v.values().filter(|v| *v == "pass").count(),
-        every - 3 - exec,
+        every - own_only,
         "{shared_v:?}"
     );
     // The user's keys survive untouched, and nothing of the run is left.
@@ -1323,7 +1404,533 @@ fn an_interrupted_battle_removes_the_temp_folders_of_its_redis() {
     assert_eq!(stray_temp_files(logs.path()), Vec::<PathBuf>::new());
 }
 
-// ---- the exec door: protocol-2 adapters, one process per worker ----
+#[test]
+fn cluster_scenarios_are_green_against_the_reference() {
+    if !have_redis() {
+        return;
+    }
+    let names = [
+        "cluster-cap",
+        "cluster-migrate-slot",
+        "cluster-keys-server-lua",
+    ];
+    let b = battle(&names, &[]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    let result = b.result("cluster-migrate-slot");
+    assert!(
+        result["redis"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis cluster of 3 primaries"),
+        "{result:#}"
+    );
+    // The slot really moved, in mid-run, with the clients redirected by ASK while it was half
+    // moved, and the count survived the move.
+    let migrate = &result["faults"][0];
+    assert_eq!(migrate["action"], "migrate-slot", "{result:#}");
+    assert!(migrate["atMs"].as_f64().unwrap() >= 200.0, "{result:#}");
+    let what = migrate["targets"][0].as_str().unwrap();
+    assert!(
+        what.contains("moved from") && what.contains("ASKING"),
+        "{what}"
+    );
+    let asking: u64 = what
+        .split(" ASKING")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ASKING count in {what}"));
+    assert!(asking > 0, "no client followed an ASK: {what}");
+    let once = b.judgement("cluster-migrate-slot", "counted-once#3");
+    assert_eq!(once["verdict"], "pass", "{once:#}");
+    // The reference servers on the cluster followed the move too.
+    let served = b.judgement("cluster-migrate-slot", "resumes#2");
+    assert_eq!(served["verdict"], "pass", "{served:#}");
+    // cluster-keys judged real calls: the contract's scripts on the cluster, the server's own.
+    let keys = b.judgement("cluster-cap", "cluster-keys#3");
+    assert!(
+        keys["numbers"]["calls"]["fixedWindow.check"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{keys:#}"
+    );
+    let server = b.judgement("cluster-keys-server-lua", "cluster-keys#1");
+    for script in [
+        "slots_acquire.lua",
+        "slots_renew.lua",
+        "slots_release.lua",
+        "reserve.lua",
+        "budget_debit.lua",
+    ] {
+        assert!(
+            server["numbers"]["calls"][script].as_u64().unwrap_or(0) > 0,
+            "{script} never ran: {server:#}"
+        );
+    }
+}
+
+#[test]
+fn a_cluster_unaware_door_records_moved_and_ask_as_errors_instead_of_hanging() {
+    if !have_redis() {
+        return;
+    }
+    let (b, j) = must_fail(
+        "cluster-migrate-slot",
+        &["--worker-fault", "cluster-unaware"],
+        "resumes#1",
+    );
+    assert_eq!(j["numbers"]["decisionsAfter"], 0, "{j:#}");
+    assert!(j["numbers"]["errorsAfter"].as_u64().unwrap() > 0, "{j:#}");
+    let sample = j["numbers"]["sampleError"].as_str().unwrap();
+    assert!(sample.contains("Moved"), "{j:#}");
+    // Every call ended (recorded as failed), none hung: nothing indeterminate.
+    let cap = b.judgement("cluster-migrate-slot", "cap#0");
+    assert_eq!(cap["numbers"]["indeterminate"], 0, "{cap:#}");
+}
+
+/// The contract's scripts with `fixedWindow.check.lua` touching a literal key it does not
+/// declare, resealed in the copy's manifest (as an engine author's own folder would be).
+fn scripts_with_an_undeclared_key() -> tempfile::TempDir {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let src = repo().join("contract/scripts");
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let file = dir.path().join("fixedWindow.check.lua");
+    let code = std::fs::read_to_string(&file).unwrap();
+    let at = code.find("local state = redis.call('HMGET'").unwrap();
+    let mutant = format!(
+        "{}redis.call('INCR', 'tk-conform-undeclared')\n{}",
+        &code[..at],
+        &code[at..]
+    );
+    std::fs::write(&file, &mutant).unwrap();
+    let manifest = dir.path().join("manifest.json");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    for e in m["scripts"].as_array_mut().unwrap() {
+        if e["file"] == "fixedWindow.check.lua" {
+            e["sha256"] = hex::encode(sha2::Sha256::digest(mutant.as_bytes())).into();
+        }
+    }
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn a_script_with_an_undeclared_key_fails_cluster_keys_naming_script_and_key() {
+    if !have_redis() {
+        return;
+    }
+    let scripts = scripts_with_an_undeclared_key();
+    let (_, j) = must_fail(
+        "cluster-cap",
+        &["--scripts", scripts.path().to_str().unwrap()],
+        "cluster-keys#3",
+    );
+    let summary = j["summary"].as_str().unwrap();
+    for needle in [
+        "fixedWindow.check touched `tk-conform-undeclared` with INCR",
+        "not declared in KEYS",
+    ] {
+        assert!(summary.contains(needle), "{needle:?} not in {j:#}");
+    }
+    // The cluster itself refused the calls whose stray key lives on another node, or MONITOR
+    // saw it run on this one: either way the finding names where it was seen.
+    let finding = &j["numbers"]["findings"][0];
+    assert_eq!(finding["key"], "tk-conform-undeclared", "{j:#}");
+    assert!(
+        finding["declared"][0].as_str().unwrap().ends_with("-race"),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn a_bad_scripts_folder_is_a_usage_error() {
+    let dir = one_scenario(SMALL_PLAN);
+    let empty = tempfile::tempdir().unwrap();
+    let out = battle_in(
+        dir.path(),
+        &["x", "--scripts", empty.path().to_str().unwrap()],
+    );
+    usage_error(&out, "no scripts manifest there");
+}
+
+#[test]
+fn sigkilling_the_harness_mid_cluster_battle_leaves_no_cluster_node() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "cluster-migrate-slot", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Three cluster nodes and 8 workers.
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        seen = descendants(harness.id());
+        if seen.len() >= 11 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen.len() >= 11, "the battle never got going: {seen:?}");
+    let nodes: Vec<u32> = seen
+        .iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("[cluster]"))
+        })
+        .collect();
+    assert_eq!(nodes.len(), 3, "not three cluster nodes among {seen:?}");
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut survivors = seen.clone();
+    while !survivors.is_empty() && Instant::now() < deadline {
+        survivors.retain(|p| alive(*p));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        survivors.is_empty(),
+        "survived the harness: {survivors:?} (cluster nodes {nodes:?})"
+    );
+}
+
+#[test]
+fn sigterm_mid_cluster_battle_removes_the_nodes_and_their_folders() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "cluster-migrate-slot", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let folders = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("tk-conform-cluster-"))
+            .count()
+    };
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        seen = descendants(harness.id());
+        if seen.len() >= 11 && folders() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen.len() >= 11, "the battle never got going: {seen:?}");
+    assert_eq!(folders(), 3, "one folder per cluster node");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(harness.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = harness.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut survivors = seen.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !survivors.is_empty() && Instant::now() < deadline {
+        survivors.retain(|p| alive(*p));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(survivors.is_empty(), "survived SIGTERM: {survivors:?}");
+    assert_eq!(folders(), 0, "cluster node folders left behind");
+}
+
+/// A battle of `scenarios` in the background, its output dropped (a test SIGKILLs it).
+fn spawn_harness(scenarios: &[&str], logs: &std::path::Path) -> std::process::Child {
+    Command::new(EXE)
+        .arg("battle")
+        .args(scenarios)
+        .arg("--scenarios-dir")
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs)
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn scale_out_of_bounds_is_a_usage_error() {
+    let dir = one_scenario(SMALL_PLAN);
+    for bad in ["0", "101", "ten"] {
+        let out = battle_in(dir.path(), &["x", "--scale", bad]);
+        usage_error(&out, "--scale");
+    }
+}
+
+#[test]
+fn scale_two_doubles_a_scenarios_calls_and_stays_green() {
+    let calls = |b: &Battle| -> u64 {
+        b.result("cap-direct-fixed-window")["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["calls"].as_u64().unwrap())
+            .sum()
+    };
+    let once = battle(&["cap-direct-fixed-window"], &[]);
+    assert_eq!(once.code(), 0, "{}", once.describe());
+    let twice = battle(&["cap-direct-fixed-window"], &["--scale", "2"]);
+    assert_eq!(twice.code(), 0, "{}", twice.describe());
+    assert_eq!(calls(&twice), 2 * calls(&once), "{}", twice.describe());
+}
+
+/// Whether `redis-sentinel` is here; under `TK_CONFORM_REQUIRE_ALL=1` it must be.
+fn have_sentinel() -> bool {
+    if !have_redis() {
+        return false;
+    }
+    if tk_conform::infra::sentinel::find_sentinel_binary().is_some() {
+        return true;
+    }
+    crate::util::skip_or_fail("no redis-sentinel on PATH (.ci/run installs redis-sentinel)");
+    false
+}
+
+#[test]
+fn a_replica_failover_is_green_and_records_the_offsets() {
+    if !have_sentinel() {
+        return;
+    }
+    let b = battle(&["failover-replica"], &[]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    let r = b.result("failover-replica");
+    let f = &r["faults"][0]["failover"];
+    assert!(f["primaryOffset"].as_i64().unwrap() > 0, "{f:#}");
+    assert!(f["replicaOffset"].as_i64().unwrap() > 0, "{f:#}");
+    assert_ne!(f["oldPrimary"], f["newPrimary"], "{f:#}");
+    assert_eq!(f["replicaCutMs"], 200, "{f:#}");
+    let j = b.judgement("failover-replica", "failover-bound#0");
+    let n = &j["numbers"]["keys"][0];
+    assert_eq!(n["limitReachedAfter"], true, "{j:#}");
+    // The writes acknowledged while the replica was cut off were lost, and handed out again.
+    assert!(n["unreplicated"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(n["lagBytes"].as_i64().unwrap() > 0, "{j:#}");
+    assert!(n["admitted"].as_u64().unwrap() >= 400, "{j:#}");
+    assert!(n["admittedBefore"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(n["admittedAfter"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(
+        r["redis"].as_str().unwrap().contains("redis-sentinel"),
+        "{r:#}"
+    );
+}
+
+#[test]
+fn a_client_that_ignores_the_failover_writes_to_the_stale_primary() {
+    if !have_sentinel() {
+        return;
+    }
+    let (b, j) = must_fail(
+        "failover-replica",
+        &["--worker-fault", "no-follow"],
+        "failover-bound#0",
+    );
+    let n = &j["numbers"]["keys"][0];
+    let (admitted, bound) = (
+        n["admitted"].as_u64().unwrap(),
+        n["bound"].as_u64().unwrap(),
+    );
+    assert!(admitted > bound, "{j:#}");
+    let summary = j["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("admitted {admitted}"))
+            && summary.contains(&format!("bound {bound} = limit 400 + "))
+            && summary.contains(&format!("{} admits beyond the bound", admitted - bound)),
+        "{summary}\n{}",
+        b.describe()
+    );
+}
+
+#[test]
+fn sigkilling_the_harness_mid_failover_leaves_no_redis_or_sentinel() {
+    if !have_sentinel() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = spawn_harness(&["failover-replica"], logs.path());
+    // Primary, replica, sentinel, 2 servers and 4 workers; the replica freezes 200 ms after
+    // the barrier, then the primary for over a second: kill the harness while one is frozen.
+    let go = logs
+        .path()
+        .join("latest/scenarios/failover-replica/workers/go");
+    let started = Instant::now();
+    while !go.exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(go.exists(), "the battle never got going");
+    let is_stopped = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            s[s.rfind(')').unwrap_or(0) + 1..]
+                .trim_start()
+                .starts_with('T')
+        })
+    };
+    // Wait for the failover's frozen node (the replica while it is cut off, then the primary).
+    let (mut seen, mut stopped) = (Vec::new(), Vec::new());
+    while stopped.is_empty() && started.elapsed() < Duration::from_secs(60) {
+        seen = descendants(harness.id());
+        stopped = seen.iter().copied().filter(is_stopped).collect();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let titles: Vec<String> = seen
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).ok())
+        .map(|c| c.replace('\0', " "))
+        .collect();
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    assert!(seen.len() >= 9, "{titles:?}");
+    assert!(
+        titles.iter().any(|t| t.contains("sentinel")),
+        "no sentinel among {titles:?}"
+    );
+    assert_eq!(
+        stopped.len(),
+        1,
+        "the frozen primary: {stopped:?} of {titles:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut survivors = seen.clone();
+    while !survivors.is_empty() && Instant::now() < deadline {
+        survivors.retain(|p| alive(*p));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        survivors.is_empty(),
+        "survived the harness (the frozen primary too?): {survivors:?} of {titles:?}"
+    );
+}
+
+#[test]
+fn store_topologies_are_checked_against_the_plan() {
+    let failover = "\n[[faults]]\nname = \"f\"\nat_ms = 10\naction = \"failover\"\n";
+    let cases = [
+        (
+            SMALL_PLAN.replace(
+                "[policy]",
+                "[topology]\nredis = \"cluster\"\n[network]\nproxy = true\n[policy]",
+            ),
+            "topology.redis",
+            "past any proxy",
+        ),
+        (
+            SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"sharded\"\n[policy]"),
+            "redis",
+            "sharded",
+        ),
+        (
+            format!("{SMALL_PLAN}{failover}"),
+            "faults[0].action",
+            "redis = \"replicated\"",
+        ),
+        (
+            format!(
+                "{}{failover}",
+                SMALL_PLAN.replace(
+                    "[policy]",
+                    "[topology]\nredis = \"replicated\"\n[network]\nproxy = true\n[policy]"
+                )
+            ),
+            "topology.redis",
+            "fault proxy",
+        ),
+        (
+            format!(
+                "{}{failover}unreplicated_ms = 900\n",
+                SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"replicated\"\n[policy]")
+            ),
+            "faults[0].unreplicated_ms",
+            "1..=800",
+        ),
+        (
+            format!(
+                "{SMALL_PLAN}\n[[faults]]\nname = \"f\"\nat_ms = 10\naction = \"sigkill-workers\"\ngroup = \"racers\"\nunreplicated_ms = 100\n"
+            ),
+            "faults[0].unreplicated_ms",
+            "`failover` only",
+        ),
+        (
+            format!(
+                "{}\n[[assertions]]\nkind = \"failover-bound\"\nfault = \"f\"\n[[faults]]\nname = \"f\"\nat_ms = 10\naction = \"sigkill-workers\"\ngroup = \"racers\"\n",
+                SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"replicated\"\n[policy]")
+            ),
+            "assertions[1].fault",
+            "failover-bound",
+        ),
+    ];
+    for (text, key, needle) in cases {
+        let dir = one_scenario(&text);
+        let out = battle_in(dir.path(), &["x"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(key) && err.contains(needle),
+            "{key} {needle}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_server_that_ignores_the_failover_writes_to_the_stale_primary() {
+    if !have_sentinel() {
+        return;
+    }
+    let (b, j) = must_fail(
+        "failover-replica",
+        &["--server-cmd", &faulty_server("no-follow")],
+        "failover-bound#0",
+    );
+    let n = &j["numbers"]["keys"][0];
+    let (admitted, bound) = (
+        n["admitted"].as_u64().unwrap(),
+        n["bound"].as_u64().unwrap(),
+    );
+    let summary = j["summary"].as_str().unwrap();
+    assert!(
+        admitted > bound
+            && summary.contains(&format!("admitted {admitted}"))
+            && summary.contains(&format!("bound {bound} = limit 400 + ")),
+        "{summary}\n{}",
+        b.describe()
+    );
+}
 
 /// `python v2_fixture.py --kinds KINDS [--fault F]` from a private copy of the fixture, so the
 /// test can tell its own adapter processes from other tests' (no orphan may survive a run).

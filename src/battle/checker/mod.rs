@@ -12,12 +12,15 @@
 
 mod budget;
 mod cap;
+pub mod cluster_keys;
+mod failover;
 mod family;
 mod holds;
 mod liveness;
 mod skew;
 pub mod store;
 
+pub use cluster_keys::{KeyFinding, ScriptAudit};
 pub use family::ExecFacts;
 pub use store::{GroupKey, StoreSnapshot, StoredKey};
 
@@ -195,6 +198,14 @@ fn judge_one(
             ),
             None => no_engine(),
         },
+        Assertion::ClusterKeys {} => match store.and_then(|s| s.scripts.as_ref()) {
+            Some(audit) => cluster_keys::judge(audit, &select(histories, &[])),
+            None => Ruling::new(
+                Verdict::Unknown,
+                "this check watches the store's script calls, and nothing was watched".into(),
+                serde_json::json!({}),
+            ),
+        },
         Assertion::CountedOnce { groups } => match store {
             Some(s) => store::judge_counted_once(&select(histories, groups), s),
             None => no_store(),
@@ -206,6 +217,10 @@ fn judge_one(
                 f,
                 plan.topology.fail.unwrap_or_default(),
             ),
+            Err(o) => o,
+        },
+        Assertion::FailoverBound { fault, groups } => match find_fault(faults, fault) {
+            Ok((f, _)) => failover::judge(&select(histories, groups), f, store),
             Err(o) => o,
         },
         Assertion::SkewBound { groups, skew_ms } => {

@@ -33,6 +33,8 @@ pub struct StoreSnapshot {
     pub read_at_ms: i64,
     /// Exec door on a Redis the harness started: every key must carry this namespace.
     pub namespace: Option<String>,
+    /// `cluster-keys`: the script calls the store saw during the run.
+    pub scripts: Option<super::ScriptAudit>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -419,6 +421,7 @@ mod tests {
             workers: Vec::new(),
             targets,
             error: None,
+            failover: None,
         };
         vec![
             record(
