@@ -63,6 +63,11 @@ pub struct BattleArgs {
     /// Bound on every call a worker makes, in milliseconds (1..=60000).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub call_timeout_ms: u64,
+    /// The servers' lease sweep period in ms (1..=60000): how late after a lease's expiry a
+    /// reclaim may land, which no reply states. Overrides each scenario's `topology.sweep_ms`;
+    /// default 1000 (ThrottleKit's, spec 8).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=scenario::MAX_SWEEP_MS))]
+    pub sweep_ms: Option<u64>,
     /// Test only: make every worker a faulty client.
     #[arg(long, value_enum, hide = true)]
     pub worker_fault: Option<WorkerFault>,
@@ -78,7 +83,12 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
     for name in crate::netfault::netns::sweep_stale() {
         eprintln!("tk-conform battle: removed network namespace {name} left by a dead harness");
     }
-    let scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
+    let mut scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
+    if let Some(sweep) = args.sweep_ms {
+        for s in &mut scenarios {
+            s.plan.topology.sweep_ms = Some(sweep);
+        }
+    }
     if args.docs {
         // The page always covers every scenario, whatever was named.
         let all = scenario::select(&args.scenarios_dir, &[])?;
