@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use crate::exit::TkExitCode;
 use crate::infra::redact_text;
-use crate::report::{Recorder, RunStatus};
+use crate::report::{RunRecorder, RunStatus};
 
 /// The multi-thread runtime a command's async work runs on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -79,7 +79,7 @@ pub fn block_on(
 /// command that returns early while the handler cleans up must not cancel it).
 pub fn exit_on_interrupt(
     _runtime: &tokio::runtime::Runtime,
-    recorder: Arc<Recorder>,
+    recorder: Arc<RunRecorder>,
     command: &'static str,
 ) {
     let (registered_tx, registered_rx) = std::sync::mpsc::channel();

@@ -33,6 +33,9 @@ enum Command {
     /// One battle worker process (started by `battle`, not by hand).
     #[command(hide = true)]
     Worker(tk_conform::battle::worker::WorkerArgs),
+    /// One `bench load` worker process (started by `bench load`, not by hand).
+    #[command(hide = true)]
+    LoadWorker(tk_conform::battle::bench::LoadWorkerArgs),
     /// Differential fuzzing against the reference model, shrinking the first divergence.
     Fuzz(tk_conform::fuzz::cli::FuzzArgs),
     /// Mutation score of a contract's vectors: plausible bugs in its Lua scripts, replayed.
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => tk_conform::bench::run(command),
         Command::Battle(args) => tk_conform::battle::cli::run(args),
         Command::Worker(args) => tk_conform::battle::worker::main(args),
+        Command::LoadWorker(args) => tk_conform::battle::bench::load_worker_main(args),
         Command::Fuzz(args) => tk_conform::fuzz::cli::run(args),
         Command::Mutate(args) => tk_conform::mutate::cli::run(args),
         Command::Matrix(args) => tk_conform::matrix::cli::run(args),

@@ -2,11 +2,12 @@
 //! calls in flight spread over worker processes, next to `redis-benchmark` running the same
 //! script with the same number of connections on the same Redis.
 //!
-//! Workers are the battle's own (`tk-conform worker`), in load mode: each opens its share of the
+//! Workers are processes of their own (the hidden `tk-conform load-worker`, told a
+//! [`LoadWorkerSpec`]) behind the battle's start barrier: each opens its share of the
 //! connections before the barrier, keeps one call in flight on each, counts instead of
 //! recording a history, and writes its totals to a result file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,11 +16,12 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::barrier;
 use super::door::{CallError, Door};
 use super::door_redis::RedisDoor;
 use super::history::now_us;
-use super::spawn::{spawn_worker, wait_exit, wait_ready};
-use super::spec::{DoorSpec, LoadSpec, Operation, WorkerSpec};
+use super::spawn::{spawn_load_worker, wait_exit, wait_ready};
+use super::spec::{LoadWorkerSpec, REDIS_URL_ENV};
 use crate::infra::{RedisInstance, RedisOptions};
 use crate::model::{FixedWindowOptions, Strategy};
 use crate::redis_scripts::ScriptSet;
@@ -105,53 +107,28 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
         if share == 0 {
             continue;
         }
-        let spec = WorkerSpec {
-            scenario: "bench-load".into(),
-            group: "load".into(),
+        let spec = LoadWorkerSpec {
             index,
-            seed: 0,
-            door: DoorSpec::Redis {
-                url: redis.url().into(),
-                contract_dir: args.contract.clone(),
-                strategy,
-                key: prefix.clone(),
-            },
-            operation: Operation::Check,
-            cost: 1,
-            tokens: None,
-            requests: None,
-            duration_ms: Some((args.seconds * 1000.0) as u64),
-            interval_ms: 0,
-            start_after_ms: 0,
-            hold_ms: 0,
-            heartbeat_ms: 0,
-            hold_once: false,
-            batch: 0,
+            url: redis.url().into(),
+            contract_dir: args.contract.clone(),
+            strategy,
+            key_prefix: prefix.clone(),
+            keys: args.keys,
+            connections: share,
+            duration_ms: (args.seconds * 1000.0) as u64,
             call_timeout_ms: 5000,
-            history: work.path().join(format!("load-{index}.jsonl")),
             ready_file: work.path().join(format!("load-{index}.ready")),
             go_file: go_file.clone(),
-            fault: None,
-            clock: None,
-            now: Default::default(),
-            load: Some(LoadSpec {
-                connections: share,
-                keys: args.keys,
-                result_file: work.path().join(format!("load-{index}.json")),
-            }),
+            result_file: work.path().join(format!("load-{index}.json")),
         };
-        workers.push(
-            spawn_worker(&exe, &spec, &barrier_read, work.path()).map_err(anyhow::Error::msg)?,
-        );
+        workers.push(spawn_load_worker(&exe, &spec, &barrier_read, work.path())?);
     }
     drop(barrier_read);
-    wait_ready(&mut workers).await.map_err(anyhow::Error::msg)?;
+    wait_ready(&mut workers).await?;
     write_atomic(&go_file, now_us().to_string().as_bytes())?;
     drop(barrier_write);
     let bound_time = Duration::from_secs_f64(args.seconds) + Duration::from_secs(20);
-    wait_exit(&mut workers, bound_time)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    wait_exit(&mut workers, bound_time).await?;
 
     let mut totals = LoadTotals::default();
     for index in 0..args.workers {
@@ -225,23 +202,58 @@ async fn execute(args: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The load-mode body of a worker: `connections` doors, one call in flight on each.
-pub async fn load_worker(
-    spec: &WorkerSpec,
-    load: &LoadSpec,
-    doors: Vec<RedisDoor>,
-    t0: Instant,
-) -> std::io::Result<()> {
-    let end = t0 + Duration::from_millis(spec.duration_ms.unwrap_or(1000));
-    let prefix = match &spec.door {
-        DoorSpec::Redis { key, .. } => key.clone(),
-        _ => String::new(),
+#[derive(Debug, clap::Args)]
+pub struct LoadWorkerArgs {
+    /// The spec file `bench load` wrote.
+    #[arg(long)]
+    pub spec: PathBuf,
+}
+
+/// The hidden `load-worker` subcommand: one `bench load` worker process.
+pub fn load_worker_main(args: LoadWorkerArgs) -> ExitCode {
+    barrier::process_main("load-worker", load_worker(&args.spec))
+}
+
+/// Opens `connections` doors, waits for the barrier, keeps one call in flight on each door
+/// until the time is up, and writes the totals; `Ok(false)` when the barrier never opened.
+async fn load_worker(spec_file: &Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(spec_file)
+        .with_context(|| format!("cannot read load worker spec {}", spec_file.display()))?;
+    let mut spec: LoadWorkerSpec = serde_json::from_str(&text)
+        .with_context(|| format!("cannot parse load worker spec {}", spec_file.display()))?;
+    if let Ok(real) = std::env::var(REDIS_URL_ENV) {
+        spec.url = real;
+    }
+    let label = format!("load[{}]", spec.index);
+    let timeout = Duration::from_millis(spec.call_timeout_ms.max(1));
+    let mut doors = Vec::new();
+    for _ in 0..spec.connections {
+        doors.push(
+            RedisDoor::connect(
+                &spec.url,
+                &spec.contract_dir,
+                spec.strategy,
+                &spec.key_prefix,
+                timeout,
+                None,
+            )
+            .await
+            .with_context(|| format!("{label}: cannot open the redis door"))?,
+        );
+    }
+    let Some(t0_us) = barrier::wait(&spec.ready_file, &spec.go_file)
+        .await
+        .with_context(|| format!("{label}: barrier"))?
+    else {
+        return Ok(false);
     };
+    let t0 = barrier::instant_of(t0_us);
+    let end = t0 + Duration::from_millis(spec.duration_ms);
     let mut tasks = Vec::new();
     for (i, mut door) in doors.into_iter().enumerate() {
-        let prefix = prefix.clone();
-        let keys = load.keys;
-        let seed = spec.seed ^ (u64::from(spec.index) << 32) ^ i as u64;
+        let prefix = spec.key_prefix.clone();
+        let keys = spec.keys;
+        let seed = (u64::from(spec.index) << 32) ^ i as u64;
         tasks.push(tokio::spawn(async move {
             let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
             let mut t = LoadTotals::default();
@@ -266,8 +278,10 @@ pub async fn load_worker(
         totals.first_error = totals.first_error.or(t.first_error);
     }
     totals.seconds = t0.elapsed().as_secs_f64();
-    let json = serde_json::to_vec(&totals).map_err(std::io::Error::other)?;
-    write_atomic(&load.result_file, &json)
+    let json = serde_json::to_vec(&totals)?;
+    write_atomic(&spec.result_file, &json)
+        .with_context(|| format!("{label}: cannot write the load result"))?;
+    Ok(true)
 }
 
 async fn redis_benchmark(

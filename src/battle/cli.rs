@@ -17,7 +17,7 @@ use super::spec::WorkerFault;
 use crate::exit::TkExitCode;
 use crate::infra::RedisOptions;
 use crate::report::{
-    Measure, Recorder, RunDir, RunStatus, ScenarioBar, ScenarioBars, Summary, TrialOutcome,
+    Measure, RunDir, RunRecorder, RunStatus, ScenarioBar, ScenarioBars, Summary, TrialOutcome,
     TrialRecord,
 };
 
@@ -136,7 +136,7 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
         serde_json::json!(args.server_cmd.as_deref().unwrap_or("reference")),
     );
     let recorder =
-        Arc::new(Recorder::start(run_dir, summary).context("cannot write summary.json")?);
+        Arc::new(RunRecorder::start(run_dir, summary).context("cannot write summary.json")?);
     let cfg = BattleConfig {
         exe: std::env::current_exe().context("cannot find this executable to re-run as workers")?,
         contract_dir: args.contract.clone(),

@@ -21,19 +21,22 @@ pub struct ClientClock {
     pub drift_ppm: i64,
 }
 
+/// A `clock` table out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockError {
+    #[error("offset_ms must be within ±{MAX_OFFSET_MS}, got {0}")]
+    Offset(i64),
+    #[error("drift_ppm must be within ±{MAX_DRIFT_PPM}, got {0}")]
+    Drift(i64),
+}
+
 impl ClientClock {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ClockError> {
         if self.offset_ms.abs() > MAX_OFFSET_MS {
-            return Err(format!(
-                "offset_ms must be within ±{MAX_OFFSET_MS}, got {}",
-                self.offset_ms
-            ));
+            return Err(ClockError::Offset(self.offset_ms));
         }
         if self.drift_ppm.abs() > MAX_DRIFT_PPM {
-            return Err(format!(
-                "drift_ppm must be within ±{MAX_DRIFT_PPM}, got {}",
-                self.drift_ppm
-            ));
+            return Err(ClockError::Drift(self.drift_ppm));
         }
         Ok(())
     }
@@ -86,7 +89,8 @@ mod tests {
             drift_ppm: 0,
         }
         .validate()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("offset_ms"), "{err}");
         assert!(
             ClientClock {

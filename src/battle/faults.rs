@@ -7,7 +7,10 @@ use serde::Serialize;
 use std::time::Duration;
 
 use super::history::now_us;
+use super::link::heal_name;
+use super::network::NetworkError;
 use super::scenario::{Fault, FaultAction};
+use crate::netfault::netns::NetnsError;
 
 /// What the runner did, and when: the checker's only other input besides the histories.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -49,8 +52,12 @@ pub enum FaultError {
     RedisRestart(#[source] Box<crate::infra::RedisError>),
     #[error("this run has no fault proxy")]
     NoProxy,
-    #[error("{0}")]
-    Network(String),
+    #[error("Redis is not in a network namespace (`[network] netns = true`)")]
+    NoNamespace,
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
 }
 
 /// What the runner can do to the things it started. Each returns who was hit, for the record.
@@ -137,6 +144,40 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
         }
     }
     record
+}
+
+/// `[from, to)` of every network fault, in ms after the barrier, for `result.json`.
+pub fn windows(records: &[FaultRecord], t0_us: i64) -> Vec<serde_json::Value> {
+    let ms = |us: i64| (us - t0_us) as f64 / 1000.0;
+    records
+        .iter()
+        .filter(|r| r.action.is_network() && r.action != FaultAction::Heal)
+        .map(|r| {
+            let heal = records
+                .iter()
+                .find(|h| h.name == heal_name(&r.name))
+                .and_then(|h| h.at_us);
+            serde_json::json!({
+                "fault": r.name,
+                "action": r.action,
+                "links": r.targets,
+                "fromMs": r.at_us.map(ms),
+                "toMs": heal.map(ms),
+                "error": r.error,
+            })
+        })
+        .collect()
+}
+
+/// The window `[start, end]` (epoch µs) of the network fault `name`, when it was carried out;
+/// `end` is the heal, or `None` when the run ended first.
+pub fn window_of(records: &[FaultRecord], name: &str) -> Option<(i64, Option<i64>)> {
+    let start = records.iter().find(|r| r.name == name)?.at_us?;
+    let end = records
+        .iter()
+        .find(|h| h.name == heal_name(name))
+        .and_then(|h| h.at_us);
+    Some((start, end))
 }
 
 #[cfg(test)]

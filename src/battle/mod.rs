@@ -13,9 +13,12 @@
 //!   worker processes and waiting for them (ready-files, the barrier, bounded exits).
 //! - [`worker`]: the hidden `worker` subcommand; [`door`] and its three doors.
 //! - [`faults`]: the fault schedule; [`runner`]: one scenario end to end; [`cli`]: the command.
-//! - [`network`]: the fault proxy's links and windows; [`clock`]: client clock faults.
-//! - [`bench`]: `bench load`, decisions/s through the direct door next to redis-benchmark.
+//! - [`link`]: what `link = "FROM->TO"` selects (a leaf); [`network`]: the fault proxy's links
+//!   and windows; [`clock`]: client clock faults.
+//! - [`bench`]: `bench load`, decisions/s through the direct door next to redis-benchmark, with
+//!   its own hidden `load-worker` processes; [`barrier`]: the workers' side of the start barrier.
 
+pub mod barrier;
 pub mod bench;
 pub mod checker;
 pub mod cli;
@@ -26,6 +29,7 @@ pub mod door_redis;
 pub mod door_service;
 pub mod faults;
 pub mod history;
+pub mod link;
 pub mod network;
 pub mod plots;
 pub mod policy;

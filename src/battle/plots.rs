@@ -180,7 +180,7 @@ fn bands(faults: &[FaultRecord], span_ms: f64, ms: impl Fn(i64) -> f64) -> Vec<F
             | FaultAction::Blackhole
             | FaultAction::Reset
             | FaultAction::Partition
-            | FaultAction::NetnsPartition => crate::battle::network::window_of(faults, &f.name)
+            | FaultAction::NetnsPartition => crate::battle::faults::window_of(faults, &f.name)
                 .and_then(|(_, end)| end)
                 .map_or(span_ms, &ms),
         };

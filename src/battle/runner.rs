@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::checker::{self, Judgement, Verdict};
-use super::faults::{FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
+use super::faults::{self, FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
 use super::history::{self, now_us};
 use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
@@ -108,12 +108,10 @@ pub enum SetupError {
     TimedOut { seconds: u64 },
     #[error("no redis-server on PATH")]
     NoRedisBinary,
-    #[error("{0}")]
-    Netns(String),
-    #[error("{0}")]
-    Network(String),
-    #[error("{0}")]
-    StoreCheck(String),
+    #[error(transparent)]
+    Netns(#[from] crate::netfault::netns::NetnsError),
+    #[error(transparent)]
+    Network(#[from] super::network::NetworkError),
 }
 
 /// A worker group that cannot be given the spec it asks for.
@@ -334,7 +332,7 @@ async fn battle(
             .ok_or(SetupError::NoRedisBinary)?;
         let ns = crate::netfault::netns::NetnsRedis::start(&binary)
             .await
-            .map_err(|e| SetupError::Netns(e.to_string()))?;
+            .map_err(SetupError::Netns)?;
         options.url = Some(ns.url().to_string());
         netns = Some(ns);
     }
@@ -493,7 +491,7 @@ async fn battle(
             v
         })
         .collect();
-    result.fault_windows = network::windows(&records, t0_us);
+    result.fault_windows = faults::windows(&records, t0_us);
     if let Some(n) = &target.net {
         result.network = n.log();
     }
@@ -503,7 +501,6 @@ async fn battle(
         &store_check::StoreScope {
             key_of: &|g, facts| store_key(cfg, scenario, g, facts),
             namespace: cfg.direct_namespace(scenario),
-            external_run_id: cfg.redis.url.is_some().then_some(cfg.run_id.as_str()),
             granted_lease_ms: store_check::granted_lease_ms(&histories),
         },
         &policies,
@@ -687,7 +684,6 @@ fn worker_spec(
         ready_file: dir.join("workers").join(format!("{name}.ready")),
         go_file: go_file.to_path_buf(),
         fault: cfg.worker_fault,
-        load: None,
         clock: group.clock,
         now: group.now,
     })
@@ -786,9 +782,7 @@ impl FaultTarget for Target {
             || (fault.action == FaultAction::Heal && fault.link.is_none());
         if namespace {
             let Some(ns) = &mut self.netns else {
-                return Err(FaultError::Network(
-                    "Redis is not in a network namespace (`[network] netns = true`)".into(),
-                ));
+                return Err(FaultError::NoNamespace);
             };
             let name = ns.host().name().to_string();
             let done = if fault.action == FaultAction::Heal {
@@ -796,7 +790,7 @@ impl FaultTarget for Target {
             } else {
                 ns.host().partition()
             };
-            done.map_err(|e| FaultError::Network(e.to_string()))?;
+            done?;
             let rules = ns.host().rules().unwrap_or_default();
             return Ok(vec![format!(
                 "namespace {name} (redis pid {}): iptables {}",
@@ -805,7 +799,7 @@ impl FaultTarget for Target {
             )]);
         }
         match &self.net {
-            Some(n) => n.apply(fault).map_err(FaultError::Network),
+            Some(n) => Ok(n.apply(fault)?),
             None => Err(FaultError::NoProxy),
         }
     }

@@ -5,6 +5,7 @@
 //! when, and which assertions the checker judges the recorded histories against. Parsing is
 //! strict (unknown keys are errors) and every error names the file and the key.
 
+use super::link;
 pub use super::spec::Operation;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,9 @@ pub const MAX_WORKERS: u32 = 64;
 pub const MAX_REQUESTS: u64 = 100_000;
 pub const MAX_DURATION_MS: u64 = 30_000;
 pub const MAX_FLEET: usize = 9;
+/// Bounds on a delay rule, so a typo cannot stall a run for minutes.
+pub const MAX_DELAY_MS: u64 = 10_000;
+pub const MAX_CALL_TIMEOUT_MS: u64 = 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -44,13 +48,13 @@ pub struct Scenario {
     pub name: String,
     pub file: PathBuf,
     #[serde(flatten)]
-    pub plan: Plan,
+    pub plan: ScenarioPlan,
 }
 
 /// The file's contents.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub struct Plan {
+pub struct ScenarioPlan {
     pub description: String,
     #[serde(default = "Topology::none")]
     pub topology: Topology,
@@ -61,13 +65,13 @@ pub struct Plan {
     pub assertions: Vec<Assertion>,
     /// Network faults: route every connection through the harness's fault proxy.
     #[serde(default)]
-    pub network: Network,
+    pub network: NetworkPlan,
 }
 
 /// `[network]`: the fault proxy and the call bound the workers use under it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub struct Network {
+pub struct NetworkPlan {
     /// Every worker→Redis, server→Redis and worker→server connection goes through the proxy.
     #[serde(default)]
     pub proxy: bool,
@@ -256,7 +260,7 @@ pub struct Fault {
     pub index: Option<u32>,
     /// `sigkill-server`: which server of the fleet (0-based).
     pub server: Option<usize>,
-    /// Network faults: the links hit, as `FROM->TO` (see `battle::network`).
+    /// Network faults: the links hit, as `FROM->TO` (see `battle::link`).
     #[serde(default)]
     pub link: Option<String>,
     /// Network faults: how long until the links heal.
@@ -449,7 +453,7 @@ impl Scenario {
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
-        let plan: Plan = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+        let plan: ScenarioPlan = toml::from_str(text).map_err(|e| ScenarioError::Parse {
             file: file.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
@@ -517,6 +521,117 @@ impl Scenario {
             key: key.to_string(),
             message: message.into(),
         }
+    }
+
+    /// Checks the `[network]` table and every network fault.
+    fn validate_network(&self) -> Result<(), ScenarioError> {
+        let s = self;
+        let plan = &s.plan;
+        if let Some(t) = plan.network.call_timeout_ms
+            && (t == 0 || t > MAX_CALL_TIMEOUT_MS)
+        {
+            return Err(s.invalid(
+                "network.call_timeout_ms",
+                format!("must be 1..={MAX_CALL_TIMEOUT_MS}"),
+            ));
+        }
+        let fleet = plan.topology.fleet;
+        for (i, f) in plan.faults.iter().enumerate() {
+            let key = |field: &str| format!("faults[{i}].{field}");
+            if !f.action.is_network() {
+                if f.link.is_some() || f.for_ms.is_some() || f.delay_ms.is_some() {
+                    return Err(s.invalid(
+                        &key("link"),
+                        "`link`, `for_ms` and `delay_ms` belong to network faults only",
+                    ));
+                }
+                continue;
+            }
+            if f.action == FaultAction::Heal {
+                return Err(s.invalid(
+                    &key("action"),
+                    "`heal` is written by the runner: give the fault a `for_ms` instead",
+                ));
+            }
+            if f.action == FaultAction::NetnsPartition {
+                if !plan.network.netns {
+                    return Err(s.invalid(
+                        &key("action"),
+                        "`netns-partition` needs Redis in a namespace: set `[network] netns = true`",
+                    ));
+                }
+                if f.link.is_some() {
+                    return Err(s.invalid(
+                        &key("link"),
+                        "`netns-partition` cuts Redis off from everyone: no `link`",
+                    ));
+                }
+                match f.for_ms {
+                    Some(ms) if (1..=MAX_DURATION_MS).contains(&ms) => continue,
+                    _ => {
+                        return Err(s.invalid(
+                            &key("for_ms"),
+                            format!("network faults need `for_ms` in 1..={MAX_DURATION_MS}"),
+                        ));
+                    }
+                }
+            }
+            if !plan.network.proxy {
+                return Err(s.invalid(
+                    &key("action"),
+                    "network faults need the fault proxy: set `[network] proxy = true`",
+                ));
+            }
+            let Some(link) = &f.link else {
+                return Err(s.invalid(&key("link"), "network faults need a `link = \"FROM->TO\"`"));
+            };
+            let sel = link::parse(link).map_err(|e| s.invalid(&key("link"), e.to_string()))?;
+            if let link::From::Workers(Some(g)) = &sel.from
+                && s.group(g).is_none()
+            {
+                return Err(s.invalid(&key("link"), format!("no worker group called `{g}`")));
+            }
+            for index in sel.server_indices() {
+                if index >= fleet {
+                    return Err(s.invalid(
+                        &key("link"),
+                        format!("the fleet has {fleet} servers (0-based index), not server{index}"),
+                    ));
+                }
+            }
+            match f.for_ms {
+                Some(ms) if (1..=MAX_DURATION_MS).contains(&ms) => {}
+                _ => {
+                    return Err(s.invalid(
+                        &key("for_ms"),
+                        format!("network faults need `for_ms` in 1..={MAX_DURATION_MS}"),
+                    ));
+                }
+            }
+            if f.action == FaultAction::Delay {
+                match f.delay_ms {
+                    Some(ms) if (1..=MAX_DELAY_MS).contains(&ms) => {}
+                    _ => {
+                        return Err(s.invalid(
+                            &key("delay_ms"),
+                            format!("`delay` needs `delay_ms` in 1..={MAX_DELAY_MS}"),
+                        ));
+                    }
+                }
+            }
+            if f.jitter_ms.is_some_and(|j| j > MAX_DELAY_MS) {
+                return Err(s.invalid(&key("jitter_ms"), format!("must be <= {MAX_DELAY_MS}")));
+            }
+            if f.direction.is_some()
+                && !matches!(f.action, FaultAction::Delay | FaultAction::Blackhole)
+            {
+                return Err(s.invalid(
+                    &key("direction"),
+                    "`direction` applies to `delay` and `blackhole` only",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {
@@ -592,7 +707,7 @@ impl Scenario {
             .faults
             .iter()
             .filter(|f| f.action.is_network())
-            .map(|f| super::network::heal_name(&f.name))
+            .map(|f| link::heal_name(&f.name))
             .collect();
         let mut fault_names = BTreeSet::new();
         for (i, f) in plan.faults.iter().enumerate() {
@@ -607,7 +722,7 @@ impl Scenario {
         if plan.assertions.is_empty() {
             return Err(self.invalid("assertions", "at least one assertion is needed"));
         }
-        super::network::validate(self)?;
+        self.validate_network()?;
         for (i, a) in plan.assertions.iter().enumerate() {
             if let Assertion::Reclaim { slots: 0, .. } = a {
                 return Err(self.invalid(
@@ -743,7 +858,8 @@ impl Scenario {
             ));
         }
         if let Some(c) = &g.clock {
-            c.validate().map_err(|m| self.invalid(&key("clock"), m))?;
+            c.validate()
+                .map_err(|e| self.invalid(&key("clock"), e.to_string()))?;
         }
         if g.operation != Operation::Admit && (g.hold_ms > 0 || g.heartbeat_ms > 0 || g.hold_once) {
             return Err(self.invalid(

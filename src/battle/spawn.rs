@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use super::spec::{DoorSpec, WorkerSpec};
+use super::spec::{DoorSpec, LoadWorkerSpec, WorkerSpec};
 use crate::infra::{ChildError, OwnedChild};
 
 /// How long workers may take to open their connections.
@@ -20,6 +20,7 @@ pub struct Worker {
     pub group: String,
     pub index: u32,
     pub child: OwnedChild,
+    /// The history it writes (a `bench load` worker: its totals).
     pub history: PathBuf,
     pub ready_file: PathBuf,
     pub stderr: PathBuf,
@@ -59,8 +60,6 @@ pub fn spawn_worker(
     barrier: &std::io::PipeReader,
     dir: &Path,
 ) -> Result<Worker, SpawnError> {
-    let name = format!("{}-{}", spec.group, spec.index);
-    let spec_file = dir.join("workers").join(format!("{name}.json"));
     // The file holds the URL without its password; the worker gets the real one in its
     // environment, which is not written anywhere.
     let mut on_disk = spec.clone();
@@ -69,31 +68,14 @@ pub fn spawn_worker(
         real_url = Some(std::mem::replace(url, crate::infra::redact_url(url)));
     }
     let json = serde_json::to_vec_pretty(&on_disk).map_err(SpawnError::Encode)?;
-    std::fs::write(&spec_file, json).map_err(|source| SpawnError::File {
-        what: "write",
-        path: spec_file.clone(),
-        source,
-    })?;
-    let stderr = dir.join("workers").join(format!("{name}.stderr"));
-    let err = std::fs::File::create(&stderr).map_err(|source| SpawnError::File {
-        what: "create",
-        path: stderr.clone(),
-        source,
-    })?;
-    let stdin = barrier.try_clone().map_err(SpawnError::Barrier)?;
-    let mut command = Command::new(exe);
-    command
-        .arg("worker")
-        .arg("--spec")
-        .arg(&spec_file)
-        .stdin(Stdio::from(stdin))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(err));
-    if let Some(url) = real_url {
-        command.env(super::spec::REDIS_URL_ENV, url);
-    }
-    let label = format!("{}[{}]", spec.group, spec.index);
-    let child = OwnedChild::spawn(format!("worker {label}"), command)?;
+    let process = Process {
+        subcommand: "worker",
+        group: &spec.group,
+        index: spec.index,
+        json,
+        real_url,
+    };
+    let (label, child, stderr) = process.start(exe, barrier, dir)?;
     Ok(Worker {
         label,
         group: spec.group.clone(),
@@ -103,6 +85,87 @@ pub fn spawn_worker(
         ready_file: spec.ready_file.clone(),
         stderr,
     })
+}
+
+/// Starts one `bench load` worker (`tk-conform load-worker`); its "history" is its totals file.
+pub fn spawn_load_worker(
+    exe: &Path,
+    spec: &LoadWorkerSpec,
+    barrier: &std::io::PipeReader,
+    dir: &Path,
+) -> Result<Worker, SpawnError> {
+    let on_disk = LoadWorkerSpec {
+        url: crate::infra::redact_url(&spec.url),
+        ..spec.clone()
+    };
+    let json = serde_json::to_vec_pretty(&on_disk).map_err(SpawnError::Encode)?;
+    let process = Process {
+        subcommand: "load-worker",
+        group: "load",
+        index: spec.index,
+        json,
+        real_url: Some(spec.url.clone()),
+    };
+    let (label, child, stderr) = process.start(exe, barrier, dir)?;
+    Ok(Worker {
+        label,
+        group: "load".into(),
+        index: spec.index,
+        child,
+        history: spec.result_file.clone(),
+        ready_file: spec.ready_file.clone(),
+        stderr,
+    })
+}
+
+/// A worker process to start: `tk-conform <subcommand> --spec <dir>/workers/<group>-<index>.json`
+/// with the barrier pipe as stdin and its stderr in a file beside the spec.
+struct Process<'a> {
+    subcommand: &'static str,
+    group: &'a str,
+    index: u32,
+    json: Vec<u8>,
+    /// The Redis URL with its password, passed in the environment only.
+    real_url: Option<String>,
+}
+
+impl Process<'_> {
+    /// Returns the worker's label, its process and its stderr file.
+    fn start(
+        self,
+        exe: &Path,
+        barrier: &std::io::PipeReader,
+        dir: &Path,
+    ) -> Result<(String, OwnedChild, PathBuf), SpawnError> {
+        let name = format!("{}-{}", self.group, self.index);
+        let spec_file = dir.join("workers").join(format!("{name}.json"));
+        std::fs::write(&spec_file, &self.json).map_err(|source| SpawnError::File {
+            what: "write",
+            path: spec_file.clone(),
+            source,
+        })?;
+        let stderr = dir.join("workers").join(format!("{name}.stderr"));
+        let err = std::fs::File::create(&stderr).map_err(|source| SpawnError::File {
+            what: "create",
+            path: stderr.clone(),
+            source,
+        })?;
+        let stdin = barrier.try_clone().map_err(SpawnError::Barrier)?;
+        let mut command = Command::new(exe);
+        command
+            .arg(self.subcommand)
+            .arg("--spec")
+            .arg(&spec_file)
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err));
+        if let Some(url) = self.real_url {
+            command.env(super::spec::REDIS_URL_ENV, url);
+        }
+        let label = format!("{}[{}]", self.group, self.index);
+        let child = OwnedChild::spawn(format!("worker {label}"), command)?;
+        Ok((label, child, stderr))
+    }
 }
 
 /// Waits until every worker has exited, or kills them all after `bound`.

@@ -1,6 +1,7 @@
-//! What the runner hands each worker process: its spec file's types. This module imports
-//! nothing from the rest of `battle` but `clock` (a leaf), so the runner, the worker, the doors and `bench load` can
-//! all depend on it without depending on each other.
+//! What the runner hands each worker process: its spec file's types (a battle worker's
+//! [`WorkerSpec`], a `bench load` worker's [`LoadWorkerSpec`]). This module imports nothing
+//! from the rest of `battle` but `clock` (a leaf), so the runner, the worker, the doors and
+//! `bench load` can all depend on it without depending on each other.
 
 use std::path::PathBuf;
 
@@ -41,9 +42,6 @@ pub struct WorkerSpec {
     pub go_file: PathBuf,
     /// Test only: make this worker a faulty client on purpose.
     pub fault: Option<WorkerFault>,
-    /// `bench load`: count decisions over many connections instead of recording a history.
-    #[serde(default)]
-    pub load: Option<LoadSpec>,
     /// Direct door: the group's clock fault and where `now` comes from.
     #[serde(default)]
     pub clock: Option<super::clock::ClientClock>,
@@ -122,11 +120,24 @@ pub enum Operation {
     Spend,
 }
 
-/// Load mode of a worker.
+/// What one `bench load` worker process is told (`tk-conform load-worker --spec F`): a direct
+/// door per connection, one call in flight on each, totals instead of a history.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LoadSpec {
-    pub connections: u32,
+pub struct LoadWorkerSpec {
+    pub index: u32,
+    /// Redacted on disk; the real URL comes in [`REDIS_URL_ENV`].
+    pub url: String,
+    pub contract_dir: PathBuf,
+    pub strategy: Strategy,
+    /// The calls go to `<key_prefix>:<n>`, `n` uniform in `0..keys`.
+    pub key_prefix: String,
     pub keys: u64,
+    pub connections: u32,
+    pub duration_ms: u64,
+    pub call_timeout_ms: u64,
+    pub ready_file: PathBuf,
+    pub go_file: PathBuf,
+    /// Where the worker writes its totals (JSON).
     pub result_file: PathBuf,
 }

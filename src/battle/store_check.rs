@@ -61,12 +61,12 @@ fn keys_per_identity(kind: &PolicyKind) -> u64 {
 pub use super::checker::granted_lease_ms;
 
 /// What the store read needs of the run, given by the runner (so this module does not import
-/// it): the key each group works on, the scenario's namespace, and the run's id on a Redis the
-/// harness did not start.
+/// it): the key each group works on and the scenario's namespace.
 pub struct StoreScope<'a> {
     pub key_of: &'a dyn Fn(&WorkerGroup, &PolicyFacts) -> String,
+    /// Always set on a Redis the harness did not start (`battle --redis-url` refuses a
+    /// `--server-cmd` without `{key_prefix}`), so the read never strays into others' keys.
     pub namespace: Option<String>,
-    pub external_run_id: Option<&'a str>,
     /// The longest lease the servers granted (`granted_lease_ms`), which bounds slot keys' TTL.
     pub granted_lease_ms: u64,
 }
@@ -79,16 +79,17 @@ pub async fn snapshot(
     fleet: usize,
 ) -> StoreSnapshot {
     let mut snap = StoreSnapshot::default();
-    let set = scenario
-        .policy_yaml()
-        .map_err(|e| e.to_string())
-        .and_then(|y| {
-            PolicySet::parse(&scenario.file.display().to_string(), &y).map_err(|e| e.to_string())
-        });
+    let set = match scenario.policy_yaml() {
+        Ok(yaml) => PolicySet::parse(&scenario.file.display().to_string(), &yaml),
+        Err(e) => {
+            snap.error = Some(e.to_string());
+            return snap;
+        }
+    };
     let set = match set {
         Ok(s) => s,
         Err(e) => {
-            snap.error = Some(e);
+            snap.error = Some(e.to_string());
             return snap;
         }
     };
@@ -137,45 +138,43 @@ pub async fn snapshot(
     snap.key_formula = format!(
         "Σ over the groups' (policy, key) of keys per identity ({per_identity}) + {registry} slot registry"
     );
-    if let Err(e) = read(
-        &mut snap,
-        scope.external_run_id,
-        scope.namespace.as_deref(),
-        url,
-    )
-    .await
-    {
-        snap.error = Some(e);
+    if let Err(e) = read(&mut snap, scope.namespace.as_deref(), url).await {
+        snap.error = Some(e.to_string());
     }
     snap
+}
+
+/// Why the store could not be read back (the snapshot then carries the message).
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{url}: no connection within 5 s")]
+    ConnectTimeout { url: String },
+    #[error(transparent)]
+    Connect(#[from] crate::infra::RedisError),
+    #[error(transparent)]
+    Command(#[from] redis::RedisError),
 }
 
 /// Reads the scenario's keys back: those under `namespace` when the scenario has one (always on
 /// a Redis the harness did not start), every key of the Redis the run started otherwise.
 async fn read(
     snap: &mut StoreSnapshot,
-    external_run_id: Option<&str>,
     namespace: Option<&str>,
     url: &str,
-) -> Result<(), String> {
+) -> Result<(), ReadError> {
     let connect = crate::infra::connect(url);
     let mut con = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
-        .map_err(|_| format!("{url}: no connection within 5 s"))?
-        .map_err(|e| e.to_string())?;
-    let time: (String, String) = redis::cmd("TIME")
-        .query_async(&mut con)
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ReadError::ConnectTimeout {
+            url: crate::infra::redact_url(url),
+        })??;
+    let time: (String, String) = redis::cmd("TIME").query_async(&mut con).await?;
     let secs: i64 = time.0.parse().unwrap_or(0);
     let micros: i64 = time.1.parse().unwrap_or(0);
     snap.read_at_ms = secs * 1000 + micros / 1000;
     let pattern = match namespace {
         Some(ns) => format!("{ns}:*"),
-        None => match external_run_id {
-            Some(run_id) => format!("*{run_id}*"),
-            None => "*".to_string(),
-        },
+        None => "*".to_string(),
     };
     let registry = match namespace {
         Some(ns) => format!("{ns}:{SLOT_KEYS}"),
@@ -191,8 +190,7 @@ async fn read(
             .arg("COUNT")
             .arg(500)
             .query_async(&mut con)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         keys.extend(batch);
         cursor = next;
         if cursor == 0 || keys.len() >= MAX_KEYS {
@@ -206,7 +204,7 @@ async fn read(
     keys.sort();
     keys.dedup();
     for key in keys {
-        let pttl: i64 = con.pttl(&key).await.map_err(|e| e.to_string())?;
+        let pttl: i64 = con.pttl(&key).await?;
         if pttl == -2 {
             continue;
         }
@@ -235,8 +233,7 @@ async fn read(
                 .arg("start")
                 .arg("count")
                 .query_async(&mut con)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             if let (Some(start), Some(count)) = state {
                 let start: f64 = start.parse().unwrap_or(f64::NAN);
                 let count: f64 = count.parse().unwrap_or(f64::NAN);

@@ -13,20 +13,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
+use super::barrier::{self, BarrierError};
 use super::door::{CallError, Door, OpenError};
 use super::door_redis::RedisDoor;
 use super::door_service::ServiceDoor;
 use super::history::{Event, HistoryError, HistoryWriter, Op, Reply, now_us};
 use super::scenario::MAX_DURATION_MS;
 use super::spec::{DoorSpec, Operation, WorkerFault, WorkerSpec};
-use crate::exit::TkExitCode;
 use crate::model::{LeaseConfig, LeaseSpender, SpendOutcome};
-
-/// How long a worker waits for the barrier before giving up.
-const BARRIER_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -58,25 +54,17 @@ pub enum WorkerError {
     },
     #[error(transparent)]
     History(#[from] HistoryError),
-    #[error("{label}: barrier: {message}")]
-    Barrier { label: String, message: String },
+    #[error("{label}: barrier: {source}")]
+    Barrier {
+        label: String,
+        #[source]
+        source: BarrierError,
+    },
 }
 
 /// The `worker` subcommand's entry point.
 pub fn main(args: WorkerArgs) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime");
-    match runtime.block_on(run(&args.spec)) {
-        Ok(true) => TkExitCode::of(TkExitCode::PASSED),
-        // The runner went away before the barrier opened: nothing was done.
-        Ok(false) => TkExitCode::of(TkExitCode::WORKER_ABANDONED),
-        Err(e) => {
-            crate::cli_edge::error_line("worker", &e.into());
-            TkExitCode::of(TkExitCode::USAGE_OR_INFRA)
-        }
-    }
+    barrier::process_main("worker", async { Ok(run(&args.spec).await?) })
 }
 
 pub use super::spec::REDIS_URL_ENV;
@@ -108,36 +96,6 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
         door,
         source: Box::new(source),
     };
-    if let (
-        Some(load),
-        DoorSpec::Redis {
-            url,
-            contract_dir,
-            strategy,
-            key,
-        },
-    ) = (&spec.load, &spec.door)
-    {
-        let mut doors = Vec::new();
-        for _ in 0..load.connections {
-            doors.push(
-                RedisDoor::connect(url, contract_dir, *strategy, key, timeout, None)
-                    .await
-                    .map_err(|m| door_error("redis", m))?,
-            );
-        }
-        let Some(t0_us) = barrier(&label, &spec.ready_file, &spec.go_file).await? else {
-            return Ok(false);
-        };
-        let t0 = Instant::now() - Duration::from_micros((now_us() - t0_us).max(0) as u64);
-        super::bench::load_worker(&spec, load, doors, t0)
-            .await
-            .map_err(|e| WorkerError::Barrier {
-                label: label.clone(),
-                message: format!("cannot write the load result: {e}"),
-            })?;
-        return Ok(true);
-    }
     let mut door: Box<dyn Door> = match &spec.door {
         DoorSpec::Redis {
             url,
@@ -176,7 +134,13 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
         seq: 0,
     };
 
-    let Some(t0_us) = barrier(&label, &spec.ready_file, &spec.go_file).await? else {
+    let Some(t0_us) = barrier::wait(&spec.ready_file, &spec.go_file)
+        .await
+        .map_err(|source| WorkerError::Barrier {
+            label: label.clone(),
+            source,
+        })?
+    else {
         return Ok(false);
     };
     recorder.writer.write(&Event::Start {
@@ -185,43 +149,12 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
         pid: std::process::id(),
         t0_us,
     })?;
-    // The barrier's epoch time on this process's monotonic clock.
-    let t0 = Instant::now() - Duration::from_micros((now_us() - t0_us).max(0) as u64);
+    let t0 = barrier::instant_of(t0_us);
     CallPlan::new(&spec, t0)
         .run(door.as_mut(), &mut recorder)
         .await?;
     recorder.writer.write(&Event::End { at_us: now_us() })?;
     Ok(true)
-}
-
-/// Says ready, waits for EOF on stdin, then reads the barrier time. `None` when the runner died.
-async fn barrier(
-    label: &str,
-    ready_file: &Path,
-    go_file: &Path,
-) -> Result<Option<i64>, WorkerError> {
-    let err = |message: String| WorkerError::Barrier {
-        label: label.into(),
-        message,
-    };
-    std::fs::write(ready_file, b"ready\n")
-        .map_err(|e| err(format!("cannot write {}: {e}", ready_file.display())))?;
-    let mut sink = Vec::new();
-    let mut stdin = tokio::io::stdin();
-    match tokio::time::timeout(BARRIER_TIMEOUT, stdin.read_to_end(&mut sink)).await {
-        Err(_) => return Err(err(format!("no go within {}s", BARRIER_TIMEOUT.as_secs()))),
-        Ok(Err(e)) => return Err(err(format!("reading stdin: {e}"))),
-        Ok(Ok(_)) => {}
-    }
-    match std::fs::read_to_string(go_file) {
-        Err(_) => Ok(None),
-        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
-            err(format!(
-                "{} holds {text:?}, not an epoch µs",
-                go_file.display()
-            ))
-        }),
-    }
 }
 
 /// Numbers each call and writes its invoke and completion.

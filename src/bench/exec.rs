@@ -72,7 +72,7 @@ fn execute(args: ExecBenchArgs) -> anyhow::Result<ExitCode> {
         }
         backend.shutdown().await?;
         let mut native = 0.0f64;
-        let mut argv = split_command(&args.adapter).map_err(anyhow::Error::msg)?;
+        let mut argv = split_command(&args.adapter)?;
         argv.extend([
             "--native-bench".into(),
             kind.name.clone(),

@@ -16,7 +16,7 @@ use crate::backend::exec::ExecArgs;
 use crate::contract::vectors::Suite;
 use crate::exit::TkExitCode;
 use crate::infra::RedisOptions;
-use crate::report::{Progress, Recorder, RunDir, RunStatus, Summary};
+use crate::report::{Progress, RunDir, RunRecorder, RunStatus, Summary};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -157,7 +157,7 @@ fn execute(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         serde_json::json!(vectors_path.display().to_string()),
     );
     let recorder = Arc::new(
-        Recorder::start(run_dir, summary)
+        RunRecorder::start(run_dir, summary)
             .with_context(|| format!("cannot write logs under {}", args.logs.display()))?,
     );
     let progress = Progress::new();

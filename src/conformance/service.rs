@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 use super::trial::{TrialResult, TrialSpec};
-use crate::service_suites::{self, Outcome, SuiteContext};
+use crate::service_suites::{self, SuiteContext, SuiteOutcome};
 
 /// One trial per service suite, named `service::<suite>`, run on `runtime`, each bounded by
 /// `timeout` (`run --trial-timeout`; its longest wait is a few lease TTLs or one 2 s Reserve
@@ -23,10 +23,14 @@ pub fn service_trials(
             TrialSpec::new(suite.trial_name(), "service", move || {
                 runtime.block_on(async {
                     match tokio::time::timeout(timeout, suite.run(ctx)).await {
-                        Ok(Outcome::Passed) => TrialResult::Passed(Some(suite.checks.to_owned())),
-                        Ok(Outcome::Failed(message)) => TrialResult::Failed(message),
-                        Ok(Outcome::Skipped(reason)) => TrialResult::Skipped(reason),
-                        Ok(Outcome::Informational(finding)) => TrialResult::Informational(finding),
+                        Ok(SuiteOutcome::Passed) => {
+                            TrialResult::Passed(Some(suite.checks.to_owned()))
+                        }
+                        Ok(SuiteOutcome::Failed(message)) => TrialResult::Failed(message),
+                        Ok(SuiteOutcome::Skipped(reason)) => TrialResult::Skipped(reason),
+                        Ok(SuiteOutcome::Informational(finding)) => {
+                            TrialResult::Informational(finding)
+                        }
                         Err(_) => TrialResult::Failed(format!(
                             "suite {} did not finish within {} s",
                             suite.name,

@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 use super::replay::{ReplayFailure, replay};
 use crate::backend::{Backend, Capability};
 use crate::contract::vectors::Suite;
-use crate::report::{Recorder, TrialOutcome, TrialRecord};
+use crate::report::{RunRecorder, TrialOutcome, TrialRecord};
 
 /// How a trial ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl TrialSpec {
 pub fn run_trials(
     args: &Arguments,
     specs: Vec<TrialSpec>,
-    recorder: Option<Arc<Recorder>>,
+    recorder: Option<Arc<RunRecorder>>,
 ) -> Conclusion {
     let trials = specs
         .into_iter()

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 mod files {
     include!(concat!(env!("OUT_DIR"), "/bundled_contract.rs"));
@@ -14,7 +14,12 @@ mod files {
 /// The default `--contract` value, the one the bundled copy stands in for.
 pub const DEFAULT_DIR: &str = "contract";
 
-static EXTRACTED: OnceLock<Result<tempfile::TempDir, String>> = OnceLock::new();
+/// Extracted once per process; a failure is kept too (shared, hence the `Arc`).
+static EXTRACTED: OnceLock<Result<tempfile::TempDir, Arc<io::Error>>> = OnceLock::new();
+
+#[derive(Debug, thiserror::Error)]
+#[error("no ./{DEFAULT_DIR} here, and the bundled contract cannot be written: {0}")]
+struct Unwritable(#[source] Arc<io::Error>);
 
 /// The embedded files: `(path relative to the contract folder, bytes)`.
 pub fn files() -> &'static [(&'static str, &'static [u8])] {
@@ -42,9 +47,8 @@ pub fn resolve(dir: &Path) -> io::Result<PathBuf> {
     let extracted = EXTRACTED.get_or_init(|| {
         let temp = tempfile::Builder::new()
             .prefix("tk-conform-contract-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        extract_to(temp.path()).map_err(|e| e.to_string())?;
+            .tempdir()?;
+        extract_to(temp.path())?;
         Ok(temp)
     });
     match extracted {
@@ -57,9 +61,7 @@ pub fn resolve(dir: &Path) -> io::Result<PathBuf> {
             );
             Ok(temp.path().to_path_buf())
         }
-        Err(e) => Err(io::Error::other(format!(
-            "no ./{DEFAULT_DIR} here, and the bundled contract cannot be written: {e}"
-        ))),
+        Err(e) => Err(io::Error::new(e.kind(), Unwritable(Arc::clone(e)))),
     }
 }
 

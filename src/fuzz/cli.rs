@@ -76,7 +76,20 @@ pub struct FuzzArgs {
 }
 
 /// `60s`, `500ms`, `2m`, `1h`, or bare seconds; 1 s to 24 h.
-pub fn parse_time(text: &str) -> Result<Duration, String> {
+/// A flag value `fuzz` refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    #[error("`{0}` is not a duration like 500ms, 60s, 2m or 1h")]
+    NotADuration(String),
+    #[error("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{0}` is out of range: 1s to 24h")]
+    TimeRange(String),
+    #[error("unknown primitive `{0}`; one of: {all}", all = Target::ALL.map(Target::name).join(", "))]
+    UnknownPrimitive(String),
+}
+
+pub fn parse_time(text: &str) -> Result<Duration, FlagError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -84,31 +97,27 @@ pub fn parse_time(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 500ms, 60s, 2m or 1h"))?;
+        .map_err(|_| FlagError::NotADuration(text.into()))?;
     let ms = match unit {
         "ms" => n,
         "" | "s" => n.saturating_mul(1000),
         "m" => n.saturating_mul(60_000),
         "h" => n.saturating_mul(3_600_000),
         _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
-            ));
+            return Err(FlagError::UnknownUnit {
+                text: text.into(),
+                unit: unit.into(),
+            });
         }
     };
     if !(1000..=86_400_000).contains(&ms) {
-        return Err(format!("`{text}` is out of range: 1s to 24h"));
+        return Err(FlagError::TimeRange(text.into()));
     }
     Ok(Duration::from_millis(ms))
 }
 
-fn parse_target(text: &str) -> Result<Target, String> {
-    Target::from_name(text.trim()).ok_or_else(|| {
-        format!(
-            "unknown primitive `{text}`; one of: {}",
-            Target::ALL.map(Target::name).join(", ")
-        )
-    })
+fn parse_target(text: &str) -> Result<Target, FlagError> {
+    Target::from_name(text.trim()).ok_or_else(|| FlagError::UnknownPrimitive(text.into()))
 }
 
 pub fn run(args: FuzzArgs) -> ExitCode {
@@ -399,10 +408,11 @@ mod tests {
         assert_eq!(parse_time("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_time("1500ms").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_time("5").unwrap(), Duration::from_secs(5));
-        assert!(parse_time("500ms").unwrap_err().contains("1s to 24h"));
-        assert!(parse_time("25h").unwrap_err().contains("1s to 24h"));
-        assert!(parse_time("10d").unwrap_err().contains("unknown unit"));
-        assert!(parse_time("-1s").unwrap_err().contains("not a duration"));
+        let err = |text: &str| parse_time(text).unwrap_err().to_string();
+        assert!(err("500ms").contains("1s to 24h"));
+        assert!(err("25h").contains("1s to 24h"));
+        assert!(err("10d").contains("unknown unit"));
+        assert!(err("-1s").contains("not a duration"));
         assert!(parse_time("").is_err());
         assert!(parse_time("99999999999999999999h").is_err());
     }
@@ -417,6 +427,7 @@ mod tests {
         assert!(
             parse_target("leaky")
                 .unwrap_err()
+                .to_string()
                 .contains("slidingWindowLog")
         );
     }

@@ -80,7 +80,7 @@ impl Namespace {
     }
 
     /// Deletes every key under `<prefix>:` and nothing else; returns how many went.
-    pub async fn delete(self) -> Result<u64, String> {
+    pub async fn delete(self) -> Result<u64, DeleteError> {
         delete(&self.url, &self.prefix).await
     }
 }
@@ -91,16 +91,39 @@ impl Drop for Namespace {
     }
 }
 
-async fn delete(url: &str, prefix: &str) -> Result<u64, String> {
+/// Why a namespace's keys could not be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error(transparent)]
+    Connect(#[from] super::RedisError),
+    #[error("deleting {prefix}:* on {url}: {source}")]
+    Delete {
+        prefix: String,
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("deleting {prefix}:* on {url}: no answer within {DELETE_BOUND:?}")]
+    Timeout { prefix: String, url: String },
+}
+
+async fn delete(url: &str, prefix: &str) -> Result<u64, DeleteError> {
     let work = async {
-        let mut con = super::connect(url).await.map_err(|e| e.to_string())?;
+        let mut con = super::connect(url).await?;
         super::delete_prefixed(&mut con, prefix)
             .await
-            .map_err(|e| format!("deleting {prefix}:* on {url}: {e}"))
+            .map_err(|source| DeleteError::Delete {
+                prefix: prefix.into(),
+                url: url.into(),
+                source,
+            })
     };
     tokio::time::timeout(DELETE_BOUND, work)
         .await
-        .map_err(|_| format!("deleting {prefix}:* on {url}: no answer within {DELETE_BOUND:?}"))?
+        .map_err(|_| DeleteError::Timeout {
+            prefix: prefix.into(),
+            url: url.into(),
+        })?
 }
 
 /// For an interrupt handler about to exit the process: kills every owned child, then deletes
@@ -116,7 +139,7 @@ pub async fn on_interrupt() -> Vec<String> {
     }
     for (url, prefix) in namespaces.values() {
         if let Err(e) = delete(url, prefix).await {
-            failed.push(e);
+            failed.push(e.to_string());
         }
     }
     let folders = std::mem::take(&mut *lock(&FOLDERS));

@@ -62,25 +62,31 @@ pub struct MutateArgs {
     pub redis_server: Option<PathBuf>,
 }
 
-fn parse_score(text: &str) -> Result<f64, String> {
+/// A flag value `mutate` refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    #[error("`{0}` is not a percentage")]
+    NotAPercentage(String),
+    #[error("`{0}`: a score is a percentage from 0 to 100")]
+    ScoreRange(String),
+    #[error("unknown operator `{0}`; one of: {all}", all = Operator::ALL.map(Operator::name).join(", "))]
+    UnknownOperator(String),
+}
+
+fn parse_score(text: &str) -> Result<f64, FlagError> {
     let value: f64 = text
         .trim()
         .trim_end_matches('%')
         .parse()
-        .map_err(|_| format!("`{text}` is not a percentage"))?;
+        .map_err(|_| FlagError::NotAPercentage(text.into()))?;
     if !(0.0..=100.0).contains(&value) {
-        return Err(format!("`{text}`: a score is a percentage from 0 to 100"));
+        return Err(FlagError::ScoreRange(text.into()));
     }
     Ok(value)
 }
 
-fn parse_operator(text: &str) -> Result<Operator, String> {
-    Operator::from_name(text.trim()).ok_or_else(|| {
-        format!(
-            "unknown operator `{text}`; one of: {}",
-            Operator::ALL.map(Operator::name).join(", ")
-        )
-    })
+fn parse_operator(text: &str) -> Result<Operator, FlagError> {
+    Operator::from_name(text.trim()).ok_or_else(|| FlagError::UnknownOperator(text.into()))
 }
 
 pub fn run(args: MutateArgs) -> ExitCode {
@@ -330,13 +336,16 @@ mod tests {
     fn scores_are_percentages() {
         assert_eq!(parse_score("90"), Ok(90.0));
         assert_eq!(parse_score("99.5%"), Ok(99.5));
-        assert!(parse_score("101").unwrap_err().contains("0 to 100"));
-        assert!(parse_score("-1").unwrap_err().contains("0 to 100"));
+        let err = |text: &str| parse_score(text).unwrap_err().to_string();
+        assert!(err("101").contains("0 to 100"));
+        assert!(err("-1").contains("0 to 100"));
         assert!(parse_score("NaN").is_err());
+        assert!(err("lots").contains("not a percentage"));
         assert!(
-            parse_score("lots")
+            parse_operator("nope")
                 .unwrap_err()
-                .contains("not a percentage")
+                .to_string()
+                .contains("unknown operator `nope`; one of: ")
         );
     }
 

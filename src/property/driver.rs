@@ -112,7 +112,7 @@ impl Driver {
             Some((url, owned)) => Some(
                 Store::connect(url, *owned, &target.run_prefix)
                     .await
-                    .map_err(Verdict::Fail)?,
+                    .map_err(|e| Verdict::Fail(e.to_string()))?,
             ),
             None => None,
         };
@@ -244,7 +244,7 @@ impl Driver {
             Some(store) => store
                 .hygiene(&namespace, shape, keys, slack)
                 .await
-                .map_err(Verdict::Fail),
+                .map_err(|e| Verdict::Fail(e.to_string())),
         }
     }
 }

@@ -32,12 +32,78 @@ pub struct Writes {
     pub seen: usize,
 }
 
+/// Why the store could not be read, or the keys the engine left fail hygiene.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis url {url}: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("cannot reach the harness's redis at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: crate::infra::RedisError,
+    },
+    /// `command` is what was sent, e.g. `PTTL <key>`.
+    #[error("{command}: {source}")]
+    Command {
+        command: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("MONITOR ended before the watch's end marker")]
+    MonitorEnded,
+    #[error(
+        "hygiene: key `{key}` has no TTL (PTTL -1); every key the engine writes must expire, here within {bound} ms"
+    )]
+    NoTtl { key: String, bound: f64 },
+    #[error(
+        "hygiene: key `{key}` has PTTL {ttl} ms, above the family's bound of {bound} ms ({family_bound} ms for {family} plus {slack_ms} ms slack)"
+    )]
+    TtlTooLong {
+        key: String,
+        ttl: i64,
+        bound: f64,
+        family_bound: f64,
+        family: &'static str,
+        slack_ms: f64,
+    },
+    #[error(
+        "hygiene: {count} keys in the namespace after a suite that used {keys_used} keys (at most {most} expected): {sample}"
+    )]
+    TooManyKeys {
+        count: usize,
+        keys_used: usize,
+        most: usize,
+        /// The first few keys, comma-separated.
+        sample: String,
+    },
+    #[error(
+        "hygiene: key `{key}` in the harness's redis does not carry the run's namespace `{run_prefix}`; an adapter must put the namespace of `reset` into every key it writes"
+    )]
+    Stray { key: String, run_prefix: String },
+}
+
+fn command(command: impl Into<String>) -> impl FnOnce(redis::RedisError) -> StoreError {
+    let command = command.into();
+    move |source| StoreError::Command { command, source }
+}
+
 impl Store {
-    pub async fn connect(url: &str, owned: bool, run_prefix: &str) -> Result<Store, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url {url}: {e}"))?;
+    pub async fn connect(url: &str, owned: bool, run_prefix: &str) -> Result<Store, StoreError> {
+        let client = redis::Client::open(url).map_err(|source| StoreError::Url {
+            url: url.into(),
+            source,
+        })?;
         let con = crate::infra::connect(url)
             .await
-            .map_err(|e| format!("cannot reach the harness's redis at {url}: {e}"))?;
+            .map_err(|source| StoreError::Unreachable {
+                url: url.into(),
+                source,
+            })?;
         Ok(Store {
             client,
             con,
@@ -46,7 +112,7 @@ impl Store {
         })
     }
 
-    async fn scan(&mut self, pattern: &str) -> Result<Vec<String>, String> {
+    async fn scan(&mut self, pattern: &str) -> Result<Vec<String>, StoreError> {
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
@@ -58,7 +124,7 @@ impl Store {
                 .arg(500)
                 .query_async(&mut self.con)
                 .await
-                .map_err(|e| format!("SCAN: {e}"))?;
+                .map_err(command("SCAN"))?;
             keys.extend(batch);
             cursor = next;
             // Bounded: a keyspace this large is itself a hygiene failure.
@@ -69,7 +135,7 @@ impl Store {
     }
 
     /// The keys carrying `namespace`.
-    pub async fn keys(&mut self, namespace: &str) -> Result<Vec<String>, String> {
+    pub async fn keys(&mut self, namespace: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = self.scan(&format!("*{}*", glob_escape(namespace))).await?;
         // `…:1` must not pick up `…:10`'s keys.
         keys.retain(|k| carries(k, namespace));
@@ -77,23 +143,23 @@ impl Store {
         Ok(keys)
     }
 
-    pub async fn pttl(&mut self, key: &str) -> Result<i64, String> {
+    pub async fn pttl(&mut self, key: &str) -> Result<i64, StoreError> {
         redis::cmd("PTTL")
             .arg(key)
             .query_async(&mut self.con)
             .await
-            .map_err(|e| format!("PTTL {key}: {e}"))
+            .map_err(command(format!("PTTL {key}")))
     }
 
     /// Removes the TTL of every key of `namespace`; returns them.
-    pub async fn persist_all(&mut self, namespace: &str) -> Result<Vec<String>, String> {
+    pub async fn persist_all(&mut self, namespace: &str) -> Result<Vec<String>, StoreError> {
         let keys = self.keys(namespace).await?;
         for key in &keys {
             let _: i64 = redis::cmd("PERSIST")
                 .arg(key)
                 .query_async(&mut self.con)
                 .await
-                .map_err(|e| format!("PERSIST {key}: {e}"))?;
+                .map_err(command(format!("PERSIST {key}")))?;
         }
         Ok(keys)
     }
@@ -108,31 +174,36 @@ impl Store {
         shape: &Shape,
         keys_used: usize,
         slack_ms: f64,
-    ) -> Result<String, String> {
+    ) -> Result<String, StoreError> {
         let keys = self.keys(namespace).await?;
         let bound = shape.ttl_bound + slack_ms;
         for key in &keys {
             let ttl = self.pttl(key).await?;
             if ttl == -1 {
-                return Err(format!(
-                    "hygiene: key `{key}` has no TTL (PTTL -1); every key the engine writes must expire, here within {bound} ms"
-                ));
+                return Err(StoreError::NoTtl {
+                    key: key.clone(),
+                    bound,
+                });
             }
             if bound.is_finite() && ttl as f64 > bound {
-                return Err(format!(
-                    "hygiene: key `{key}` has PTTL {ttl} ms, above the family's bound of {bound} ms ({} ms for {} plus {slack_ms} ms slack)",
-                    shape.ttl_bound,
-                    shape.family.name()
-                ));
+                return Err(StoreError::TtlTooLong {
+                    key: key.clone(),
+                    ttl,
+                    bound,
+                    family_bound: shape.ttl_bound,
+                    family: shape.family.name(),
+                    slack_ms,
+                });
             }
         }
         let most = KEYS_PER_KEY * keys_used.max(1) + KEYS_PER_KEY;
         if keys.len() > most {
-            return Err(format!(
-                "hygiene: {} keys in the namespace after a suite that used {keys_used} keys (at most {most} expected): {}",
-                keys.len(),
-                keys.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
-            ));
+            return Err(StoreError::TooManyKeys {
+                count: keys.len(),
+                keys_used,
+                most,
+                sample: keys.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
+            });
         }
         if self.owned {
             let strays: Vec<String> = self
@@ -142,10 +213,10 @@ impl Store {
                 .filter(|k| !k.contains(&self.run_prefix))
                 .collect();
             if let Some(stray) = strays.first() {
-                return Err(format!(
-                    "hygiene: key `{stray}` in the harness's redis does not carry the run's namespace `{}`; an adapter must put the namespace of `reset` into every key it writes",
-                    self.run_prefix
-                ));
+                return Err(StoreError::Stray {
+                    key: stray.clone(),
+                    run_prefix: self.run_prefix.clone(),
+                });
             }
         }
         Ok(if keys.is_empty() {
@@ -156,26 +227,26 @@ impl Store {
     }
 
     /// Starts watching every command the server runs.
-    pub async fn watch(&self) -> Result<Watch, String> {
+    pub async fn watch(&self) -> Result<Watch, StoreError> {
         // The monitor connection has sent MONITOR by the time it is returned.
         let monitor = self
             .client
             .get_async_monitor()
             .await
-            .map_err(|e| format!("MONITOR: {e}"))?;
+            .map_err(command("MONITOR"))?;
         Ok(Watch {
             stream: Box::pin(monitor.into_on_message::<String>()),
         })
     }
 
     /// Ends a watch: every command up to a marker, classified for `namespace`.
-    pub async fn writes(&mut self, watch: Watch, namespace: &str) -> Result<Writes, String> {
+    pub async fn writes(&mut self, watch: Watch, namespace: &str) -> Result<Writes, StoreError> {
         let marker = format!("tk-conform-watch-end-{namespace}");
         let _: String = redis::cmd("ECHO")
             .arg(&marker)
             .query_async(&mut self.con)
             .await
-            .map_err(|e| format!("ECHO: {e}"))?;
+            .map_err(command("ECHO"))?;
         let mut stream = watch.stream;
         let mut lines = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -184,7 +255,7 @@ impl Store {
                 Ok(Some(line)) if line.contains(&marker) => break,
                 Ok(Some(line)) => lines.push(line),
                 Ok(None) | Err(_) => {
-                    return Err("MONITOR ended before the watch's end marker".into());
+                    return Err(StoreError::MonitorEnded);
                 }
             }
         }

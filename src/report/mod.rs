@@ -3,7 +3,7 @@
 //! `junit.xml`, `run.log` and `report.html` (the page people look at). Every file is written atomically (temp file + rename).
 //!
 //! Reusable by any command that runs named trials (the conformance runner, the battle runner):
-//! start a [`Recorder`] on a [`RunDir`], [`Recorder::record`] each trial, then [`Recorder::finish`].
+//! start a [`RunRecorder`] on a [`RunDir`], [`RunRecorder::record`] each trial, then [`RunRecorder::finish`].
 
 mod atomic;
 mod bars;
@@ -20,6 +20,6 @@ pub use atomic::{stop_writes, write_atomic};
 pub use bars::{Measure, ScenarioBar, ScenarioBars};
 pub use junit::junit_xml;
 pub use progress::Progress;
-pub use recorder::Recorder;
+pub use recorder::RunRecorder;
 pub use run_dir::RunDir;
 pub use summary::{Counts, RunStatus, Summary, TrialOutcome, TrialRecord, process_start_ticks};

@@ -14,25 +14,25 @@ use super::run_dir::RunDir;
 use super::summary::{RunStatus, Summary, TrialRecord, now_rfc3339};
 use crate::infra::redact_text;
 
-pub struct Recorder {
+pub struct RunRecorder {
     dir: RunDir,
     summary: Mutex<Summary>,
     /// Extra `report.html` sections (one per battle scenario), in order.
     sections: Mutex<Vec<String>>,
     log: Mutex<File>,
-    /// Set by [`Recorder::finish`]: the record is final (an interrupted run's trials that end
+    /// Set by [`RunRecorder::finish`]: the record is final (an interrupted run's trials that end
     /// after the interrupt, killed by it, are not added).
     closed: AtomicBool,
 }
 
-impl Recorder {
+impl RunRecorder {
     /// Opens `run.log` and writes the first `summary.json` (status `running`).
-    pub fn start(dir: RunDir, summary: Summary) -> io::Result<Recorder> {
+    pub fn start(dir: RunDir, summary: Summary) -> io::Result<RunRecorder> {
         let log = File::options()
             .create(true)
             .append(true)
             .open(dir.file("run.log"))?;
-        let recorder = Recorder {
+        let recorder = RunRecorder {
             dir,
             summary: Mutex::new(summary),
             sections: Mutex::new(Vec::new()),
@@ -152,7 +152,7 @@ mod tests {
     fn the_summary_is_valid_after_every_trial() {
         let root = tempfile::tempdir().unwrap();
         let dir = RunDir::create(root.path(), "model").unwrap();
-        let recorder = Recorder::start(dir, Summary::new("run", "contract", 1)).unwrap();
+        let recorder = RunRecorder::start(dir, Summary::new("run", "contract", 1)).unwrap();
         let read = || -> Summary {
             serde_json::from_slice(&std::fs::read(recorder.dir().file("summary.json")).unwrap())
                 .unwrap()

@@ -306,19 +306,26 @@ fn lease_timing(args: &ServeArgs) -> anyhow::Result<(Duration, Duration)> {
 
 /// `--key-prefix`: non-empty text without spaces, control characters or glob characters (so
 /// `<P>:*` is a literal SCAN pattern a cleanup can use), at most 200 bytes.
-pub fn parse_key_prefix(text: &str) -> Result<String, String> {
+pub fn parse_key_prefix(text: &str) -> Result<String, KeyPrefixError> {
     if text.is_empty() || text.len() > 200 {
-        return Err(format!("must be 1 to 200 bytes, got {}", text.len()));
+        return Err(KeyPrefixError::Length(text.len()));
     }
     if let Some(c) = text
         .chars()
         .find(|c| c.is_whitespace() || c.is_control() || "*?[]\\".contains(*c))
     {
-        return Err(format!(
-            "{c:?} is not allowed (no spaces, control or glob characters: * ? [ ] \\)"
-        ));
+        return Err(KeyPrefixError::Character(c));
     }
     Ok(text.to_owned())
+}
+
+/// A `--key-prefix` that [`parse_key_prefix`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyPrefixError {
+    #[error("must be 1 to 200 bytes, got {0}")]
+    Length(usize),
+    #[error("{0:?} is not allowed (no spaces, control or glob characters: * ? [ ] \\)")]
+    Character(char),
 }
 
 /// Reclaims expired slots on a timer, so a reclaim never waits for the next Admit.

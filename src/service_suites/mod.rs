@@ -74,7 +74,7 @@ pub struct ServiceSuite {
 
 /// What running a suite came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum SuiteOutcome {
     Passed,
     Failed(String),
     Skipped(String),
@@ -88,17 +88,19 @@ impl ServiceSuite {
         format!("service::{}", self.name)
     }
 
-    pub async fn run(&self, ctx: Arc<SuiteContext>) -> Outcome {
+    pub async fn run(&self, ctx: Arc<SuiteContext>) -> SuiteOutcome {
         if self.needs_redis && ctx.redis_url.is_none() {
-            return Outcome::Skipped(
+            return SuiteOutcome::Skipped(
                 "needs the Redis the server stores in (`run --backend service --server-store redis`, or --endpoint with --redis-url)"
                     .into(),
             );
         }
         match (self.run)(ctx).await {
-            Ok(None) => Outcome::Passed,
-            Ok(Some(finding)) => Outcome::Informational(format!("suite {}: {finding}", self.name)),
-            Err(SuiteFailure(message)) => Outcome::Failed(format!(
+            Ok(None) => SuiteOutcome::Passed,
+            Ok(Some(finding)) => {
+                SuiteOutcome::Informational(format!("suite {}: {finding}", self.name))
+            }
+            Err(SuiteFailure(message)) => SuiteOutcome::Failed(format!(
                 "suite {}: {message} [spec: {}]",
                 self.name, self.enforces
             )),

@@ -104,7 +104,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
-type Streamed = Result<proto::DenialEvent, String>;
+/// Why no (further) denial can come from a Watch stream.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("the stream failed with {:?}: {}", .0.code(), .0.message())]
+    Failed(#[source] tonic::Status),
+    #[error("the stream ended")]
+    Ended,
+    #[error("the stream's reader stopped")]
+    ReaderStopped,
+}
+
+type Streamed = Result<proto::DenialEvent, StreamError>;
 
 /// Opens Watch in a task of its own: a server may send no headers until the first event, so
 /// waiting here for the stream to open before causing a denial could wait forever.
@@ -117,9 +128,7 @@ fn start_watch(ctx: &SuiteContext, policy: &str) -> (AbortOnDrop, mpsc::Receiver
         let mut stream = match monitor.watch(request).await {
             Ok(response) => response.into_inner(),
             Err(s) => {
-                let _ = tx
-                    .send(Err(format!("failed with {:?}: {}", s.code(), s.message())))
-                    .await;
+                let _ = tx.send(Err(StreamError::Failed(s))).await;
                 return;
             }
         };
@@ -130,8 +139,8 @@ fn start_watch(ctx: &SuiteContext, policy: &str) -> (AbortOnDrop, mpsc::Receiver
                     Some(denial) => Ok(denial),
                     None => continue,
                 },
-                Ok(None) => Err("the stream ended".to_owned()),
-                Err(s) => Err(format!("failed with {:?}: {}", s.code(), s.message())),
+                Ok(None) => Err(StreamError::Ended),
+                Err(s) => Err(StreamError::Failed(s)),
             };
             let last = item.is_err();
             if tx.send(item).await.is_err() || last {
@@ -143,16 +152,13 @@ fn start_watch(ctx: &SuiteContext, policy: &str) -> (AbortOnDrop, mpsc::Receiver
 }
 
 /// The next streamed denial of `key`; other keys' denials are passed over.
-async fn next_of(
-    rx: &mut mpsc::Receiver<Streamed>,
-    key: &str,
-) -> Result<proto::DenialEvent, String> {
+async fn next_of(rx: &mut mpsc::Receiver<Streamed>, key: &str) -> Streamed {
     loop {
         match rx.recv().await {
             Some(Ok(event)) if event.key == key => return Ok(event),
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e),
-            None => return Err("the stream's reader stopped".into()),
+            None => return Err(StreamError::ReaderStopped),
         }
     }
 }
@@ -186,7 +192,7 @@ pub(super) async fn watch_streams_denials(ctx: Arc<SuiteContext>) -> SuiteResult
             Ok(Ok(event)) => {
                 return expect_eq(step, "DenialEvent.policy", "watched", event.policy.as_str());
             }
-            Ok(Err(e)) => return Err(SuiteFailure(format!("{step}: the stream {e}"))),
+            Ok(Err(e)) => return Err(SuiteFailure(format!("{step}: {e}"))),
             Err(_) => continue,
         }
     }

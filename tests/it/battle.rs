@@ -695,6 +695,98 @@ fn bench_load_measures_the_direct_door() {
     assert!(text.contains(", 0 errors"), "{text}");
 }
 
+/// A `bench load` worker (the hidden `load-worker`) whose runner is gone before the start exits
+/// 3 having done nothing; one told a broken spec exits 2 naming the file.
+#[test]
+fn a_load_worker_without_its_runner_does_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("load-0.json");
+    let result = dir.path().join("load-0.result.json");
+    let text = serde_json::json!({
+        "index": 0, "url": "redis://127.0.0.1:1", "contractDir": repo().join("contract"),
+        "strategy": {"kind": "fixedWindow", "options": {"limit": 10, "windowMs": 1000}},
+        "keyPrefix": "tk-conform-bench-test", "keys": 1, "connections": 0, "durationMs": 100,
+        "callTimeoutMs": 100, "readyFile": dir.path().join("ready"),
+        "goFile": dir.path().join("go"), "resultFile": result,
+    });
+    std::fs::write(&spec, text.to_string()).unwrap();
+    // stdin at EOF at once and no go-file: the runner died before the barrier opened.
+    let out = Command::new(EXE)
+        .args(["load-worker", "--spec"])
+        .arg(&spec)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("ready").exists());
+    assert!(!result.exists());
+
+    std::fs::write(&spec, "{\"index\": 0}").unwrap();
+    let out = Command::new(EXE)
+        .args(["load-worker", "--spec"])
+        .arg(&spec)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("tk-conform load-worker: error: cannot parse load worker spec")
+            && stderr.contains("load-0.json")
+            && stderr.contains("missing field"),
+        "{stderr}"
+    );
+}
+
+/// `scripts/battle-cycles.sh` passes the battle modules as they are, and fails, naming the
+/// loop, once one module imports another that imports it back.
+#[test]
+fn the_battle_modules_have_no_import_cycle() {
+    let script = repo().join("scripts/battle-cycles.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(copy.path().join("scripts")).unwrap();
+    std::fs::copy(&script, copy.path().join("scripts/battle-cycles.sh")).unwrap();
+    let battle = copy.path().join("src/battle");
+    std::fs::create_dir_all(battle.join("checker")).unwrap();
+    for dir in ["", "checker"] {
+        for entry in std::fs::read_dir(repo().join("src/battle").join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                std::fs::copy(&path, battle.join(dir).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    // The leaf `link` made to import `scenario`, which imports it.
+    let link = battle.join("link.rs");
+    let text = std::fs::read_to_string(&link).unwrap();
+    std::fs::write(&link, format!("use super::scenario::Fault;\n{text}")).unwrap();
+    let out = Command::new("bash")
+        .arg(copy.path().join("scripts/battle-cycles.sh"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("import cycle in src/battle")
+            && stderr.contains("link")
+            && stderr.contains("scenario"),
+        "{stderr}"
+    );
+}
+
 /// `docs/scenarios.md` is what the scenario files and the checks generate; a page made from
 /// other scenarios differs, so a stale committed file fails here.
 #[test]

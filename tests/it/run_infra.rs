@@ -3,48 +3,12 @@
 
 use crate::util;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{ContractCopy, bin, have_redis, latest_summary};
-
-/// Waits for `child` to exit, killing it (and failing) if it takes longer than `limit`: a hang
-/// is a defect, and the test must never hang itself.
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tk-conform did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn spawn_run(contract: &Path, logs: &Path, extra: &[&str]) -> Child {
-    bin()
-        .arg("run")
-        .arg("--contract")
-        .arg(contract)
-        .arg("--logs")
-        .arg(logs)
-        .args(extra)
-        .env("CI", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut text = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut text).unwrap();
-    text
-}
+use crate::util::{
+    ContractCopy, UserRedis, bin, have_redis, latest_summary, spawn_run, stderr_of, wait_bounded,
+};
 
 /// A process is gone when it no longer exists or is a zombie waiting for its (new) parent.
 fn gone(pid: u32) -> bool {
@@ -205,32 +169,13 @@ fn two_runs_share_one_redis_url_without_disturbing_each_other_or_its_data() {
     if !have_redis() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let redis = rt
-        .block_on(tk_conform::infra::RedisInstance::provision(
-            &tk_conform::infra::RedisOptions::default(),
-        ))
-        .unwrap();
-    let url = redis.url().to_owned();
-    let mut con = rt.block_on(tk_conform::infra::connect(&url)).unwrap();
-    let _: () = rt
-        .block_on(
-            redis::cmd("SET")
-                .arg("someone-else:data")
-                .arg("precious")
-                .query_async(&mut con),
-        )
-        .unwrap();
-
+    let user = UserRedis::start();
     let contract = ContractCopy::new();
     let logs_a = tempfile::tempdir().unwrap();
     let logs_b = tempfile::tempdir().unwrap();
-    let args = ["--redis-url", url.as_str(), "--repeat", "20"];
-    let mut a = spawn_run(contract.path(), logs_a.path(), &args);
-    let mut b = spawn_run(contract.path(), logs_b.path(), &args);
+    let args = ["--repeat", "20"];
+    let mut a = user.spawn_run(contract.path(), logs_a.path(), &args);
+    let mut b = user.spawn_run(contract.path(), logs_b.path(), &args);
     let status_a = wait_bounded(&mut a, Duration::from_secs(120));
     let status_b = wait_bounded(&mut b, Duration::from_secs(120));
     assert_eq!(status_a.code(), Some(0), "{}", stderr_of(&mut a));
@@ -238,19 +183,8 @@ fn two_runs_share_one_redis_url_without_disturbing_each_other_or_its_data() {
     for logs in [logs_a.path(), logs_b.path()] {
         assert_eq!(latest_summary(logs)["counts"]["failed"], 0);
     }
-    let kept: String = rt
-        .block_on(
-            redis::cmd("GET")
-                .arg("someone-else:data")
-                .query_async(&mut con),
-        )
-        .unwrap();
-    assert_eq!(kept, "precious");
     // Each run deleted its own keys and only those.
-    let keys: Vec<String> = rt
-        .block_on(redis::cmd("KEYS").arg("*").query_async(&mut con))
-        .unwrap();
-    assert_eq!(keys, ["someone-else:data"]);
+    user.assert_only_the_users_keys("two runs");
 }
 
 #[test]
@@ -298,38 +232,32 @@ fn redis_restart_keeps_the_url_and_scripts_fall_back_to_eval() {
     });
 }
 
-/// A redis-server the test starts, standing for a user's own server (`--redis-url`), holding
-/// keys with the names the harness and server used to write without a prefix.
-struct UserRedis(util::Redis);
-
-impl UserRedis {
-    fn start() -> UserRedis {
-        let redis = util::Redis::start();
-        let () = redis.cmd(&["SET", "federated#reserve", "mine"]);
-        let () = redis.cmd(&["SADD", "tk-conform-server#slot-keys", "users-member"]);
-        UserRedis(redis)
+/// The check the `--redis-url` tests end with fails on a key left behind and on a user's key
+/// changed, naming what it saw.
+#[test]
+fn the_users_redis_check_fails_on_a_key_left_behind_or_changed() {
+    if !have_redis() {
+        return;
     }
-
-    fn url(&self) -> String {
-        self.0.url()
-    }
-
-    fn cmd<T: redis::FromRedisValue + Send + 'static>(&self, args: &[&str]) -> T {
-        self.0.cmd(args)
-    }
-
-    /// Fails unless only the user's own keys are there, untouched.
-    fn assert_only_the_users_keys(&self, what: &str) {
-        assert_eq!(
-            self.0.keys(),
-            ["federated#reserve", "tk-conform-server#slot-keys"],
-            "{what}: keys left behind"
-        );
-        let kept: String = self.cmd(&["GET", "federated#reserve"]);
-        assert_eq!(kept, "mine", "{what}");
-        let members: Vec<String> = self.cmd(&["SMEMBERS", "tk-conform-server#slot-keys"]);
-        assert_eq!(members, ["users-member"], "{what}");
-    }
+    let failure = |user: &UserRedis| {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            user.assert_only_the_users_keys("broken run")
+        }))
+        .expect_err("the check passed");
+        caught.downcast_ref::<String>().cloned().unwrap_or_default()
+    };
+    let user = UserRedis::start();
+    user.assert_only_the_users_keys("untouched");
+    let () = user.cmd(&["SET", "tk-conform:run:left", "1"]);
+    let message = failure(&user);
+    assert!(
+        message.contains("broken run: keys left behind") && message.contains("tk-conform:run:left"),
+        "{message}"
+    );
+    let _: i64 = user.cmd(&["DEL", "tk-conform:run:left"]);
+    let () = user.cmd(&["SET", "federated#reserve", "overwritten"]);
+    let message = failure(&user);
+    assert!(message.contains("overwritten"), "{message}");
 }
 
 #[test]
@@ -338,7 +266,6 @@ fn exec_and_service_runs_on_a_redis_url_leave_no_key_behind() {
         return;
     }
     let user = UserRedis::start();
-    let url = user.url();
     let contract = util::repo().join("contract");
     let node = format!(
         "node {}",
@@ -357,9 +284,7 @@ fn exec_and_service_runs_on_a_redis_url_leave_no_key_behind() {
         ),
     ] {
         let logs = tempfile::tempdir().unwrap();
-        let mut args = vec!["--redis-url", url.as_str()];
-        args.extend(extra);
-        let mut child = spawn_run(&contract, logs.path(), &args);
+        let mut child = user.spawn_run(&contract, logs.path(), &extra);
         let status = wait_bounded(&mut child, Duration::from_secs(300));
         assert_eq!(status.code(), Some(0), "{what}: {}", stderr_of(&mut child));
         let summary = latest_summary(logs.path());
@@ -385,14 +310,9 @@ fn an_interrupted_run_on_a_redis_url_deletes_its_keys() {
         return;
     }
     let user = UserRedis::start();
-    let url = user.url();
     let contract = ContractCopy::new();
     let logs = tempfile::tempdir().unwrap();
-    let mut child = spawn_run(
-        contract.path(),
-        logs.path(),
-        &["--redis-url", &url, "--repeat", "100000"],
-    );
+    let mut child = user.spawn_run(contract.path(), logs.path(), &["--repeat", "100000"]);
     // Mid-run: the replays have written keys.
     let started = Instant::now();
     loop {

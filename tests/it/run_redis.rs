@@ -1,20 +1,11 @@
 //! `tk-conform run` end to end against a real `redis-server` it starts itself, and against
 //! contract copies broken on purpose.
 
-use crate::util::{ContractCopy, bin, have_redis, latest_summary, text};
+use crate::util::{ContractCopy, UserRedis, bin, have_redis, latest_summary, run_command, text};
 use tk_conform::contract::vectors::Suite;
 
 fn run(contract: &std::path::Path, logs: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    bin()
-        .arg("run")
-        .arg("--contract")
-        .arg(contract)
-        .arg("--logs")
-        .arg(logs)
-        .args(extra)
-        .env("CI", "1")
-        .output()
-        .unwrap()
+    run_command(contract, logs, extra).output().unwrap()
 }
 
 fn counts(vectors: &tk_conform::contract::vectors::VectorsFile) -> (u64, u64) {
@@ -783,7 +774,7 @@ fn a_runaway_script_is_killed_and_only_its_trial_fails() {
     if !have_redis() {
         return;
     }
-    let redis = crate::util::Redis::start();
+    let user = UserRedis::start();
     let contract = ContractCopy::new();
     let victim = "fixedWindow-boundary-ms";
     contract.edit_script("fixedWindow.check.lua", |lua| {
@@ -797,7 +788,7 @@ fn a_runaway_script_is_killed_and_only_its_trial_fails() {
     for (trial_timeout, threads) in [("60", "1"), ("60", "4"), ("2", "1")] {
         let logs = tempfile::tempdir().unwrap();
         let out = bin()
-            .args(["run", "--backend", "redis", "--redis-url", &redis.url()])
+            .args(["run", "--backend", "redis", "--redis-url", &user.url()])
             .args(["--trial-timeout", trial_timeout, "--logs"])
             .arg(logs.path())
             .arg("--scripts")
@@ -831,8 +822,9 @@ fn a_runaway_script_is_killed_and_only_its_trial_fails() {
             "{threads}: {summary:#}"
         );
     }
-    // The Redis the harness did not start answers, not BUSY.
-    let mut con = redis::Client::open(redis.url())
+    // The Redis the harness did not start answers, not BUSY, and holds the user's keys only.
+    user.assert_only_the_users_keys("after the runaway scripts");
+    let mut con = redis::Client::open(user.url())
         .unwrap()
         .get_connection_with_timeout(std::time::Duration::from_secs(3))
         .unwrap();

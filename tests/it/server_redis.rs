@@ -16,7 +16,7 @@ use tk_conform::backend::service::{ServiceBackend, ServiceTarget};
 use tk_conform::backend::service_process::ServerProcess;
 use tk_conform::infra::{RedisInstance, RedisOptions};
 use tk_conform::proto;
-use tk_conform::service_suites::{self, Outcome};
+use tk_conform::service_suites::{self, SuiteOutcome};
 
 // Long enough that a loaded two-core machine finishes a lifecycle step inside one lease.
 const LEASE_TTL: Duration = Duration::from_millis(1000);
@@ -77,7 +77,7 @@ fn target_on(config: PathBuf, redis_url: &str, faults: &[&str]) -> ServiceTarget
     target
 }
 
-async fn run_suites(target: ServiceTarget, only: &[&str]) -> BTreeMap<&'static str, Outcome> {
+async fn run_suites(target: ServiceTarget, only: &[&str]) -> BTreeMap<&'static str, SuiteOutcome> {
     let backend = ServiceBackend::start(target).await.expect("server starts");
     let ctx = backend.suite_context();
     let suites: Vec<_> = service_suites::all()
@@ -89,10 +89,10 @@ async fn run_suites(target: ServiceTarget, only: &[&str]) -> BTreeMap<&'static s
     suites.iter().map(|s| s.name).zip(outcomes).collect()
 }
 
-fn assert_all_pass(outcomes: &BTreeMap<&'static str, Outcome>) {
+fn assert_all_pass(outcomes: &BTreeMap<&'static str, SuiteOutcome>) {
     let not_passed: Vec<_> = outcomes
         .iter()
-        .filter(|(_, o)| !matches!(o, Outcome::Passed | Outcome::Informational(_)))
+        .filter(|(_, o)| !matches!(o, SuiteOutcome::Passed | SuiteOutcome::Informational(_)))
         .collect();
     assert!(not_passed.is_empty(), "{not_passed:#?}");
     assert!(outcomes.contains_key("one_oracle_shared_budget"));
@@ -135,7 +135,7 @@ async fn lifecycle_suites_pass_with_slots_in_redis() {
     let outcomes = run_suites(target, LIFECYCLE_SUITES).await;
     let not_passed: Vec<_> = outcomes
         .iter()
-        .filter(|(_, o)| **o != Outcome::Passed)
+        .filter(|(_, o)| **o != SuiteOutcome::Passed)
         .collect();
     assert!(not_passed.is_empty(), "{not_passed:#?}");
 }
@@ -193,7 +193,9 @@ async fn faulty_redis_backed_servers_fail_the_matching_suite() {
     let mut problems = Vec::new();
     for (fault, suite, fragment, outcomes) in finished {
         match &outcomes[suite] {
-            Outcome::Failed(m) if m.contains(fragment) => println!("--fault {fault} (redis): {m}"),
+            SuiteOutcome::Failed(m) if m.contains(fragment) => {
+                println!("--fault {fault} (redis): {m}")
+            }
             other => problems.push(format!(
                 "--fault {fault}: {suite}: wanted `{fragment}`, got {other:?}"
             )),
@@ -366,7 +368,7 @@ async fn an_emptied_script_cache_is_survived() {
     {
         assert_eq!(
             suite.run(ctx.clone()).await,
-            Outcome::Passed,
+            SuiteOutcome::Passed,
             "{} after SCRIPT FLUSH",
             suite.name
         );

@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use tk_conform::backend::Backend;
 use tk_conform::backend::service::{ServiceBackend, ServiceTarget};
-use tk_conform::service_suites::{self, Outcome};
+use tk_conform::service_suites::{self, SuiteOutcome};
 
 // Long enough that a loaded two-core machine finishes a lifecycle step inside one lease.
 const LEASE_TTL: Duration = Duration::from_millis(1000);
@@ -42,10 +42,10 @@ fn throttlekit_like() -> ServiceTarget {
 }
 
 /// Every suite passed, or (where the spec allows several answers) reported which one.
-fn assert_all_pass(outcomes: &BTreeMap<&'static str, Outcome>) {
+fn assert_all_pass(outcomes: &BTreeMap<&'static str, SuiteOutcome>) {
     let failed: Vec<_> = outcomes
         .iter()
-        .filter(|(_, o)| !matches!(o, Outcome::Passed | Outcome::Informational(_)))
+        .filter(|(_, o)| !matches!(o, SuiteOutcome::Passed | SuiteOutcome::Informational(_)))
         .filter(|(name, _)| {
             !service_suites::all()
                 .iter()
@@ -55,15 +55,15 @@ fn assert_all_pass(outcomes: &BTreeMap<&'static str, Outcome>) {
     assert!(failed.is_empty(), "failed: {failed:#?}");
 }
 
-fn informational<'a>(outcomes: &'a BTreeMap<&'static str, Outcome>, suite: &str) -> &'a str {
+fn informational<'a>(outcomes: &'a BTreeMap<&'static str, SuiteOutcome>, suite: &str) -> &'a str {
     match &outcomes[suite] {
-        Outcome::Informational(finding) => finding,
+        SuiteOutcome::Informational(finding) => finding,
         other => panic!("{suite}: wanted an informational finding, got {other:?}"),
     }
 }
 
 /// Starts a server, runs the named suites (all when `only` is empty) concurrently, stops it.
-async fn run_suites(target: ServiceTarget, only: &[&str]) -> BTreeMap<&'static str, Outcome> {
+async fn run_suites(target: ServiceTarget, only: &[&str]) -> BTreeMap<&'static str, SuiteOutcome> {
     let backend = ServiceBackend::start(target).await.expect("server starts");
     let ctx = backend.suite_context();
     let suites: Vec<_> = service_suites::all()
@@ -121,7 +121,7 @@ async fn a_failing_lifecycle_suite_releases_its_holds() {
         .unwrap();
     let outcome = suite.run(ctx.clone()).await;
     assert!(
-        matches!(&outcome, Outcome::Failed(m) if m.contains("binding_axis")),
+        matches!(&outcome, SuiteOutcome::Failed(m) if m.contains("binding_axis")),
         "{outcome:?}"
     );
     // Two slots were held when it failed; both must be back.
@@ -177,11 +177,15 @@ async fn an_in_process_server_passes_the_service_suites() {
     let outcomes = run_suites(target, &[]).await;
     let failed: Vec<_> = outcomes
         .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
+        .filter(|(_, o)| matches!(o, SuiteOutcome::Failed(_)))
         .collect();
     assert!(failed.is_empty(), "failed: {failed:#?}");
     assert!(
-        outcomes.values().filter(|o| **o == Outcome::Passed).count() >= 5,
+        outcomes
+            .values()
+            .filter(|o| **o == SuiteOutcome::Passed)
+            .count()
+            >= 5,
         "{outcomes:#?}"
     );
     stop.send(()).unwrap();
@@ -335,7 +339,7 @@ async fn each_faulty_server_fails_the_matching_suite() {
         for (suite, fragment) in expectations.iter() {
             match &outcomes[suite] {
                 // Every failure names the spec sentence it enforces.
-                Outcome::Failed(message) if message.contains(fragment) && message.contains("[spec: ") => {
+                SuiteOutcome::Failed(message) if message.contains(fragment) && message.contains("[spec: ") => {
                     println!("--fault {fault}: {message}");
                 }
                 other => problems.push(format!("--fault {fault}: suite {suite}: wanted a failure containing `{fragment}`, got {other:?}")),

@@ -440,7 +440,7 @@ fn typed(def: &str, value: Value) -> Result<Reply, serde_json::Error> {
         "helloReply" => Reply::Hello(Handshake::V1(serde_json::from_value(value)?)),
         "helloReplyV2" => {
             let hello: HelloV2 = serde_json::from_value(value)?;
-            hello.validate().map_err(|e| invalid(&e))?;
+            hello.validate().map_err(|e| invalid(&e.to_string()))?;
             Reply::Hello(Handshake::V2(hello))
         }
         "decisionReplyV2" => {

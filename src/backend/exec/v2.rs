@@ -189,19 +189,85 @@ pub struct DecisionV2 {
     pub retry_after_ms: Option<i64>,
 }
 
+/// A `helloReplyV2` the schema accepts but that cannot be served as declared.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HelloError {
+    #[error("limiters: the name `{0}` is declared twice; give each kind its own name")]
+    DuplicateName(String),
+    #[error("limiters: kind `{name}`: {source}")]
+    Kind {
+        name: String,
+        #[source]
+        source: KindError,
+    },
+}
+
+/// One limiter kind that contradicts its family; the text says what to change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KindError {
+    #[error("a {family} kind must declare the parameter `{name}` (it declares {declared:?})")]
+    MissingParameter {
+        family: &'static str,
+        name: &'static str,
+        declared: Vec<String>,
+    },
+    #[error(
+        "`{name}` is not a parameter of the {family} family (it has {required:?}, optionally {optional:?})"
+    )]
+    UnknownParameter {
+        name: String,
+        family: &'static str,
+        required: &'static [&'static str],
+        optional: &'static [&'static str],
+    },
+    #[error("parameter `{name}`: min {min} must not exceed max {max}")]
+    EmptyRange { name: String, min: f64, max: f64 },
+    #[error(
+        "parameter `{name}`: no value in [{min}, {max}] is a multiple of {multiple_of:?}{integer}"
+    )]
+    NoValue {
+        name: String,
+        min: f64,
+        max: f64,
+        multiple_of: Option<f64>,
+        /// `" and an integer"` or empty.
+        integer: &'static str,
+    },
+    #[error(
+        "a {0} kind must say where its windows start: \"windowStart\": \"epoch\" or \"firstCall\""
+    )]
+    NoWindowStart(&'static str),
+    #[error("`windowStart` means nothing for the {0} family; remove it")]
+    WindowStartMeaningless(&'static str),
+    #[error(
+        "a slidingWindowCounter kind approximates, so it must declare its `tolerance` (0..1, the fraction of the limit a trailing window may exceed)"
+    )]
+    NoTolerance,
+    #[error("the {0} family is exact; `tolerance` is only for slidingWindowCounter")]
+    ExactWithTolerance(&'static str),
+}
+
+/// A decision whose fields differ from what its kind declared in `exposes`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionError {
+    #[error("the decision lacks `{field}`, which kind `{kind}` declares in `exposes`")]
+    Lacks { field: &'static str, kind: String },
+    #[error("the decision carries `{field}`, which kind `{kind}` does not declare in `exposes`")]
+    Carries { field: &'static str, kind: String },
+}
+
 impl HelloV2 {
     /// What the schema cannot check; the error names the limiter kind and what to change.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), HelloError> {
         let mut names = BTreeSet::new();
         for kind in &self.limiters {
             if !names.insert(kind.name.as_str()) {
-                return Err(format!(
-                    "limiters: the name `{}` is declared twice; give each kind its own name",
-                    kind.name
-                ));
+                return Err(HelloError::DuplicateName(kind.name.clone()));
             }
-            kind.validate()
-                .map_err(|e| format!("limiters: kind `{}`: {e}", kind.name))?;
+            kind.validate().map_err(|source| HelloError::Kind {
+                name: kind.name.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -212,62 +278,59 @@ impl HelloV2 {
 }
 
 impl LimiterKind {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), KindError> {
         let family = self.family.name();
         let (required, optional) = self.family.parameters();
         for name in required {
             if !self.parameters.contains_key(*name) {
-                return Err(format!(
-                    "a {family} kind must declare the parameter `{name}` (it declares {:?})",
-                    self.parameters.keys().collect::<Vec<_>>()
-                ));
+                return Err(KindError::MissingParameter {
+                    family,
+                    name,
+                    declared: self.parameters.keys().cloned().collect(),
+                });
             }
         }
         for (name, range) in &self.parameters {
             if !required.contains(&name.as_str()) && !optional.contains(&name.as_str()) {
-                return Err(format!(
-                    "`{name}` is not a parameter of the {family} family (it has {required:?}, optionally {optional:?})"
-                ));
+                return Err(KindError::UnknownParameter {
+                    name: name.clone(),
+                    family,
+                    required,
+                    optional,
+                });
             }
             if !(range.min.is_finite() && range.max.is_finite()) || range.min > range.max {
-                return Err(format!(
-                    "parameter `{name}`: min {} must not exceed max {}",
-                    range.min, range.max
-                ));
+                return Err(KindError::EmptyRange {
+                    name: name.clone(),
+                    min: range.min,
+                    max: range.max,
+                });
             }
             if range.nearest(range.min).is_none() {
-                return Err(format!(
-                    "parameter `{name}`: no value in [{}, {}] is a multiple of {:?}{}",
-                    range.min,
-                    range.max,
-                    range.multiple_of,
-                    if range.integer { " and an integer" } else { "" }
-                ));
+                return Err(KindError::NoValue {
+                    name: name.clone(),
+                    min: range.min,
+                    max: range.max,
+                    multiple_of: range.multiple_of,
+                    integer: if range.integer { " and an integer" } else { "" },
+                });
             }
         }
         if self.family.needs_window_start() && self.window_start.is_none() {
-            return Err(format!(
-                "a {family} kind must say where its windows start: \"windowStart\": \"epoch\" or \"firstCall\""
-            ));
+            return Err(KindError::NoWindowStart(family));
         }
         if !self.family.needs_window_start() && self.window_start.is_some() {
-            return Err(format!(
-                "`windowStart` means nothing for the {family} family; remove it"
-            ));
+            return Err(KindError::WindowStartMeaningless(family));
         }
         match (self.family, self.tolerance) {
-            (Family::SlidingWindowCounter, None) => Err(
-                "a slidingWindowCounter kind approximates, so it must declare its `tolerance` (0..1, the fraction of the limit a trailing window may exceed)".into(),
-            ),
+            (Family::SlidingWindowCounter, None) => Err(KindError::NoTolerance),
             (Family::SlidingWindowCounter, Some(_)) | (_, None) => Ok(()),
-            (_, Some(_)) => Err(format!(
-                "the {family} family is exact; `tolerance` is only for slidingWindowCounter"
-            )),
+            (_, Some(_)) => Err(KindError::ExactWithTolerance(family)),
         }
     }
 
     /// A decision must carry exactly the fields this kind declared in `exposes`.
-    pub fn check_decision(&self, decision: &DecisionV2) -> Result<(), String> {
+    pub fn check_decision(&self, decision: &DecisionV2) -> Result<(), DecisionError> {
         let present = [
             (Exposed::Remaining, decision.remaining.is_some()),
             (Exposed::ResetAt, decision.reset_at.is_some()),
@@ -276,18 +339,16 @@ impl LimiterKind {
         for (field, there) in present {
             let declared = self.exposes.contains(&field);
             if declared && !there {
-                return Err(format!(
-                    "the decision lacks `{}`, which kind `{}` declares in `exposes`",
-                    field.name(),
-                    self.name
-                ));
+                return Err(DecisionError::Lacks {
+                    field: field.name(),
+                    kind: self.name.clone(),
+                });
             }
             if there && !declared {
-                return Err(format!(
-                    "the decision carries `{}`, which kind `{}` does not declare in `exposes`",
-                    field.name(),
-                    self.name
-                ));
+                return Err(DecisionError::Carries {
+                    field: field.name(),
+                    kind: self.name.clone(),
+                });
             }
         }
         Ok(())
@@ -420,9 +481,11 @@ impl V2Session {
 mod tests {
     use super::*;
 
-    fn kind(json: &str) -> Result<LimiterKind, String> {
-        let kind: LimiterKind = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        kind.validate().map(|_| kind)
+    /// A kind parsed and validated; the error as the adapter's author reads it.
+    fn kind(json: &str) -> anyhow::Result<LimiterKind> {
+        let kind: LimiterKind = serde_json::from_str(json)?;
+        kind.validate()?;
+        Ok(kind)
     }
 
     const FIXED: &str = r#"{"name":"fw","family":"fixedWindow","clock":"store","windowStart":"firstCall",
@@ -479,7 +542,7 @@ mod tests {
             ),
         ];
         for (json, wanted) in cases {
-            let err = kind(&json).unwrap_err();
+            let err = kind(&json).unwrap_err().to_string();
             assert!(
                 err.contains(wanted),
                 "{json}: got `{err}`, wanted `{wanted}`"
@@ -501,6 +564,7 @@ mod tests {
         assert!(
             k.check_decision(&d)
                 .unwrap_err()
+                .to_string()
                 .contains("carries `retryAfterMs`, which kind `fw` does not declare")
         );
         d.retry_after_ms = None;
@@ -508,6 +572,7 @@ mod tests {
         assert!(
             k.check_decision(&d)
                 .unwrap_err()
+                .to_string()
                 .contains("lacks `remaining`")
         );
     }

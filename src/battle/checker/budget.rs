@@ -53,11 +53,7 @@ pub fn judge(histories: &[&WorkerHistory], budget: u64, tolerance: u64) -> Rulin
                 }
                 CallOutcome::Ok(_) => {}
                 CallOutcome::Fail { .. } => failed += 1,
-                CallOutcome::Indeterminate { .. } => lost.push((
-                    c.invoke_us / 1000,
-                    c.complete_us.map_or(i64::MAX, |t| t / 1000),
-                    tokens,
-                )),
+                CallOutcome::Indeterminate { .. } => lost.push(super::Lost::of(c, tokens)),
             }
         }
     }
@@ -143,7 +139,7 @@ pub fn judge(histories: &[&WorkerHistory], budget: u64, tolerance: u64) -> Rulin
         violations.push("no debit was admitted: the assertion was not exercised".into());
     }
     if !violations.is_empty() {
-        return (
+        return Ruling::new(
             Verdict::Fail,
             violations[..violations.len().min(3)].join("; "),
             numbers,
@@ -156,13 +152,13 @@ pub fn judge(histories: &[&WorkerHistory], budget: u64, tolerance: u64) -> Rulin
         numbers["denied"]
     );
     match leaning.first() {
-        None => (Verdict::Pass, totals, numbers),
-        Some(l) if indeterminate <= tolerance => (
+        None => Ruling::new(Verdict::Pass, totals, numbers),
+        Some(l) if indeterminate <= tolerance => Ruling::new(
             Verdict::Pass,
             format!("{totals}; consistent if the indeterminate calls went right ({l})"),
             numbers,
         ),
-        Some(l) => (
+        Some(l) => Ruling::new(
             Verdict::Unknown,
             format!(
                 "{totals}; too many indeterminate calls to decide ({indeterminate} > {tolerance}): {l}"
@@ -198,7 +194,11 @@ mod tests {
     #[test]
     fn crossing_debit_may_overshoot() {
         // used: 4, 8, 13 (crossing, admitted), then denied.
-        let (v, msg, n) = run(vec![
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = run(vec![
             debit(1, 4, true, 6),
             debit(2, 4, true, 2),
             debit(3, 5, true, 0),
@@ -210,7 +210,11 @@ mod tests {
 
     #[test]
     fn a_second_debit_past_the_budget_fails() {
-        let (v, msg, _) = run(vec![
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(vec![
             debit(1, 4, true, 6),
             debit(2, 4, true, 2),
             debit(3, 5, true, 0),
@@ -227,7 +231,11 @@ mod tests {
 
     #[test]
     fn lost_update_and_early_denial_fail() {
-        let (v, msg, _) = run(vec![
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(vec![
             debit(1, 4, true, 6),
             debit(2, 4, true, 6),
             debit(3, 1, false, 2),
@@ -240,7 +248,11 @@ mod tests {
     #[test]
     fn denial_before_the_budget_is_used_fails_unless_a_lost_debit_explains_it() {
         let calls = vec![debit(1, 4, true, 6), debit(3, 1, false, 0)];
-        let (v, msg, _) = run(calls.clone());
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(calls.clone());
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("denied 1 debits after admitting only 4 of budget 10"),
@@ -256,7 +268,11 @@ mod tests {
                 error: "timed out".into(),
             },
         ));
-        let (v, msg, _) = run(with_lost);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(with_lost);
         assert_eq!(v, Verdict::Pass, "{msg}");
     }
 }

@@ -79,11 +79,7 @@ pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Ruling {
                 }
                 CallOutcome::Ok(_) => {}
                 CallOutcome::Fail { .. } => failed += 1,
-                CallOutcome::Indeterminate { .. } => lost.push((
-                    c.invoke_us / 1000,
-                    c.complete_us.map_or(i64::MAX, |t| t / 1000),
-                    units,
-                )),
+                CallOutcome::Indeterminate { .. } => lost.push(super::Lost::of(c, units)),
             }
         }
     }
@@ -207,7 +203,7 @@ pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Ruling {
         } else {
             String::new()
         };
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!("{}{more}", violations[..violations.len().min(3)].join("; ")),
             numbers,
@@ -232,10 +228,10 @@ pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Ruling {
         failed,
     );
     if leaning.is_empty() {
-        return (Verdict::Pass, totals, numbers);
+        return Ruling::new(Verdict::Pass, totals, numbers);
     }
     if indeterminate <= rule.max_indeterminate {
-        (
+        Ruling::new(
             Verdict::Pass,
             format!(
                 "{totals}; consistent if the indeterminate calls went right ({})",
@@ -244,7 +240,7 @@ pub fn judge(histories: &[&WorkerHistory], rule: &CapRule) -> Ruling {
             numbers,
         )
     } else {
-        (
+        Ruling::new(
             Verdict::Unknown,
             format!(
                 "{totals}; too many indeterminate calls to decide ({indeterminate} > {}): {}",
@@ -316,7 +312,11 @@ mod tests {
 
     #[test]
     fn exact_cap_passes() {
-        let (v, msg, n) = run(&race(10, 10, 5), &rule(10));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = run(&race(10, 10, 5), &rule(10));
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["admitted"], 10);
         assert_eq!(n["overshoot"], 0);
@@ -332,7 +332,11 @@ mod tests {
         hs[1]
             .calls
             .push(check_ok(51, 61, decision(true, 10, 3, 1000)));
-        let (v, msg, n) = run(&hs, &rule(10));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = run(&hs, &rule(10));
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("window resetAt=1000: admitted 12 > limit 10 (overshoot 2)"),
@@ -349,7 +353,11 @@ mod tests {
 
     #[test]
     fn under_admission_in_a_saturated_window_fails() {
-        let (v, msg, _) = run(&race(10, 7, 3), &rule(10));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&race(10, 7, 3), &rule(10));
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("denied 3 calls after admitting only 7"),
@@ -368,7 +376,11 @@ mod tests {
                 decision(true, 10, 9 - i as i64, 2000),
             ));
         }
-        let (v, msg, _) = run(&hs, &rule(10));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&hs, &rule(10));
         assert_eq!(v, Verdict::Pass, "{msg}");
     }
 
@@ -387,7 +399,11 @@ mod tests {
                 },
             ));
         }
-        let (v, msg, _) = run(&hs, &rule(10));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&hs, &rule(10));
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains(
@@ -403,7 +419,11 @@ mod tests {
         // 9 seen admits + 1 lost call that may have taken the 10th unit: consistent.
         let mut hs = race(10, 9, 3);
         hs[0].calls.push(check_lost(60, 50));
-        let (v, msg, n) = run(&hs, &rule(10));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = run(&hs, &rule(10));
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert!(
             msg.contains("consistent if the indeterminate calls went right"),
@@ -414,7 +434,11 @@ mod tests {
         for i in 0..3 {
             hs[1].calls.push(check_lost(70 + i, 50));
         }
-        let (v, msg, _) = run(&hs, &rule(10));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&hs, &rule(10));
         assert_eq!(v, Verdict::Unknown, "{msg}");
         assert!(
             msg.contains("too many indeterminate calls to decide (4 > 2)"),
@@ -430,7 +454,11 @@ mod tests {
             .calls
             .push(check_ok(80, 1500, decision(true, 10, 9, 2000)));
         hs[0].calls.push(check_lost(81, 1600));
-        let (v, msg, _) = run(&hs, &rule(10));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&hs, &rule(10));
         assert_eq!(v, Verdict::Fail, "{msg}");
         assert!(
             msg.contains("window resetAt=1000: denied 3 calls after admitting only 9"),
@@ -451,7 +479,11 @@ mod tests {
                 error: "died".into(),
             },
         ));
-        let (v, msg, _) = run(&hs, &rule(10));
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&hs, &rule(10));
         assert_eq!(v, Verdict::Pass, "{msg}");
     }
 
@@ -475,11 +507,19 @@ mod tests {
         r.distinct_remaining = false;
         r.slack = 2;
         r.min_windows = 5;
-        let (v, msg, n) = run(&hs, &r);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = run(&hs, &r);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["overshoot"], 2);
         r.slack = 1;
-        let (v, msg, _) = run(&hs, &r);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&hs, &r);
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("admitted 12 > limit 10 + slack 1 (overshoot 2)"),
@@ -487,7 +527,11 @@ mod tests {
         );
         r.slack = 2;
         r.min_windows = 6;
-        let (v, msg, _) = run(&hs, &r);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&hs, &r);
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("only 5 windows admitted anything; expected at least 6"),
@@ -512,11 +556,19 @@ mod tests {
         r.exact = false;
         r.distinct_remaining = false;
         // By resetAt alone the carry is invisible…
-        let (v, msg, _) = run(&hs, &r);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&hs, &r);
         assert_eq!(v, Verdict::Pass, "{msg}");
         // …on the window grid it is an overshoot of the window it happened in.
         r.window_ms = Some(1000);
-        let (v, msg, n) = run(&hs, &r);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = run(&hs, &r);
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("window resetAt=2000: admitted 13 > limit 10 (overshoot 3)"),
@@ -541,11 +593,19 @@ mod tests {
         let hs = vec![history("g", 0, calls)];
         let mut r = rule(4);
         r.per = CapScope::Run;
-        let (v, msg, n) = run(&hs, &r);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = run(&hs, &r);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["windows"], 1);
         r.limit = 3;
-        let (v, msg, _) = run(&hs, &r);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = run(&hs, &r);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("the run: admitted 4 > limit 3"), "{msg}");
     }

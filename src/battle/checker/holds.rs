@@ -193,7 +193,7 @@ pub fn judge_concurrency(
     });
     if let Some((t, who)) = first_violation {
         let names: Vec<String> = who.iter().map(|&i| all[i].label()).collect();
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "{} slots held at once at +{} ms (ceiling {ceiling}): {}",
@@ -205,7 +205,7 @@ pub fn judge_concurrency(
         );
     }
     if (all.len() as u64) < min_admits {
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "only {} admits were granted; expected at least {min_admits} to exercise the ceiling",
@@ -214,7 +214,7 @@ pub fn judge_concurrency(
             numbers,
         );
     }
-    (
+    Ruling::new(
         Verdict::Pass,
         format!(
             "at most {max_in_flight} of {ceiling} slots held at once over {} grants ({denied} denied, \
@@ -324,7 +324,7 @@ pub fn judge_reclaim(
         "allReclaimedMs": nth,
     });
     if bound.lease_ms == 0 {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!(
                 "the workers taken away by `{}` were granted no lease with a `lease_expires_at` or \
@@ -336,7 +336,7 @@ pub fn judge_reclaim(
         );
     }
     if before > 0 {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!(
                 "the other workers were granted {before} slots before `{}`: the faulted holders \
@@ -347,7 +347,7 @@ pub fn judge_reclaim(
         );
     }
     match nth {
-        Some(ms) if ms <= within_ms as f64 => (
+        Some(ms) if ms <= within_ms as f64 => Ruling::new(
             Verdict::Pass,
             format!(
                 "{slots} slots re-admitted after `{}`: first after {} ms, all after {ms} ms \
@@ -358,7 +358,7 @@ pub fn judge_reclaim(
             ),
             numbers,
         ),
-        Some(ms) => (
+        Some(ms) => Ruling::new(
             Verdict::Fail,
             format!(
                 "after `{}` the {slots} slots were re-admitted only after {ms} ms; expected within \
@@ -368,7 +368,7 @@ pub fn judge_reclaim(
             ),
             numbers,
         ),
-        None if last_admit_us < fault_us + within_ms as i64 * 1000 => (
+        None if last_admit_us < fault_us + within_ms as i64 * 1000 => Ruling::new(
             Verdict::Unknown,
             format!(
                 "after `{}` only {} of {slots} slots were re-admitted, and the last Admit was sent \
@@ -380,7 +380,7 @@ pub fn judge_reclaim(
             ),
             numbers,
         ),
-        None => (
+        None => Ruling::new(
             Verdict::Fail,
             format!(
                 "after `{}` only {} of {slots} slots were re-admitted, though Admits went on until \
@@ -417,7 +417,7 @@ pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64
     });
     if let Some(h) = all.iter().find(|h| h.wrongly_reclaimed.is_some()) {
         let (seq, done) = h.wrongly_reclaimed.expect("found above");
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "{}: heartbeat call {seq} at +{} ms said the lease was gone although every renewal \
@@ -429,7 +429,7 @@ pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64
         );
     }
     if longest_us < min_hold_ms as i64 * 1000 {
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "no hold was renewed for {min_hold_ms} ms (longest {} ms over {} holds): \
@@ -440,7 +440,7 @@ pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64
             numbers,
         );
     }
-    (
+    Ruling::new(
         Verdict::Pass,
         format!(
             "a hold renewed by {heartbeats} heartbeats for {} ms (TTL {ttl_ms} ms) was never reclaimed",
@@ -457,7 +457,7 @@ pub fn judge_lost_after_pause(
     resumed_us: Option<i64>,
     sweep_ms: u64,
 ) -> Ruling {
-    let unknown = |why: String| (Verdict::Unknown, why, json!({ "fault": fault.name }));
+    let unknown = |why: String| Ruling::new(Verdict::Unknown, why, json!({ "fault": fault.name }));
     let Some(resumed_us) = resumed_us else {
         return unknown(format!("no SIGCONT followed `{}`", fault.name));
     };
@@ -510,7 +510,7 @@ pub fn judge_lost_after_pause(
     }) = after.iter().find(|hb| hb.live).copied()
     {
         if lease_ms == 0 || resumed_us <= lapsed_us {
-            return (
+            return Ruling::new(
                 Verdict::Unknown,
                 format!(
                     "{}: heartbeat call {seq} after the pause found the lease live, but the pause \
@@ -522,7 +522,7 @@ pub fn judge_lost_after_pause(
                 numbers,
             );
         }
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "{}: after a pause of {} ms, heartbeat call {seq} at +{} ms still found the lease live, \
@@ -537,13 +537,13 @@ pub fn judge_lost_after_pause(
         );
     }
     let Some(release) = hold.release_us.filter(|r| *r >= resumed_us) else {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!("{}: no late Release was sent after waking", hold.label()),
             numbers,
         );
     };
-    (
+    Ruling::new(
         Verdict::Pass,
         format!(
             "{} lost its slot during a pause of {} ms; its late Release at +{} ms {}",
@@ -631,7 +631,11 @@ mod tests {
                 vec![admit(1, 40, 50, Some("b")), release(2, 90, "b")],
             ),
         ];
-        let (v, msg, n) = conc(&hs, 1);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = conc(&hs, 1);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["maxInFlight"], 1);
     }
@@ -655,7 +659,11 @@ mod tests {
                 vec![admit(1, 10, 21, Some("c")), release(2, 60, "c")],
             ),
         ];
-        let (v, msg, n) = conc(&hs, 2);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = conc(&hs, 2);
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("3 slots held at once at +21 ms (ceiling 2)"),
@@ -676,7 +684,11 @@ mod tests {
                 vec![admit(1, 1200, 1201, Some("b")), release(2, 1300, "b")],
             ),
         ];
-        let (v, msg, _) = conc(&hs, 1);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = conc(&hs, 1);
         assert_eq!(v, Verdict::Pass, "{msg}");
     }
 
@@ -698,15 +710,27 @@ mod tests {
             0,
             vec![admit(1, 1100, 1101, Some("b")), release(2, 1150, "b")],
         );
-        let (v, msg, _) = conc(&[holder.clone(), thief], 1);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = conc(&[holder.clone(), thief], 1);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("holder[0] call 1 lease a"), "{msg}");
         // Renewed: passes with the heartbeats, not exercised when the hold was short.
         let refs = [&holder];
-        let (v, msg, n) = judge_renewed(&refs, 1000, 1400);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = judge_renewed(&refs, 1000, 1400);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["heartbeats"], 3);
-        let (v, msg, _) = judge_renewed(&refs, 1000, 2000);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_renewed(&refs, 1000, 2000);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("not exercised"), "{msg}");
     }
@@ -723,12 +747,20 @@ mod tests {
                 release(4, 900, "a"),
             ],
         );
-        let (v, msg, _) = judge_renewed(&[&holder], 1000, 100);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_renewed(&[&holder], 1000, 100);
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("heartbeat call 3 at +802 ms said the lease was gone"),
             "{msg}"
         );
+    }
+
+    fn parts(r: Ruling) -> (Verdict, String, serde_json::Value) {
+        (r.verdict, r.summary, r.numbers)
     }
 
     fn fault(name: &str, action: FaultAction, at_ms: i64, workers: &[&str]) -> FaultRecord {
@@ -773,13 +805,13 @@ mod tests {
             sweep_ms,
             margin_ms: 100,
         };
-        let (v, msg, n) = judge_reclaim(&refs, &kill, 500_000, 2, &bound(1002, 1000));
+        let (v, msg, n) = parts(judge_reclaim(&refs, &kill, 500_000, 2, &bound(1002, 1000)));
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["firstReclaimMs"], 901.0);
         assert_eq!(n["allReclaimedMs"], 1201.0);
         assert_eq!(n["withinMs"], 2102);
         // A late reclaim: past the lease + sweep + margin.
-        let (v, msg, _) = judge_reclaim(&refs, &kill, 500_000, 2, &bound(600, 200));
+        let (v, msg, _) = parts(judge_reclaim(&refs, &kill, 500_000, 2, &bound(600, 200)));
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains(
@@ -789,18 +821,18 @@ mod tests {
             "{msg}"
         );
         // A reclaim that never came, though the contenders kept asking past the bound.
-        let (v, msg, _) = judge_reclaim(&refs, &kill, 500_000, 3, &bound(600, 200));
+        let (v, msg, _) = parts(judge_reclaim(&refs, &kill, 500_000, 3, &bound(600, 200)));
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("only 2 of 3 slots were re-admitted, though Admits went on until 1200 ms"),
             "{msg}"
         );
         // ... but when they stopped before the bound, it is not shown either way.
-        let (v, msg, _) = judge_reclaim(&refs, &kill, 500_000, 3, &bound(2000, 1000));
+        let (v, msg, _) = parts(judge_reclaim(&refs, &kill, 500_000, 3, &bound(2000, 1000)));
         assert_eq!(v, Verdict::Unknown, "{msg}");
         assert!(msg.contains("the run ended too soon"), "{msg}");
         // No lease stated: the reclaim cannot be timed.
-        let (v, msg, _) = judge_reclaim(&refs, &kill, 500_000, 2, &bound(0, 1000));
+        let (v, msg, _) = parts(judge_reclaim(&refs, &kill, 500_000, 2, &bound(0, 1000)));
         assert_eq!(v, Verdict::Unknown, "{msg}");
         assert!(msg.contains("cannot be timed"), "{msg}");
     }
@@ -818,13 +850,25 @@ mod tests {
                 release(4, 2610, "a"),
             ],
         );
-        let (v, msg, n) = judge_lost_after_pause(&[&good], &stop, 300_000, Some(2_500_000), 1000);
+        let (v, msg, n) = parts(judge_lost_after_pause(
+            &[&good],
+            &stop,
+            300_000,
+            Some(2_500_000),
+            1000,
+        ));
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["lateReleaseAtMs"], 2610.0);
         let mut never = good.clone();
         never.calls[2] = heartbeat(3, 2600, "a", true);
         // Renewed at +200 for 1002 ms; + a 1000 ms sweep: gone by +2202, woken at +2500.
-        let (v, msg, _) = judge_lost_after_pause(&[&never], &stop, 300_000, Some(2_500_000), 1000);
+        let (v, msg, _) = parts(judge_lost_after_pause(
+            &[&never],
+            &stop,
+            300_000,
+            Some(2_500_000),
+            1000,
+        ));
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains(
@@ -834,7 +878,13 @@ mod tests {
             "{msg}"
         );
         // With a 2 s sweep the lease may rightly still be live at +2500.
-        let (v, msg, _) = judge_lost_after_pause(&[&never], &stop, 300_000, Some(2_500_000), 2000);
+        let (v, msg, _) = parts(judge_lost_after_pause(
+            &[&never],
+            &stop,
+            300_000,
+            Some(2_500_000),
+            2000,
+        ));
         assert_eq!(v, Verdict::Unknown, "{msg}");
         assert!(msg.contains("may rightly have been live"), "{msg}");
     }
@@ -869,7 +919,11 @@ mod tests {
             1,
             vec![admit(1, 2620, 2621, Some("c")), release(2, 2700, "c")],
         );
-        let (v, msg, _) = conc(&[a, b, c], 1);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = conc(&[a, b, c], 1);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("contenders[0] call 1 lease b"), "{msg}");
         assert!(msg.contains("contenders[1] call 1 lease c"), "{msg}");

@@ -9,7 +9,7 @@ use crate::battle::history::{CallOutcome, WorkerHistory, server_index};
 
 pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_us: i64) -> Ruling {
     let Some(killed) = fault.server else {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!("fault `{}` names no server", fault.name),
             json!({ "fault": fault.name }),
@@ -55,7 +55,7 @@ pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_u
         "slowestFailoverMs": moved.iter().map(|m| m.1).fold(0.0, f64::max),
     });
     if !stranded.is_empty() {
-        return (
+        return Ruling::new(
             Verdict::Fail,
             format!(
                 "after `{}` killed server {killed}, {} never decided again through another server",
@@ -66,7 +66,7 @@ pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_u
         );
     }
     if moved.is_empty() {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!(
                 "no worker was using server {killed} when `{}` killed it",
@@ -75,7 +75,7 @@ pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_u
             numbers,
         );
     }
-    (
+    Ruling::new(
         Verdict::Pass,
         format!(
             "{} workers of server {killed} failed over (slowest after {} ms; {cut} calls cut \
@@ -123,7 +123,7 @@ pub fn judge_resumes(
         "sampleError": sample_error,
     });
     match latency {
-        Some(ms) if ms <= within_ms as f64 => (
+        Some(ms) if ms <= within_ms as f64 => Ruling::new(
             Verdict::Pass,
             format!(
                 "decisions resumed {ms} ms after `{}` ({ok_after} after it; {errors_after} calls \
@@ -132,7 +132,7 @@ pub fn judge_resumes(
             ),
             numbers,
         ),
-        _ => (
+        _ => Ruling::new(
             Verdict::Fail,
             format!(
                 "no decision within {within_ms} ms after `{}` (first after: {}; {errors_after} \
@@ -184,7 +184,11 @@ mod tests {
                 via(check_ok(3, 120, d), 2),
             ],
         );
-        let (v, msg, n) = judge_failover(&[&h], &kill(1), 100_000);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = judge_failover(&[&h], &kill(1), 100_000);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["indeterminateAtKill"], 1);
     }
@@ -202,7 +206,11 @@ mod tests {
             },
         );
         let h = history("svc", 0, vec![via(check_ok(1, 50, d), 1), via(failed, 1)]);
-        let (v, msg, _) = judge_failover(&[&h], &kill(1), 100_000);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_failover(&[&h], &kill(1), 100_000);
         assert_eq!(v, Verdict::Fail);
         assert!(msg.contains("svc[0] never decided again"), "{msg}");
     }
@@ -223,11 +231,19 @@ mod tests {
             )
         };
         let good = history("direct", 0, vec![noscript(1, 110), check_ok(2, 300, d)]);
-        let (v, msg, n) = judge_resumes(&[&good], &restart, 100_000, 1000);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: n,
+        } = judge_resumes(&[&good], &restart, 100_000, 1000);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["firstDecisionAfterMs"], 201.0);
         let bad = history("direct", 0, vec![noscript(1, 110), noscript(2, 300)]);
-        let (v, msg, _) = judge_resumes(&[&bad], &restart, 100_000, 1000);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_resumes(&[&bad], &restart, 100_000, 1000);
         assert_eq!(v, Verdict::Fail);
         assert!(
             msg.contains("first after: never; 2 calls failed after it, e.g. NOSCRIPT"),

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::faults::FaultRecord;
 use super::history::WorkerHistory;
-use super::scenario::{Assertion, FaultAction, Plan};
+use super::scenario::{Assertion, FaultAction, ScenarioPlan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,14 +63,18 @@ pub struct Judgement {
 }
 
 /// Judges every assertion of `plan`.
-pub fn judge(plan: &Plan, histories: &[WorkerHistory], faults: &[FaultRecord]) -> Vec<Judgement> {
+pub fn judge(
+    plan: &ScenarioPlan,
+    histories: &[WorkerHistory],
+    faults: &[FaultRecord],
+) -> Vec<Judgement> {
     judge_with_store(plan, histories, faults, None)
 }
 
 /// Judges every assertion of `plan`, with the store as the run left it; with a snapshot,
 /// `hygiene` is judged too, after every scenario.
 pub fn judge_with_store(
-    plan: &Plan,
+    plan: &ScenarioPlan,
     histories: &[WorkerHistory],
     faults: &[FaultRecord],
     store: Option<&StoreSnapshot>,
@@ -81,7 +85,11 @@ pub fn judge_with_store(
         .enumerate()
         .map(|(i, a)| {
             let label = format!("{}#{i}", a.kind());
-            let (verdict, summary, numbers) = judge_one(plan, a, histories, faults, store);
+            let Ruling {
+                verdict,
+                summary,
+                numbers,
+            } = judge_one(plan, a, histories, faults, store);
             Judgement {
                 assertion: label,
                 verdict,
@@ -91,7 +99,11 @@ pub fn judge_with_store(
         })
         .collect();
     if let Some(snapshot) = store {
-        let (verdict, summary, numbers) = store::judge_hygiene(snapshot);
+        let Ruling {
+            verdict,
+            summary,
+            numbers,
+        } = store::judge_hygiene(snapshot);
         judgements.push(Judgement {
             assertion: "hygiene".into(),
             verdict,
@@ -103,7 +115,7 @@ pub fn judge_with_store(
 }
 
 fn no_store() -> Ruling {
-    (
+    Ruling::new(
         Verdict::Unknown,
         "this check reads the store after the run, and no snapshot was taken".into(),
         serde_json::json!({}),
@@ -120,10 +132,25 @@ pub fn overall(judgements: &[Judgement]) -> Verdict {
 }
 
 /// What one assertion concludes: its verdict, the one-line summary, and the numbers behind it.
-type Ruling = (Verdict, String, serde_json::Value);
+#[derive(Debug, Clone)]
+pub struct Ruling {
+    pub verdict: Verdict,
+    pub summary: String,
+    pub numbers: serde_json::Value,
+}
+
+impl Ruling {
+    fn new(verdict: Verdict, summary: String, numbers: serde_json::Value) -> Ruling {
+        Ruling {
+            verdict,
+            summary,
+            numbers,
+        }
+    }
+}
 
 fn judge_one(
-    plan: &Plan,
+    plan: &ScenarioPlan,
     a: &Assertion,
     histories: &[WorkerHistory],
     faults: &[FaultRecord],
@@ -266,7 +293,7 @@ fn select<'a>(histories: &'a [WorkerHistory], groups: &[String]) -> Vec<&'a Work
 /// The fault called `name` and when it happened, or the `unknown` verdict saying why not.
 fn find_fault<'a>(faults: &'a [FaultRecord], name: &str) -> Result<(&'a FaultRecord, i64), Ruling> {
     let Some(f) = faults.iter().find(|f| f.name == name) else {
-        return Err((
+        return Err(Ruling::new(
             Verdict::Unknown,
             format!("fault `{name}` was never carried out (the run ended before it?)"),
             serde_json::json!({ "fault": name }),
@@ -274,7 +301,7 @@ fn find_fault<'a>(faults: &'a [FaultRecord], name: &str) -> Result<(&'a FaultRec
     };
     match f.at_us {
         Some(at) => Ok((f, at)),
-        None => Err((
+        None => Err(Ruling::new(
             Verdict::Unknown,
             format!(
                 "fault `{name}` could not be carried out: {}",
@@ -285,16 +312,32 @@ fn find_fault<'a>(faults: &'a [FaultRecord], name: &str) -> Result<(&'a FaultRec
     }
 }
 
-/// A call whose effect is unknown: `(invoke ms, completion ms or i64::MAX, units)`.
-type Lost = (i64, i64, u64);
+/// A call whose effect is unknown, and when it could have taken effect.
+#[derive(Debug, Clone, Copy)]
+struct Lost {
+    invoke_ms: i64,
+    /// `i64::MAX` when the call never completed (its worker was killed mid-call).
+    complete_ms: i64,
+    units: u64,
+}
+
+impl Lost {
+    fn of(c: &super::history::Call, units: u64) -> Lost {
+        Lost {
+            invoke_ms: c.invoke_us / 1000,
+            complete_ms: c.complete_us.map_or(i64::MAX, |t| t / 1000),
+            units,
+        }
+    }
+}
 
 /// The units of indeterminate calls that may belong to the window ending at `end`: a call can
 /// only have landed in a window it overlaps, i.e. one ending after its invoke whose predecessor
 /// (ending at `prev_end`) ended before it completed.
 fn possible_in_window(lost: &[Lost], prev_end: i64, end: i64) -> u64 {
     lost.iter()
-        .filter(|(t0, t1, _)| *t0 < end && *t1 >= prev_end)
-        .map(|(_, _, units)| units)
+        .filter(|l| l.invoke_ms < end && l.complete_ms >= prev_end)
+        .map(|l| l.units)
         .sum()
 }
 

@@ -33,7 +33,7 @@ pub fn judge(histories: &[&WorkerHistory], strategy: Option<&Strategy>, skew_ms:
         }
     }
     if first == i64::MAX {
-        return (Verdict::Unknown, "no checks were made".into(), json!({}));
+        return Ruling::new(Verdict::Unknown, "no checks were made".into(), json!({}));
     }
     let span_ms = (last - first) as f64 / 1000.0;
     // Clock readings are whole ms (floored): one more ms of reach covers the rounding.
@@ -57,7 +57,7 @@ pub fn judge(histories: &[&WorkerHistory], strategy: Option<&Strategy>, skew_ms:
             ),
         ),
         other => {
-            return (
+            return Ruling::new(
                 Verdict::Unknown,
                 format!(
                     "no skew bound is derived for {}: alternating clocks reset or refill it on every switch",
@@ -75,7 +75,7 @@ pub fn judge(histories: &[&WorkerHistory], strategy: Option<&Strategy>, skew_ms:
         "spanMs": span_ms, "indeterminate": lost,
     });
     if admitted > bound {
-        (
+        Ruling::new(
             Verdict::Fail,
             format!(
                 "{admitted} units admitted, above the bound {bound} = {formula} (by {}; last admit {last_admit})",
@@ -84,7 +84,7 @@ pub fn judge(histories: &[&WorkerHistory], strategy: Option<&Strategy>, skew_ms:
             numbers,
         )
     } else {
-        (
+        Ruling::new(
             Verdict::Pass,
             format!("{admitted} units admitted, within the bound {bound} = {formula}"),
             numbers,
@@ -121,14 +121,22 @@ mod tests {
     fn gcra_bound_grows_with_the_skew() {
         // span = 1..=12 ms plus the last call's 1 ms: floor((12 + 0 + 1) / 100) = 0.
         let h = admits(12);
-        let (v, summary, numbers) = judge(&[&h], Some(&gcra()), 0);
+        let Ruling {
+            verdict: v,
+            summary,
+            numbers,
+        } = judge(&[&h], Some(&gcra()), 0);
         assert_eq!(v, Verdict::Fail);
         assert_eq!(numbers["bound"], 10);
         assert!(
             summary.contains("12 units admitted, above the bound 10") && summary.contains("by 2"),
             "{summary}"
         );
-        let (v, summary, numbers) = judge(&[&h], Some(&gcra()), 250);
+        let Ruling {
+            verdict: v,
+            summary,
+            numbers,
+        } = judge(&[&h], Some(&gcra()), 250);
         assert_eq!(v, Verdict::Pass, "{summary}");
         assert_eq!(numbers["bound"], 12);
     }
@@ -139,7 +147,11 @@ mod tests {
             limit: 10.0,
             window_ms: 1000.0,
         });
-        let (v, summary, _) = judge(&[&admits(3)], Some(&fw), 5000);
+        let Ruling {
+            verdict: v,
+            summary,
+            numbers: _,
+        } = judge(&[&admits(3)], Some(&fw), 5000);
         assert_eq!(v, Verdict::Unknown);
         assert!(summary.contains("fixedWindow"), "{summary}");
     }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{FaultRecord, Ruling, Verdict, at};
+use crate::battle::faults::window_of;
 use crate::battle::history::{Call, CallOutcome, Op, WorkerHistory, server_index};
-use crate::battle::network::window_of;
 use crate::battle::scenario::FailPolicy;
 use crate::model::Strategy;
 
@@ -60,7 +60,7 @@ fn units(c: &Call) -> Option<u64> {
 /// `counted-once`: per store key, ok admits ≤ the store's count ≤ ok + indeterminate admits.
 pub fn judge_counted_once(histories: &[&WorkerHistory], snapshot: &StoreSnapshot) -> Ruling {
     if let Some(e) = &snapshot.error {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!("the store could not be read: {e}"),
             json!({}),
@@ -138,13 +138,13 @@ pub fn judge_counted_once(histories: &[&WorkerHistory], snapshot: &StoreSnapshot
         }
     }
     if by_key.is_empty() {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             "no group's key to read back".into(),
             json!({}),
         );
     }
-    (verdict, lines.join("; "), json!({ "keys": numbers }))
+    Ruling::new(verdict, lines.join("; "), json!({ "keys": numbers }))
 }
 
 /// `store-down`: admits by the servers the fault cut from the store, while it lasted.
@@ -155,7 +155,7 @@ pub fn judge_store_down(
     policy: FailPolicy,
 ) -> Ruling {
     let Some((start, end)) = window_of(faults, &fault.name) else {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!("fault `{}` has no window", fault.name),
             json!({}),
@@ -174,7 +174,7 @@ pub fn judge_store_down(
         })
         .collect();
     if cut.is_empty() {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!(
                 "fault `{}` cut no server from the store (links: {})",
@@ -216,7 +216,7 @@ pub fn judge_store_down(
         "windowMs": if end == i64::MAX { None } else { Some((end - start) as f64 / 1000.0) },
     });
     match policy {
-        FailPolicy::Closed if admitted > 0 => (
+        FailPolicy::Closed if admitted > 0 => Ruling::new(
             Verdict::Fail,
             format!(
                 "declared fail-closed, but {admitted} units were admitted by server(s) {cut:?} while the store was cut off ({window_ms}; e.g. {})",
@@ -224,19 +224,19 @@ pub fn judge_store_down(
             ),
             numbers,
         ),
-        FailPolicy::Closed if inside == 0 => (
+        FailPolicy::Closed if inside == 0 => Ruling::new(
             Verdict::Unknown,
             format!("no call went to server(s) {cut:?} while the store was cut off ({window_ms})"),
             numbers,
         ),
-        FailPolicy::Closed => (
+        FailPolicy::Closed => Ruling::new(
             Verdict::Pass,
             format!(
                 "fail-closed held: 0 of {inside} calls to server(s) {cut:?} admitted while the store was cut off ({window_ms})"
             ),
             numbers,
         ),
-        FailPolicy::Open => (
+        FailPolicy::Open => Ruling::new(
             Verdict::Pass,
             format!(
                 "fail-open: {admitted} units admitted in {inside} calls to server(s) {cut:?} while the store was cut off ({window_ms})"
@@ -250,7 +250,7 @@ pub fn judge_store_down(
 /// stated formula, and no slot set keeps an expired lease past its own expiry.
 pub fn judge_hygiene(snapshot: &StoreSnapshot) -> Ruling {
     if let Some(e) = &snapshot.error {
-        return (
+        return Ruling::new(
             Verdict::Unknown,
             format!("the store could not be read: {e}"),
             json!({}),
@@ -292,7 +292,7 @@ pub fn judge_hygiene(snapshot: &StoreSnapshot) -> Ruling {
         "longestTtlMs": snapshot.keys.iter().map(|k| k.pttl_ms).max(),
     });
     if problems.is_empty() {
-        (
+        Ruling::new(
             Verdict::Pass,
             format!(
                 "{count} keys left (bound {} = {}), every TTL within {} ms ({})",
@@ -314,7 +314,7 @@ pub fn judge_hygiene(snapshot: &StoreSnapshot) -> Ruling {
         if more > 0 {
             text.push_str(&format!("; and {more} more"));
         }
-        (Verdict::Fail, text, numbers)
+        Ruling::new(Verdict::Fail, text, numbers)
     }
 }
 
@@ -361,7 +361,11 @@ mod tests {
     fn counted_once_passes_between_ok_and_ok_plus_indeterminate() {
         let h = three_ok_one_lost();
         for count in [3, 4] {
-            let (v, summary, _) = judge_counted_once(&[&h], &snapshot(count));
+            let Ruling {
+                verdict: v,
+                summary,
+                numbers: _,
+            } = judge_counted_once(&[&h], &snapshot(count));
             assert_eq!(v, Verdict::Pass, "{summary}");
         }
     }
@@ -369,7 +373,11 @@ mod tests {
     #[test]
     fn counted_once_names_units_counted_twice_and_admits_lost() {
         let h = three_ok_one_lost();
-        let (v, summary, numbers) = judge_counted_once(&[&h], &snapshot(6));
+        let Ruling {
+            verdict: v,
+            summary,
+            numbers,
+        } = judge_counted_once(&[&h], &snapshot(6));
         assert_eq!(v, Verdict::Fail);
         assert!(
             summary.contains("the store counted 6")
@@ -378,7 +386,11 @@ mod tests {
             "{summary}"
         );
         assert_eq!(numbers["keys"][0]["storeCount"], 6);
-        let (v, summary, _) = judge_counted_once(&[&h], &snapshot(2));
+        let Ruling {
+            verdict: v,
+            summary,
+            numbers: _,
+        } = judge_counted_once(&[&h], &snapshot(2));
         assert_eq!(v, Verdict::Fail);
         assert!(
             summary.contains("1 acknowledged admits are missing"),
@@ -406,7 +418,7 @@ mod tests {
                 vec!["server0->redis (2 connections reset)".into()],
             ),
             record(
-                crate::battle::network::heal_name(name),
+                crate::battle::link::heal_name(name),
                 FaultAction::Heal,
                 heal_ms,
                 vec!["server0->redis".into()],
@@ -425,8 +437,11 @@ mod tests {
     fn store_down_fails_closed_servers_that_admit_while_cut_off() {
         let faults = cut("down", 15, 35);
         let h = on_server(three_ok_one_lost(), 0);
-        let (v, summary, numbers) =
-            judge_store_down(&[&h], &faults, &faults[0], FailPolicy::Closed);
+        let Ruling {
+            verdict: v,
+            summary,
+            numbers,
+        } = judge_store_down(&[&h], &faults, &faults[0], FailPolicy::Closed);
         assert_eq!(v, Verdict::Fail, "{summary}");
         assert!(
             summary.contains("declared fail-closed, but 1 units were admitted by server(s) [0]")
@@ -435,12 +450,20 @@ mod tests {
         );
         assert_eq!(numbers["admittedInWindow"], 1);
         // Fail-open may admit: reported, not failed.
-        let (v, summary, _) = judge_store_down(&[&h], &faults, &faults[0], FailPolicy::Open);
+        let Ruling {
+            verdict: v,
+            summary,
+            numbers: _,
+        } = judge_store_down(&[&h], &faults, &faults[0], FailPolicy::Open);
         assert_eq!(v, Verdict::Pass);
         assert!(summary.contains("fail-open: 1 units admitted"), "{summary}");
         // Calls to a server the fault did not cut are not its business.
         let other = on_server(three_ok_one_lost(), 1);
-        let (v, _, _) = judge_store_down(&[&other], &faults, &faults[0], FailPolicy::Closed);
+        let Ruling {
+            verdict: v,
+            summary: _,
+            numbers: _,
+        } = judge_store_down(&[&other], &faults, &faults[0], FailPolicy::Closed);
         assert_eq!(v, Verdict::Unknown);
     }
 
@@ -458,7 +481,7 @@ mod tests {
             pttl_ms: 500,
             slots: None,
         }];
-        assert_eq!(judge_hygiene(&s).0, Verdict::Pass);
+        assert_eq!(judge_hygiene(&s).verdict, Verdict::Pass);
         s.keys.push(StoredKey {
             key: "registry".into(),
             pttl_ms: -1,
@@ -469,7 +492,11 @@ mod tests {
             pttl_ms: 5000,
             slots: Some((9_000, 2)),
         });
-        let (v, summary, _) = judge_hygiene(&s);
+        let Ruling {
+            verdict: v,
+            summary,
+            numbers: _,
+        } = judge_hygiene(&s);
         assert_eq!(v, Verdict::Fail);
         assert!(summary.contains("registry has no TTL"), "{summary}");
         assert!(

@@ -1,6 +1,6 @@
 //! `report.html`: one self-contained page per run (inline CSS and SVG, no network, no external
 //! script). The verdict summary, every trial with its field diff, and for battles one section of
-//! plots per scenario ([`ScenarioPlots`]). The [`Recorder`](super::Recorder) rewrites it with
+//! plots per scenario ([`ScenarioPlots`]). The [`RunRecorder`](super::RunRecorder) rewrites it with
 //! `summary.json`, so an interrupted or killed run still leaves a page of what finished.
 
 mod plots;

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: contract copies to break on purpose, the
 //! `tk-conform` binary, the contract fixtures in `fixtures`, the external tools (Redis, the
-//! adapters' interpreters) in `tools`, and the differential checks in `differential`.
+//! adapters' interpreters) in `tools`, `tk-conform run` against a user's Redis in `user_redis`,
+//! and the differential checks in `differential`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,9 +13,11 @@ use tk_conform::contract::vectors::VectorsFile;
 pub mod differential;
 pub mod fixtures;
 pub mod tools;
+pub mod user_redis;
 
 pub use fixtures::*;
 pub use tools::*;
+pub use user_redis::*;
 
 /// A real epoch in ms, for timelines written in tests.
 pub const EPOCH: f64 = 1_700_000_000_000.0;
