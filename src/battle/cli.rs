@@ -68,6 +68,10 @@ pub struct BattleArgs {
     /// default 1000 (ThrottleKit's, spec 8).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=scenario::MAX_SWEEP_MS))]
     pub sweep_ms: Option<u64>,
+    /// The direct door runs your own Lua scripts: a folder holding `manifest.json` (spec 6)
+    /// and the files it names, each checked against its sha256 (default: the contract's).
+    #[arg(long)]
+    pub scripts: Option<PathBuf>,
     /// Test only: make every worker a faulty client.
     #[arg(long, value_enum, hide = true)]
     pub worker_fault: Option<WorkerFault>,
@@ -120,6 +124,16 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
              or drop --redis-url so each scenario gets a Redis of its own"
         );
     }
+    let scripts_dir = match &args.scripts {
+        Some(dir) => {
+            // Loaded (and checksummed) once here, so a bad folder is a usage error, not N
+            // failed workers.
+            crate::redis_scripts::ScriptSet::from_scripts_dir(dir)
+                .with_context(|| format!("--scripts {}", dir.display()))?;
+            Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
+        }
+        None => None,
+    };
     let seed = args.seed.unwrap_or_else(rand::random);
     let run_dir = RunDir::create(&args.logs, "battle")
         .with_context(|| format!("cannot create a run folder under {}", args.logs.display()))?;
@@ -150,6 +164,7 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
         },
         worker_fault: args.worker_fault,
         call_timeout_ms: args.call_timeout_ms,
+        scripts_dir,
         run_id: format!(
             "tk-conform:battle:{}:{}:{seed:x}",
             now_us() / 1000,

@@ -212,6 +212,20 @@ pub const CHECKS: &[CheckDoc] = &[
             "sampleError",
         ],
     },
+    CheckDoc {
+        kind: "cluster-keys",
+        proves: "every key a script touched is declared in its KEYS and all of a call's keys \
+                 hash to one Redis Cluster slot, as the store saw it (MONITOR on every node, a \
+                 replay of each script on a private Redis, and the calls a cluster refused)",
+        parameters: &[],
+        numbers: &[
+            "calls",
+            "findings",
+            "refusedByCluster",
+            "firstRefusal",
+            "truncated",
+        ],
+    },
 ];
 
 /// The whole page for `scenarios` (in the order given).
@@ -246,6 +260,9 @@ pub fn render(scenarios: &[Scenario]) -> String {
     for s in scenarios {
         out.push_str(&format!("\n### `{}`\n\n{}\n\n", s.name, s.plan.description));
         out.push_str(&format!("- fleet: {} server(s)\n", s.fleet_size(None)));
+        if s.plan.topology.redis != super::scenario::RedisTopology::Single {
+            out.push_str(&format!("- store: {}\n", word(&s.plan.topology.redis)));
+        }
         for g in &s.plan.workers {
             out.push_str(&format!(
                 "- workers `{}`: {} × {} door, {}, policy `{}`\n",
@@ -310,7 +327,8 @@ mod tests {
                 "renewed",
                 "lost-after-pause",
                 "failover",
-                "resumes"
+                "resumes",
+                "cluster-keys"
             ]
         );
     }

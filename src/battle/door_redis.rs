@@ -5,9 +5,14 @@
 //! - `non-atomic`: the check's read and write are split into two calls (DUMP the key, run the
 //!   contract script on a private copy, RESTORE the copy over the key), so racing processes
 //!   lose each other's updates;
-//! - `no-script-reload`: EVALSHA only, so after a Redis restart every call fails with NOSCRIPT.
+//! - `no-script-reload`: EVALSHA only, so after a Redis restart every call fails with NOSCRIPT;
+//! - `cluster-unaware`: on a Redis Cluster, one plain connection to the node that served the
+//!   key at the start, so a slot migration's ASK and MOVED replies come back as errors.
+//!
+//! On a cluster the door's connection is cluster-aware (`cluster-async`): it routes each
+//! EVALSHA by its key, follows MOVED (and refreshes its slot map) and ASK (with ASKING).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,11 +21,22 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::clock::{ClientClock, real_ms};
 use super::door::{CallError, Door, OpenError};
 use super::spec::{NowSource, WorkerFault};
+use crate::infra::cluster::AnyConnection as Connection;
 use crate::model::{Decision, Strategy};
 use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
 
+/// Where the door's scripts come from and what kind of Redis `url` is.
+#[derive(Debug, Clone, Default)]
+pub struct DoorStore {
+    pub contract_dir: PathBuf,
+    /// An engine's own scripts folder (`battle --scripts DIR`) instead of the contract's.
+    pub scripts_dir: Option<PathBuf>,
+    /// `url` is one node of a Redis Cluster.
+    pub cluster: bool,
+}
+
 pub struct RedisDoor {
-    con: ConnectionManager,
+    con: Connection,
     scripts: ScriptSet,
     strategy: Strategy,
     key: String,
@@ -49,28 +65,55 @@ impl RedisDoor {
         timeout: Duration,
         fault: Option<WorkerFault>,
     ) -> Result<RedisDoor, OpenError> {
-        let scripts = ScriptSet::from_contract_dir(contract_dir)?;
+        let store = DoorStore {
+            contract_dir: contract_dir.to_path_buf(),
+            ..DoorStore::default()
+        };
+        Self::connect_with(url, &store, strategy, key, timeout, fault).await
+    }
+
+    pub async fn connect_with(
+        url: &str,
+        store: &DoorStore,
+        strategy: Strategy,
+        key: &str,
+        timeout: Duration,
+        fault: Option<WorkerFault>,
+    ) -> Result<RedisDoor, OpenError> {
+        let scripts = match &store.scripts_dir {
+            Some(dir) => ScriptSet::from_scripts_dir(dir)?,
+            None => ScriptSet::from_contract_dir(&store.contract_dir)?,
+        };
         scripts.bind(&strategy)?;
         let redis_error = |source| OpenError::Redis {
             url: crate::infra::redact_url(url),
             source,
         };
-        let client = redis::Client::open(url).map_err(redis_error)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_millis(200));
         // Opening is not a call: a short call bound must not fail a start on a busy machine.
         let open = (timeout * 2).max(CONNECT_AT_LEAST);
-        let con = tokio::time::timeout(open, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| OpenError::Timeout {
-                url: crate::infra::redact_url(url),
-                ms: open.as_millis(),
-            })?
-            .map_err(redis_error)?;
-        let mut con = con;
+        let open_timeout = || OpenError::Timeout {
+            url: crate::infra::redact_url(url),
+            ms: open.as_millis(),
+        };
+        let mut con = if store.cluster && fault != Some(WorkerFault::ClusterUnaware) {
+            tokio::time::timeout(open, Connection::cluster(url, timeout))
+                .await
+                .map_err(|_| open_timeout())?
+                .map_err(redis_error)?
+        } else {
+            let client = redis::Client::open(url).map_err(redis_error)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(3)
+                .set_max_delay(Duration::from_millis(200));
+            let con =
+                tokio::time::timeout(open, ConnectionManager::new_with_config(client, config))
+                    .await
+                    .map_err(|_| open_timeout())?
+                    .map_err(redis_error)?;
+            Connection::Single(con)
+        };
         if fault == Some(WorkerFault::NoScriptReload) {
             // Loads once at start, like a client that never expects the cache to empty.
             scripts.load_all(&mut con).await?;

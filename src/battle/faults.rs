@@ -52,6 +52,12 @@ pub enum FaultError {
     RedisRestart(#[source] Box<crate::infra::RedisError>),
     #[error("this run has no fault proxy")]
     NoProxy,
+    #[error("this run's store is not a Redis Cluster")]
+    NoCluster,
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot migrate the slot")]
+    Migrate(#[source] crate::infra::cluster::ClusterError),
     #[error("Redis is not in a network namespace (`[network] netns = true`)")]
     NoNamespace,
     #[error(transparent)]
@@ -77,6 +83,13 @@ pub trait FaultTarget: Send {
 
     /// Restarts Redis with its data but an empty script cache.
     async fn restart_redis(&mut self) -> Result<String, FaultError>;
+
+    /// Moves the slot of `group`'s key to another cluster primary (`[topology] redis =
+    /// "cluster"`), holding it half moved for `ask_window_ms`.
+    async fn migrate_slot(&mut self, fault: &Fault) -> Result<String, FaultError> {
+        let _ = fault;
+        Err(FaultError::NoCluster)
+    }
 
     /// Switches the fault proxy's links (`[network] proxy = true`); returns the links hit.
     fn network(&mut self, fault: &Fault) -> Result<Vec<String>, FaultError> {
@@ -130,6 +143,10 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
             .kill_server(fault.server.unwrap_or_default())
             .map(|t| (Vec::new(), vec![t])),
         FaultAction::RestartRedis => target.restart_redis().await.map(|t| (Vec::new(), vec![t])),
+        FaultAction::MigrateSlot => target
+            .migrate_slot(fault)
+            .await
+            .map(|t| (Vec::new(), vec![t])),
         _ => target.network(fault).map(|links| (Vec::new(), links)),
     };
     match result {
@@ -222,6 +239,7 @@ mod tests {
             delay_ms: None,
             jitter_ms: None,
             direction: None,
+            ask_window_ms: None,
         }
     }
 

@@ -171,7 +171,7 @@ fn bands(faults: &[FaultRecord], span_ms: f64, ms: impl Fn(i64) -> f64) -> Vec<F
                 .min()
                 .map_or(span_ms, &ms),
             FaultAction::SigkillServer => span_ms,
-            FaultAction::RestartRedis => f.done_us.map_or(ms(at), &ms),
+            FaultAction::RestartRedis | FaultAction::MigrateSlot => f.done_us.map_or(ms(at), &ms),
             FaultAction::SigkillWorkers => ms(at),
             // A heal ends its network fault's band; it is not a band of its own.
             FaultAction::Heal => continue,

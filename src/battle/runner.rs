@@ -19,14 +19,19 @@ use super::faults::{self, FaultError, FaultRecord, FaultTarget, Schedule, carry_
 use super::history::{self, now_us};
 use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
-use super::scenario::{Door, FaultAction, MAX_DURATION_MS, Scenario, WorkerGroup};
+use super::scenario::{
+    Assertion, Door, FaultAction, MAX_DURATION_MS, RedisTopology, Scenario, WorkerGroup,
+};
+use super::script_audit;
 use super::spawn::{SpawnError, Worker, describe_exit, spawn_worker, tail, wait_ready};
 use super::spec::{DoorSpec, WorkerFault, WorkerSpec};
 use super::store_check;
 use crate::backend::service_process::{
     Placeholders, ProcessError, ServerProcess, TemplateError, fill_template,
 };
+use crate::infra::cluster::{ClusterError, LocalCluster};
 use crate::infra::{RedisInstance, RedisOptions, free_loopback_port};
+use crate::model::Strategy;
 use crate::report::write_atomic;
 
 /// The reference server, as a `--server-cmd` template.
@@ -53,6 +58,8 @@ pub struct BattleConfig {
     pub redis: RedisOptions,
     pub worker_fault: Option<WorkerFault>,
     pub call_timeout_ms: u64,
+    /// `battle --scripts DIR`: the direct door runs these scripts instead of the contract's.
+    pub scripts_dir: Option<PathBuf>,
     /// Unique per run: each scenario's keys live under `<run_id>:<scenario>:`, so runs and
     /// scenarios never share state on an external Redis (and the run can delete its own keys).
     pub run_id: String,
@@ -84,6 +91,10 @@ pub enum SetupError {
     Policy(#[from] crate::server::policy::PolicyError),
     #[error(transparent)]
     Redis(#[from] crate::infra::RedisError),
+    #[error("cannot start the Redis Cluster")]
+    Cluster(#[source] ClusterError),
+    #[error("cannot watch the store's script calls (MONITOR): {0}")]
+    Audit(String),
     #[error(transparent)]
     Server(#[from] ServerStartError),
     #[error(transparent)]
@@ -181,6 +192,9 @@ pub struct ScenarioResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub network: Vec<crate::netfault::NetEvent>,
     pub workers: Vec<serde_json::Value>,
+    /// The run waited this long for a fixed window's edge to pass (`window_edge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_wait_ms: Option<u64>,
 }
 
 impl ScenarioResult {
@@ -252,6 +266,7 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         fault_windows: Vec::new(),
         network: Vec::new(),
         workers: Vec::new(),
+        edge_wait_ms: None,
     };
     // On a Redis the harness did not start, the scenario's keys go however it ends (an
     // interrupt deletes them too, through the registration).
@@ -336,8 +351,44 @@ async fn battle(
         options.url = Some(ns.url().to_string());
         netns = Some(ns);
     }
-    let redis = RedisInstance::provision(&options).await?;
+    let store = if scenario.plan.topology.redis == RedisTopology::Cluster {
+        if cfg.redis.url.is_some() {
+            result.skipped = Some(
+                "starts a Redis Cluster of its own, which an external --redis-url cannot be".into(),
+            );
+            return Ok(());
+        }
+        let binary = cfg
+            .redis
+            .server_binary
+            .clone()
+            .or_else(crate::infra::find_redis_binary)
+            .ok_or(SetupError::NoRedisBinary)?;
+        Store::Cluster(
+            LocalCluster::start(&binary)
+                .await
+                .map_err(SetupError::Cluster)?,
+        )
+    } else {
+        Store::Single(RedisInstance::provision(&options).await?)
+    };
+    let redis = &store;
     result.redis = redis.describe();
+    // `cluster-keys`: MONITOR on every node from before the first script call.
+    let watch = if scenario
+        .plan
+        .assertions
+        .iter()
+        .any(|a| matches!(a, Assertion::ClusterKeys { .. }))
+    {
+        Some(
+            script_audit::watch(&redis.urls())
+                .await
+                .map_err(SetupError::Audit)?,
+        )
+    } else {
+        None
+    };
 
     let mut net = scenario.plan.network.proxy.then(Network::new);
     let fleet_size = result.fleet;
@@ -346,10 +397,10 @@ async fn battle(
     for index in 0..fleet_size {
         let url = match &mut net {
             Some(n) => n
-                .redis_for_server(index, redis.url())
+                .redis_for_server(index, &redis.url())
                 .await
                 .map_err(SetupError::Network)?,
-            None => redis.url().to_string(),
+            None => redis.url(),
         };
         servers.push(start_server(template, index, cfg, scenario, &policy_file, &url, dir).await?);
     }
@@ -362,21 +413,30 @@ async fn battle(
     for group in &scenario.plan.workers {
         let (group_redis, group_addrs) = match &mut net {
             Some(n) if group.door == Door::Redis => (
-                n.redis_for_group(&group.group, redis.url())
+                n.redis_for_group(&group.group, &redis.url())
                     .await
                     .map_err(SetupError::Network)?,
                 addrs.clone(),
             ),
             Some(n) => (
-                redis.url().to_string(),
+                redis.url(),
                 n.servers_for_group(&group.group, &addrs)
                     .await
                     .map_err(SetupError::Network)?,
             ),
-            None => (redis.url().to_string(), addrs.clone()),
+            None => (redis.url(), addrs.clone()),
+        };
+        // On a cluster a group starts at the node serving its key (a cluster-aware door
+        // finds the others itself; a cluster-unaware one stays there).
+        let group_redis = match (redis, policies.get(&group.policy)) {
+            (Store::Cluster(c), Some(facts)) => c
+                .url_for_key(&store_key(cfg, scenario, group, facts))
+                .await
+                .map_err(SetupError::Cluster)?,
+            _ => group_redis,
         };
         for index in 0..group.count {
-            let spec = worker_spec(
+            let mut spec = worker_spec(
                 scenario,
                 cfg,
                 group,
@@ -387,23 +447,37 @@ async fn battle(
                 dir,
                 &go_file,
             )?;
+            if let DoorSpec::Redis { cluster, .. } = &mut spec.door {
+                *cluster = matches!(redis, Store::Cluster(_));
+            }
             workers.push(spawn_worker(&cfg.exe, &spec, &barrier_read, dir)?);
         }
     }
     drop(barrier_read);
     wait_ready(&mut workers).await?;
+    result.edge_wait_ms = wait_clear_of_window_edges(scenario, &policies).await;
 
     let t0_us = now_us();
     let t0 = Instant::now();
     write_atomic(&go_file, t0_us.to_string().as_bytes()).map_err(file("write", &go_file))?;
     drop(barrier_write);
 
+    let keys = scenario
+        .plan
+        .workers
+        .iter()
+        .filter_map(|g| {
+            let facts = policies.get(&g.policy)?;
+            Some((g.group.clone(), store_key(cfg, scenario, g, facts)))
+        })
+        .collect();
     let mut target = Target {
         workers,
         servers,
-        redis,
+        redis: store,
         net,
         netns,
+        keys,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
     let planned = network::with_heals(&scenario.plan.faults);
@@ -496,7 +570,7 @@ async fn battle(
         result.network = n.log();
     }
     // The store as the run left it: read directly, never through the proxy.
-    let snapshot = store_check::snapshot(
+    let mut snapshot = store_check::snapshot(
         scenario,
         &store_check::StoreScope {
             key_of: &|g, facts| store_key(cfg, scenario, g, facts),
@@ -504,14 +578,53 @@ async fn battle(
             granted_lease_ms: store_check::granted_lease_ms(&histories),
         },
         &policies,
-        target.redis.url(),
+        &target.redis.urls(),
         fleet_size,
     )
     .await;
+    if let Some(watch) = watch {
+        snapshot.scripts = Some(script_audit::finish(watch, &known_scripts(cfg)).await);
+    }
     result.judgements =
         checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);
     Ok(())
+}
+
+/// Sleeps until every clock the run uses (the machine's, each server's and each group's
+/// offset) is far enough from a fixed window's edge to run the whole plan in one window
+/// (`window_edge`); returns the wait, if there was one.
+async fn wait_clear_of_window_edges(
+    scenario: &Scenario,
+    policies: &BTreeMap<String, PolicyFacts>,
+) -> Option<u64> {
+    let widths: Vec<u64> = policies
+        .values()
+        .filter_map(|p| match &p.strategy {
+            // Widths are whole milliseconds in any policy file; a cast saturates otherwise.
+            Some(Strategy::FixedWindow(o)) => Some(o.window_ms as u64),
+            _ => None,
+        })
+        .collect();
+    let topology = &scenario.plan.topology;
+    let offsets: Vec<i64> = std::iter::once(0)
+        .chain(topology.server_clock_offsets_ms.iter().copied())
+        .chain(
+            scenario
+                .plan
+                .workers
+                .iter()
+                .filter_map(|g| g.clock.as_ref().map(|c| c.offset_ms)),
+        )
+        .collect();
+    let run_ms = plan_bound(scenario).as_millis() as u64;
+    let now_ms = now_us().div_euclid(1000);
+    let wait = super::window_edge::wait_ms(now_ms, &widths, &offsets, run_ms);
+    if wait == 0 {
+        return None;
+    }
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    Some(wait)
 }
 
 /// The latest moment any group can still be working, from the scenario's own bounds.
@@ -633,6 +746,8 @@ fn worker_spec(
                 contract_dir: cfg.contract_dir.clone(),
                 strategy: *strategy,
                 key: store_key(cfg, scenario, group, policy),
+                cluster: false,
+                scripts_dir: cfg.scripts_dir.clone(),
             }
         }
         Door::Service => DoorSpec::Service {
@@ -725,13 +840,69 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// Every script whose calls `cluster-keys` may meet, by name and code: the direct door's
+/// (the contract's, or `--scripts DIR`) and the reference server's own.
+fn known_scripts(cfg: &BattleConfig) -> Vec<(String, String)> {
+    let set = match &cfg.scripts_dir {
+        Some(dir) => crate::redis_scripts::ScriptSet::from_scripts_dir(dir),
+        None => crate::redis_scripts::ScriptSet::from_contract_dir(&cfg.contract_dir),
+    };
+    let mut all: Vec<(String, String)> = set
+        .map(|s| {
+            s.scripts()
+                .iter()
+                .map(|l| (l.entry.name.clone(), l.code.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    all.extend(
+        crate::server::store::redis::own_scripts()
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.to_string())),
+    );
+    all
+}
+
+/// The scenario's store: one server, or a cluster of three primaries.
+enum Store {
+    Single(RedisInstance),
+    Cluster(LocalCluster),
+}
+
+impl Store {
+    /// The URL clients start from (a cluster's first node).
+    fn url(&self) -> String {
+        match self {
+            Store::Single(r) => r.url().to_string(),
+            Store::Cluster(c) => c.urls().remove(0),
+        }
+    }
+
+    /// Every node's URL.
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Store::Single(r) => vec![r.url().to_string()],
+            Store::Cluster(c) => c.urls(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Store::Single(r) => r.describe(),
+            Store::Cluster(c) => c.describe(),
+        }
+    }
+}
+
 /// What the fault schedule acts on.
 struct Target {
     workers: Vec<Worker>,
     servers: Vec<Server>,
-    redis: RedisInstance,
+    redis: Store,
     net: Option<Network>,
     netns: Option<crate::netfault::netns::NetnsRedis>,
+    /// Each group's store key (the one `migrate-slot` moves the slot of).
+    keys: BTreeMap<String, String>,
 }
 
 #[async_trait]
@@ -804,10 +975,32 @@ impl FaultTarget for Target {
         }
     }
 
+    async fn migrate_slot(&mut self, fault: &super::scenario::Fault) -> Result<String, FaultError> {
+        let Store::Cluster(cluster) = &self.redis else {
+            return Err(FaultError::NoCluster);
+        };
+        let group = fault.group.as_deref().unwrap_or_default();
+        let key = self
+            .keys
+            .get(group)
+            .ok_or_else(|| FaultError::Unsupported(format!("group `{group}` has no store key")))?;
+        let window = Duration::from_millis(fault.ask_window_ms.unwrap_or(0));
+        let migration = cluster
+            .migrate_slot(key, window)
+            .await
+            .map_err(FaultError::Migrate)?;
+        Ok(migration.to_string())
+    }
+
     async fn restart_redis(&mut self) -> Result<String, FaultError> {
+        let Store::Single(redis) = &mut self.redis else {
+            return Err(FaultError::Unsupported(
+                "`restart-redis` restarts one server, not a cluster".into(),
+            ));
+        };
         let started = Instant::now();
         // SHUTDOWN SAVE keeps the data (reloaded at start) and loses the script cache.
-        let client = redis::Client::open(self.redis.url()).map_err(FaultError::RedisConnect)?;
+        let client = redis::Client::open(redis.url()).map_err(FaultError::RedisConnect)?;
         let mut con = tokio::time::timeout(
             Duration::from_secs(2),
             client.get_multiplexed_async_connection(),
@@ -819,13 +1012,13 @@ impl FaultTarget for Target {
             .arg("SAVE")
             .query_async(&mut con)
             .await;
-        self.redis
+        redis
             .restart()
             .await
             .map_err(|e| FaultError::RedisRestart(Box::new(e)))?;
         Ok(format!(
             "{} restarted with its data and an empty script cache in {} ms",
-            self.redis.describe(),
+            redis.describe(),
             started.elapsed().as_millis()
         ))
     }

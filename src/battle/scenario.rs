@@ -102,6 +102,19 @@ pub struct Topology {
     /// reclaim may land. It cannot be read from the wire, so it is declared (here, or by
     /// `battle --sweep-ms`); missing: [`DEFAULT_SWEEP_MS`].
     pub sweep_ms: Option<u64>,
+    /// The store: one `redis-server`, or a Redis Cluster of three primaries.
+    #[serde(default)]
+    pub redis: RedisTopology,
+}
+
+/// `[topology] redis`: what the scenario's store is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisTopology {
+    #[default]
+    Single,
+    Replicated,
+    Cluster,
 }
 
 /// The sweep period assumed when neither the scenario nor `battle --sweep-ms` declares one:
@@ -132,6 +145,7 @@ impl Topology {
             fail: None,
             server_clock_offsets_ms: Vec::new(),
             sweep_ms: None,
+            redis: RedisTopology::Single,
         }
     }
 }
@@ -229,6 +243,8 @@ pub enum FaultAction {
     NetnsPartition,
     /// Written by the runner `for_ms` after a network fault: the links pass everything again.
     Heal,
+    /// `[topology] redis = "cluster"`: the slot of `group`'s key moves to another primary.
+    MigrateSlot,
 }
 
 impl FaultAction {
@@ -274,7 +290,14 @@ pub struct Fault {
     /// `delay` and `blackhole`: which direction (default both).
     #[serde(default)]
     pub direction: Option<crate::netfault::Direction>,
+    /// `migrate-slot`: how long the slot stays half moved (clients get ASK) before it is
+    /// handed over (clients get MOVED).
+    #[serde(default)]
+    pub ask_window_ms: Option<u64>,
 }
+
+/// The longest ASK window a `migrate-slot` may hold.
+pub const MAX_ASK_WINDOW_MS: u64 = 5000;
 
 /// What the checker judges. Every assertion reads only the histories and the fault log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -380,6 +403,10 @@ pub enum Assertion {
         groups: Vec<String>,
         skew_ms: u64,
     },
+    /// Every key a script touched during the run (seen by MONITOR on every node, and in a
+    /// replay of each script on a private Redis) is declared in its KEYS, and all of a call's
+    /// keys hash to one cluster slot.
+    ClusterKeys {},
 }
 
 fn default_reclaim_margin_ms() -> u64 {
@@ -410,6 +437,7 @@ impl Assertion {
             Assertion::CountedOnce { .. } => "counted-once",
             Assertion::StoreDown { .. } => "store-down",
             Assertion::SkewBound { .. } => "skew-bound",
+            Assertion::ClusterKeys { .. } => "cluster-keys",
         }
     }
 
@@ -427,6 +455,7 @@ impl Assertion {
             | Assertion::StoreDown { groups, .. }
             | Assertion::SkewBound { groups, .. } => groups.iter().map(String::as_str).collect(),
             Assertion::LostAfterPause { group, .. } => vec![group.as_str()],
+            Assertion::ClusterKeys { .. } => Vec::new(),
         }
     }
 
@@ -675,6 +704,7 @@ impl Scenario {
                 ),
             ));
         }
+        self.validate_store()?;
         match (&plan.policy.yaml, &plan.policy.file) {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err(self.invalid("policy", "give exactly one of `yaml` or `file`")),
@@ -757,6 +787,28 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// What each store topology can carry.
+    fn validate_store(&self) -> Result<(), ScenarioError> {
+        let plan = &self.plan;
+        match plan.topology.redis {
+            RedisTopology::Single => Ok(()),
+            RedisTopology::Replicated => Err(self.invalid(
+                "topology.redis",
+                "\"replicated\" is not supported by this build (use \"single\" or \"cluster\")",
+            )),
+            RedisTopology::Cluster => {
+                if plan.network.proxy || plan.network.netns {
+                    return Err(self.invalid(
+                        "topology.redis",
+                        "a cluster sends clients to its nodes' own addresses (MOVED/ASK), past \
+                         any proxy or namespace: no `[network] proxy` or `netns` with it",
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     fn validate_group(&self, i: usize, g: &WorkerGroup) -> Result<(), ScenarioError> {
@@ -872,6 +924,9 @@ impl Scenario {
 
     fn validate_fault(&self, i: usize, f: &Fault) -> Result<(), ScenarioError> {
         let key = |field: &str| format!("faults[{i}].{field}");
+        if f.ask_window_ms.is_some() && f.action != FaultAction::MigrateSlot {
+            return Err(self.invalid(&key("ask_window_ms"), "belongs to `migrate-slot` only"));
+        }
         if f.at_ms > MAX_DURATION_MS {
             return Err(self.invalid(&key("at_ms"), format!("must be <= {MAX_DURATION_MS}")));
         }
@@ -908,7 +963,49 @@ impl Scenario {
                     ));
                 }
             }
+            FaultAction::RestartRedis if self.plan.topology.redis == RedisTopology::Cluster => {
+                return Err(self.invalid(
+                    &key("action"),
+                    "`restart-redis` restarts one server; on a cluster use `migrate-slot`",
+                ));
+            }
             FaultAction::RestartRedis => {}
+            FaultAction::MigrateSlot => {
+                if self.plan.topology.redis != RedisTopology::Cluster {
+                    return Err(self.invalid(
+                        &key("action"),
+                        "`migrate-slot` needs a cluster: set `[topology] redis = \"cluster\"`",
+                    ));
+                }
+                let Some(name) = &f.group else {
+                    return Err(self.invalid(
+                        &key("group"),
+                        "`migrate-slot` moves the slot of a group's key: give `group`",
+                    ));
+                };
+                match self.group(name) {
+                    Some(g) if g.door == Door::Redis => {}
+                    Some(_) => {
+                        return Err(self.invalid(
+                            &key("group"),
+                            format!(
+                                "group `{name}` does not use the direct door (`door = \"redis\"`)"
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(
+                            self.invalid(&key("group"), format!("no worker group called `{name}`"))
+                        );
+                    }
+                }
+                if f.ask_window_ms.is_some_and(|ms| ms > MAX_ASK_WINDOW_MS) {
+                    return Err(self.invalid(
+                        &key("ask_window_ms"),
+                        format!("must be <= {MAX_ASK_WINDOW_MS}"),
+                    ));
+                }
+            }
             _ => {
                 // A network fault may name the server whose clients it cuts off (for `failover`).
                 if let Some(s) = f.server
@@ -1200,6 +1297,75 @@ exact = true
         .unwrap_err()
         .to_string();
         assert!(err.contains("topology.server_clock_offsets_ms"), "{err}");
+    }
+
+    #[test]
+    fn store_topologies_are_checked_key_by_key() {
+        let cluster = GOOD.replace("fleet = 0", "fleet = 0\nredis = \"cluster\"");
+        let ok = parse(&cluster).unwrap();
+        assert_eq!(ok.plan.topology.redis, RedisTopology::Cluster);
+        let migrate = "[[faults]]\nname = \"m\"\nat_ms = 10\naction = \"migrate-slot\"";
+        let cases = [
+            (
+                GOOD.replace("fleet = 0", "fleet = 0\nredis = \"replicated\""),
+                "topology.redis",
+                "not supported",
+            ),
+            (
+                GOOD.replace("fleet = 0", "fleet = 0\nredis = \"sharded\""),
+                "redis",
+                "unknown variant",
+            ),
+            (
+                format!("{cluster}\n[network]\nproxy = true\n"),
+                "topology.redis",
+                "no `[network] proxy`",
+            ),
+            (
+                format!("{GOOD}\n{migrate}\ngroup = \"racers\"\n"),
+                "faults[0].action",
+                "needs a cluster",
+            ),
+            (
+                format!("{cluster}\n{migrate}\n"),
+                "faults[0].group",
+                "give `group`",
+            ),
+            (
+                format!("{cluster}\n{migrate}\ngroup = \"nobody\"\n"),
+                "faults[0].group",
+                "no worker group called `nobody`",
+            ),
+            (
+                format!("{cluster}\n{migrate}\ngroup = \"racers\"\nask_window_ms = 5001\n"),
+                "faults[0].ask_window_ms",
+                "<= 5000",
+            ),
+            (
+                format!(
+                    "{cluster}\n[[faults]]\nname = \"r\"\nat_ms = 10\naction = \"restart-redis\"\n"
+                ),
+                "faults[0].action",
+                "on a cluster use `migrate-slot`",
+            ),
+            (
+                format!(
+                    "{GOOD}\n[[faults]]\nname = \"r\"\nat_ms = 10\naction = \"restart-redis\"\nask_window_ms = 5\n"
+                ),
+                "faults[0].ask_window_ms",
+                "`migrate-slot` only",
+            ),
+        ];
+        for (text, key, needle) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(needle), "{key}: {err}");
+        }
+        let ok = parse(&format!(
+            "{cluster}\n{migrate}\ngroup = \"racers\"\nask_window_ms = 300\n[[assertions]]\nkind = \"cluster-keys\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.plan.faults[0].ask_window_ms, Some(300));
+        assert_eq!(ok.plan.assertions[1].kind(), "cluster-keys");
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub enum DoorSpec {
         strategy: Strategy,
         /// The full Redis key (`<prefix>:<identity>`).
         key: String,
+        /// `url` is one node of a Redis Cluster (the one serving `key` when the run began).
+        #[serde(default)]
+        cluster: bool,
+        /// `battle --scripts DIR`: an engine's own scripts folder instead of the contract's.
+        #[serde(default)]
+        scripts_dir: Option<PathBuf>,
     },
     #[serde(rename_all = "camelCase")]
     Service {
@@ -105,6 +111,9 @@ pub enum WorkerFault {
     /// The direct door sends its own (skewed) clock as `now` even where the group promises
     /// the server's clock.
     SkewedNow,
+    /// On a Redis Cluster the direct door keeps one plain connection to the node that served
+    /// its key at the start, so MOVED and ASK come back as errors.
+    ClusterUnaware,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

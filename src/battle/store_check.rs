@@ -13,8 +13,8 @@ use super::scenario::{Scenario, WorkerGroup};
 use crate::model::Strategy;
 use crate::server::policy::{PolicyKind, PolicySet};
 
-/// The servers' set of every slots key (see `server/store/redis.rs`).
-const SLOT_KEYS: &str = "tk-conform-server#slot-keys";
+/// The servers' set of every slots key.
+use crate::server::store::redis::SLOT_KEYS;
 /// Most keys a snapshot reads (a run leaves a handful).
 const MAX_KEYS: usize = 10_000;
 /// Slack on top of every policy's own TTL: slot sets and Reserve windows outlive their last
@@ -75,7 +75,7 @@ pub async fn snapshot(
     scenario: &Scenario,
     scope: &StoreScope<'_>,
     policies: &BTreeMap<String, PolicyFacts>,
-    url: &str,
+    urls: &[String],
     fleet: usize,
 ) -> StoreSnapshot {
     let mut snap = StoreSnapshot::default();
@@ -138,8 +138,12 @@ pub async fn snapshot(
     snap.key_formula = format!(
         "Σ over the groups' (policy, key) of keys per identity ({per_identity}) + {registry} slot registry"
     );
-    if let Err(e) = read(&mut snap, scope.namespace.as_deref(), url).await {
-        snap.error = Some(e.to_string());
+    // A cluster's keys are spread over its nodes: each node is read for the keys it holds.
+    for url in urls {
+        if let Err(e) = read(&mut snap, scope.namespace.as_deref(), url).await {
+            snap.error = Some(e.to_string());
+            break;
+        }
     }
     snap
 }
@@ -155,8 +159,9 @@ enum ReadError {
     Command(#[from] redis::RedisError),
 }
 
-/// Reads the scenario's keys back: those under `namespace` when the scenario has one (always on
-/// a Redis the harness did not start), every key of the Redis the run started otherwise.
+/// Reads the scenario's keys back from one node: those under `namespace` when the scenario has
+/// one (always on a Redis the harness did not start), every key of the Redis the run started
+/// otherwise. A group's key is read on the node that holds it.
 async fn read(
     snap: &mut StoreSnapshot,
     namespace: Option<&str>,
@@ -197,12 +202,14 @@ async fn read(
             break;
         }
     }
+    // On a cluster node that does not serve the registry these answer MOVED: nothing here.
     let slot_keys: Vec<String> = con.smembers(&registry).await.unwrap_or_default();
     if con.exists(&registry).await.unwrap_or(false) {
         keys.push(registry.clone());
     }
     keys.sort();
     keys.dedup();
+    let here = keys.clone();
     for key in keys {
         let pttl: i64 = con.pttl(&key).await?;
         if pttl == -2 {
@@ -227,6 +234,9 @@ async fn read(
         });
     }
     for g in snap.groups.values_mut() {
+        if !here.contains(&g.key) {
+            continue;
+        }
         if let Some(Strategy::FixedWindow(_)) = g.strategy {
             let state: (Option<String>, Option<String>) = redis::cmd("HMGET")
                 .arg(&g.key)

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::barrier::{self, BarrierError};
 use super::door::{CallError, Door, OpenError};
-use super::door_redis::RedisDoor;
+use super::door_redis::{DoorStore, RedisDoor};
 use super::door_service::ServiceDoor;
 use super::history::{Event, HistoryError, HistoryWriter, Op, Reply, now_us};
 use super::scenario::MAX_DURATION_MS;
@@ -102,11 +102,24 @@ pub async fn run(spec_file: &Path) -> Result<bool, WorkerError> {
             contract_dir,
             strategy,
             key,
+            cluster,
+            scripts_dir,
         } => Box::new(
-            RedisDoor::connect(url, contract_dir, *strategy, key, timeout, spec.fault)
-                .await
-                .map_err(|m| door_error("redis", m))?
-                .with_clock(spec.clock.unwrap_or_default(), spec.now),
+            RedisDoor::connect_with(
+                url,
+                &DoorStore {
+                    contract_dir: contract_dir.clone(),
+                    scripts_dir: scripts_dir.clone(),
+                    cluster: *cluster,
+                },
+                *strategy,
+                key,
+                timeout,
+                spec.fault,
+            )
+            .await
+            .map_err(|m| door_error("redis", m))?
+            .with_clock(spec.clock.unwrap_or_default(), spec.now),
         ),
         DoorSpec::Service {
             servers,

@@ -234,6 +234,14 @@ pub fn find_redis_binary() -> Option<PathBuf> {
     })
 }
 
+/// `name` on PATH, when it is there and executable.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
@@ -459,12 +467,24 @@ impl LocalRedis {
 }
 
 async fn spawn_and_wait(binary: &Path, port: u16, dir: &Path) -> Result<OwnedChild, RedisError> {
+    spawn_with(binary, port, dir, &[]).await
+}
+
+/// Starts `binary` on loopback `port` in `dir` with `extra` arguments (a cluster node's) and
+/// waits until it answers PING.
+pub(super) async fn spawn_with(
+    binary: &Path,
+    port: u16,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<OwnedChild, RedisError> {
     let log = dir.join("redis.log");
     let mut command = Command::new(binary);
     command
         .arg("--port")
         .arg(port.to_string())
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(extra)
         .args(["--daemonize", "no", "--protected-mode", "yes"])
         .arg("--dir")
         .arg(dir)

@@ -61,13 +61,14 @@ pub fn check_binaries(binaries: &[PathBuf]) -> Result<(), MatrixError> {
     Ok(())
 }
 
-/// The battle scenarios the matrix runs: every worker on the direct door, a cap to judge, and
-/// no fault. (A scenario whose fault eats into its load, like `redis-restart`, may leave its
+/// The battle scenarios the matrix runs: one server (not a cluster), every worker on the direct
+/// door, a cap to judge, and no fault. (A scenario whose fault eats into its load, like `redis-restart`, may leave its
 /// window unsaturated on a busy machine: an "unexercised" verdict that says nothing about the
 /// server's version.)
 pub fn direct_cap_scenarios(all: &[Scenario]) -> Vec<String> {
     all.iter()
         .filter(|s| s.plan.topology.fleet == 0 && s.plan.faults.is_empty())
+        .filter(|s| s.plan.topology.redis == crate::battle::scenario::RedisTopology::Single)
         .filter(|s| s.plan.workers.iter().all(|g| g.door == Door::Redis))
         .filter(|s| {
             s.plan

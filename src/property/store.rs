@@ -356,7 +356,10 @@ fn classify(lines: &[String], namespace: &str) -> Writes {
     writes
 }
 
-fn parse_monitor_line(line: &str) -> Option<(String, Vec<String>)> {
+/// One MONITOR line (`1700000000.1 [0 127.0.0.1:5000] "INCR" "k"`) as its source (`0
+/// 127.0.0.1:5000`, or `0 lua` inside a script) and its arguments, unquoted the way Redis
+/// quoted them (`\\n`, `\\"`, `\\xHH`, …), so a script's code reads back byte for byte.
+pub(crate) fn parse_monitor_line(line: &str) -> Option<(String, Vec<String>)> {
     let open = line.find('[')?;
     let close = open + line[open..].find(']')?;
     let source = line[open + 1..close].to_owned();
@@ -366,19 +369,34 @@ fn parse_monitor_line(line: &str) -> Option<(String, Vec<String>)> {
         if c != '"' {
             continue;
         }
-        let mut arg = String::new();
+        let mut arg: Vec<u8> = Vec::new();
         while let Some(c) = rest.next() {
             match c {
-                '\\' => {
-                    if let Some(n) = rest.next() {
-                        arg.push(n);
+                '\\' => match rest.next() {
+                    Some('n') => arg.push(b'\n'),
+                    Some('r') => arg.push(b'\r'),
+                    Some('t') => arg.push(b'\t'),
+                    Some('a') => arg.push(0x07),
+                    Some('b') => arg.push(0x08),
+                    Some('x') => {
+                        let hex: String =
+                            [rest.next(), rest.next()].into_iter().flatten().collect();
+                        arg.push(u8::from_str_radix(&hex, 16).unwrap_or(b'?'));
                     }
-                }
+                    Some(n) => {
+                        let mut buf = [0; 4];
+                        arg.extend_from_slice(n.encode_utf8(&mut buf).as_bytes());
+                    }
+                    None => {}
+                },
                 '"' => break,
-                c => arg.push(c),
+                c => {
+                    let mut buf = [0; 4];
+                    arg.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
             }
         }
-        args.push(arg);
+        args.push(String::from_utf8_lossy(&arg).into_owned());
     }
     Some((source, args))
 }

@@ -1279,10 +1279,12 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
     assert_eq!(shared_v.len(), every, "{shared_v:?}");
     for (name, verdict) in &shared_v {
         if verdict == "skipped" {
-            // Only the scenarios that restart Redis, or move it into a network namespace,
-            // need a Redis of the harness's own.
+            // Only the scenarios that restart Redis, move it into a network namespace or
+            // start a Redis Cluster need a Redis of the harness's own.
             assert!(
-                name.starts_with("redis-restart") || name == "net-netns-partition",
+                name.starts_with("redis-restart")
+                    || name == "net-netns-partition"
+                    || name.starts_with("cluster-"),
                 "{name} skipped"
             );
         } else {
@@ -1293,9 +1295,13 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
             );
         }
     }
+    let clusters = shared_v
+        .keys()
+        .filter(|n| n.starts_with("cluster-"))
+        .count();
     assert_eq!(
         shared_v.values().filter(|v| *v == "pass").count(),
-        every - 3,
+        every - 3 - clusters,
         "{shared_v:?}"
     );
     // The user's keys survive untouched, and nothing of the run is left.
@@ -1469,4 +1475,267 @@ fn an_interrupted_battle_removes_the_temp_folders_of_its_redis() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "temp folders left: {left:?}");
     assert_eq!(stray_temp_files(logs.path()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn cluster_scenarios_are_green_against_the_reference() {
+    if !have_redis() {
+        return;
+    }
+    let names = [
+        "cluster-cap",
+        "cluster-migrate-slot",
+        "cluster-keys-server-lua",
+    ];
+    let b = battle(&names, &[]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    let result = b.result("cluster-migrate-slot");
+    assert!(
+        result["redis"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis cluster of 3 primaries"),
+        "{result:#}"
+    );
+    // The slot really moved, in mid-run, with the clients redirected by ASK while it was half
+    // moved, and the count survived the move.
+    let migrate = &result["faults"][0];
+    assert_eq!(migrate["action"], "migrate-slot", "{result:#}");
+    assert!(migrate["atMs"].as_f64().unwrap() >= 200.0, "{result:#}");
+    let what = migrate["targets"][0].as_str().unwrap();
+    assert!(
+        what.contains("moved from") && what.contains("ASKING"),
+        "{what}"
+    );
+    let asking: u64 = what
+        .split(" ASKING")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ASKING count in {what}"));
+    assert!(asking > 0, "no client followed an ASK: {what}");
+    let once = b.judgement("cluster-migrate-slot", "counted-once#3");
+    assert_eq!(once["verdict"], "pass", "{once:#}");
+    // The reference servers on the cluster followed the move too.
+    let served = b.judgement("cluster-migrate-slot", "resumes#2");
+    assert_eq!(served["verdict"], "pass", "{served:#}");
+    // cluster-keys judged real calls: the contract's scripts on the cluster, the server's own.
+    let keys = b.judgement("cluster-cap", "cluster-keys#3");
+    assert!(
+        keys["numbers"]["calls"]["fixedWindow.check"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{keys:#}"
+    );
+    let server = b.judgement("cluster-keys-server-lua", "cluster-keys#1");
+    for script in [
+        "slots_acquire.lua",
+        "slots_renew.lua",
+        "slots_release.lua",
+        "reserve.lua",
+        "budget_debit.lua",
+    ] {
+        assert!(
+            server["numbers"]["calls"][script].as_u64().unwrap_or(0) > 0,
+            "{script} never ran: {server:#}"
+        );
+    }
+}
+
+#[test]
+fn a_cluster_unaware_door_records_moved_and_ask_as_errors_instead_of_hanging() {
+    if !have_redis() {
+        return;
+    }
+    let (b, j) = must_fail(
+        "cluster-migrate-slot",
+        &["--worker-fault", "cluster-unaware"],
+        "resumes#1",
+    );
+    assert_eq!(j["numbers"]["decisionsAfter"], 0, "{j:#}");
+    assert!(j["numbers"]["errorsAfter"].as_u64().unwrap() > 0, "{j:#}");
+    let sample = j["numbers"]["sampleError"].as_str().unwrap();
+    assert!(sample.contains("Moved"), "{j:#}");
+    // Every call ended (recorded as failed), none hung: nothing indeterminate.
+    let cap = b.judgement("cluster-migrate-slot", "cap#0");
+    assert_eq!(cap["numbers"]["indeterminate"], 0, "{cap:#}");
+}
+
+/// The contract's scripts with `fixedWindow.check.lua` touching a literal key it does not
+/// declare, resealed in the copy's manifest (as an engine author's own folder would be).
+fn scripts_with_an_undeclared_key() -> tempfile::TempDir {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let src = repo().join("contract/scripts");
+    for entry in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let file = dir.path().join("fixedWindow.check.lua");
+    let code = std::fs::read_to_string(&file).unwrap();
+    let at = code.find("local state = redis.call('HMGET'").unwrap();
+    let mutant = format!(
+        "{}redis.call('INCR', 'tk-conform-undeclared')\n{}",
+        &code[..at],
+        &code[at..]
+    );
+    std::fs::write(&file, &mutant).unwrap();
+    let manifest = dir.path().join("manifest.json");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    for e in m["scripts"].as_array_mut().unwrap() {
+        if e["file"] == "fixedWindow.check.lua" {
+            e["sha256"] = hex::encode(sha2::Sha256::digest(mutant.as_bytes())).into();
+        }
+    }
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn a_script_with_an_undeclared_key_fails_cluster_keys_naming_script_and_key() {
+    if !have_redis() {
+        return;
+    }
+    let scripts = scripts_with_an_undeclared_key();
+    let (_, j) = must_fail(
+        "cluster-cap",
+        &["--scripts", scripts.path().to_str().unwrap()],
+        "cluster-keys#3",
+    );
+    let summary = j["summary"].as_str().unwrap();
+    for needle in [
+        "fixedWindow.check touched `tk-conform-undeclared` with INCR",
+        "not declared in KEYS",
+    ] {
+        assert!(summary.contains(needle), "{needle:?} not in {j:#}");
+    }
+    // The cluster itself refused the calls whose stray key lives on another node, or MONITOR
+    // saw it run on this one: either way the finding names where it was seen.
+    let finding = &j["numbers"]["findings"][0];
+    assert_eq!(finding["key"], "tk-conform-undeclared", "{j:#}");
+    assert!(
+        finding["declared"][0].as_str().unwrap().ends_with("-race"),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn a_bad_scripts_folder_is_a_usage_error() {
+    let dir = one_scenario(SMALL_PLAN);
+    let empty = tempfile::tempdir().unwrap();
+    let out = battle_in(
+        dir.path(),
+        &["x", "--scripts", empty.path().to_str().unwrap()],
+    );
+    usage_error(&out, "no scripts manifest there");
+}
+
+#[test]
+fn sigkilling_the_harness_mid_cluster_battle_leaves_no_cluster_node() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "cluster-migrate-slot", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Three cluster nodes and 8 workers.
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        seen = descendants(harness.id());
+        if seen.len() >= 11 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen.len() >= 11, "the battle never got going: {seen:?}");
+    let nodes: Vec<u32> = seen
+        .iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("[cluster]"))
+        })
+        .collect();
+    assert_eq!(nodes.len(), 3, "not three cluster nodes among {seen:?}");
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut survivors = seen.clone();
+    while !survivors.is_empty() && Instant::now() < deadline {
+        survivors.retain(|p| alive(*p));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        survivors.is_empty(),
+        "survived the harness: {survivors:?} (cluster nodes {nodes:?})"
+    );
+}
+
+#[test]
+fn sigterm_mid_cluster_battle_removes_the_nodes_and_their_folders() {
+    if !have_redis() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut harness = Command::new(EXE)
+        .args(["battle", "cluster-migrate-slot", "--scenarios-dir"])
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs.path())
+        .env("CI", "1")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let folders = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("tk-conform-cluster-"))
+            .count()
+    };
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        seen = descendants(harness.id());
+        if seen.len() >= 11 && folders() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(seen.len() >= 11, "the battle never got going: {seen:?}");
+    assert_eq!(folders(), 3, "one folder per cluster node");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(harness.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = harness.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut survivors = seen.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !survivors.is_empty() && Instant::now() < deadline {
+        survivors.retain(|p| alive(*p));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(survivors.is_empty(), "survived SIGTERM: {survivors:?}");
+    assert_eq!(folders(), 0, "cluster node folders left behind");
 }

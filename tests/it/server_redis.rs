@@ -377,7 +377,7 @@ async fn an_emptied_script_cache_is_survived() {
 }
 
 /// The set of every slots key the Redis store keeps (`src/server/store/redis.rs`).
-const SLOT_KEYS: &str = "tk-conform-server#slot-keys";
+use tk_conform::server::store::redis::SLOT_KEYS;
 
 /// Admits one `abandon` slot (in Redis), abandons it, and then makes no call to the server at all:
 /// returns whether the server's sweep reclaimed it before `TTL + 2 s`, or `None` where no Redis

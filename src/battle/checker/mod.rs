@@ -12,11 +12,13 @@
 
 mod budget;
 mod cap;
+pub mod cluster_keys;
 mod holds;
 mod liveness;
 mod skew;
 pub mod store;
 
+pub use cluster_keys::{KeyFinding, ScriptAudit};
 pub use holds::granted_lease_ms;
 pub use store::{GroupKey, StoreSnapshot, StoredKey};
 
@@ -157,6 +159,14 @@ fn judge_one(
     store: Option<&StoreSnapshot>,
 ) -> Ruling {
     match a {
+        Assertion::ClusterKeys {} => match store.and_then(|s| s.scripts.as_ref()) {
+            Some(audit) => cluster_keys::judge(audit, &select(histories, &[])),
+            None => Ruling::new(
+                Verdict::Unknown,
+                "this check watches the store's script calls, and nothing was watched".into(),
+                serde_json::json!({}),
+            ),
+        },
         Assertion::CountedOnce { groups } => match store {
             Some(s) => store::judge_counted_once(&select(histories, groups), s),
             None => no_store(),

@@ -31,6 +31,8 @@ pub struct StoreSnapshot {
     pub key_formula: String,
     /// When the store was read (epoch ms, the store's clock).
     pub read_at_ms: i64,
+    /// `cluster-keys`: the script calls the store saw during the run.
+    pub scripts: Option<super::ScriptAudit>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

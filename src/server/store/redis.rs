@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::infra::cluster::AnyConnection;
 use redis::{Script, Value};
 
 use super::{Renewal, SlotGrant, Store, StoreError, StoreFaults, WindowGrant};
@@ -16,9 +18,12 @@ use crate::redis_scripts::{ScriptCallError, ScriptSet, decision_from_reply};
 
 /// Every Redis call is bounded: a hung Redis is an error, never a hung server.
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// The hash tag every slots key and the registry carry, so that a script given a slots key and
+/// the registry as its KEYS touches one Redis Cluster slot (the `cluster-keys` check).
+pub const SLOT_TAG: &str = "{tk-conform-slots}";
 /// The set of every slots key, walked by the sweep (shared by every server on this Redis and
 /// key prefix).
-const SLOT_KEYS: &str = "tk-conform-server#slot-keys";
+pub const SLOT_KEYS: &str = "{tk-conform-slots}tk-conform-server#slot-keys";
 
 struct Scripts {
     acquire: Script,
@@ -42,11 +47,30 @@ impl Scripts {
     }
 }
 
+/// The server's own scripts by name and code (for `cluster-keys`, which names what it audits).
+pub fn own_scripts() -> [(&'static str, &'static str); 6] {
+    [
+        (
+            "slots_acquire.lua",
+            include_str!("../lua/slots_acquire.lua"),
+        ),
+        (
+            "slots_release.lua",
+            include_str!("../lua/slots_release.lua"),
+        ),
+        ("slots_renew.lua", include_str!("../lua/slots_renew.lua")),
+        ("slots_sweep.lua", include_str!("../lua/slots_sweep.lua")),
+        ("budget_debit.lua", include_str!("../lua/budget_debit.lua")),
+        ("reserve.lua", include_str!("../lua/reserve.lua")),
+    ]
+}
+
 pub struct RedisStore {
     url: String,
     /// `--key-prefix`: every key this store touches is `<namespace>:<key>` (none when empty).
     namespace: String,
-    con: ConnectionManager,
+    /// One server's connection, or a cluster-aware one when `url` is a Redis Cluster node.
+    con: AnyConnection,
     contract: ScriptSet,
     own: Scripts,
     faults: StoreFaults,
@@ -110,10 +134,19 @@ impl RedisStore {
             .set_connection_timeout(Some(IO_TIMEOUT))
             .set_response_timeout(Some(IO_TIMEOUT))
             .set_number_of_retries(2);
-        let mut con = client
+        let cannot = |e: redis::RedisError| unavailable(format!("cannot connect to {url}: {e}"));
+        let single: ConnectionManager = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(|e| unavailable(format!("cannot connect to {url}: {e}")))?;
+            .map_err(cannot)?;
+        let mut con = AnyConnection::Single(single);
+        // A cluster node: every key is routed to its slot's node, MOVED and ASK followed. (A
+        // server whose ACL refuses INFO is taken for a single one.)
+        if con.is_cluster_node().await.unwrap_or(false) {
+            con = AnyConnection::cluster(url, IO_TIMEOUT)
+                .await
+                .map_err(cannot)?;
+        }
         contract.load_all(&mut con).await.map_err(script_error)?;
         Ok(RedisStore {
             url: url.to_owned(),
@@ -134,7 +167,13 @@ impl RedisStore {
         }
     }
 
-    fn con(&self) -> ConnectionManager {
+    /// A slots key: under the namespace, with the slots' hash tag (one cluster slot with the
+    /// registry that names it).
+    fn slots_key(&self, key: &str) -> String {
+        self.key(&format!("{SLOT_TAG}{key}"))
+    }
+
+    fn con(&self) -> AnyConnection {
         self.con.clone()
     }
 
@@ -167,9 +206,12 @@ impl RedisStore {
     ) -> Result<Result<Decision, bool>, StoreError> {
         let key = &self.key(key);
         let bound = self.contract.bind(strategy).map_err(script_error)?;
-        let scratch = format!(
-            "{key}#peek:{}",
-            crate::server::lease_id::LeaseId::new("", "").nonce
+        let scratch = same_slot(
+            key,
+            &format!(
+                "#peek:{}",
+                crate::server::lease_id::LeaseId::new("", "").nonce
+            ),
         );
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -302,7 +344,7 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &self.own.acquire,
-                &[&self.key(slots_key), &self.key(SLOT_KEYS)],
+                &[&self.slots_key(slots_key), &self.key(SLOT_KEYS)],
                 &args,
                 "slot acquire",
             )
@@ -321,7 +363,7 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &self.own.release,
-                &[&self.key(slots_key)],
+                &[&self.slots_key(slots_key)],
                 &args,
                 "slot release",
             )
@@ -344,7 +386,7 @@ impl Store for RedisStore {
         let reply = self
             .run(
                 &self.own.renew,
-                &[&self.key(slots_key), &self.key(SLOT_KEYS)],
+                &[&self.slots_key(slots_key), &self.key(SLOT_KEYS)],
                 &args,
                 "slot renew",
             )
@@ -361,10 +403,22 @@ impl Store for RedisStore {
         if self.faults.never_reclaim {
             return Ok(0);
         }
-        let reply = self
-            .run(&self.own.sweep, &[&self.key(SLOT_KEYS)], &[], "slot sweep")
-            .await?;
-        Ok(int(&reply, "slot sweep")? as u64)
+        // The registry is read here, and each slots key it names is swept by a script that
+        // declares both (one slot), never by a script walking keys it was not given.
+        let registry = self.key(SLOT_KEYS);
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&registry)
+            .query_async(&mut self.con())
+            .await
+            .map_err(|e| unavailable(format!("slot sweep on {}: {e}", self.url)))?;
+        let mut freed = 0;
+        for key in members {
+            let reply = self
+                .run(&self.own.sweep, &[&key, &registry], &[], "slot sweep")
+                .await?;
+            freed += int(&reply, "slot sweep")? as u64;
+        }
+        Ok(freed)
     }
 
     async fn reserve(
@@ -390,6 +444,39 @@ impl Store for RedisStore {
     }
 }
 
+/// `key` + `suffix`, in `key`'s cluster slot: a key with a hash tag keeps it; one without is
+/// wrapped whole as the tag (so the peek's copy and the key it copies stay in one slot, as a
+/// MULTI on a cluster needs).
+fn same_slot(key: &str, suffix: &str) -> String {
+    let tagged = key
+        .find('{')
+        .is_some_and(|open| key[open + 1..].find('}').is_some_and(|close| close > 0));
+    if tagged || key.contains('}') {
+        format!("{key}{suffix}")
+    } else {
+        format!("{{{key}}}{suffix}")
+    }
+}
+
 fn flag(on: bool) -> String {
     if on { "1" } else { "0" }.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infra::cluster::key_slot;
+
+    #[test]
+    fn the_peek_copy_stays_in_its_keys_slot() {
+        for key in ["ns:cap:user-1", "a{tag}b", "{x}", "plain"] {
+            let copy = same_slot(key, "#peek:00ff");
+            assert!(copy.ends_with("#peek:00ff"), "{copy}");
+            assert_eq!(
+                key_slot(copy.as_bytes()),
+                key_slot(key.as_bytes()),
+                "{key} -> {copy}"
+            );
+        }
+    }
 }
