@@ -68,6 +68,10 @@ pub struct BattleArgs {
     /// default 1000 (ThrottleKit's, spec 8).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=scenario::MAX_SWEEP_MS))]
     pub sweep_ms: Option<u64>,
+    /// Run every scenario F times longer (each group's requests and duration times F), for a
+    /// soak before a release (1..=100; fault times, holds and policies stay as written).
+    #[arg(long, value_name = "F", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_SCALE))]
+    pub scale: u64,
     /// The direct door runs your own Lua scripts: a folder holding `manifest.json` (spec 6)
     /// and the files it names, each checked against its sha256 (default: the contract's).
     #[arg(long)]
@@ -76,6 +80,9 @@ pub struct BattleArgs {
     #[arg(long, value_enum, hide = true)]
     pub worker_fault: Option<WorkerFault>,
 }
+
+/// The longest soak `--scale` allows: 100 times a scenario's plan.
+pub const MAX_SCALE: u64 = 100;
 
 pub fn run(args: BattleArgs) -> ExitCode {
     crate::cli_edge::exit_code("battle", execute(args))
@@ -113,6 +120,9 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
         "no scenarios in {}",
         args.scenarios_dir.display()
     );
+    if args.scale > 1 {
+        scenarios = scenarios.iter().map(|s| s.scaled(args.scale)).collect();
+    }
     if args.redis_url.is_some()
         && let Some(cmd) = &args.server_cmd
         && !cmd.contains(super::runner::KEY_PREFIX_PLACEHOLDER)
@@ -145,6 +155,9 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
                 .map_or("per scenario".to_string(), |n| n.to_string())
         ),
     );
+    summary
+        .details
+        .insert("scale".into(), serde_json::json!(args.scale));
     summary.details.insert(
         "serverCmd".into(),
         serde_json::json!(args.server_cmd.as_deref().unwrap_or("reference")),

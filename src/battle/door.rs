@@ -21,6 +21,8 @@ pub enum OpenError {
         #[source]
         source: redis::RedisError,
     },
+    #[error("{0}")]
+    Sentinel(String),
     #[error("{url}: no connection within {ms} ms")]
     Timeout { url: String, ms: u128 },
     #[error("bad server address {addr}")]

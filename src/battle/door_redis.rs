@@ -18,6 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::infra::sentinel::FollowingConnection;
+
 use super::clock::{ClientClock, real_ms};
 use super::door::{CallError, Door, OpenError};
 use super::spec::{NowSource, WorkerFault};
@@ -85,35 +87,45 @@ impl RedisDoor {
             None => ScriptSet::from_contract_dir(&store.contract_dir)?,
         };
         scripts.bind(&strategy)?;
-        let redis_error = |source| OpenError::Redis {
-            url: crate::infra::redact_url(url),
-            source,
-        };
-        // Opening is not a call: a short call bound must not fail a start on a busy machine.
+        // Open is not a call: a short call bound must not fail a start on a busy machine.
         let open = (timeout * 2).max(CONNECT_AT_LEAST);
-        let open_timeout = || OpenError::Timeout {
-            url: crate::infra::redact_url(url),
-            ms: open.as_millis(),
-        };
-        let mut con = if store.cluster && fault != Some(WorkerFault::ClusterUnaware) {
-            tokio::time::timeout(open, Connection::cluster(url, timeout))
-                .await
-                .map_err(|_| open_timeout())?
-                .map_err(redis_error)?
-        } else {
-            let client = redis::Client::open(url).map_err(redis_error)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
-                .set_number_of_retries(3)
-                .set_max_delay(Duration::from_millis(200));
-            let con =
-                tokio::time::timeout(open, ConnectionManager::new_with_config(client, config))
+        let sentinel =
+            |e: crate::infra::sentinel::SentinelError| OpenError::Sentinel(e.to_string());
+        let con = match crate::infra::sentinel::parse_url(url) {
+            None if store.cluster && fault != Some(WorkerFault::ClusterUnaware) => {
+                tokio::time::timeout(open, Connection::cluster(url, timeout))
                     .await
-                    .map_err(|_| open_timeout())?
-                    .map_err(redis_error)?;
-            Connection::Single(con)
+                    .map_err(|_| OpenError::Timeout {
+                        url: crate::infra::redact_url(url),
+                        ms: open.as_millis(),
+                    })?
+                    .map_err(|source| OpenError::Redis {
+                        url: crate::infra::redact_url(url),
+                        source,
+                    })?
+            }
+            None => Connection::Single(Self::node(url, timeout, open).await?),
+            Some(target) if fault == Some(WorkerFault::NoFollow) => {
+                // A broken client: asks the sentinel once, then stays on that node.
+                let target = target.map_err(sentinel)?;
+                let node = crate::infra::sentinel::ask_once(&target)
+                    .await
+                    .map_err(sentinel)?;
+                Connection::Single(Self::node(&node, timeout, open).await?)
+            }
+            Some(target) => {
+                let target = target.map_err(sentinel)?;
+                let con = tokio::time::timeout(open, FollowingConnection::open(&target, timeout))
+                    .await
+                    .map_err(|_| OpenError::Timeout {
+                        url: crate::infra::redact_url(url),
+                        ms: open.as_millis(),
+                    })?
+                    .map_err(sentinel)?;
+                Connection::Following(con)
+            }
         };
+        let mut con = con;
         if fault == Some(WorkerFault::NoScriptReload) {
             // Loads once at start, like a client that never expects the cache to empty.
             scripts.load_all(&mut con).await?;
@@ -134,6 +146,31 @@ impl RedisDoor {
             now: NowSource::Server,
             origin_ms: real_ms(),
         })
+    }
+
+    /// An auto-reconnecting connection to one node.
+    async fn node(
+        url: &str,
+        timeout: Duration,
+        open: Duration,
+    ) -> Result<ConnectionManager, OpenError> {
+        let redis_error = |source| OpenError::Redis {
+            url: crate::infra::redact_url(url),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(redis_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_millis(200));
+        tokio::time::timeout(open, ConnectionManager::new_with_config(client, config))
+            .await
+            .map_err(|_| OpenError::Timeout {
+                url: crate::infra::redact_url(url),
+                ms: open.as_millis(),
+            })?
+            .map_err(redis_error)
     }
 
     /// Applies a client clock fault and says where `now` comes from.

@@ -31,6 +31,9 @@ pub struct FaultRecord {
     /// What it hit, for people (`pid 123 holders[0]`, `server 1 127.0.0.1:4001`).
     pub targets: Vec<String>,
     pub error: Option<String>,
+    /// `failover`: the replication offsets and the keys' counts at the moment it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::infra::sentinel::FailoverRecord>,
 }
 
 /// Why a fault could not be carried out (recorded; the checker then treats it as not done).
@@ -50,6 +53,10 @@ pub enum FaultError {
     RedisConnectTimeout,
     #[error("cannot restart Redis")]
     RedisRestart(#[source] Box<crate::infra::RedisError>),
+    #[error("this run's store has no replica (`[topology] redis = \"replicated\"`)")]
+    NoReplica,
+    #[error(transparent)]
+    Failover(#[from] crate::infra::sentinel::SentinelError),
     #[error("this run has no fault proxy")]
     NoProxy,
     #[error("this run's store is not a Redis Cluster")]
@@ -83,6 +90,15 @@ pub trait FaultTarget: Send {
 
     /// Restarts Redis with its data but an empty script cache.
     async fn restart_redis(&mut self) -> Result<String, FaultError>;
+
+    /// Fails the replicated store over to its replica; returns what was hit and the record.
+    async fn failover(
+        &mut self,
+        unreplicated: Option<Duration>,
+    ) -> Result<(Vec<String>, crate::infra::sentinel::FailoverRecord), FaultError> {
+        let _ = unreplicated;
+        Err(FaultError::NoReplica)
+    }
 
     /// Moves the slot of `group`'s key to another cluster primary (`[topology] redis =
     /// "cluster"`), holding it half moved for `ask_window_ms`.
@@ -133,6 +149,7 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
         workers: Vec::new(),
         targets: Vec::new(),
         error: None,
+        failover: None,
     };
     let group = fault.group.as_deref().unwrap_or_default();
     let result = match fault.action {
@@ -143,6 +160,15 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
             .kill_server(fault.server.unwrap_or_default())
             .map(|t| (Vec::new(), vec![t])),
         FaultAction::RestartRedis => target.restart_redis().await.map(|t| (Vec::new(), vec![t])),
+        FaultAction::Failover => target
+            .failover(fault.unreplicated_ms.map(Duration::from_millis))
+            .await
+            .map(|(targets, f)| {
+                // The moment of the failover is when the primary stopped taking writes.
+                record.at_us = Some(f.paused_us);
+                record.failover = Some(f);
+                (Vec::new(), targets)
+            }),
         FaultAction::MigrateSlot => target
             .migrate_slot(fault)
             .await
@@ -151,7 +177,13 @@ pub async fn carry_out(fault: &Fault, target: &mut dyn FaultTarget) -> FaultReco
     };
     match result {
         Ok((workers, targets)) => {
-            record.done_us = Some(now_us());
+            // A failover is done once the sentinel names the new primary.
+            record.done_us = Some(
+                record
+                    .failover
+                    .as_ref()
+                    .map_or_else(now_us, |f| f.switched_us),
+            );
             record.workers = workers;
             record.targets = targets;
         }
@@ -239,6 +271,7 @@ mod tests {
             delay_ms: None,
             jitter_ms: None,
             direction: None,
+            unreplicated_ms: None,
             ask_window_ms: None,
         }
     }

@@ -155,7 +155,7 @@ fn kind(outcome: &CallOutcome) -> CallKind {
 }
 
 /// When each fault was in force: a pause until its resume, a killed server until the end, a
-/// Redis restart until Redis answered again, a network fault until its heal, a killed worker
+/// Redis restart until Redis answered again, a failover until the old primary woke, a network fault until its heal, a killed worker
 /// for an instant.
 fn bands(faults: &[FaultRecord], span_ms: f64, ms: impl Fn(i64) -> f64) -> Vec<FaultBand> {
     let mut out = Vec::new();
@@ -171,6 +171,8 @@ fn bands(faults: &[FaultRecord], span_ms: f64, ms: impl Fn(i64) -> f64) -> Vec<F
                 .min()
                 .map_or(span_ms, &ms),
             FaultAction::SigkillServer => span_ms,
+            // From the frozen primary to the stale one waking.
+            FaultAction::Failover => f.failover.as_ref().map_or(ms(at), |r| ms(r.resumed_us)),
             FaultAction::RestartRedis | FaultAction::MigrateSlot => f.done_us.map_or(ms(at), &ms),
             FaultAction::SigkillWorkers => ms(at),
             // A heal ends its network fault's band; it is not a band of its own.

@@ -30,6 +30,7 @@ use crate::backend::service_process::{
     Placeholders, ProcessError, ServerProcess, TemplateError, fill_template,
 };
 use crate::infra::cluster::{ClusterError, LocalCluster};
+use crate::infra::sentinel::ReplicatedRedis;
 use crate::infra::{RedisInstance, RedisOptions, free_loopback_port};
 use crate::model::Strategy;
 use crate::report::write_atomic;
@@ -95,6 +96,8 @@ pub enum SetupError {
     Cluster(#[source] ClusterError),
     #[error("cannot watch the store's script calls (MONITOR): {0}")]
     Audit(String),
+    #[error(transparent)]
+    Sentinel(#[from] crate::infra::sentinel::SentinelError),
     #[error(transparent)]
     Server(#[from] ServerStartError),
     #[error(transparent)]
@@ -339,31 +342,39 @@ async fn battle(
             result.skipped = Some(format!("puts Redis in a network namespace: {e}"));
             return Ok(());
         }
-        let binary = cfg
-            .redis
-            .server_binary
-            .clone()
-            .or_else(crate::infra::find_redis_binary)
-            .ok_or(SetupError::NoRedisBinary)?;
+        let binary = redis_binary(cfg)?;
         let ns = crate::netfault::netns::NetnsRedis::start(&binary)
             .await
             .map_err(SetupError::Netns)?;
         options.url = Some(ns.url().to_string());
         netns = Some(ns);
     }
-    let store = if scenario.plan.topology.redis == RedisTopology::Cluster {
+    let store = if scenario.plan.topology.redis == RedisTopology::Replicated {
+        if cfg.redis.url.is_some() {
+            result.skipped = Some(
+                "needs a primary, a replica and a sentinel of its own, which an external \
+                 --redis-url does not allow"
+                    .into(),
+            );
+            return Ok(());
+        }
+        let Some(sentinel) = crate::infra::sentinel::find_sentinel_binary() else {
+            result.skipped = Some(
+                "needs redis-sentinel, which is not on PATH (Debian: apt-get install redis-sentinel)"
+                    .into(),
+            );
+            return Ok(());
+        };
+        let binary = redis_binary(cfg)?;
+        Store::Replicated(Box::new(ReplicatedRedis::start(&binary, &sentinel).await?))
+    } else if scenario.plan.topology.redis == RedisTopology::Cluster {
         if cfg.redis.url.is_some() {
             result.skipped = Some(
                 "starts a Redis Cluster of its own, which an external --redis-url cannot be".into(),
             );
             return Ok(());
         }
-        let binary = cfg
-            .redis
-            .server_binary
-            .clone()
-            .or_else(crate::infra::find_redis_binary)
-            .ok_or(SetupError::NoRedisBinary)?;
+        let binary = redis_binary(cfg)?;
         Store::Cluster(
             LocalCluster::start(&binary)
                 .await
@@ -382,7 +393,7 @@ async fn battle(
         .any(|a| matches!(a, Assertion::ClusterKeys { .. }))
     {
         Some(
-            script_audit::watch(&redis.urls())
+            script_audit::watch(&redis.urls().await)
                 .await
                 .map_err(SetupError::Audit)?,
         )
@@ -477,6 +488,14 @@ async fn battle(
         redis: store,
         net,
         netns,
+        watched_keys: watched_keys(scenario, cfg, &policies),
+        resume_after: Duration::from_millis(
+            scenario
+                .plan
+                .network
+                .call_timeout_ms
+                .unwrap_or(cfg.call_timeout_ms),
+        ) + STALE_PRIMARY_MARGIN,
         keys,
     };
     let deadline = t0 + plan_bound(scenario) + GRACE;
@@ -569,7 +588,14 @@ async fn battle(
     if let Some(n) = &target.net {
         result.network = n.log();
     }
-    // The store as the run left it: read directly, never through the proxy.
+    if let Store::Replicated(r) = &target.redis {
+        for (name, log) in r.logs() {
+            let _ = std::fs::copy(log, dir.join("servers").join(name));
+        }
+    }
+    // The store as the run left it: read directly, never through the proxy (behind Sentinel,
+    // on the primary it names now).
+    let store_urls = target.redis.urls().await;
     let mut snapshot = store_check::snapshot(
         scenario,
         &store_check::StoreScope {
@@ -578,7 +604,7 @@ async fn battle(
             granted_lease_ms: store_check::granted_lease_ms(&histories),
         },
         &policies,
-        &target.redis.urls(),
+        &store_urls,
         fleet_size,
     )
     .await;
@@ -589,6 +615,15 @@ async fn battle(
         checker::judge_with_store(&scenario.plan, &histories, &records, Some(&snapshot));
     result.verdict = checker::overall(&result.judgements);
     Ok(())
+}
+
+/// The redis-server the harness starts itself: `--redis-server`, or the first on PATH.
+fn redis_binary(cfg: &BattleConfig) -> Result<PathBuf, SetupError> {
+    cfg.redis
+        .server_binary
+        .clone()
+        .or_else(crate::infra::find_redis_binary)
+        .ok_or(SetupError::NoRedisBinary)
 }
 
 /// Sleeps until every clock the run uses (the machine's, each server's and each group's
@@ -840,6 +875,10 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The old primary stays frozen this long past the clients' call bound after the sentinel
+/// switched, so no call a correct client sent it before the switch can still be answered.
+const STALE_PRIMARY_MARGIN: Duration = Duration::from_millis(1000);
+
 /// Every script whose calls `cluster-keys` may meet, by name and code: the direct door's
 /// (the contract's, or `--scripts DIR`) and the reference server's own.
 fn known_scripts(cfg: &BattleConfig) -> Vec<(String, String)> {
@@ -863,25 +902,30 @@ fn known_scripts(cfg: &BattleConfig) -> Vec<(String, String)> {
     all
 }
 
-/// The scenario's store: one server, or a cluster of three primaries.
+/// The scenario's store: one Redis, a primary and a replica behind a sentinel, or a cluster
+/// of three primaries.
 enum Store {
     Single(RedisInstance),
+    Replicated(Box<ReplicatedRedis>),
     Cluster(LocalCluster),
 }
 
 impl Store {
-    /// The URL clients start from (a cluster's first node).
+    /// What workers and servers are given: a `redis://` URL, the sentinel's, or a cluster's
+    /// first node.
     fn url(&self) -> String {
         match self {
             Store::Single(r) => r.url().to_string(),
+            Store::Replicated(r) => r.url(),
             Store::Cluster(c) => c.urls().remove(0),
         }
     }
 
-    /// Every node's URL.
-    fn urls(&self) -> Vec<String> {
+    /// Every node to watch or read directly (behind Sentinel, the primary it names now).
+    async fn urls(&self) -> Vec<String> {
         match self {
             Store::Single(r) => vec![r.url().to_string()],
+            Store::Replicated(r) => vec![r.primary_url().await.unwrap_or_else(|e| e.to_string())],
             Store::Cluster(c) => c.urls(),
         }
     }
@@ -889,9 +933,32 @@ impl Store {
     fn describe(&self) -> String {
         match self {
             Store::Single(r) => r.describe(),
+            Store::Replicated(r) => r.describe(),
             Store::Cluster(c) => c.describe(),
         }
     }
+}
+
+/// The fixedWindow keys the groups share, whose counts a failover records on both nodes.
+fn watched_keys(
+    scenario: &Scenario,
+    cfg: &BattleConfig,
+    policies: &BTreeMap<String, PolicyFacts>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = scenario
+        .plan
+        .workers
+        .iter()
+        .filter(|g| matches!(g.door, Door::Redis | Door::Service))
+        .filter_map(|g| {
+            let facts = policies.get(&g.policy)?;
+            matches!(facts.strategy, Some(crate::model::Strategy::FixedWindow(_)))
+                .then(|| store_key(cfg, scenario, g, facts))
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// What the fault schedule acts on.
@@ -901,6 +968,8 @@ struct Target {
     redis: Store,
     net: Option<Network>,
     netns: Option<crate::netfault::netns::NetnsRedis>,
+    watched_keys: Vec<String>,
+    resume_after: Duration,
     /// Each group's store key (the one `migrate-slot` moves the slot of).
     keys: BTreeMap<String, String>,
 }
@@ -973,6 +1042,32 @@ impl FaultTarget for Target {
             Some(n) => Ok(n.apply(fault)?),
             None => Err(FaultError::NoProxy),
         }
+    }
+
+    async fn failover(
+        &mut self,
+        unreplicated: Option<Duration>,
+    ) -> Result<(Vec<String>, crate::infra::sentinel::FailoverRecord), FaultError> {
+        let Store::Replicated(r) = &self.redis else {
+            return Err(FaultError::NoReplica);
+        };
+        let f = r
+            .failover(&self.watched_keys, self.resume_after, unreplicated)
+            .await?;
+        let cut = unreplicated.map_or(String::new(), |d| {
+            format!("replica cut off {} ms before; ", d.as_millis())
+        });
+        let target = format!(
+            "{cut}primary {} frozen at offset {} (replica at {}), sentinel switched to {} after {} ms, \
+             old primary resumed {} ms later",
+            f.old_primary,
+            f.primary_offset,
+            f.replica_offset,
+            f.new_primary,
+            (f.switched_us - f.paused_us) / 1000,
+            (f.resumed_us - f.switched_us) / 1000,
+        );
+        Ok((vec![target], f))
     }
 
     async fn migrate_slot(&mut self, fault: &super::scenario::Fault) -> Result<String, FaultError> {

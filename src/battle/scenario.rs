@@ -17,6 +17,8 @@ pub const MAX_WORKERS: u32 = 64;
 pub const MAX_REQUESTS: u64 = 100_000;
 pub const MAX_DURATION_MS: u64 = 30_000;
 pub const MAX_FLEET: usize = 9;
+/// The longest a failover's replica may be cut off before it (`unreplicated_ms`).
+pub const MAX_UNREPLICATED_MS: u64 = 800;
 /// Bounds on a delay rule, so a typo cannot stall a run for minutes.
 pub const MAX_DELAY_MS: u64 = 10_000;
 pub const MAX_CALL_TIMEOUT_MS: u64 = 60_000;
@@ -102,17 +104,18 @@ pub struct Topology {
     /// reclaim may land. It cannot be read from the wire, so it is declared (here, or by
     /// `battle --sweep-ms`); missing: [`DEFAULT_SWEEP_MS`].
     pub sweep_ms: Option<u64>,
-    /// The store: one `redis-server`, or a Redis Cluster of three primaries.
+    /// The store: one Redis, a primary and a replica behind `redis-sentinel`, or a cluster.
     #[serde(default)]
     pub redis: RedisTopology,
 }
 
-/// `[topology] redis`: what the scenario's store is.
+/// `[topology] redis`: what the store is made of.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisTopology {
     #[default]
     Single,
+    /// A primary, one replica and a sentinel; clients follow the primary through `failover`.
     Replicated,
     Cluster,
 }
@@ -243,6 +246,9 @@ pub enum FaultAction {
     NetnsPartition,
     /// Written by the runner `for_ms` after a network fault: the links pass everything again.
     Heal,
+    /// `redis = "replicated"`: the primary freezes, the sentinel promotes the replica, and the
+    /// old primary wakes as a stale primary (see `infra::sentinel`).
+    Failover,
     /// `[topology] redis = "cluster"`: the slot of `group`'s key moves to another primary.
     MigrateSlot,
 }
@@ -290,6 +296,10 @@ pub struct Fault {
     /// `delay` and `blackhole`: which direction (default both).
     #[serde(default)]
     pub direction: Option<crate::netfault::Direction>,
+    /// `failover`: for this long before it, the replica is cut off (frozen, its link closed),
+    /// so the primary acknowledges writes the replica never receives.
+    #[serde(default)]
+    pub unreplicated_ms: Option<u64>,
     /// `migrate-slot`: how long the slot stays half moved (clients get ASK) before it is
     /// handed over (clients get MOVED).
     #[serde(default)]
@@ -403,6 +413,13 @@ pub enum Assertion {
         groups: Vec<String>,
         skew_ms: u64,
     },
+    /// Across the `failover` fault, each fixedWindow key admits at most its limit plus the
+    /// writes the primary had acknowledged and the replica had not received.
+    FailoverBound {
+        fault: String,
+        #[serde(default)]
+        groups: Vec<String>,
+    },
     /// Every key a script touched during the run (seen by MONITOR on every node, and in a
     /// replay of each script on a private Redis) is declared in its KEYS, and all of a call's
     /// keys hash to one cluster slot.
@@ -437,6 +454,7 @@ impl Assertion {
             Assertion::CountedOnce { .. } => "counted-once",
             Assertion::StoreDown { .. } => "store-down",
             Assertion::SkewBound { .. } => "skew-bound",
+            Assertion::FailoverBound { .. } => "failover-bound",
             Assertion::ClusterKeys { .. } => "cluster-keys",
         }
     }
@@ -453,7 +471,10 @@ impl Assertion {
             | Assertion::Resumes { groups, .. }
             | Assertion::CountedOnce { groups }
             | Assertion::StoreDown { groups, .. }
-            | Assertion::SkewBound { groups, .. } => groups.iter().map(String::as_str).collect(),
+            | Assertion::SkewBound { groups, .. }
+            | Assertion::FailoverBound { groups, .. } => {
+                groups.iter().map(String::as_str).collect()
+            }
             Assertion::LostAfterPause { group, .. } => vec![group.as_str()],
             Assertion::ClusterKeys { .. } => Vec::new(),
         }
@@ -465,7 +486,8 @@ impl Assertion {
             | Assertion::LostAfterPause { fault, .. }
             | Assertion::Failover { fault, .. }
             | Assertion::Resumes { fault, .. }
-            | Assertion::StoreDown { fault, .. } => Some(fault),
+            | Assertion::StoreDown { fault, .. }
+            | Assertion::FailoverBound { fault, .. } => Some(fault),
             _ => None,
         }
     }
@@ -497,6 +519,21 @@ impl Scenario {
         };
         scenario.validate()?;
         Ok(scenario)
+    }
+
+    /// The scenario run `factor` times longer, for a soak (`battle --scale`): every group's
+    /// `requests` and `duration_ms` grow by `factor`, so each group makes `factor` times the
+    /// calls over `factor` times the time. Fault times, holds, start offsets and the policies'
+    /// limits and windows stay as written: faults hit the same early moments, and each check's
+    /// bound means what it meant, under more calls and (for windows shorter than the run) more
+    /// windows.
+    pub fn scaled(&self, factor: u64) -> Scenario {
+        let mut s = self.clone();
+        for g in &mut s.plan.workers {
+            g.requests = g.requests.map(|r| r.saturating_mul(factor));
+            g.duration_ms = g.duration_ms.map(|d| d.saturating_mul(factor));
+        }
+        s
     }
 
     /// The policy YAML text, inline or read from the file next to the scenario.
@@ -704,7 +741,7 @@ impl Scenario {
                 ),
             ));
         }
-        self.validate_store()?;
+        self.validate_store_topology()?;
         match (&plan.policy.yaml, &plan.policy.file) {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err(self.invalid("policy", "give exactly one of `yaml` or `file`")),
@@ -789,26 +826,74 @@ impl Scenario {
         Ok(())
     }
 
-    /// What each store topology can carry.
-    fn validate_store(&self) -> Result<(), ScenarioError> {
+    /// `[topology] redis` against what the plan asks of the store.
+    fn validate_store_topology(&self) -> Result<(), ScenarioError> {
         let plan = &self.plan;
-        match plan.topology.redis {
-            RedisTopology::Single => Ok(()),
-            RedisTopology::Replicated => Err(self.invalid(
+        let redis = plan.topology.redis;
+        if redis == RedisTopology::Cluster && (plan.network.proxy || plan.network.netns) {
+            return Err(self.invalid(
                 "topology.redis",
-                "\"replicated\" is not supported by this build (use \"single\" or \"cluster\")",
-            )),
-            RedisTopology::Cluster => {
-                if plan.network.proxy || plan.network.netns {
+                "a cluster sends clients to its nodes' own addresses (MOVED/ASK), past \
+                 any proxy or namespace: no `[network] proxy` or `netns` with it",
+            ));
+        }
+        for (i, f) in plan.faults.iter().enumerate() {
+            let replicated = redis == RedisTopology::Replicated;
+            match (f.action, f.unreplicated_ms) {
+                (FaultAction::Failover, Some(ms)) if !(1..=MAX_UNREPLICATED_MS).contains(&ms) => {
                     return Err(self.invalid(
-                        "topology.redis",
-                        "a cluster sends clients to its nodes' own addresses (MOVED/ASK), past \
-                         any proxy or namespace: no `[network] proxy` or `netns` with it",
+                        &format!("faults[{i}].unreplicated_ms"),
+                        format!(
+                            "must be 1..={MAX_UNREPLICATED_MS} (below the sentinel's 1 s \
+                             down-after, so the cut-off replica still counts), got {ms}"
+                        ),
                     ));
                 }
-                Ok(())
+                (FaultAction::Failover, _) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(self.invalid(
+                        &format!("faults[{i}].unreplicated_ms"),
+                        "`unreplicated_ms` belongs to `failover` only",
+                    ));
+                }
+            }
+            if f.action == FaultAction::Failover && !replicated {
+                return Err(self.invalid(
+                    &format!("faults[{i}].action"),
+                    "`failover` needs a replica: set `[topology] redis = \"replicated\"`",
+                ));
+            }
+            if f.action == FaultAction::RestartRedis && replicated {
+                return Err(self.invalid(
+                    &format!("faults[{i}].action"),
+                    "`restart-redis` restarts a single Redis; a replicated store fails over \
+                     (`action = \"failover\"`)",
+                ));
             }
         }
+        if redis == RedisTopology::Replicated && (plan.network.proxy || plan.network.netns) {
+            return Err(self.invalid(
+                "topology.redis",
+                "a replicated store is not wired through the fault proxy or a network \
+                 namespace: drop `[network] proxy`/`netns`",
+            ));
+        }
+        for (i, a) in plan.assertions.iter().enumerate() {
+            if let Assertion::FailoverBound { fault, .. } = a
+                && !plan
+                    .faults
+                    .iter()
+                    .any(|f| &f.name == fault && f.action == FaultAction::Failover)
+            {
+                return Err(self.invalid(
+                    &format!("assertions[{i}].fault"),
+                    format!(
+                        "`failover-bound` needs a fault of `action = \"failover\"` called `{fault}`"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_group(&self, i: usize, g: &WorkerGroup) -> Result<(), ScenarioError> {
@@ -969,7 +1054,7 @@ impl Scenario {
                     "`restart-redis` restarts one server; on a cluster use `migrate-slot`",
                 ));
             }
-            FaultAction::RestartRedis => {}
+            FaultAction::RestartRedis | FaultAction::Failover => {}
             FaultAction::MigrateSlot => {
                 if self.plan.topology.redis != RedisTopology::Cluster {
                     return Err(self.invalid(
@@ -1117,6 +1202,25 @@ exact = true
                 per: CapScope::Window,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn scaling_multiplies_the_load_and_nothing_else() {
+        let text = format!(
+            "{}\n[[faults]]\nname = \"stop\"\nat_ms = 10\naction = \"sigstop-workers\"\ngroup = \"racers\"\n",
+            GOOD.replace(
+                "requests = 5",
+                "requests = 5\nduration_ms = 300\nstart_after_ms = 7"
+            )
+        );
+        let s = parse(&text).unwrap().scaled(10);
+        let g = &s.plan.workers[0];
+        assert_eq!((g.requests, g.duration_ms), (Some(50), Some(3000)));
+        assert_eq!((g.start_after_ms, s.plan.faults[0].at_ms), (7, 10));
+        assert!(matches!(
+            s.plan.assertions[0],
+            Assertion::Cap { limit: 10, .. }
         ));
     }
 

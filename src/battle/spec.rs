@@ -111,6 +111,9 @@ pub enum WorkerFault {
     /// The direct door sends its own (skewed) clock as `now` even where the group promises
     /// the server's clock.
     SkewedNow,
+    /// The direct door asks the sentinel for the primary once, then stays on that node through
+    /// a failover (a stale primary after it wakes: split brain).
+    NoFollow,
     /// On a Redis Cluster the direct door keeps one plain connection to the node that served
     /// its key at the start, so MOVED and ASK come back as errors.
     ClusterUnaware,

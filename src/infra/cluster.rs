@@ -68,6 +68,8 @@ pub enum ClusterError {
 pub enum AnyConnection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// Whichever node the sentinel calls the primary (`redis = "replicated"`).
+    Following(crate::infra::sentinel::FollowingConnection),
 }
 
 impl ConnectionLike for AnyConnection {
@@ -78,6 +80,7 @@ impl ConnectionLike for AnyConnection {
         match self {
             AnyConnection::Single(c) => c.req_packed_command(cmd),
             AnyConnection::Cluster(c) => c.req_packed_command(cmd),
+            AnyConnection::Following(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -90,6 +93,7 @@ impl ConnectionLike for AnyConnection {
         match self {
             AnyConnection::Single(c) => c.req_packed_commands(pipeline, offset, count),
             AnyConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            AnyConnection::Following(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -97,6 +101,7 @@ impl ConnectionLike for AnyConnection {
         match self {
             AnyConnection::Single(c) => c.get_db(),
             AnyConnection::Cluster(c) => c.get_db(),
+            AnyConnection::Following(c) => c.get_db(),
         }
     }
 }

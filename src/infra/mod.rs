@@ -3,6 +3,8 @@
 //!
 //! - [`OwnedChild`]: any child process in its own process group, killed (group and all) on drop,
 //!   and by the kernel (`PR_SET_PDEATHSIG`) if the harness dies first.
+//! - [`sentinel`]: a primary, a replica and `redis-sentinel` (`redis = "replicated"`), and the
+//!   connection clients follow the primary with.
 //! - [`cluster::LocalCluster`]: three owned primaries formed into a Redis Cluster.
 //! - [`RedisInstance`]: a Redis to run against: a local `redis-server` / `valkey-server` we start,
 //!   a container (testcontainers), or an external `--redis-url` we never flush.
@@ -14,6 +16,7 @@ mod container;
 mod port;
 mod redact;
 mod redis;
+pub mod sentinel;
 
 pub use child::{ChildError, OwnedChild, kill_all_owned, live_owned_pids};
 pub use container::ContainerError;

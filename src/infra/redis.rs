@@ -446,6 +446,11 @@ impl LocalRedis {
         self.dir.path().join("redis.log")
     }
 
+    /// Sends `signal` to the server (a failover freezes a primary with SIGSTOP).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<(), ChildError> {
+        self.child.signal(signal)
+    }
+
     /// Kills the server and starts a fresh one on the same port.
     pub async fn restart(&mut self) -> Result<(), RedisError> {
         self.child.kill();

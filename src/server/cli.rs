@@ -111,6 +111,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ignore_heartbeat: faults.has(Fault::IgnoreHeartbeat),
         late_release_frees: faults.has(Fault::LateReleaseFrees),
         over_grant: faults.has(Fault::OverGrantReserve),
+        no_follow: faults.has(Fault::NoFollow),
     };
     let local = Arc::new(MemoryStore::new(store_faults));
     let shared: Arc<dyn Store> = match &args.redis {

@@ -55,6 +55,8 @@ pub enum Fault {
     FailsOpen,
     /// Checks send the server's own wall clock as `now` instead of letting Redis read its own.
     OwnClock,
+    /// Behind Sentinel, the store asks for the primary once and never follows a failover.
+    NoFollow,
 }
 
 /// The set of faults a server was started with (empty for the reference server).

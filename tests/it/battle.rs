@@ -577,18 +577,7 @@ fn sigkilling_the_harness_leaves_no_process_of_the_run() {
     }
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
-    let mut harness = Command::new(EXE)
-        .args(["battle", "crash-reclaim", "--scenarios-dir"])
-        .arg(repo().join("scenarios"))
-        .arg("--contract")
-        .arg(repo().join("contract"))
-        .arg("--logs")
-        .arg(logs.path())
-        .env("CI", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = spawn_harness(&["crash-reclaim"], logs.path());
     // Wait until the battle is in full swing: Redis, 3 servers and 6 workers.
     let started = Instant::now();
     let mut seen = Vec::new();
@@ -1267,11 +1256,18 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
         .map(str::to_owned)
         .collect();
     let every = names.len();
-    let names: Vec<String> = names
-        .into_iter()
-        .filter(|n| !n.starts_with("redis-restart"))
-        .collect();
-    assert_eq!(names.len(), every - 2, "{names:?}");
+    // Only the scenarios that restart Redis, move it into a network namespace, replicate it
+    // behind a sentinel or start a Redis Cluster need a Redis of the harness's own: the
+    // shared run skips them, and the own run need not repeat them.
+    let needs_own = |name: &str| {
+        name.starts_with("redis-restart")
+            || name == "net-netns-partition"
+            || name == "failover-replica"
+            || name.starts_with("cluster-")
+    };
+    let names: Vec<String> = names.into_iter().filter(|n| !needs_own(n)).collect();
+    let own_only = every - names.len();
+    assert!(own_only >= 7, "{names:?}");
     let own = battle(&names.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     let (shared_v, own_v) = (verdicts(&shared), verdicts(&own));
     assert_eq!(own.code(), 0, "{}", own.describe());
@@ -1279,14 +1275,7 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
     assert_eq!(shared_v.len(), every, "{shared_v:?}");
     for (name, verdict) in &shared_v {
         if verdict == "skipped" {
-            // Only the scenarios that restart Redis, move it into a network namespace or
-            // start a Redis Cluster need a Redis of the harness's own.
-            assert!(
-                name.starts_with("redis-restart")
-                    || name == "net-netns-partition"
-                    || name.starts_with("cluster-"),
-                "{name} skipped"
-            );
+            assert!(needs_own(name), "{name} skipped");
         } else {
             assert_eq!(
                 Some(verdict),
@@ -1295,13 +1284,9 @@ fn a_shared_redis_url_gives_the_same_verdicts_and_leaves_the_users_keys_alone() 
             );
         }
     }
-    let clusters = shared_v
-        .keys()
-        .filter(|n| n.starts_with("cluster-"))
-        .count();
     assert_eq!(
         shared_v.values().filter(|v| *v == "pass").count(),
-        every - 3 - clusters,
+        every - own_only,
         "{shared_v:?}"
     );
     // The user's keys survive untouched, and nothing of the run is left.
@@ -1738,4 +1723,269 @@ fn sigterm_mid_cluster_battle_removes_the_nodes_and_their_folders() {
     }
     assert!(survivors.is_empty(), "survived SIGTERM: {survivors:?}");
     assert_eq!(folders(), 0, "cluster node folders left behind");
+}
+
+/// A battle of `scenarios` in the background, its output dropped (a test SIGKILLs it).
+fn spawn_harness(scenarios: &[&str], logs: &std::path::Path) -> std::process::Child {
+    Command::new(EXE)
+        .arg("battle")
+        .args(scenarios)
+        .arg("--scenarios-dir")
+        .arg(repo().join("scenarios"))
+        .arg("--contract")
+        .arg(repo().join("contract"))
+        .arg("--logs")
+        .arg(logs)
+        .env("CI", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn scale_out_of_bounds_is_a_usage_error() {
+    let dir = one_scenario(SMALL_PLAN);
+    for bad in ["0", "101", "ten"] {
+        let out = battle_in(dir.path(), &["x", "--scale", bad]);
+        usage_error(&out, "--scale");
+    }
+}
+
+#[test]
+fn scale_two_doubles_a_scenarios_calls_and_stays_green() {
+    let calls = |b: &Battle| -> u64 {
+        b.result("cap-direct-fixed-window")["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["calls"].as_u64().unwrap())
+            .sum()
+    };
+    let once = battle(&["cap-direct-fixed-window"], &[]);
+    assert_eq!(once.code(), 0, "{}", once.describe());
+    let twice = battle(&["cap-direct-fixed-window"], &["--scale", "2"]);
+    assert_eq!(twice.code(), 0, "{}", twice.describe());
+    assert_eq!(calls(&twice), 2 * calls(&once), "{}", twice.describe());
+}
+
+/// Whether `redis-sentinel` is here; under `TK_CONFORM_REQUIRE_ALL=1` it must be.
+fn have_sentinel() -> bool {
+    if !have_redis() {
+        return false;
+    }
+    if tk_conform::infra::sentinel::find_sentinel_binary().is_some() {
+        return true;
+    }
+    crate::util::skip_or_fail("no redis-sentinel on PATH (.ci/run installs redis-sentinel)");
+    false
+}
+
+#[test]
+fn a_replica_failover_is_green_and_records_the_offsets() {
+    if !have_sentinel() {
+        return;
+    }
+    let b = battle(&["failover-replica"], &[]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    let r = b.result("failover-replica");
+    let f = &r["faults"][0]["failover"];
+    assert!(f["primaryOffset"].as_i64().unwrap() > 0, "{f:#}");
+    assert!(f["replicaOffset"].as_i64().unwrap() > 0, "{f:#}");
+    assert_ne!(f["oldPrimary"], f["newPrimary"], "{f:#}");
+    assert_eq!(f["replicaCutMs"], 200, "{f:#}");
+    let j = b.judgement("failover-replica", "failover-bound#0");
+    let n = &j["numbers"]["keys"][0];
+    assert_eq!(n["limitReachedAfter"], true, "{j:#}");
+    // The writes acknowledged while the replica was cut off were lost, and handed out again.
+    assert!(n["unreplicated"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(n["lagBytes"].as_i64().unwrap() > 0, "{j:#}");
+    assert!(n["admitted"].as_u64().unwrap() >= 400, "{j:#}");
+    assert!(n["admittedBefore"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(n["admittedAfter"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(
+        r["redis"].as_str().unwrap().contains("redis-sentinel"),
+        "{r:#}"
+    );
+}
+
+#[test]
+fn a_client_that_ignores_the_failover_writes_to_the_stale_primary() {
+    if !have_sentinel() {
+        return;
+    }
+    let (b, j) = must_fail(
+        "failover-replica",
+        &["--worker-fault", "no-follow"],
+        "failover-bound#0",
+    );
+    let n = &j["numbers"]["keys"][0];
+    let (admitted, bound) = (
+        n["admitted"].as_u64().unwrap(),
+        n["bound"].as_u64().unwrap(),
+    );
+    assert!(admitted > bound, "{j:#}");
+    let summary = j["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("admitted {admitted}"))
+            && summary.contains(&format!("bound {bound} = limit 400 + "))
+            && summary.contains(&format!("{} admits beyond the bound", admitted - bound)),
+        "{summary}\n{}",
+        b.describe()
+    );
+}
+
+#[test]
+fn sigkilling_the_harness_mid_failover_leaves_no_redis_or_sentinel() {
+    if !have_sentinel() {
+        return;
+    }
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let logs = tempfile::tempdir().unwrap();
+    let mut harness = spawn_harness(&["failover-replica"], logs.path());
+    // Primary, replica, sentinel, 2 servers and 4 workers; the replica freezes 200 ms after
+    // the barrier, then the primary for over a second: kill the harness while one is frozen.
+    let go = logs
+        .path()
+        .join("latest/scenarios/failover-replica/workers/go");
+    let started = Instant::now();
+    while !go.exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(go.exists(), "the battle never got going");
+    let is_stopped = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            s[s.rfind(')').unwrap_or(0) + 1..]
+                .trim_start()
+                .starts_with('T')
+        })
+    };
+    // Wait for the failover's frozen node (the replica while it is cut off, then the primary).
+    let (mut seen, mut stopped) = (Vec::new(), Vec::new());
+    while stopped.is_empty() && started.elapsed() < Duration::from_secs(60) {
+        seen = descendants(harness.id());
+        stopped = seen.iter().copied().filter(is_stopped).collect();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let titles: Vec<String> = seen
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).ok())
+        .map(|c| c.replace('\0', " "))
+        .collect();
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    assert!(seen.len() >= 9, "{titles:?}");
+    assert!(
+        titles.iter().any(|t| t.contains("sentinel")),
+        "no sentinel among {titles:?}"
+    );
+    assert_eq!(
+        stopped.len(),
+        1,
+        "the frozen primary: {stopped:?} of {titles:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut survivors = seen.clone();
+    while !survivors.is_empty() && Instant::now() < deadline {
+        survivors.retain(|p| alive(*p));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        survivors.is_empty(),
+        "survived the harness (the frozen primary too?): {survivors:?} of {titles:?}"
+    );
+}
+
+#[test]
+fn store_topologies_are_checked_against_the_plan() {
+    let failover = "\n[[faults]]\nname = \"f\"\nat_ms = 10\naction = \"failover\"\n";
+    let cases = [
+        (
+            SMALL_PLAN.replace(
+                "[policy]",
+                "[topology]\nredis = \"cluster\"\n[network]\nproxy = true\n[policy]",
+            ),
+            "topology.redis",
+            "past any proxy",
+        ),
+        (
+            SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"sharded\"\n[policy]"),
+            "redis",
+            "sharded",
+        ),
+        (
+            format!("{SMALL_PLAN}{failover}"),
+            "faults[0].action",
+            "redis = \"replicated\"",
+        ),
+        (
+            format!(
+                "{}{failover}",
+                SMALL_PLAN.replace(
+                    "[policy]",
+                    "[topology]\nredis = \"replicated\"\n[network]\nproxy = true\n[policy]"
+                )
+            ),
+            "topology.redis",
+            "fault proxy",
+        ),
+        (
+            format!(
+                "{}{failover}unreplicated_ms = 900\n",
+                SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"replicated\"\n[policy]")
+            ),
+            "faults[0].unreplicated_ms",
+            "1..=800",
+        ),
+        (
+            format!(
+                "{SMALL_PLAN}\n[[faults]]\nname = \"f\"\nat_ms = 10\naction = \"sigkill-workers\"\ngroup = \"racers\"\nunreplicated_ms = 100\n"
+            ),
+            "faults[0].unreplicated_ms",
+            "`failover` only",
+        ),
+        (
+            format!(
+                "{}\n[[assertions]]\nkind = \"failover-bound\"\nfault = \"f\"\n[[faults]]\nname = \"f\"\nat_ms = 10\naction = \"sigkill-workers\"\ngroup = \"racers\"\n",
+                SMALL_PLAN.replace("[policy]", "[topology]\nredis = \"replicated\"\n[policy]")
+            ),
+            "assertions[1].fault",
+            "failover-bound",
+        ),
+    ];
+    for (text, key, needle) in cases {
+        let dir = one_scenario(&text);
+        let out = battle_in(dir.path(), &["x"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(key) && err.contains(needle),
+            "{key} {needle}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_server_that_ignores_the_failover_writes_to_the_stale_primary() {
+    if !have_sentinel() {
+        return;
+    }
+    let (b, j) = must_fail(
+        "failover-replica",
+        &["--server-cmd", &faulty_server("no-follow")],
+        "failover-bound#0",
+    );
+    let n = &j["numbers"]["keys"][0];
+    let (admitted, bound) = (
+        n["admitted"].as_u64().unwrap(),
+        n["bound"].as_u64().unwrap(),
+    );
+    let summary = j["summary"].as_str().unwrap();
+    assert!(
+        admitted > bound
+            && summary.contains(&format!("admitted {admitted}"))
+            && summary.contains(&format!("bound {bound} = limit 400 + ")),
+        "{summary}\n{}",
+        b.describe()
+    );
 }

@@ -774,6 +774,7 @@ mod tests {
             workers: workers.iter().map(|w| w.to_string()).collect(),
             targets: vec![],
             error: None,
+            failover: None,
         }
     }
 

@@ -169,6 +169,7 @@ mod tests {
             workers: vec![],
             targets: vec![],
             error: None,
+            failover: None,
         }
     }
 

@@ -13,6 +13,7 @@
 mod budget;
 mod cap;
 pub mod cluster_keys;
+mod failover;
 mod holds;
 mod liveness;
 mod skew;
@@ -178,6 +179,10 @@ fn judge_one(
                 f,
                 plan.topology.fail.unwrap_or_default(),
             ),
+            Err(o) => o,
+        },
+        Assertion::FailoverBound { fault, groups } => match find_fault(faults, fault) {
+            Ok((f, _)) => failover::judge(&select(histories, groups), f, store),
             Err(o) => o,
         },
         Assertion::SkewBound { groups, skew_ms } => {

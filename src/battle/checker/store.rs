@@ -411,6 +411,7 @@ mod tests {
             workers: Vec::new(),
             targets,
             error: None,
+            failover: None,
         };
         vec![
             record(

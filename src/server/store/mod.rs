@@ -55,6 +55,8 @@ pub struct StoreFaults {
     pub ignore_heartbeat: bool,
     pub late_release_frees: bool,
     pub over_grant: bool,
+    /// Behind Sentinel: ask for the primary once and stay on that node through a failover.
+    pub no_follow: bool,
 }
 
 #[async_trait]

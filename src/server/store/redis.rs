@@ -7,10 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 
 use crate::infra::cluster::AnyConnection;
 use redis::{Script, Value};
+
+use crate::infra::sentinel::FollowingConnection;
 
 use super::{Renewal, SlotGrant, Store, StoreError, StoreFaults, WindowGrant};
 use crate::model::{Decision, Strategy, TokenBudgetOptions};
@@ -119,6 +121,19 @@ fn ints<const N: usize>(value: &Value, what: &str) -> Result<[f64; N], StoreErro
     Ok(out)
 }
 
+/// An auto-reconnecting connection to the one node at `url`.
+async fn node_connection(url: &str) -> Result<redis::aio::ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(|e| unavailable(format!("{url}: {e}")))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(IO_TIMEOUT))
+        .set_response_timeout(Some(IO_TIMEOUT))
+        .set_number_of_retries(2);
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(|e| unavailable(format!("cannot connect to {url}: {e}")))
+}
+
 impl RedisStore {
     /// Connects, loads the contract's scripts from `contract_dir`, and caches every script.
     pub async fn connect(
@@ -129,24 +144,36 @@ impl RedisStore {
     ) -> Result<RedisStore, StoreError> {
         let contract = ScriptSet::from_contract_dir(contract_dir)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let client = redis::Client::open(url).map_err(|e| unavailable(format!("{url}: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_number_of_retries(2);
-        let cannot = |e: redis::RedisError| unavailable(format!("cannot connect to {url}: {e}"));
-        let single: ConnectionManager = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(cannot)?;
-        let mut con = AnyConnection::Single(single);
-        // A cluster node: every key is routed to its slot's node, MOVED and ASK followed. (A
-        // server whose ACL refuses INFO is taken for a single one.)
-        if con.is_cluster_node().await.unwrap_or(false) {
-            con = AnyConnection::cluster(url, IO_TIMEOUT)
-                .await
-                .map_err(cannot)?;
-        }
+        // Behind Sentinel (`redis+sentinel://`), the store follows the primary through a failover.
+        let mut con = match crate::infra::sentinel::parse_url(url) {
+            Some(target) if faults.no_follow => {
+                // A broken server: asks the sentinel once, then stays on that node.
+                let target = target.map_err(unavailable)?;
+                let node = crate::infra::sentinel::ask_once(&target)
+                    .await
+                    .map_err(unavailable)?;
+                AnyConnection::Single(node_connection(&node).await?)
+            }
+            Some(target) => {
+                let target = target.map_err(unavailable)?;
+                AnyConnection::Following(
+                    FollowingConnection::open(&target, IO_TIMEOUT)
+                        .await
+                        .map_err(|e| unavailable(format!("cannot follow {url}: {e}")))?,
+                )
+            }
+            None => {
+                let mut con = AnyConnection::Single(node_connection(url).await?);
+                // A cluster node: every key is routed to its slot's node, MOVED and ASK
+                // followed. (A server whose ACL refuses INFO is taken for a single one.)
+                if con.is_cluster_node().await.unwrap_or(false) {
+                    con = AnyConnection::cluster(url, IO_TIMEOUT)
+                        .await
+                        .map_err(|e| unavailable(format!("cannot connect to {url}: {e}")))?;
+                }
+                con
+            }
+        };
         contract.load_all(&mut con).await.map_err(script_error)?;
         Ok(RedisStore {
             url: url.to_owned(),
