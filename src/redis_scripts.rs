@@ -416,11 +416,64 @@ impl BoundCheck<'_> {
         cost: f64,
     ) -> Result<Decision, ScriptCallError> {
         let reply = invoke(con, self.script, key, &self.argv(now, cost)).await?;
-        decision_from_reply(&reply).map_err(|problem| ScriptCallError::Reply {
+        self.decode(&reply)
+    }
+}
+
+impl BoundCheck<'_> {
+    /// The check and the key's PTTL in one round trip (EVALSHA and PTTL pipelined): the PTTL
+    /// runs right after the script, so it sees what the script wrote. A pipeline cannot fall
+    /// back when Redis answers NOSCRIPT, so that answer falls back to [`Self::call`] (EVAL)
+    /// and a PTTL of its own.
+    pub async fn call_with_pttl<C: ConnectionLike>(
+        &self,
+        con: &mut C,
+        key: &str,
+        now: f64,
+        cost: f64,
+    ) -> Result<(Decision, i64), ScriptCallError> {
+        let redis_error = |source| ScriptCallError::Redis {
+            script: self.script.entry.name.clone(),
+            source,
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(self.evalsha_cmd(key, now, cost))
+            .cmd("PTTL")
+            .arg(key);
+        let answer = pipe
+            .query_async::<(redis::Value, i64)>(con)
+            .await
+            .map_err(first_failure);
+        match answer {
+            Ok((reply, pttl)) => Ok((self.decode(&reply)?, pttl)),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let decision = self.call(con, key, now, cost).await?;
+                let pttl = redis::cmd("PTTL")
+                    .arg(key)
+                    .query_async(con)
+                    .await
+                    .map_err(redis_error)?;
+                Ok((decision, pttl))
+            }
+            Err(e) => Err(redis_error(e)),
+        }
+    }
+
+    fn decode(&self, reply: &redis::Value) -> Result<Decision, ScriptCallError> {
+        decision_from_reply(reply).map_err(|problem| ScriptCallError::Reply {
             script: self.script.entry.name.clone(),
             reply: format!("{reply:?}"),
             problem,
         })
+    }
+}
+
+/// A pipeline's failure as the error of its first failing command, so it reads like that
+/// command's own (redis-rs reports BUSY inside a pipeline without its code).
+fn first_failure(e: redis::RedisError) -> redis::RedisError {
+    match e.clone().into_server_errors() {
+        Some(items) if !items.is_empty() => redis::RedisError::from(items[0].1.clone()),
+        _ => e,
     }
 }
 

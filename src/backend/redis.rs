@@ -8,8 +8,8 @@
 //! right.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -37,7 +37,13 @@ pub struct RedisBackend {
     delete_on_shutdown: bool,
     /// Held while a SCRIPT KILL is under way; script calls wait for it first.
     kill_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Connections of sessions that ended cleanly, for the next sessions: a connection still
+    /// serves one session at a time, without a connect per session (a fuzz timeline is one).
+    idle: Arc<Mutex<Vec<MultiplexedConnection>>>,
 }
+
+/// Most idle session connections a backend keeps.
+const MAX_IDLE: usize = 64;
 
 impl RedisBackend {
     /// A backend over `con` (already connected to `url`, a server that says it is `server`,
@@ -61,6 +67,7 @@ impl RedisBackend {
             sessions: AtomicU64::new(0),
             delete_on_shutdown: false,
             kill_gate: Arc::default(),
+            idle: Arc::default(),
         }
     }
 
@@ -140,22 +147,28 @@ impl Backend for RedisBackend {
         // suite's runaway script would wait for it unanswered; on its own connection it is
         // answered BUSY (and did not run), so it can wait for the kill and be sent again.
         let connect = || crate::infra::connect_with_timeout(&self.connect_url, SCRIPT_CALL_BOUND);
-        let con = match connect().await {
-            Ok(con) => con,
-            // Redis may be stuck in another suite's runaway script: end it, try once more.
-            Err(_) => {
-                kill_gated(&self.kill_gate, &self.connect_url).await;
-                connect()
-                    .await
-                    .map_err(|e| BackendError::Unavailable(e.to_string()))?
-            }
+        let reused = self.idle.lock().expect("not poisoned").pop();
+        let con = match reused {
+            Some(con) => con,
+            None => match connect().await {
+                Ok(con) => con,
+                // Redis may be stuck in another suite's runaway script: end it, try once more.
+                Err(_) => {
+                    kill_gated(&self.kill_gate, &self.connect_url).await;
+                    connect()
+                        .await
+                        .map_err(|e| BackendError::Unavailable(e.to_string()))?
+                }
+            },
         };
         Ok(Box::new(RedisSession {
             scripts: Arc::clone(&self.scripts),
             con,
             connect_url: Arc::clone(&self.connect_url),
             kill_gate: Arc::clone(&self.kill_gate),
-            in_flight: None,
+            idle: Arc::clone(&self.idle),
+            clean: true,
+            in_flight: false,
             namespace: format!("{}:{n}:{suite}", self.prefix),
             model: HashMap::new(),
         }))
@@ -167,9 +180,12 @@ struct RedisSession {
     con: MultiplexedConnection,
     connect_url: Arc<str>,
     kill_gate: Arc<tokio::sync::Mutex<()>>,
-    /// The script of a call under way: if the session is dropped mid-call (the trial's own
-    /// timeout), the script may still run in Redis, and is killed.
-    in_flight: Option<String>,
+    idle: Arc<Mutex<Vec<MultiplexedConnection>>>,
+    /// No call of this session failed, so its connection is in step and may serve the next.
+    clean: bool,
+    /// A call is under way: if the session is dropped mid-call (the trial's own timeout), the
+    /// script may still run in Redis, and is killed.
+    in_flight: bool,
     namespace: String,
     /// The reference model's view of each key, to know when and how long the script must expire it.
     model: HashMap<String, Option<RateState>>,
@@ -182,33 +198,52 @@ impl RedisSession {
     /// KILL` on a connection of its own and fails, naming the script and the bound; a call
     /// answered BUSY (it did not run: another call's script is running away) waits for that
     /// kill and is sent once more.
+    ///
+    /// With `pttl`, the key's PTTL comes back with the decision, in the same round trip.
     async fn call_script(
         &mut self,
         key: &str,
         strategy: &Strategy,
         now: f64,
         cost: f64,
-    ) -> Result<Decision, BackendError> {
+        pttl: bool,
+    ) -> Result<(Decision, Option<i64>), BackendError> {
+        let result = self.call_script_once(key, strategy, now, cost, pttl).await;
+        if result.is_err() {
+            self.clean = false;
+        }
+        result
+    }
+
+    async fn call_script_once(
+        &mut self,
+        key: &str,
+        strategy: &Strategy,
+        now: f64,
+        cost: f64,
+        pttl: bool,
+    ) -> Result<(Decision, Option<i64>), BackendError> {
+        let scripts = Arc::clone(&self.scripts);
+        let bound = scripts.bind(strategy).map_err(call_error)?;
         let (mut busy_since, mut killed) = (None, false);
         loop {
             drop(self.kill_gate.lock().await);
-            self.in_flight = Some(
-                self.scripts
-                    .bind(strategy)
-                    .map_err(call_error)?
-                    .script()
-                    .entry
-                    .name
-                    .clone(),
-            );
-            let result = self
-                .scripts
-                .check(&mut self.con, key, strategy, now, cost)
-                .await;
+            self.in_flight = true;
+            let result = if pttl {
+                bound
+                    .call_with_pttl(&mut self.con, key, now, cost)
+                    .await
+                    .map(|(d, p)| (d, Some(p)))
+            } else {
+                bound
+                    .call(&mut self.con, key, now, cost)
+                    .await
+                    .map(|d| (d, None))
+            };
             match result {
-                Ok(decision) => {
-                    self.in_flight = None;
-                    return Ok(decision);
+                Ok(answer) => {
+                    self.in_flight = false;
+                    return Ok(answer);
                 }
                 Err(e) if e.is_timeout() => {
                     let script = e.script().unwrap_or("the script").to_owned();
@@ -223,14 +258,14 @@ impl RedisSession {
                     self.kill_once(&mut killed).await;
                 }
                 Err(e) if e.was_killed() => {
-                    self.in_flight = None;
+                    self.in_flight = false;
                     return Err(BackendError::Internal(format!(
                         "{e} (it ran past Redis's busy-reply threshold, a runaway script, and was \
                          stopped with SCRIPT KILL)"
                     )));
                 }
                 Err(e) => {
-                    self.in_flight = None;
+                    self.in_flight = false;
                     return Err(call_error(e));
                 }
             }
@@ -250,34 +285,8 @@ impl RedisSession {
 
     async fn kill(&mut self) -> crate::infra::ScriptKill {
         let outcome = kill_gated(&self.kill_gate, &self.connect_url).await;
-        self.in_flight = None;
+        self.in_flight = false;
         outcome
-    }
-
-    /// The key's PTTL; answered BUSY (another suite's runaway script), once more after the kill.
-    async fn pttl(&mut self, key: &str) -> Result<i64, BackendError> {
-        let query = |con: &mut MultiplexedConnection| {
-            let mut con = con.clone();
-            let key = key.to_owned();
-            async move {
-                redis::cmd("PTTL")
-                    .arg(&key)
-                    .query_async::<i64>(&mut con)
-                    .await
-            }
-        };
-        let (mut busy_since, mut killed) = (None, false);
-        loop {
-            match query(&mut self.con).await {
-                Err(e) if e.code() == Some("BUSY") && busy_within_grace(&mut busy_since) => {
-                    self.kill_once(&mut killed).await;
-                }
-                result => {
-                    return result
-                        .map_err(|e| BackendError::Unavailable(format!("PTTL {key}: {e}")));
-                }
-            }
-        }
     }
 }
 
@@ -310,7 +319,13 @@ async fn kill_gated(
 impl Drop for RedisSession {
     fn drop(&mut self) {
         // Dropped mid-call: the trial's own timeout fired while a script ran.
-        if self.in_flight.is_none() {
+        if !self.in_flight {
+            if self.clean {
+                let mut idle = self.idle.lock().expect("not poisoned");
+                if idle.len() < MAX_IDLE {
+                    idle.push(self.con.clone());
+                }
+            }
             return;
         }
         let (Ok(runtime), Ok(gate)) = (
@@ -354,19 +369,26 @@ impl SuiteSession for RedisSession {
             return Err(BackendError::Unavailable("the run was interrupted".into()));
         }
         let full_key = format!("{}:{key}", self.namespace);
-        let state = self.model.entry(key.to_owned()).or_default();
+        // No key allocation per op: only a key's first op inserts it.
+        if !self.model.contains_key(key) {
+            self.model.insert(key.to_owned(), None);
+        }
+        let state = self.model.get_mut(key).expect("inserted above");
         let expected = strategy.check(state, now, cost).ok();
-        let wrote = state.is_some();
+        // When the model says the script writes, the key's PTTL rides along with the call.
+        let expiry = expected
+            .as_ref()
+            .filter(|_| state.is_some())
+            .and_then(|e| e.expiry_ms);
         let started = Instant::now();
-        let decision = self.call_script(&full_key, strategy, now, cost).await?;
+        let (decision, pttl) = self
+            .call_script(&full_key, strategy, now, cost, expiry.is_some())
+            .await?;
         // The expiry check only makes sense while script and model agree; a decision that
         // differs is reported by the runner field by field.
-        if let Some(expected) = expected
+        if let (Some(expected), Some(expiry), Some(pttl)) = (expected, expiry, pttl)
             && expected.decision == decision
-            && wrote
-            && let Some(expiry) = expected.expiry_ms
         {
-            let pttl = self.pttl(&full_key).await?;
             let waited_ms = started.elapsed().as_secs_f64() * 1000.0;
             check_expiry(pttl, expiry, waited_ms)?;
         }

@@ -65,6 +65,11 @@ pub struct BattleArgs {
     /// Bound on every call a worker makes, in milliseconds (1..=60000).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub call_timeout_ms: u64,
+    /// The servers' lease sweep period in ms (1..=60000): how late after a lease's expiry a
+    /// reclaim may land, which no reply states. Overrides each scenario's `topology.sweep_ms`;
+    /// default 1000 (ThrottleKit's, spec 8).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=scenario::MAX_SWEEP_MS))]
+    pub sweep_ms: Option<u64>,
     /// Run every scenario F times longer (each group's requests and duration times F), for a
     /// soak before a release (1..=100; fault times, holds and policies stay as written).
     #[arg(long, value_name = "F", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_SCALE))]
@@ -103,6 +108,11 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
     let mut scenarios = scenario::select(&args.scenarios_dir, &args.scenarios)?;
     if args.adapter.is_some() && args.scenarios.is_empty() {
         scenarios.retain(Scenario::is_exec);
+    }
+    if let Some(sweep) = args.sweep_ms {
+        for s in &mut scenarios {
+            s.plan.topology.sweep_ms = Some(sweep);
+        }
     }
     if args.docs {
         // The page always covers every scenario, whatever was named.

@@ -124,12 +124,20 @@ pub const CHECKS: &[CheckDoc] = &[
             ("fault", "the fault that took the holders away"),
             GROUPS,
             ("slots", "fresh admits expected"),
-            ("within_ms", "how soon after the fault"),
+            (
+                "margin_ms",
+                "allowed beyond the lease the servers granted the faulted workers (read from \
+                 `lease_expires_at` / `next_deadline`) and the sweep (`topology.sweep_ms` or \
+                 `battle --sweep-ms`, default 1000): the contenders' retries and calls (default 500)",
+            ),
         ],
         numbers: &[
             "fault",
             "slots",
             "withinMs",
+            "grantedLeaseMs",
+            "sweepMs",
+            "marginMs",
             "grantedBeforeFault",
             "grantedAfterFault",
             "firstReclaimMs",
@@ -157,8 +165,8 @@ pub const CHECKS: &[CheckDoc] = &[
     },
     CheckDoc {
         kind: "lost-after-pause",
-        proves: "a holder paused past its TTL finds its lease gone when it wakes, and its late \
-                 release frees nothing of the new holder's",
+        proves: "a holder paused past its granted lease + one sweep finds its lease gone when it \
+                 wakes, and its late release frees nothing of the new holder's",
         parameters: &[
             ("fault", "the pause (`sigstop-workers`)"),
             ("group", "the paused group"),
@@ -167,6 +175,8 @@ pub const CHECKS: &[CheckDoc] = &[
             "fault",
             "pausedMs",
             "lastRenewalBeforePauseMs",
+            "grantedLeaseMs",
+            "sweepMs",
             "heartbeatsAfterResume",
             "lateReleaseAtMs",
         ],

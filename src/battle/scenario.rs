@@ -105,6 +105,10 @@ pub struct Topology {
     /// behind); 0 or missing: the real clock. (redis-server itself cannot run under it.)
     #[serde(default)]
     pub server_clock_offsets_ms: Vec<i64>,
+    /// How often the servers sweep expired leases, in ms: how late after a lease's expiry a
+    /// reclaim may land. It cannot be read from the wire, so it is declared (here, or by
+    /// `battle --sweep-ms`); missing: [`DEFAULT_SWEEP_MS`].
+    pub sweep_ms: Option<u64>,
     /// The store: one Redis, a primary and a replica behind `redis-sentinel`, or a cluster.
     #[serde(default)]
     pub redis: RedisTopology,
@@ -121,6 +125,20 @@ pub enum RedisTopology {
     Cluster,
 }
 
+/// The sweep period assumed when neither the scenario nor `battle --sweep-ms` declares one:
+/// ThrottleKit's 1 s (spec 8: "reclaim lands within TTL + one sweep"). The reference server
+/// sweeps faster; its own choice is never the bound.
+pub const DEFAULT_SWEEP_MS: u64 = 1000;
+/// The longest sweep period a scenario or `--sweep-ms` may declare.
+pub const MAX_SWEEP_MS: u64 = 60_000;
+
+impl Topology {
+    /// The declared sweep period, or [`DEFAULT_SWEEP_MS`].
+    pub fn sweep_ms(&self) -> u64 {
+        self.sweep_ms.unwrap_or(DEFAULT_SWEEP_MS)
+    }
+}
+
 pub use crate::server::fail_mode::FailPolicy;
 
 fn default_lease_ttl_ms() -> u64 {
@@ -134,6 +152,7 @@ impl Topology {
             lease_ttl_ms: default_lease_ttl_ms(),
             fail: None,
             server_clock_offsets_ms: Vec::new(),
+            sweep_ms: None,
             redis: RedisTopology::Single,
         }
     }
@@ -416,13 +435,17 @@ pub enum Assertion {
         #[serde(default = "one")]
         min_admits: u64,
     },
-    /// After a fault took holders away, `slots` fresh admits by other workers within `within_ms`.
+    /// After a fault took holders away, `slots` fresh admits by other workers within the
+    /// lease the servers granted the faulted workers + the sweep (`topology.sweep_ms`) +
+    /// `margin_ms`, counted from the fault.
     Reclaim {
         fault: String,
         #[serde(default)]
         groups: Vec<String>,
         slots: u64,
-        within_ms: u64,
+        /// Beyond lease and sweep: the contenders' retry interval and call latency.
+        #[serde(default = "default_reclaim_margin_ms")]
+        margin_ms: u64,
     },
     /// Holds renewed by heartbeats are never reclaimed while renewed, for at least `min_hold_ms`.
     Renewed {
@@ -491,6 +514,10 @@ pub enum Assertion {
     /// replay of each script on a private Redis) is declared in its KEYS, and all of a call's
     /// keys hash to one cluster slot.
     ClusterKeys {},
+}
+
+fn default_reclaim_margin_ms() -> u64 {
+    500
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -799,6 +826,16 @@ impl Scenario {
                 ),
             ));
         }
+        if let Some(sweep) = plan.topology.sweep_ms
+            && !(1..=MAX_SWEEP_MS).contains(&sweep)
+        {
+            return Err(self.invalid(
+                "topology.sweep_ms",
+                format!(
+                    "must be 1..={MAX_SWEEP_MS} (the servers' sweep period in ms), got {sweep}"
+                ),
+            ));
+        }
         self.validate_store_topology()?;
         if plan.workers.is_empty() {
             return Err(self.invalid("workers", "at least one worker group is needed"));
@@ -857,6 +894,14 @@ impl Scenario {
                 return Err(self.invalid(
                     &format!("assertions[{i}].slots"),
                     "a reclaim needs `slots` >= 1 (how many fresh admits prove the slots came back)",
+                ));
+            }
+            if let Assertion::Reclaim { margin_ms, .. } = a
+                && *margin_ms > MAX_DURATION_MS
+            {
+                return Err(self.invalid(
+                    &format!("assertions[{i}].margin_ms"),
+                    format!("must be <= {MAX_DURATION_MS}, got {margin_ms}"),
                 ));
             }
             for g in a.groups() {
@@ -1649,10 +1694,36 @@ exact = true
     fn reclaim_of_zero_slots_is_refused() {
         let text = format!(
             "{GOOD}\n[[faults]]\nname = \"kill\"\nat_ms = 10\naction = \"sigkill-workers\"\ngroup = \"racers\"\n\
-             [[assertions]]\nkind = \"reclaim\"\nfault = \"kill\"\nslots = 0\nwithin_ms = 100\n"
+             [[assertions]]\nkind = \"reclaim\"\nfault = \"kill\"\nslots = 0\n"
         );
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("assertions[1].slots"), "{err}");
+    }
+
+    #[test]
+    fn a_sweep_or_reclaim_margin_out_of_bounds_is_refused() {
+        for sweep in ["0", "60001"] {
+            let text = GOOD.replace("[topology]", &format!("[topology]\nsweep_ms = {sweep}"));
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("topology.sweep_ms"), "{err}");
+            assert!(err.contains(&format!("got {sweep}")), "{err}");
+        }
+        let reclaim = |extra: &str| {
+            format!(
+                "{GOOD}\n[[faults]]\nname = \"kill\"\nat_ms = 10\naction = \"sigkill-workers\"\n\
+                 group = \"racers\"\n[[assertions]]\nkind = \"reclaim\"\nfault = \"kill\"\nslots = 1\n{extra}"
+            )
+        };
+        let err = parse(&reclaim("margin_ms = 30001\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("assertions[1].margin_ms"), "{err}");
+        // The old fixed bound is gone: the bound comes from the granted lease.
+        let err = parse(&reclaim("within_ms = 2000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("within_ms"), "{err}");
+        parse(&reclaim("margin_ms = 200\n")).unwrap();
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::checker::{GroupKey, StoreSnapshot, StoredKey};
-use super::history::{CallOutcome, Reply, WorkerHistory};
 use super::policy::PolicyFacts;
 use super::scenario::{Scenario, WorkerGroup};
 use crate::model::Strategy;
@@ -58,27 +57,8 @@ fn keys_per_identity(kind: &PolicyKind) -> u64 {
     }
 }
 
-/// The longest lease the servers actually granted, in ms: `lease_expires_at` (or a Heartbeat's
-/// `next_deadline`) less the moment the call was made. A server may keep a TTL of its own (a
-/// fixed 2 s, say); spec 8 has a judge read it from the replies, never assume the scenario's.
-pub fn granted_lease_ms(histories: &[WorkerHistory]) -> u64 {
-    let mut longest = 0i64;
-    for h in histories {
-        for c in &h.calls {
-            let deadline = match &c.outcome {
-                CallOutcome::Ok(Reply::Admit {
-                    lease_expires_at, ..
-                }) => *lease_expires_at,
-                CallOutcome::Ok(Reply::Heartbeat { next_deadline, .. }) => *next_deadline,
-                _ => continue,
-            };
-            if deadline > 0 {
-                longest = longest.max(deadline - c.invoke_us / 1000);
-            }
-        }
-    }
-    longest.max(0) as u64
-}
+/// The longest lease the servers granted (the checker reads it the same way for reclaims).
+pub use super::checker::granted_lease_ms;
 
 /// What the store read needs of the run, given by the runner (so this module does not import
 /// it): the key each group works on and the scenario's namespace.

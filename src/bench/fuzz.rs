@@ -2,8 +2,8 @@
 //! `redis-benchmark` running the same scripts (EVALSHA, in the fuzz sample's mix) at the same
 //! number of connections, one call in flight per connection as each fuzz worker has.
 //!
-//! A fuzz op is one EVALSHA plus, after a write, the PTTL that checks the key's expiry; the rate
-//! counted is decisions (ops) per second, as `fuzz` reports it.
+//! A fuzz op is one round trip: the EVALSHA and, after a write, the PTTL that checks the key's
+//! expiry, pipelined; the rate counted is decisions (ops) per second, as `fuzz` reports it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

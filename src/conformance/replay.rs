@@ -113,25 +113,29 @@ pub async fn replay(session: &mut dyn SuiteSession, suite: &Suite) -> Result<usi
     match suite {
         Suite::RateLimit(s) => {
             for (i, op) in s.ops.iter().enumerate() {
-                let inputs = format!(
-                    "now={}, cost={}",
-                    num::to_argv(op.now),
-                    num::to_argv(op.cost)
-                );
                 let actual = session.check(&s.strategy, &s.key, op.now, op.cost).await;
-                judge(actual, op.expect).map_err(|d| diverged(i, s.ops.len(), inputs, d))?;
+                judge(actual, op.expect).map_err(|d| {
+                    let inputs = format!(
+                        "now={}, cost={}",
+                        num::to_argv(op.now),
+                        num::to_argv(op.cost)
+                    );
+                    diverged(i, s.ops.len(), inputs, d)
+                })?;
             }
             Ok(s.ops.len())
         }
         Suite::TokenBudget(s) => {
             for (i, op) in s.ops.iter().enumerate() {
-                let inputs = format!(
-                    "now={}, tokens={}",
-                    num::to_argv(op.now),
-                    num::to_argv(op.tokens)
-                );
                 let actual = session.debit(&s.options, &s.name, op.now, op.tokens).await;
-                judge(actual, op.expect).map_err(|d| diverged(i, s.ops.len(), inputs, d))?;
+                judge(actual, op.expect).map_err(|d| {
+                    let inputs = format!(
+                        "now={}, tokens={}",
+                        num::to_argv(op.now),
+                        num::to_argv(op.tokens)
+                    );
+                    diverged(i, s.ops.len(), inputs, d)
+                })?;
             }
             Ok(s.ops.len())
         }

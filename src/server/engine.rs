@@ -17,6 +17,9 @@ use super::store::{Renewal, Store, StoreError};
 use super::two_tier::TwoTierSpenders;
 use crate::model::{Decision, Strategy};
 
+/// The longest `caller.domain` Reserve takes (it becomes part of a store key).
+const MAX_DOMAIN_BYTES: usize = 256;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{0}")]
@@ -456,13 +459,22 @@ impl Engine {
         Ok(answer)
     }
 
+    /// A grant from the window's budget of (`policy`, `domain`): spec 8 makes the budget per
+    /// caller domain, `""` being the policy's whole budget.
     pub async fn reserve(
         &self,
         policy: &str,
+        domain: &str,
         wants: i64,
         axis: ReserveAxis,
     ) -> Result<ReserveAnswer, EngineError> {
         let policy = self.policy(policy)?;
+        if domain.len() > MAX_DOMAIN_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "caller.domain must be at most {MAX_DOMAIN_BYTES} bytes, got {}",
+                domain.len()
+            )));
+        }
         let wants = self.units("wants", wants)?;
         let federated = matches!(
             &policy.kind,
@@ -492,7 +504,13 @@ impl Engine {
             ) => (strategy.limit(), window_of(strategy), f64::from(f.batch)),
             _ => return Err(unimplemented(&policy, "Reserve")),
         };
-        let window_key = format!("{}#reserve", self.prefix(&policy));
+        let window_key = match domain {
+            _ if self.faults.has(Fault::ReserveIgnoresDomain) => {
+                format!("{}#reserve", self.prefix(&policy))
+            }
+            "" => format!("{}#reserve", self.prefix(&policy)),
+            d => format!("{}#reserve:{d}", self.prefix(&policy)),
+        };
         // Both are within spec 8 (at most `wants`, at most what is left of the window).
         let asked = match self.compat {
             Compat::Reference => wants.min(batch),
@@ -852,7 +870,7 @@ limiters:
                 Err(EngineError::Unimplemented { .. })
             ));
             assert!(matches!(
-                engine.reserve("coupled", 1, ReserveAxis::Rate).await,
+                engine.reserve("coupled", "", 1, ReserveAxis::Rate).await,
                 Err(EngineError::Unimplemented { .. })
             ));
             assert!(matches!(

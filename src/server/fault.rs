@@ -13,6 +13,8 @@ pub enum Fault {
     LateReleaseFrees,
     /// Fleet.Reserve grants whatever is asked, past the window's limit.
     OverGrantReserve,
+    /// Fleet.Reserve ignores `caller.domain`: every domain draws from one window budget.
+    ReserveIgnoresDomain,
     /// Release does nothing.
     ReleaseNoop,
     /// Peek consumes like a Check.

@@ -194,7 +194,12 @@ impl proto::fleet_server::Fleet for FleetService {
         };
         let a = self
             .engine
-            .reserve(&r.policy, r.wants, axis)
+            .reserve(
+                &r.policy,
+                r.caller.as_ref().map_or("", |c| c.domain.as_str()),
+                r.wants,
+                axis,
+            )
             .await
             .map_err(|e| status(&self.engine, e))?;
         Ok(Response::new(proto::ReserveResponse {

@@ -16,8 +16,9 @@
 //!   `full_at` the peek's `resetAt`.
 //! - Peek on Redis runs the check script on a `COPY` of the key inside MULTI and deletes the copy,
 //!   so it is the contract's own arithmetic and changes nothing.
-//! - Fleet.Reserve grants `min(wants, batch, limit - granted this window)`, valid until the
-//!   window's end; a refusal's `retry_after_ms` is the time to that end.
+//! - Fleet.Reserve grants `min(wants, batch, limit - granted this window)` from the window of
+//!   (policy, `caller.domain`), valid until the window's end; a refusal's `retry_after_ms` is
+//!   the time to that end.
 //!   Only federated window policies are leasable (AXIS_RATE or unspecified).
 //! - Lease ids carry their policy and identity, so any server of a fleet can release or renew
 //!   any lease; `concurrency` and `tokenBudget` stay per instance even with `--redis`.

@@ -226,6 +226,12 @@ pub fn all() -> Vec<ServiceSuite> {
             "8: capacity is at most wants and at most what is left of the window's budget (not bounded by batch), 0 = refused with retry_after_ms; the grants in one window never sum past the policy's limit"
         ),
         suite!(
+            "reserve_budget_per_domain",
+            fleet::reserve_budget_per_domain,
+            "Reserve's budget is per caller domain: a domain that spent its window leaves another's whole",
+            "8: the budget is per (policy, caller.domain, \"\" = the policy's whole budget)"
+        ),
+        suite!(
             "reserve_concurrency_unimplemented",
             fleet::reserve_concurrency_unimplemented,
             "Reserve on the concurrency axis is UNIMPLEMENTED (or NOT_FOUND off the federated policies)",

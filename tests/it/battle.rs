@@ -188,8 +188,9 @@ fn throttlekit_template() -> String {
     )
 }
 
-/// The scenarios that use servers and hold to any lease TTL (crash-reclaim and pause time a
-/// reclaim against their own `lease_ttl_ms`, which a fixed 2 s lease does not follow).
+/// Every scenario that uses servers and needs no fault of the store or the network: crash-reclaim
+/// and pause time their reclaim from the lease the servers granted (a fixed 2 s here) and the
+/// declared sweep (ThrottleKit's 1 s by default), not from their own `lease_ttl_ms`.
 #[test]
 fn the_throttlekit_template_runs_the_server_scenarios() {
     if !have_redis() {
@@ -204,14 +205,23 @@ fn the_throttlekit_template_runs_the_server_scenarios() {
         "distributed-concurrency",
         "heartbeat",
         "server-crash",
+        "crash-reclaim",
+        "pause",
     ];
     let b = battle(&names, &["--server-cmd", &throttlekit_template()]);
     assert_eq!(b.code(), 0, "{}", b.describe());
     assert!(
-        b.stdout().contains("8/8 scenarios passed"),
+        b.stdout().contains("10/10 scenarios passed"),
         "{}",
         b.describe()
     );
+    // The reclaims were timed by the 2 s lease the servers granted, not the scenario's own.
+    for scenario in ["crash-reclaim", "pause"] {
+        let n = &b.judgement(scenario, "reclaim#0")["numbers"];
+        let lease = n["grantedLeaseMs"].as_u64().unwrap();
+        assert!((2000..2100).contains(&lease), "{scenario}: {n:#}");
+        assert_eq!(n["sweepMs"], 1000, "{scenario}: {n:#}");
+    }
     // `{index}` named each server of the fleet.
     for index in 0..3 {
         let log = b.logs.path().join(format!(
@@ -353,19 +363,69 @@ fn a_server_that_never_reclaims_fails_crash_reclaim_and_pause() {
         return;
     }
     let never = faulty_server("never-reclaim");
-    let (_, j) = must_fail("crash-reclaim", &["--server-cmd", &never], "reclaim#0");
-    assert_eq!(j["numbers"]["grantedAfterFault"], 0, "{j:#}");
-    let (b, j) = must_fail("pause", &["--server-cmd", &never], "reclaim#0");
-    assert_eq!(j["numbers"]["grantedAfterFault"], 0, "{j:#}");
-    // The woken holder still finds its lease live: it never lost the slot.
-    let lost = b.judgement("pause", "lost-after-pause#1");
-    assert_eq!(lost["verdict"], "fail", "{lost:#}");
+    // The scenarios' leases (1000 / 600 ms) as granted, the default 1 s sweep, 500 ms margin.
+    for (scenario, lease) in [("crash-reclaim", 1000), ("pause", 600)] {
+        let (b, j) = must_fail(scenario, &["--server-cmd", &never], "reclaim#0");
+        let n = &j["numbers"];
+        assert_eq!(n["grantedAfterFault"], 0, "{j:#}");
+        let granted = n["grantedLeaseMs"].as_u64().unwrap();
+        assert!((lease..lease + 100).contains(&granted), "{j:#}");
+        let summary = j["summary"].as_str().unwrap();
+        assert!(
+            summary.contains(&format!(
+                "expected all within {} ms = granted lease {granted} ms + sweep 1000 ms + margin 500 ms",
+                granted + 1500
+            )),
+            "{j:#}"
+        );
+        if scenario == "crash-reclaim" {
+            continue;
+        }
+        // The woken holder still finds its lease live: it never lost the slot.
+        let lost = b.judgement("pause", "lost-after-pause#1");
+        assert_eq!(lost["verdict"], "fail", "{lost:#}");
+        assert!(
+            lost["summary"]
+                .as_str()
+                .unwrap()
+                .contains("still found the lease live, though the granted lease"),
+            "{lost:#}"
+        );
+    }
+}
+
+/// A sweep declared slower than the run: a reclaim that never came is then not shown either
+/// way (unknown), never a failure the run could not prove.
+#[test]
+fn a_declared_sweep_longer_than_the_run_makes_a_missing_reclaim_unknown() {
+    if !have_redis() {
+        return;
+    }
+    let never = faulty_server("never-reclaim");
+    let b = battle(
+        &["crash-reclaim"],
+        &["--server-cmd", &never, "--sweep-ms", "9000"],
+    );
+    assert_eq!(b.code(), 1, "{}", b.describe());
+    let j = b.judgement("crash-reclaim", "reclaim#0");
+    assert_eq!(j["verdict"], "unknown", "{j:#}");
+    assert_eq!(j["numbers"]["sweepMs"], 9000, "{j:#}");
     assert!(
-        lost["summary"]
+        j["summary"]
             .as_str()
             .unwrap()
-            .contains("still found the lease live"),
-        "{lost:#}"
+            .contains("the run ended too soon"),
+        "{j:#}"
+    );
+}
+
+#[test]
+fn a_sweep_period_out_of_bounds_is_refused() {
+    let dir = one_scenario(SMALL_PLAN);
+    usage_error(&battle_in(dir.path(), &["--sweep-ms", "0"]), "--sweep-ms");
+    usage_error(
+        &battle_in(dir.path(), &["--sweep-ms", "60001"]),
+        "--sweep-ms",
     );
 }
 

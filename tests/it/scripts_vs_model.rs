@@ -198,3 +198,42 @@ async fn lua_scripts_match_the_model_bit_for_bit() {
     }
     assert_eq!(calls, 150 * 25);
 }
+
+/// The pipelined check (EVALSHA + PTTL in one round trip) on an empty script cache: a pipeline
+/// cannot reload on NOSCRIPT, so it falls back to EVAL and a PTTL of its own; after a SCRIPT
+/// FLUSH it does so again. The decision and the PTTL are those of the plain call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipelined_check_falls_back_on_noscript() {
+    if !util::have_redis() {
+        return;
+    }
+    let redis = RedisInstance::provision(&RedisOptions::default())
+        .await
+        .unwrap();
+    let mut con = connect(redis.url()).await.unwrap();
+    let contract = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contract");
+    let scripts = ScriptSet::from_contract_dir(&contract).unwrap();
+    let strategy = Strategy::FixedWindow(FixedWindowOptions {
+        limit: 3.0,
+        window_ms: 60_000.0,
+    });
+    let bound = scripts.bind(&strategy).unwrap();
+    let now = 1.7e12;
+    for round in 0..3 {
+        if round == 2 {
+            let _: String = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+        }
+        let (decision, pttl) = bound
+            .call_with_pttl(&mut con, "pipelined", now, 1.0)
+            .await
+            .unwrap();
+        assert!(decision.allowed, "round {round}: {decision:?}");
+        assert_eq!(decision.remaining, 2 - round, "round {round}");
+        // PEXPIRE to the window's end, 60 s after `now` (Redis counts it down in wall time).
+        assert!((1..=60_000).contains(&pttl), "round {round}: PTTL {pttl}");
+    }
+}

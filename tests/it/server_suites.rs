@@ -219,6 +219,11 @@ const FAULTS: &[(&str, &str, &str)] = &[
         "field `capacity (at most wants and what is left of the window)`: expected \"0..=",
     ),
     (
+        "reserve-ignores-domain",
+        "reserve_budget_per_domain",
+        "field `capacity (another caller domain has a budget of its own)`: expected \">= 1\", actual 0",
+    ),
+    (
         "release-noop",
         "admit_holds_until_release",
         "op 5 (Admit cc2 after a Release): field `allowed`: expected true, actual false",

@@ -232,7 +232,8 @@ impl Connection {
             )));
         }
         self.in_flight = true;
-        let line = request.to_line(id);
+        let mut line = request.to_line(id);
+        line.push('\n');
         let answer = tokio::time::timeout(timeout, async {
             process.write_line(&line).await?;
             process.read_line().await

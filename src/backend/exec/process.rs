@@ -116,9 +116,11 @@ impl AdapterProcess {
         self.lines_read
     }
 
+    /// Writes `line`, which must end in its newline, in one write: a line and its newline
+    /// written apart wake the adapter's reader twice per request.
     pub async fn write_line(&mut self, line: &str) -> io::Result<()> {
+        debug_assert!(line.ends_with('\n'));
         self.stdin.write_all(line.as_bytes()).await?;
-        self.stdin.write_all(b"\n").await?;
         self.stdin.flush().await
     }
 
@@ -135,7 +137,10 @@ impl AdapterProcess {
                 bytes.pop();
             }
             self.lines_read += 1;
-            return Ok(LineRead::Line(String::from_utf8_lossy(&bytes).into_owned()));
+            // Valid UTF-8 (every well-behaved reply) is taken as it is, without a copy.
+            let line = String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            return Ok(LineRead::Line(line));
         }
         if n as u64 >= MAX_LINE_BYTES {
             return Ok(LineRead::TooLong);

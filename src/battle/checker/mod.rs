@@ -22,6 +22,7 @@ pub mod store;
 
 pub use cluster_keys::{KeyFinding, ScriptAudit};
 pub use family::ExecFacts;
+pub use holds::granted_lease_ms;
 pub use store::{GroupKey, StoreSnapshot, StoredKey};
 
 use serde::Serialize;
@@ -278,10 +279,17 @@ fn judge_one(
             fault,
             groups,
             slots,
-            within_ms,
+            margin_ms,
         } => match find_fault(faults, fault) {
             Ok((f, at)) => {
-                holds::judge_reclaim(&select(histories, groups), f, at, *slots, *within_ms)
+                let bound = holds::ReclaimBound {
+                    lease_ms: granted_lease_ms(
+                        histories.iter().filter(|h| f.workers.contains(&h.label())),
+                    ),
+                    sweep_ms: plan.topology.sweep_ms(),
+                    margin_ms: *margin_ms,
+                };
+                holds::judge_reclaim(&select(histories, groups), f, at, *slots, &bound)
             }
             Err(o) => o,
         },
@@ -303,6 +311,7 @@ fn judge_one(
                     f,
                     at,
                     resumed,
+                    plan.topology.sweep_ms(),
                 )
             }
             Err(o) => o,
