@@ -1600,9 +1600,10 @@ exact = true
         let migrate = "[[faults]]\nname = \"m\"\nat_ms = 10\naction = \"migrate-slot\"";
         let cases = [
             (
-                GOOD.replace("fleet = 0", "fleet = 0\nredis = \"replicated\""),
+                GOOD.replace("fleet = 0", "fleet = 0\nredis = \"replicated\"")
+                    + "\n[network]\nproxy = true\n",
                 "topology.redis",
-                "not supported",
+                "not wired through the fault proxy",
             ),
             (
                 GOOD.replace("fleet = 0", "fleet = 0\nredis = \"sharded\""),
