@@ -966,19 +966,7 @@ fn sigkilling_the_harness_mid_network_battle_leaves_no_server_under_faketime() {
     }
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
-    let mut harness = Command::new(EXE)
-        .args(["battle", "skew-server-faketime", "net-lost-replies"])
-        .arg("--scenarios-dir")
-        .arg(repo().join("scenarios"))
-        .arg("--contract")
-        .arg(repo().join("contract"))
-        .arg("--logs")
-        .arg(logs.path())
-        .env("CI", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = spawn_harness(&["skew-server-faketime", "net-lost-replies"], logs.path());
     // Redis, 2 servers (one under libfaketime) and 4 workers.
     let started = Instant::now();
     let mut seen = Vec::new();
@@ -1048,18 +1036,7 @@ fn a_real_partition_in_a_namespace_heals_and_the_namespace_goes_after_a_sigkill(
     // SIGKILLed mid-run, the harness leaves its namespace mounted; the next battle removes it.
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
-    let mut harness = Command::new(EXE)
-        .args(["battle", "net-netns-partition", "--scenarios-dir"])
-        .arg(repo().join("scenarios"))
-        .arg("--contract")
-        .arg(repo().join("contract"))
-        .arg("--logs")
-        .arg(logs.path())
-        .env("CI", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = spawn_harness(&["net-netns-partition"], logs.path());
     let started = Instant::now();
     while namespaces_of(harness.id()).is_empty() && started.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(10));
@@ -1169,7 +1146,7 @@ fn a_reclaim_of_zero_slots_is_refused() {
     let text = format!(
         "{SMALL_PLAN}\n[[faults]]\nname = \"kill\"\nat_ms = 10\naction = \"sigkill-workers\"\n\
          group = \"racers\"\n[[assertions]]\nkind = \"reclaim\"\nfault = \"kill\"\nslots = 0\n\
-         within_ms = 100\n"
+         margin_ms = 100\n"
     );
     let dir = one_scenario(&text);
     usage_error(&battle_in(dir.path(), &[]), "assertions[1].slots");
@@ -1624,18 +1601,7 @@ fn sigkilling_the_harness_mid_cluster_battle_leaves_no_cluster_node() {
     }
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
-    let mut harness = Command::new(EXE)
-        .args(["battle", "cluster-migrate-slot", "--scenarios-dir"])
-        .arg(repo().join("scenarios"))
-        .arg("--contract")
-        .arg(repo().join("contract"))
-        .arg("--logs")
-        .arg(logs.path())
-        .env("CI", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = spawn_harness(&["cluster-migrate-slot"], logs.path());
     // Three cluster nodes and 8 workers.
     let started = Instant::now();
     let mut seen = Vec::new();
