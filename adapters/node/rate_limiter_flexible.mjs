@@ -78,3 +78,6 @@ for await (const line of lines) {
   if (req.op === 'shutdown') break;
 }
 redis.disconnect();
+// The readline interface keeps stdin referenced after the loop: exit now, not when the
+// harness gives up waiting and kills the process.
+process.exit(0);

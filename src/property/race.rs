@@ -57,15 +57,22 @@ async fn race(
             let barrier = Arc::clone(&barrier);
             let (key, namespace, kind) = (key.clone(), namespace.clone(), d.kind.clone());
             async move {
-                let mut session = racer
-                    .open_v2_in("property::race", &namespace)
-                    .await
-                    .map_err(|e| format!("opening a racer's session: {e}"))?;
-                session
-                    .configure("L", &kind.name, &point.params)
-                    .await
-                    .map_err(|e| format!("configuring a racer: {e}"))?;
+                let setup = async {
+                    let mut session = racer
+                        .open_v2_in("property::race", &namespace)
+                        .await
+                        .map_err(|e| format!("opening a racer's session: {e}"))?;
+                    session
+                        .configure("L", &kind.name, &point.params)
+                        .await
+                        .map_err(|e| format!("configuring a racer: {e}"))?;
+                    Ok::<_, String>(session)
+                }
+                .await;
+                // Every racer reaches the barrier, set up or not: one that failed must not
+                // leave the others waiting for it until the trial's bound.
                 barrier.wait().await;
+                let mut session = setup?;
                 let mut calls = Vec::with_capacity(per_racer);
                 for _ in 0..per_racer {
                     let invoke = wall_ms();
@@ -111,9 +118,8 @@ async fn race(
             break;
         }
     }
-    for racer in &racers {
-        let _ = racer.shutdown().await;
-    }
+    // Together: an adapter slow to exit costs its grace once, not once per racer.
+    join_all(racers.iter().map(|racer| racer.shutdown())).await;
     outcome?;
     Ok(format!(
         "{RACERS} processes × {ROUNDS} rounds: {}",
