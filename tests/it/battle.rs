@@ -1404,17 +1404,8 @@ fn an_interrupted_battle_removes_the_temp_folders_of_its_redis() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let mut harness = Command::new(EXE)
-        .args(["battle", "crash-reclaim", "--scenarios-dir"])
-        .arg(repo().join("scenarios"))
-        .arg("--contract")
-        .arg(repo().join("contract"))
-        .arg("--logs")
-        .arg(logs.path())
-        .env("CI", "1")
+    let mut harness = harness_command(&["crash-reclaim"], logs.path())
         .env("TMPDIR", tmp.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -1644,17 +1635,8 @@ fn sigterm_mid_cluster_battle_removes_the_nodes_and_their_folders() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let mut harness = Command::new(EXE)
-        .args(["battle", "cluster-migrate-slot", "--scenarios-dir"])
-        .arg(repo().join("scenarios"))
-        .arg("--contract")
-        .arg(repo().join("contract"))
-        .arg("--logs")
-        .arg(logs.path())
-        .env("CI", "1")
+    let mut harness = harness_command(&["cluster-migrate-slot"], logs.path())
         .env("TMPDIR", tmp.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let folders = || {
@@ -1695,7 +1677,13 @@ fn sigterm_mid_cluster_battle_removes_the_nodes_and_their_folders() {
 
 /// A battle of `scenarios` in the background, its output dropped (a test SIGKILLs it).
 fn spawn_harness(scenarios: &[&str], logs: &std::path::Path) -> std::process::Child {
-    Command::new(EXE)
+    harness_command(scenarios, logs).spawn().unwrap()
+}
+
+/// `tk-conform battle SCENARIOS` on the repository's scenarios, quiet, logging under `logs`.
+fn harness_command(scenarios: &[&str], logs: &std::path::Path) -> Command {
+    let mut command = Command::new(EXE);
+    command
         .arg("battle")
         .args(scenarios)
         .arg("--scenarios-dir")
@@ -1706,9 +1694,8 @@ fn spawn_harness(scenarios: &[&str], logs: &std::path::Path) -> std::process::Ch
         .arg(logs)
         .env("CI", "1")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(std::process::Stdio::null());
+    command
 }
 
 #[test]
