@@ -86,6 +86,11 @@ pub struct BattleArgs {
     /// only the exec scenarios run.
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Run a scenario whose verdict is unknown (no check failed, but one could not show its
+    /// property, as on a starved machine) again, up to N times (0..=5). A fail is never run
+    /// again. The earlier attempts' files stay under the scenario's `attempts/<n>/`.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_RETRY_UNKNOWN as i64))]
+    pub retry_unknown: u32,
     /// With --adapter: judge this declared limiter kind (default: each scenario takes the first
     /// declared kind of one of its families).
     #[arg(long, requires = "adapter")]
@@ -94,6 +99,9 @@ pub struct BattleArgs {
 
 /// The longest soak `--scale` allows: 100 times a scenario's plan.
 pub const MAX_SCALE: u64 = 100;
+
+/// The most `--retry-unknown` allows.
+pub const MAX_RETRY_UNKNOWN: u32 = 5;
 
 pub fn run(args: BattleArgs) -> ExitCode {
     crate::cli_edge::exit_code("battle", execute(args))
@@ -222,14 +230,51 @@ fn execute(mut args: BattleArgs) -> anyhow::Result<ExitCode> {
     let mut results: Vec<ScenarioResult> = Vec::new();
     for (k, s) in scenarios.iter().enumerate() {
         let dir = recorder.dir().path().join("scenarios").join(&s.name);
-        let bar = bars.start(k + 1, scenarios.len(), &s.name, measure(s));
-        let result = runtime.block_on(watch(
-            run_scenario(s, &cfg, &dir),
-            &bar,
-            &dir,
-            !bars.is_plain(),
-        ));
-        bar.finish(label(&result));
+        let mut set_aside: Vec<PathBuf> = Vec::new();
+        let mut unknown_attempts: Vec<String> = Vec::new();
+        let mut result = loop {
+            let bar = bars.start(k + 1, scenarios.len(), &s.name, measure(s));
+            let result = runtime.block_on(watch(
+                run_scenario(s, &cfg, &dir),
+                &bar,
+                &dir,
+                !bars.is_plain(),
+            ));
+            bar.finish(label(&result));
+            let retry = result.verdict == Verdict::Unknown
+                && result.error.is_none()
+                && result.skipped.is_none()
+                && unknown_attempts.len() < args.retry_unknown as usize;
+            if !retry {
+                break result;
+            }
+            unknown_attempts.push(result.headline());
+            let n = unknown_attempts.len();
+            // Beside the scenario's folder while the next attempt writes a fresh one.
+            let aside = dir.with_file_name(format!("{}.attempt-{n}", s.name));
+            std::fs::rename(&dir, &aside)
+                .with_context(|| format!("cannot move {} aside", dir.display()))?;
+            set_aside.push(aside);
+            bars.line(&format!(
+                "unknown {} (attempt {n} of up to {}): {}; running it again",
+                s.name,
+                args.retry_unknown + 1,
+                result.headline()
+            ));
+        };
+        if !set_aside.is_empty() {
+            let attempts = dir.join("attempts");
+            std::fs::create_dir_all(&attempts)
+                .with_context(|| format!("cannot create {}", attempts.display()))?;
+            for (i, aside) in set_aside.iter().enumerate() {
+                let to = attempts.join((i + 1).to_string());
+                std::fs::rename(aside, &to).with_context(|| {
+                    format!("cannot move {} to {}", aside.display(), to.display())
+                })?;
+            }
+            result.unknown_attempts = unknown_attempts;
+            super::runner::write_result(&result, &dir);
+        }
         // The page grows a section per scenario, so a crash later still leaves these plots.
         recorder
             .add_section(super::plots::scenario_plots(&result, &dir).render())

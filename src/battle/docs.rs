@@ -152,7 +152,7 @@ pub const CHECKS: &[CheckDoc] = &[
             ("ttl_ms", "the lease TTL"),
             (
                 "min_hold_ms",
-                "some renewed hold lasted at least this long (else nothing was shown)",
+                "some renewed hold lasted at least this long (else unknown: nothing was shown)",
             ),
         ],
         numbers: &[

@@ -293,6 +293,10 @@ pub struct ScenarioResult {
     /// The run waited this long for a fixed window's edge to pass (`window_edge`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edge_wait_ms: Option<u64>,
+    /// `battle --retry-unknown`: the headlines of the earlier attempts that were unknown, whose
+    /// files are under `attempts/<n>/`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_attempts: Vec<String>,
 }
 
 impl ScenarioResult {
@@ -309,9 +313,13 @@ impl ScenarioResult {
             .iter()
             .find(|j| j.verdict == self.verdict)
             .or(self.judgements.first());
-        worst
+        let line = worst
             .map(|j| format!("{}: {}", j.assertion, j.summary))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        match self.unknown_attempts.len() {
+            0 => line,
+            n => format!("{line} (attempt {}: the {n} before were unknown)", n + 1),
+        }
     }
 }
 
@@ -366,6 +374,7 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         network: Vec::new(),
         workers: Vec::new(),
         edge_wait_ms: None,
+        unknown_attempts: Vec::new(),
     };
     // On a Redis the harness did not start, the scenario's keys go however it ends (an
     // interrupt deletes them too, through the registration).
@@ -389,10 +398,15 @@ pub async fn run_scenario(scenario: &Scenario, cfg: &BattleConfig, dir: &Path) -
         result.error = Some(format!("cannot delete the scenario's keys: {e}"));
     }
     result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if let Ok(json) = serde_json::to_vec_pretty(&result) {
+    write_result(&result, dir);
+    result
+}
+
+/// Writes `dir/result.json` (atomically; a log that cannot be written loses only itself).
+pub fn write_result(result: &ScenarioResult, dir: &Path) {
+    if let Ok(json) = serde_json::to_vec_pretty(result) {
         let _ = write_atomic(&dir.join("result.json"), &json);
     }
-    result
 }
 
 async fn battle(

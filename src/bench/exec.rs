@@ -1,16 +1,20 @@
 //! `tk-conform bench exec`: what the exec door costs. The same adapter decides N times in its
-//! own loop (`<adapter> --native-bench <kind> <N>`, printing decisions per second on stdout) and
-//! N times through the harness (protocol 2 over pipes, every reply schema-checked); the ratio is
-//! the harness's share. Both use one fresh Redis and the kind's largest parameters, so calls are
-//! admitted and the engine does the same work either way.
+//! own loop (`<adapter> --native-bench <kind> <N>`, printing decisions per second on stdout),
+//! N times driven over its pipes by the plainest possible driver (the protocol's floor: what
+//! any process boundary costs), and N times through the harness (protocol 2, every reply
+//! parsed and schema-checked). The last two apart are the harness's own share. All use one
+//! fresh Redis and the kind's largest parameters, so the engine does the same work each time.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use super::median;
 use anyhow::{Context, bail};
 
 use crate::backend::Backend;
+use crate::backend::exec::protocol::{Now, Request};
+use crate::backend::exec::v2::{Clock, LimiterKind};
 use crate::backend::exec::{ExecBackend, ExecConfig, split_command};
 use crate::infra::{RedisInstance, RedisOptions};
 
@@ -25,7 +29,8 @@ pub struct ExecBenchArgs {
     /// Decisions per round.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub calls: u64,
-    /// Rounds; the best of each side is reported.
+    /// Rounds, each one native, one bare-driver and one through-door run in a rotating order;
+    /// the median of each side is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
 }
@@ -57,52 +62,167 @@ fn execute(args: ExecBenchArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter_map(|(n, r)| r.nearest(r.max).map(|v| (n.clone(), v)))
             .collect();
-        let mut through = 0.0f64;
-        for round in 0..args.rounds {
-            let mut session = backend.open_v2("bench::exec").await?;
-            session.configure("B", &kind.name, &params).await?;
-            let started = Instant::now();
-            for i in 0..args.calls {
-                let now = Some(crate::property::wall_ms() + i as f64);
-                session.decide("B", "bench", 1.0, now).await?;
-            }
-            let rate = args.calls as f64 / started.elapsed().as_secs_f64();
-            println!("round {}: through tk-conform {rate:.0} decisions/s", round + 1);
-            through = through.max(rate);
-        }
-        backend.shutdown().await?;
-        let mut native = 0.0f64;
-        let mut argv = split_command(&args.adapter)?;
-        argv.extend([
+        let adapter_argv = split_command(&args.adapter)?;
+        let mut native_argv = adapter_argv.clone();
+        native_argv.extend([
             "--native-bench".into(),
             kind.name.clone(),
             args.calls.to_string(),
         ]);
+        // The three sides take turns, in an order that rotates each round, so a change in the
+        // machine's load falls on all of them alike.
+        let mut rates: [Vec<f64>; 3] = Default::default();
         for round in 0..args.rounds {
-            let out = tokio::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .env("TK_CONFORM_REDIS_URL", redis.url())
-                .kill_on_drop(true)
-                .output()
-                .await
-                .with_context(|| format!("running {argv:?}"))?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let rate: f64 = text.trim().parse().with_context(|| {
-                format!(
-                    "`{}` printed `{}` instead of a decision rate: does the adapter serve --native-bench? {}",
-                    argv.join(" "),
-                    text.trim(),
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })?;
-            println!("round {}: native loop {rate:.0} decisions/s", round + 1);
-            native = native.max(rate);
+            for turn in 0..3 {
+                let side = (turn + round as usize) % 3;
+                let rate = match side {
+                    NATIVE => native_round(&native_argv, redis.url()).await?,
+                    BARE => {
+                        let (argv, url) = (adapter_argv.clone(), redis.url().to_owned());
+                        let (kind, params, calls) = (kind.clone(), params.clone(), args.calls);
+                        tokio::task::spawn_blocking(move || {
+                            bare_round(&argv, &url, &kind, &params, calls)
+                        })
+                        .await??
+                    }
+                    _ => door_round(&backend, &kind, &params, args.calls).await?,
+                };
+                println!("round {}: {} {rate:.0} decisions/s", round + 1, SIDES[side]);
+                rates[side].push(rate);
+            }
         }
-        let cost = 100.0 * (1.0 - through / native);
+        backend.shutdown().await?;
+        let [native, bare, through] = rates.map(|r| median(&r));
         println!(
-            "{} `{}`: native {native:.0}/s, through tk-conform {through:.0}/s: the exec door costs {cost:.1}% (goal ≤ 10%)",
-            hello.adapter.name, kind.name
+            "{} `{}`: native {native:.0}/s, bare driver {bare:.0}/s, through tk-conform \
+             {through:.0}/s (medians of {} rounds each)",
+            hello.adapter.name, kind.name, args.rounds
+        );
+        println!(
+            "the process boundary (bare driver vs native) costs {:.1}%; the exec door over the \
+             bare driver costs {:.1}% (goal ≤ 10%); native to door: {:.1}%",
+            100.0 * (1.0 - bare / native),
+            100.0 * (1.0 - through / bare),
+            100.0 * (1.0 - through / native)
         );
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+const NATIVE: usize = 0;
+const BARE: usize = 1;
+const SIDES: [&str; 3] = ["native loop", "bare driver", "through tk-conform"];
+
+/// `calls` decisions on one key through the door, in a fresh session (its own namespace, so
+/// every round starts from an empty limiter).
+async fn door_round(
+    backend: &ExecBackend,
+    kind: &LimiterKind,
+    params: &BTreeMap<String, f64>,
+    calls: u64,
+) -> anyhow::Result<f64> {
+    let mut session = backend.open_v2("bench::exec").await?;
+    session.configure("B", &kind.name, params).await?;
+    let started = Instant::now();
+    for i in 0..calls {
+        let now = Some(crate::property::wall_ms() + i as f64);
+        session.decide("B", "bench", 1.0, now).await?;
+    }
+    Ok(calls as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The protocol's floor: the same request lines over the same pipes to a fresh copy of the
+/// adapter, from the plainest driver there can be (blocking reads, a reply read as a line and
+/// never parsed or checked). The door's own share is what it costs beyond this.
+fn bare_round(
+    argv: &[String],
+    redis_url: &str,
+    kind: &LimiterKind,
+    params: &BTreeMap<String, f64>,
+    calls: u64,
+) -> anyhow::Result<f64> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("TK_CONFORM_REDIS_URL", redis_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {argv:?}"))?;
+    /// Kills the adapter however the round ends.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let (mut to, from) = (child.stdin.take(), child.stdout.take());
+    let _reap = Reap(child);
+    let (Some(to), Some(from)) = (to.as_mut(), from) else {
+        bail!("the adapter's pipes were not opened");
+    };
+    let mut from = BufReader::new(from);
+    let (mut id, mut line) = (0u64, String::new());
+    let mut ask = |request: &Request| -> anyhow::Result<()> {
+        id += 1;
+        let mut out = request.to_line(id);
+        out.push('\n');
+        to.write_all(out.as_bytes())?;
+        line.clear();
+        if from.read_line(&mut line)? == 0 {
+            bail!(
+                "`{}` closed its stdout during the bare round",
+                argv.join(" ")
+            );
+        }
+        Ok(())
+    };
+    let namespace = format!("tk-conform-bench-bare:{}", crate::property::wall_ms());
+    ask(&Request::hello())?;
+    ask(&Request::Reset {
+        suite: "bench::exec::bare",
+        namespace: &namespace,
+    })?;
+    ask(&Request::Configure {
+        limiter: "B",
+        kind: &kind.name,
+        params,
+    })?;
+    let started = Instant::now();
+    for i in 0..calls {
+        let now =
+            (kind.clock == Clock::Explicit).then(|| Now(crate::property::wall_ms() + i as f64));
+        ask(&Request::Decide {
+            limiter: "B",
+            key: "bench",
+            cost: 1.0,
+            now,
+        })?;
+    }
+    let rate = calls as f64 / started.elapsed().as_secs_f64();
+    let _ = ask(&Request::Shutdown);
+    Ok(rate)
+}
+
+/// One run of the adapter's own loop, which prints its decisions per second.
+async fn native_round(argv: &[String], redis_url: &str) -> anyhow::Result<f64> {
+    let out = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("TK_CONFORM_REDIS_URL", redis_url)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running {argv:?}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().with_context(|| {
+        format!(
+            "`{}` printed `{}` instead of a decision rate: does the adapter serve --native-bench? {}",
+            argv.join(" "),
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }

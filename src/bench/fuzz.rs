@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::median;
 use anyhow::bail;
 
 use super::replay::{BenchmarkLoad, Timeline, redis_benchmark};
@@ -44,11 +45,6 @@ pub struct FuzzBenchArgs {
 
 pub fn run(args: FuzzBenchArgs) -> ExitCode {
     crate::cli_edge::exit_code("bench fuzz", execute(args).map(|()| ExitCode::SUCCESS))
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn execute(args: FuzzBenchArgs) -> anyhow::Result<()> {
@@ -146,7 +142,7 @@ fn execute(args: FuzzBenchArgs) -> anyhow::Result<()> {
             }
         }
         progress.clear();
-        let ours = median(&mut ours);
+        let ours = median(&ours);
         println!(
             "bench fuzz: redis {}, {connections} connections",
             redis.version()
@@ -155,7 +151,7 @@ fn execute(args: FuzzBenchArgs) -> anyhow::Result<()> {
         if theirs.is_empty() {
             println!("redis-benchmark: not found on PATH, no comparison");
         } else {
-            let theirs = median(&mut theirs);
+            let theirs = median(&theirs);
             println!("redis-benchmark: {theirs:.0} EVALSHA/s (-c {connections} -P 1)");
             println!("ratio:           {:.2}", ours / theirs);
         }

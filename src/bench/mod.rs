@@ -18,7 +18,8 @@ pub enum BenchCommand {
     Fuzz(fuzz::FuzzBenchArgs),
     /// Check calls/s and p50/p99 latency of the reference server, memory vs Redis store.
     Server(server::ServerBenchArgs),
-    /// A protocol-2 adapter's decisions/s in its own loop vs through the exec door.
+    /// A protocol-2 adapter's decisions/s in its own loop, from a bare pipe driver, and through
+    /// the exec door.
     Exec(exec::ExecBenchArgs),
 }
 
@@ -30,4 +31,11 @@ pub fn run(command: BenchCommand) -> std::process::ExitCode {
         BenchCommand::Fuzz(args) => fuzz::run(args),
         BenchCommand::Exec(args) => exec::run(args),
     }
+}
+
+/// The middle value of a bench's rounds.
+pub(crate) fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }

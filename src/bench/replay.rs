@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::redis_benchmark;
+use super::{median, redis_benchmark};
 use crate::contract::vectors::{RateOp, Suite};
 use crate::infra::{RedisInstance, RedisOptions, connect};
 use crate::model::Strategy;
@@ -82,12 +82,6 @@ struct Row {
     theirs: Vec<f64>,
     divergences: u64,
     first_divergence: Option<String>,
-}
-
-fn median(rates: &[f64]) -> f64 {
-    let mut sorted = rates.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 /// One measured configuration.

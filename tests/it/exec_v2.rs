@@ -217,3 +217,70 @@ fn a_get_then_set_engine_fails_the_race() {
         "from 8 processes that all fell in one window of 1000 ms",
     );
 }
+
+fn bench_exec(python: &str, args: &str) -> Output {
+    let adapter = format!(
+        "{python} {} {args}",
+        util::quoted(&util::fixture("v2_fixture.py"))
+    );
+    bin()
+        .args(["bench", "exec", "--adapter", &adapter, "--kind", "ttl"])
+        .args(["--calls", "200", "--rounds", "2"])
+        .env_remove("TK_CONFORM_REDIS_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bench_exec_rotates_the_native_loop_the_bare_driver_and_the_door() {
+    if !util::have_redis() {
+        return;
+    }
+    let Some(python) = python() else { return };
+    let out = bench_exec(&python, "--kinds ttl");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rounds: Vec<&str> = stdout.lines().filter(|l| l.starts_with("round")).collect();
+    // Each side is timed once per round, the order rotating so no side always goes first.
+    let expected = [
+        "round 1: native loop",
+        "round 1: bare driver",
+        "round 1: through tk-conform",
+        "round 2: bare driver",
+        "round 2: through tk-conform",
+        "round 2: native loop",
+    ];
+    assert_eq!(rounds.len(), expected.len(), "{stdout}");
+    for (line, wanted) in rounds.iter().zip(expected) {
+        assert!(line.starts_with(wanted), "{line} is not {wanted}: {stdout}");
+        let rate: f64 = line
+            .rsplit(' ')
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no rate in {line}"));
+        assert!(rate > 0.0, "{line}");
+    }
+    assert!(
+        stdout.contains("v2-fixture `ttl`: native ")
+            && stdout.contains("the exec door over the bare driver costs"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_exec_names_an_adapter_without_a_native_loop() {
+    if !util::have_redis() {
+        return;
+    }
+    let Some(python) = python() else { return };
+    let out = bench_exec(&python, "--kinds ttl --fault no-native-bench");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--native-bench ttl 200")
+            && stderr
+                .contains("instead of a decision rate: does the adapter serve --native-bench?"),
+        "{stderr}"
+    );
+}

@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use super::process::{self, AdapterProcess, LaunchSpec, LineRead};
-use super::protocol::{
-    ErrorKind, Handshake, HarnessInfo, PROTOCOL_VERSION, PROTOCOL_VERSIONS, Reply, ReplyChecker,
-    Request,
-};
+use super::protocol::{ErrorKind, Handshake, PROTOCOL_VERSIONS, Reply, ReplyChecker, Request};
 use crate::backend::BackendError;
 
 /// The least time an adapter gets to start and answer `hello`.
@@ -89,14 +86,7 @@ impl Connection {
     pub(super) async fn start(&mut self) -> Result<Handshake, StartError> {
         let process = AdapterProcess::spawn(&self.spec).map_err(StartError::Spawn)?;
         self.process = Some(process);
-        let request = Request::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            protocol_versions: PROTOCOL_VERSIONS,
-            harness: HarnessInfo {
-                name: "tk-conform".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
-        };
+        let request = Request::hello();
         let hello = match self.exchange(&request).await {
             Ok(Reply::Hello(hello)) => hello,
             Ok(Reply::Error { message, .. }) => {

@@ -116,6 +116,18 @@ pub struct HarnessInfo {
 }
 
 impl Request<'_> {
+    /// The harness's `hello`: every protocol version it speaks.
+    pub fn hello() -> Self {
+        Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            protocol_versions: PROTOCOL_VERSIONS,
+            harness: HarnessInfo {
+                name: "tk-conform".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+        }
+    }
+
     pub fn op(&self) -> &'static str {
         match self {
             Request::Hello { .. } => "hello",

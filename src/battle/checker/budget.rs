@@ -135,13 +135,17 @@ pub fn judge(histories: &[&WorkerHistory], budget: u64, tolerance: u64) -> Rulin
             "denied": w.denied,
         })).collect::<Vec<_>>(),
     });
-    if windows.values().all(|w| w.admitted == 0) {
-        violations.push("no debit was admitted: the assertion was not exercised".into());
-    }
     if !violations.is_empty() {
         return Ruling::new(
             Verdict::Fail,
             violations[..violations.len().min(3)].join("; "),
+            numbers,
+        );
+    }
+    if windows.values().all(|w| w.admitted == 0) {
+        return Ruling::new(
+            Verdict::Unknown,
+            "no debit was admitted: the assertion was not exercised".into(),
             numbers,
         );
     }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Ruling, Verdict, ms_between};
+use super::{Ruling, Verdict, at, ms_between};
 use crate::battle::faults::FaultRecord;
 use crate::battle::history::{CallOutcome, WorkerHistory, server_index};
 
@@ -88,16 +88,22 @@ pub fn judge_failover(histories: &[&WorkerHistory], fault: &FaultRecord, fault_u
 }
 
 /// Decisions must come back within `within_ms` of `fault_us`, the moment the fault's action was
-/// complete (for a restart: the new server answering), counting only calls made after it.
+/// complete (for a restart: the new server answering), counting only calls made after it. A
+/// late first decision fails only on a witness: a call sent after the bound that the system
+/// answered with an error. Calls that were merely slow, or timed out, show nothing against it
+/// on a busy machine, so without a witness a late resume is unknown.
 pub fn judge_resumes(
     histories: &[&WorkerHistory],
     fault: &FaultRecord,
     fault_us: i64,
     within_ms: u64,
 ) -> Ruling {
+    let bound_us = fault_us + within_ms as i64 * 1000;
     let mut first_ok: Option<i64> = None;
     let (mut ok_after, mut errors_after) = (0u64, 0u64);
     let mut sample_error: Option<String> = None;
+    // The first call sent after the bound that came back as an error: (sent, call, error).
+    let mut witness: Option<(i64, String, String)> = None;
     for h in histories {
         for c in h.calls.iter().filter(|c| c.invoke_us >= fault_us) {
             match &c.outcome {
@@ -109,6 +115,12 @@ pub fn judge_resumes(
                 CallOutcome::Fail { error } | CallOutcome::Indeterminate { error } => {
                     errors_after += 1;
                     sample_error.get_or_insert_with(|| error.clone());
+                    if matches!(c.outcome, CallOutcome::Fail { .. })
+                        && c.invoke_us >= bound_us
+                        && witness.as_ref().is_none_or(|(t, _, _)| c.invoke_us < *t)
+                    {
+                        witness = Some((c.invoke_us, at(h, c.seq), error.clone()));
+                    }
                 }
             }
         }
@@ -122,8 +134,8 @@ pub fn judge_resumes(
         "errorsAfter": errors_after,
         "sampleError": sample_error,
     });
-    match latency {
-        Some(ms) if ms <= within_ms as f64 => Ruling::new(
+    if let Some(ms) = latency.filter(|ms| *ms <= within_ms as f64) {
+        return Ruling::new(
             Verdict::Pass,
             format!(
                 "decisions resumed {ms} ms after `{}` ({ok_after} after it; {errors_after} calls \
@@ -131,15 +143,28 @@ pub fn judge_resumes(
                 fault.name
             ),
             numbers,
-        ),
-        _ => Ruling::new(
+        );
+    }
+    let first = latency.map_or("never".to_string(), |ms| format!("{ms} ms"));
+    match witness {
+        Some((sent, call, error)) => Ruling::new(
             Verdict::Fail,
             format!(
-                "no decision within {within_ms} ms after `{}` (first after: {}; {errors_after} \
-                 calls failed after it{})",
+                "no decision within {within_ms} ms after `{}` (first after: {first}; \
+                 {errors_after} calls failed after it): {call}, sent {} ms after it, failed with \
+                 {error}",
                 fault.name,
-                latency.map_or("never".to_string(), |ms| format!("{ms} ms")),
-                sample_error.map_or(String::new(), |e| format!(", e.g. {e}"))
+                ms_between(fault_us, sent)
+            ),
+            numbers,
+        ),
+        None => Ruling::new(
+            Verdict::Unknown,
+            format!(
+                "no decision within {within_ms} ms after `{}` (first after: {first}), but no call \
+                 sent after the bound came back as an error ({errors_after} failed or timed out \
+                 before it or without an answer): too slow to tell",
+                fault.name
             ),
             numbers,
         ),
@@ -239,7 +264,11 @@ mod tests {
         } = judge_resumes(&[&good], &restart, 100_000, 1000);
         assert_eq!(v, Verdict::Pass, "{msg}");
         assert_eq!(n["firstDecisionAfterMs"], 201.0);
-        let bad = history("direct", 0, vec![noscript(1, 110), noscript(2, 300)]);
+        let bad = history(
+            "direct",
+            0,
+            vec![noscript(1, 110), noscript(2, 300), noscript(3, 1200)],
+        );
         let Ruling {
             verdict: v,
             summary: msg,
@@ -247,8 +276,20 @@ mod tests {
         } = judge_resumes(&[&bad], &restart, 100_000, 1000);
         assert_eq!(v, Verdict::Fail);
         assert!(
-            msg.contains("first after: never; 2 calls failed after it, e.g. NOSCRIPT"),
+            msg.contains(
+                "first after: never; 3 calls failed after it): direct[0] call 3, sent 1100 ms \
+                 after it, failed with NOSCRIPT"
+            ),
             "{msg}"
         );
+        // Errors only before the bound and a late decision: the calls were slow, not shown.
+        let slow = history("direct", 0, vec![noscript(1, 110), check_ok(2, 1300, d)]);
+        let Ruling {
+            verdict: v,
+            summary: msg,
+            numbers: _,
+        } = judge_resumes(&[&slow], &restart, 100_000, 1000);
+        assert_eq!(v, Verdict::Unknown, "{msg}");
+        assert!(msg.contains("too slow to tell"), "{msg}");
     }
 }
