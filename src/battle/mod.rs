@@ -29,6 +29,7 @@ pub mod door_exec;
 pub mod door_redis;
 pub mod door_service;
 pub mod faults;
+pub mod file_error;
 pub mod history;
 pub mod link;
 pub mod network;

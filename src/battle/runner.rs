@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::checker::{self, ExecFacts, Judgement, Verdict};
 use super::faults::{self, FaultError, FaultRecord, FaultTarget, Schedule, carry_out};
+use super::file_error::FileError;
 use super::history::{self, now_us};
 use super::network::{self, Network};
 use super::policy::{self, PolicyFacts};
@@ -167,13 +168,8 @@ pub struct RunError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("cannot {what} {}", path.display())]
-    File {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("cannot create the barrier pipe")]
     Barrier(#[source] std::io::Error),
     #[error(transparent)]
@@ -415,12 +411,8 @@ async fn battle(
     dir: &Path,
     result: &mut ScenarioResult,
 ) -> Result<(), SetupError> {
-    let file = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SetupError::File { what, path, source }
-    };
     for sub in ["histories", "workers", "servers"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(file("create", &dir.join(sub)))?;
+        std::fs::create_dir_all(dir.join(sub)).map_err(FileError::on("create", &dir.join(sub)))?;
     }
     let exec = if scenario.is_exec() {
         match exec_facts(scenario, cfg) {
@@ -447,7 +439,7 @@ async fn battle(
         BTreeMap::new()
     } else {
         let yaml = scenario.policy_yaml()?;
-        std::fs::write(&policy_file, &yaml).map_err(file("write", &policy_file))?;
+        std::fs::write(&policy_file, &yaml).map_err(FileError::on("write", &policy_file))?;
         policy::read(&scenario.file.display().to_string(), &yaml)?
     };
 
@@ -605,7 +597,8 @@ async fn battle(
 
     let t0_us = now_us();
     let t0 = Instant::now();
-    write_atomic(&go_file, t0_us.to_string().as_bytes()).map_err(file("write", &go_file))?;
+    write_atomic(&go_file, t0_us.to_string().as_bytes())
+        .map_err(FileError::on("write", &go_file))?;
     drop(barrier_write);
 
     let keys = scenario

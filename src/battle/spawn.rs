@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
+use super::file_error::FileError;
 use super::spec::{DoorSpec, LoadWorkerSpec, WorkerSpec};
 use crate::infra::{ChildError, OwnedChild};
 
@@ -28,13 +29,8 @@ pub struct Worker {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    #[error("cannot {what} {}", path.display())]
-    File {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("cannot encode the worker spec")]
     Encode(#[source] serde_json::Error),
     #[error("barrier pipe")]
@@ -139,17 +135,9 @@ impl Process<'_> {
     ) -> Result<(String, OwnedChild, PathBuf), SpawnError> {
         let name = format!("{}-{}", self.group, self.index);
         let spec_file = dir.join("workers").join(format!("{name}.json"));
-        std::fs::write(&spec_file, &self.json).map_err(|source| SpawnError::File {
-            what: "write",
-            path: spec_file.clone(),
-            source,
-        })?;
+        std::fs::write(&spec_file, &self.json).map_err(FileError::on("write", &spec_file))?;
         let stderr = dir.join("workers").join(format!("{name}.stderr"));
-        let err = std::fs::File::create(&stderr).map_err(|source| SpawnError::File {
-            what: "create",
-            path: stderr.clone(),
-            source,
-        })?;
+        let err = std::fs::File::create(&stderr).map_err(FileError::on("create", &stderr))?;
         let stdin = barrier.try_clone().map_err(SpawnError::Barrier)?;
         let mut command = Command::new(exe);
         command
