@@ -84,12 +84,7 @@ fn execute(args: ExecBenchArgs) -> anyhow::Result<ExitCode> {
                 let rate = match side {
                     NATIVE => native_round(&native_argv, redis.url()).await?,
                     BARE => {
-                        let (argv, url) = (adapter_argv.clone(), redis.url().to_owned());
-                        let (kind, params, calls) = (kind.clone(), params.clone(), args.calls);
-                        tokio::task::spawn_blocking(move || {
-                            bare_round(&argv, &url, &kind, &params, calls)
-                        })
-                        .await??
+                        bare_round(&adapter_argv, redis.url(), &kind, &params, args.calls).await?
                     }
                     _ => door_round(&backend, &kind, &params, args.calls).await?,
                 };
@@ -140,16 +135,15 @@ async fn door_round(
 /// The protocol's floor: the same request lines over the same pipes to a fresh copy of the
 /// adapter, from the plainest driver there can be (blocking reads, a reply read as a line and
 /// never parsed or checked). The door's own share is what it costs beyond this.
-fn bare_round(
+async fn bare_round(
     argv: &[String],
     redis_url: &str,
     kind: &LimiterKind,
     params: &BTreeMap<String, f64>,
     calls: u64,
 ) -> anyhow::Result<f64> {
-    use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
-    let mut child = Command::new(&argv[0])
+    let child = Command::new(&argv[0])
         .args(&argv[1..])
         .env("TK_CONFORM_REDIS_URL", redis_url)
         .stdin(Stdio::piped())
@@ -157,6 +151,38 @@ fn bare_round(
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("running {argv:?}"))?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (argv, kind, params) = (argv.to_vec(), kind.clone(), params.clone());
+    let mut round =
+        tokio::task::spawn_blocking(move || drive_bare(child, &argv, &kind, &params, calls));
+    match tokio::time::timeout(round_bound(calls), &mut round).await {
+        Ok(joined) => joined?,
+        Err(_) => {
+            // Its pipes close with it, so the blocked driver thread returns too.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = round.await;
+            bail!(
+                "the adapter did not finish {calls} decisions from the bare driver within {:?}: killed",
+                round_bound(calls)
+            )
+        }
+    }
+}
+
+/// How long one round may take: 10 s and 10 ms a decision (twenty times a slow engine's 500
+/// µs), so no hang outlives it.
+fn round_bound(calls: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(10) + std::time::Duration::from_millis(10 * calls)
+}
+
+fn drive_bare(
+    mut child: std::process::Child,
+    argv: &[String],
+    kind: &LimiterKind,
+    params: &BTreeMap<String, f64>,
+    calls: u64,
+) -> anyhow::Result<f64> {
+    use std::io::{BufRead, BufReader, Write};
     /// Kills the adapter however the round ends.
     struct Reap(std::process::Child);
     impl Drop for Reap {
@@ -215,13 +241,20 @@ fn bare_round(
 
 /// One run of the adapter's own loop, which prints its decisions per second.
 async fn native_round(argv: &[String], redis_url: &str) -> anyhow::Result<f64> {
-    let out = tokio::process::Command::new(&argv[0])
+    let run = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
         .env("TK_CONFORM_REDIS_URL", redis_url)
         .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running {argv:?}"))?;
+        .output();
+    let calls: u64 = argv.last().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let Ok(out) = tokio::time::timeout(round_bound(calls), run).await else {
+        bail!(
+            "`{}` did not print its rate within {:?}: killed",
+            argv.join(" "),
+            round_bound(calls)
+        );
+    };
+    let out = out.with_context(|| format!("running {argv:?}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim().parse().with_context(|| {
         format!(

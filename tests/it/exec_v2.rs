@@ -219,13 +219,17 @@ fn a_get_then_set_engine_fails_the_race() {
 }
 
 fn bench_exec(python: &str, args: &str) -> Output {
+    bench_exec_calls(python, args, "200")
+}
+
+fn bench_exec_calls(python: &str, args: &str, calls: &str) -> Output {
     let adapter = format!(
         "{python} {} {args}",
         util::quoted(&util::fixture("v2_fixture.py"))
     );
     bin()
         .args(["bench", "exec", "--adapter", &adapter, "--kind", "ttl"])
-        .args(["--calls", "200", "--rounds", "2"])
+        .args(["--calls", calls, "--rounds", "2"])
         .env_remove("TK_CONFORM_REDIS_URL")
         .stdin(Stdio::null())
         .output()
@@ -283,4 +287,22 @@ fn bench_exec_names_an_adapter_without_a_native_loop() {
                 .contains("instead of a decision rate: does the adapter serve --native-bench?"),
         "{stderr}"
     );
+}
+
+#[test]
+fn bench_exec_kills_an_adapter_that_hangs_on_its_pipes() {
+    if !util::have_redis() {
+        return;
+    }
+    let Some(python) = python() else { return };
+    // Its native loop runs; over the pipes it never answers a decision.
+    let started = std::time::Instant::now();
+    let out = bench_exec_calls(&python, "--kinds ttl --fault hang-on-pipes", "20");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("did not finish 20 decisions from the bare driver within 10.2s: killed"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(120));
 }
