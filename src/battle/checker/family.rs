@@ -90,12 +90,19 @@ fn observations(histories: &[&WorkerHistory], faults: &[FaultRecord]) -> Vec<Obs
             let mut b = match c.complete_us {
                 Some(t) => t as f64 / 1000.0,
                 None => {
-                    kills
+                    // The first kill after the call; a call sent just after the signal (which
+                    // takes a moment to land on a busy machine) ended with that kill too.
+                    let after = kills
                         .iter()
                         .copied()
                         .filter(|k| *k >= a)
-                        .fold(f64::INFINITY, f64::min)
-                        + KILL_MARGIN_MS
+                        .fold(f64::INFINITY, f64::min);
+                    let end = if after.is_finite() || kills.is_empty() {
+                        after
+                    } else {
+                        a
+                    };
+                    end + KILL_MARGIN_MS
                 }
             };
             let allowed = match &c.outcome {
@@ -612,7 +619,19 @@ pub fn judge_admits_again(
         "gapMs": (gap * 10.0).round() / 10.0,
         "outcome": probe.outcome,
     });
-    if !gap.is_finite() || gap < quiet {
+    if !gap.is_finite() {
+        return Ruling::new(
+            Verdict::Unknown,
+            format!(
+                "a call of another group never completed and its worker was not killed, so when \
+                 the key went quiet is not known; the probe {} call {} cannot show it admits again",
+                h.label(),
+                probe.seq
+            ),
+            numbers,
+        );
+    }
+    if gap < quiet {
         return Ruling::new(
             Verdict::Unknown,
             format!(
@@ -726,6 +745,41 @@ mod tests {
         let refs: Vec<&WorkerHistory> = hs.iter().collect();
         let r = judge_family_cap(&refs, &[], f, 2);
         (r.verdict, r.summary, r.numbers)
+    }
+
+    #[test]
+    fn a_call_sent_just_after_its_workers_kill_ends_with_it() {
+        let kill = FaultRecord {
+            name: "kill".into(),
+            action: FaultAction::SigkillWorkers,
+            planned_at_ms: 100,
+            at_us: Some(100_000),
+            done_us: None,
+            server: None,
+            workers: vec!["load[0]".into()],
+            targets: vec![],
+            error: None,
+            failover: None,
+        };
+        let cut = |seq, t0| {
+            call(
+                seq,
+                Op::Check { cost: 1 },
+                t0,
+                None,
+                CallOutcome::Indeterminate {
+                    error: "killed".into(),
+                },
+            )
+        };
+        // One call sent before the signal, one just after it (the kill had not landed yet).
+        let killed = history("load", 0, vec![cut(1, 90), cut(2, 101)]);
+        let spared = history("load", 1, vec![cut(1, 101)]);
+        let obs = observations(&[&killed, &spared], std::slice::from_ref(&kill));
+        assert_eq!(obs[0].b, 100.0 + KILL_MARGIN_MS);
+        assert_eq!(obs[1].b, 101.0 + KILL_MARGIN_MS);
+        // A worker no kill touched: its unfinished call has no known end.
+        assert!(obs[2].b.is_infinite());
     }
 
     #[test]
