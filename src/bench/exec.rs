@@ -82,7 +82,7 @@ fn execute(args: ExecBenchArgs) -> anyhow::Result<ExitCode> {
             for turn in 0..3 {
                 let side = (turn + round as usize) % 3;
                 let rate = match side {
-                    NATIVE => native_round(&native_argv, redis.url()).await?,
+                    NATIVE => native_round(&native_argv, redis.url(), args.calls).await?,
                     BARE => {
                         bare_round(&adapter_argv, redis.url(), &kind, &params, args.calls).await?
                     }
@@ -240,13 +240,12 @@ fn drive_bare(
 }
 
 /// One run of the adapter's own loop, which prints its decisions per second.
-async fn native_round(argv: &[String], redis_url: &str) -> anyhow::Result<f64> {
+async fn native_round(argv: &[String], redis_url: &str, calls: u64) -> anyhow::Result<f64> {
     let run = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
         .env("TK_CONFORM_REDIS_URL", redis_url)
         .kill_on_drop(true)
         .output();
-    let calls: u64 = argv.last().and_then(|n| n.parse().ok()).unwrap_or(0);
     let Ok(out) = tokio::time::timeout(round_bound(calls), run).await else {
         bail!(
             "`{}` did not print its rate within {:?}: killed",
