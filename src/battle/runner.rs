@@ -80,47 +80,67 @@ pub struct ExecEngine {
     pub kind: Option<String>,
 }
 
+/// Why an exec scenario does not apply to the adapter given (the scenario is skipped, saying so).
+#[derive(Debug, thiserror::Error)]
+enum NotApplicable {
+    #[error("aims at an engine: give `battle --adapter CMD` (a protocol-2 adapter)")]
+    NoAdapter,
+    #[error("the scenario has no [exec] table")]
+    NoExecTable,
+    #[error("n/a: kind `{kind}` is not of the families this scenario judges ({families})")]
+    KindNotJudged { kind: String, families: String },
+    #[error(
+        "n/a: the adapter declares no kind of the families this scenario judges ({families}); it declares {declared}"
+    )]
+    NoKindJudged { families: String, declared: String },
+    #[error("n/a")]
+    Parameters(#[source] super::scenario::NoAcceptedValue),
+    #[error(
+        "n/a: kind `{kind}` follows the explicit clock: the harness sends each `now`, so a skewed adapter clock is never read"
+    )]
+    ExplicitClockSkew { kind: String },
+}
+
 /// Which kind an exec scenario judges, with what parameters, or why it does not apply.
-fn exec_facts(scenario: &Scenario, cfg: &BattleConfig) -> Result<ExecFacts, String> {
-    let Some(engine) = &cfg.exec else {
-        return Err("aims at an engine: give `battle --adapter CMD` (a protocol-2 adapter)".into());
-    };
+fn exec_facts(scenario: &Scenario, cfg: &BattleConfig) -> Result<ExecFacts, NotApplicable> {
+    let engine = cfg.exec.as_ref().ok_or(NotApplicable::NoAdapter)?;
     let plan = scenario
         .plan
         .exec
         .as_ref()
-        .ok_or("the scenario has no [exec] table")?;
-    let families: Vec<&str> = plan.families.iter().map(|f| f.name()).collect();
+        .ok_or(NotApplicable::NoExecTable)?;
+    let families = || {
+        plan.families
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let kind = match &engine.kind {
         Some(name) => engine
             .kinds
             .iter()
             .find(|k| &k.name == name)
             .filter(|k| plan.families.contains(&k.family))
-            .ok_or_else(|| {
-                format!(
-                    "n/a: kind `{name}` is not of the families this scenario judges ({})",
-                    families.join(", ")
-                )
+            .ok_or_else(|| NotApplicable::KindNotJudged {
+                kind: name.clone(),
+                families: families(),
             })?,
         None => engine
             .kinds
             .iter()
             .find(|k| plan.families.contains(&k.family))
-            .ok_or_else(|| {
-                format!(
-                    "n/a: the adapter declares no kind of the families this scenario judges ({}); it declares {}",
-                    families.join(", "),
-                    engine
-                        .kinds
-                        .iter()
-                        .map(|k| k.describe())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+            .ok_or_else(|| NotApplicable::NoKindJudged {
+                families: families(),
+                declared: engine
+                    .kinds
+                    .iter()
+                    .map(|k| k.describe())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })?,
     };
-    let params = plan.params_for(kind).map_err(|e| format!("n/a: {e}"))?;
+    let params = plan.params_for(kind).map_err(NotApplicable::Parameters)?;
     let offsets: BTreeMap<String, i64> = scenario
         .plan
         .workers
@@ -129,10 +149,9 @@ fn exec_facts(scenario: &Scenario, cfg: &BattleConfig) -> Result<ExecFacts, Stri
         .filter(|(_, o)| *o != 0)
         .collect();
     if !offsets.is_empty() && kind.clock == Clock::Explicit {
-        return Err(format!(
-            "n/a: kind `{}` follows the explicit clock: the harness sends each `now`, so a skewed adapter clock is never read",
-            kind.name
-        ));
+        return Err(NotApplicable::ExplicitClockSkew {
+            kind: kind.name.clone(),
+        });
     }
     Ok(ExecFacts {
         kind: kind.clone(),
@@ -180,8 +199,8 @@ pub enum SetupError {
     Redis(#[from] crate::infra::RedisError),
     #[error("cannot start the Redis Cluster")]
     Cluster(#[source] ClusterError),
-    #[error("cannot watch the store's script calls (MONITOR): {0}")]
-    Audit(String),
+    #[error("cannot watch the store's script calls (MONITOR)")]
+    Audit(#[source] super::script_audit::AuditError),
     #[error(transparent)]
     Sentinel(#[from] crate::infra::sentinel::SentinelError),
     #[error(transparent)]
@@ -418,7 +437,7 @@ async fn battle(
         match exec_facts(scenario, cfg) {
             Ok(facts) => Some(facts),
             Err(reason) => {
-                result.skipped = Some(reason);
+                result.skipped = Some(format!("{:#}", anyhow::Error::new(reason)));
                 return Ok(());
             }
         }

@@ -212,13 +212,21 @@ fn rate_families() -> Vec<Family> {
 pub const EXEC_LIMIT: std::ops::RangeInclusive<u64> = 1..=10_000;
 pub const EXEC_WINDOW_MS: std::ops::RangeInclusive<u64> = 200..=10_000;
 
+/// A parameter a kind declares with no accepted value (`parameters` ranges that are empty).
+#[derive(Debug, thiserror::Error)]
+#[error("kind `{kind}` accepts no value of `{parameter}`")]
+pub struct NoAcceptedValue {
+    pub kind: String,
+    pub parameter: String,
+}
+
 impl ExecPlan {
     /// The `configure` parameters for `kind`, each the accepted value nearest the plan's; an
     /// error says which parameter the kind cannot take near it.
     pub fn params_for(
         &self,
         kind: &crate::backend::exec::v2::LimiterKind,
-    ) -> Result<std::collections::BTreeMap<String, f64>, String> {
+    ) -> Result<std::collections::BTreeMap<String, f64>, NoAcceptedValue> {
         let limit = self.limit as f64;
         let window = self.window_ms as f64;
         let mut params = std::collections::BTreeMap::new();
@@ -229,9 +237,10 @@ impl ExecPlan {
                 "refillPerSec" => limit * 1000.0 / window,
                 _ => range.min,
             };
-            let value = range
-                .nearest(wanted)
-                .ok_or_else(|| format!("kind `{}` accepts no value of `{name}`", kind.name))?;
+            let value = range.nearest(wanted).ok_or_else(|| NoAcceptedValue {
+                kind: kind.name.clone(),
+                parameter: name.clone(),
+            })?;
             params.insert(name.clone(), value);
         }
         // gcra's burst is at most its limit, so one period refills it.

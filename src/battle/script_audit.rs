@@ -23,6 +23,49 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Lines = tokio::task::JoinHandle<(Vec<String>, bool)>;
 
+/// Why the audit could not watch or judge the store's script calls. `node` is redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{node}: {step}")]
+    Redis {
+        node: String,
+        step: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("{node}: MONITOR not accepted within 5 s")]
+    MonitorTimeout { node: String },
+    #[error("{node}: MONITOR did not show the end marker within {} s", DRAIN_TIMEOUT.as_secs())]
+    NoEndMarker { node: String },
+    #[error("{node}: the MONITOR reader stopped")]
+    Reader {
+        node: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("no redis-server on PATH for the replays")]
+    NoRedisBinary,
+    #[error("private redis-server for the replays")]
+    PrivateRedis(#[source] crate::infra::RedisError),
+    #[error("cannot connect")]
+    Connect(#[source] crate::infra::RedisError),
+}
+
+impl AuditError {
+    fn redis(node: &str, step: impl Into<String>) -> impl FnOnce(redis::RedisError) -> Self {
+        let (node, step) = (node.to_string(), step.into());
+        move |source| AuditError::Redis { node, step, source }
+    }
+}
+
+/// A key a script call touched that a cluster would not let it: the key, the command (or
+/// `KEYS[i]`) that touched it, and why.
+struct StrayKey {
+    key: String,
+    command: String,
+    why: String,
+}
+
 /// MONITOR running on every node.
 pub struct Watch {
     nodes: Vec<NodeWatch>,
@@ -36,18 +79,21 @@ struct NodeWatch {
 }
 
 /// Starts MONITOR on each of `urls`; returns once every node has accepted it.
-pub async fn watch(urls: &[String]) -> Result<Watch, String> {
+pub async fn watch(urls: &[String]) -> Result<Watch, AuditError> {
     let mut nodes = Vec::new();
     for (i, url) in urls.iter().enumerate() {
         let shown = crate::infra::redact_url(url);
-        let client = redis::Client::open(url.as_str()).map_err(|e| format!("{shown}: {e}"))?;
+        let client =
+            redis::Client::open(url.as_str()).map_err(AuditError::redis(&shown, "bad URL"))?;
         let monitor = tokio::time::timeout(Duration::from_secs(5), client.get_async_monitor())
             .await
-            .map_err(|_| format!("{shown}: MONITOR not accepted within 5 s"))?
-            .map_err(|e| format!("{shown}: MONITOR: {e}"))?;
+            .map_err(|_| AuditError::MonitorTimeout {
+                node: shown.clone(),
+            })?
+            .map_err(AuditError::redis(&shown, "MONITOR"))?;
         let con = crate::infra::connect(url)
             .await
-            .map_err(|e| format!("{shown}: {e}"))?;
+            .map_err(AuditError::Connect)?;
         let marker = format!("tk-conform-audit-end-{}-{i}", std::process::id());
         let end = marker.clone();
         let lines = tokio::spawn(async move {
@@ -78,7 +124,7 @@ pub async fn watch(urls: &[String]) -> Result<Watch, String> {
 
 impl Watch {
     /// Every line each node saw up to now, by node (`127.0.0.1:port`).
-    async fn drain(self) -> Result<(Vec<(String, Vec<String>)>, bool), String> {
+    async fn drain(self) -> Result<(Vec<(String, Vec<String>)>, bool), AuditError> {
         let mut out = Vec::new();
         let mut truncated = false;
         for mut n in self.nodes {
@@ -89,11 +135,14 @@ impl Watch {
                 .arg(&n.marker)
                 .query_async(&mut n.con)
                 .await
-                .map_err(|e| format!("{node}: ECHO: {e}"))?;
+                .map_err(AuditError::redis(&node, "ECHO"))?;
             let (lines, cut) = tokio::time::timeout(DRAIN_TIMEOUT, n.lines)
                 .await
-                .map_err(|_| format!("{node}: MONITOR did not show the end marker"))?
-                .map_err(|e| format!("{node}: {e}"))?;
+                .map_err(|_| AuditError::NoEndMarker { node: node.clone() })?
+                .map_err(|source| AuditError::Reader {
+                    node: node.clone(),
+                    source,
+                })?;
             truncated |= cut;
             out.push((node, lines));
         }
@@ -180,7 +229,7 @@ struct KeyOracle {
 }
 
 impl KeyOracle {
-    async fn keys(&mut self, args: &[String]) -> Result<Vec<String>, String> {
+    async fn keys(&mut self, args: &[String]) -> Result<Vec<String>, AuditError> {
         let Some(name) = args.first().map(|a| a.to_ascii_uppercase()) else {
             return Ok(Vec::new());
         };
@@ -216,13 +265,16 @@ impl KeyOracle {
         }
     }
 
-    async fn spec(&mut self, name: &str) -> Result<KeySpec, String> {
+    async fn spec(&mut self, name: &str) -> Result<KeySpec, AuditError> {
         let info: redis::Value = redis::cmd("COMMAND")
             .arg("INFO")
             .arg(name)
             .query_async(&mut self.con)
             .await
-            .map_err(|e| format!("COMMAND INFO {name}: {e}"))?;
+            .map_err(AuditError::redis(
+                "the private redis-server",
+                format!("COMMAND INFO {name}"),
+            ))?;
         let redis::Value::Array(entries) = info else {
             return Ok(KeySpec::Ask);
         };
@@ -260,22 +312,22 @@ impl KeyOracle {
 async fn judge_call(
     call: &ScriptCall,
     oracle: &mut KeyOracle,
-) -> Result<Vec<(String, String, String)>, String> {
+) -> Result<Vec<StrayKey>, AuditError> {
     let mut out = Vec::new();
     let anchor = call.keys.first().cloned();
     let anchor_slot = anchor.as_deref().map(|k| key_slot(k.as_bytes()));
     for (i, k) in call.keys.iter().enumerate().skip(1) {
         let slot = key_slot(k.as_bytes());
         if Some(slot) != anchor_slot {
-            out.push((
-                k.clone(),
-                format!("KEYS[{}]", i + 1),
-                format!(
+            out.push(StrayKey {
+                key: k.clone(),
+                command: format!("KEYS[{}]", i + 1),
+                why: format!(
                     "declared, but in slot {slot} while KEYS[1] `{}` is in slot {}",
                     anchor.as_deref().unwrap_or_default(),
                     anchor_slot.unwrap_or_default()
                 ),
-            ));
+            });
         }
     }
     for command in &call.commands {
@@ -296,7 +348,11 @@ async fn judge_call(
                 (Some(_), _) => "not declared in KEYS (same slot as KEYS[1])".to_string(),
                 (None, _) => "not declared in KEYS (the call declared none)".to_string(),
             };
-            out.push((k, name.clone(), why));
+            out.push(StrayKey {
+                key: k,
+                command: name.clone(),
+                why,
+            });
         }
     }
     Ok(out)
@@ -306,7 +362,7 @@ async fn judge_call(
 pub async fn finish(watch: Watch, known: &[(String, String)]) -> ScriptAudit {
     let mut audit = ScriptAudit::default();
     if let Err(e) = audit_into(&mut audit, watch, known).await {
-        audit.error = Some(e);
+        audit.error = Some(format!("{:#}", anyhow::Error::new(e)));
     }
     audit
 }
@@ -315,7 +371,7 @@ async fn audit_into(
     audit: &mut ScriptAudit,
     watch: Watch,
     known: &[(String, String)],
-) -> Result<(), String> {
+) -> Result<(), AuditError> {
     let (nodes, truncated) = watch.drain().await?;
     audit.truncated = truncated;
     let by_sha: BTreeMap<String, (&str, &str)> = known
@@ -334,14 +390,13 @@ async fn audit_into(
             .unwrap_or_else(|| format!("script {sha}"))
     };
     // A private Redis answers COMMAND INFO and runs the replays.
-    let binary = crate::infra::find_redis_binary()
-        .ok_or("no redis-server on PATH for the replays".to_string())?;
+    let binary = crate::infra::find_redis_binary().ok_or(AuditError::NoRedisBinary)?;
     let private = crate::infra::LocalRedis::start(&binary)
         .await
-        .map_err(|e| format!("private redis-server for the replays: {e}"))?;
+        .map_err(AuditError::PrivateRedis)?;
     let con = crate::infra::connect(&private.url())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(AuditError::Connect)?;
     let mut oracle = KeyOracle {
         con,
         specs: HashMap::new(),
@@ -352,14 +407,12 @@ async fn audit_into(
         for call in script_calls(lines) {
             let script = name_of(&call.sha);
             *audit.calls.entry(script.clone()).or_default() += 1;
-            for (key, command, why) in judge_call(&call, &mut oracle).await? {
+            for stray in judge_call(&call, &mut oracle).await? {
                 note(
                     &mut findings,
                     &script,
                     &call,
-                    key,
-                    command,
-                    why,
+                    stray,
                     format!("on node {node}"),
                 );
             }
@@ -378,7 +431,7 @@ async fn audit_into(
         let replay_watch = watch_one(&private.url()).await?;
         let mut con = crate::infra::connect(&private.url())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(AuditError::Connect)?;
         let _: Result<redis::Value, _> = redis::cmd("EVAL")
             .arg(&code)
             .arg(call.keys.len())
@@ -389,14 +442,12 @@ async fn audit_into(
         let (lines, _) = replay_watch.drain().await?;
         let script = name_of(sha);
         for replayed in lines.iter().flat_map(|(_, l)| script_calls(l)) {
-            for (key, command, why) in judge_call(&replayed, &mut oracle).await? {
+            for stray in judge_call(&replayed, &mut oracle).await? {
                 note(
                     &mut findings,
                     &script,
                     &replayed,
-                    key,
-                    command,
-                    why,
+                    stray,
                     "in a replay on a private redis-server".into(),
                 );
             }
@@ -406,7 +457,7 @@ async fn audit_into(
     Ok(())
 }
 
-async fn watch_one(url: &str) -> Result<Watch, String> {
+async fn watch_one(url: &str) -> Result<Watch, AuditError> {
     watch(&[url.to_string()]).await
 }
 
@@ -414,9 +465,7 @@ fn note(
     findings: &mut BTreeMap<(String, String, String), KeyFinding>,
     script: &str,
     call: &ScriptCall,
-    key: String,
-    command: String,
-    why: String,
+    StrayKey { key, command, why }: StrayKey,
     seen: String,
 ) {
     findings

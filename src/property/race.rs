@@ -13,12 +13,36 @@ use super::driver::{Call, Driver, wall_ms};
 use super::family::{Point, Shape};
 use super::realtime::surely_with_first;
 use super::{PropertyTarget, Verdict};
-use crate::backend::Backend;
 use crate::backend::exec::ExecBackend;
 use crate::backend::exec::v2::{Clock, Family};
+use crate::backend::{Backend, BackendError};
 
 const RACERS: usize = 8;
 const ROUNDS: usize = 3;
+
+/// What stopped a racer. One slow to open or configure its session says nothing about the
+/// engine; a decide that failed is the engine's (store unreachable, protocol).
+#[derive(Debug, thiserror::Error)]
+enum RacerError {
+    #[error("opening a racer's session")]
+    Open(#[source] BackendError),
+    #[error("configuring a racer")]
+    Configure(#[source] BackendError),
+    #[error("a racer's decide")]
+    Decide(#[source] BackendError),
+}
+
+impl RacerError {
+    fn verdict(self, round: usize) -> Verdict {
+        let slow = matches!(self, RacerError::Open(_) | RacerError::Configure(_));
+        let text = format!("race: round {round}: {:#}", anyhow::Error::new(self));
+        if slow {
+            Verdict::Unknown(text)
+        } else {
+            Verdict::Fail(text)
+        }
+    }
+}
 
 pub async fn run(target: &PropertyTarget, d: &mut Driver, point: &Point, s: &Shape) -> Verdict {
     match race(target, d, point, s).await {
@@ -61,12 +85,12 @@ async fn race(
                     let mut session = racer
                         .open_v2_in("property::race", &namespace)
                         .await
-                        .map_err(|e| format!("opening a racer's session: {e}"))?;
+                        .map_err(RacerError::Open)?;
                     session
                         .configure("L", &kind.name, &point.params)
                         .await
-                        .map_err(|e| format!("configuring a racer: {e}"))?;
-                    Ok::<_, String>(session)
+                        .map_err(RacerError::Configure)?;
+                    Ok::<_, RacerError>(session)
                 }
                 .await;
                 // Every racer reaches the barrier, set up or not: one that failed must not
@@ -79,7 +103,7 @@ async fn race(
                     let decision = session
                         .decide("L", &key, 1.0, explicit.then_some(now))
                         .await
-                        .map_err(|e| format!("a racer's decide: {e}"))?;
+                        .map_err(RacerError::Decide)?;
                     let complete = wall_ms();
                     calls.push(Call {
                         key: key.clone(),
@@ -90,7 +114,7 @@ async fn race(
                         decision,
                     });
                 }
-                Ok::<Vec<Call>, String>(calls)
+                Ok::<Vec<Call>, RacerError>(calls)
             }
         });
         let mut calls = Vec::new();
@@ -102,15 +126,7 @@ async fn race(
             }
         }
         if let Some(e) = trouble {
-            // A racer that timed out opening its session is slow, not wrong; a decide that
-            // failed is the engine's (store unreachable, protocol) and fails the trial.
-            outcome = Err(
-                if e.starts_with("opening") || e.starts_with("configuring") {
-                    Verdict::Unknown(format!("race: round {round}: {e}"))
-                } else {
-                    Verdict::Fail(format!("race: round {round}: {e}"))
-                },
-            );
+            outcome = Err(e.verdict(round));
             break;
         }
         outcome = judge(s, &calls, explicit, round).map(|n| notes.push(n));
