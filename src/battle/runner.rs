@@ -1311,3 +1311,20 @@ impl FaultTarget for Target {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_with_no_accepted_value_is_skipped_naming_kind_and_parameter() {
+        let reason = NotApplicable::Parameters(super::super::scenario::NoAcceptedValue {
+            kind: "fw".into(),
+            parameter: "windowMs".into(),
+        });
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(reason)),
+            "n/a: kind `fw` accepts no value of `windowMs`"
+        );
+    }
+}

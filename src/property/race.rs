@@ -207,3 +207,22 @@ fn judge(s: &Shape, calls: &[Call], explicit: bool, round: usize) -> Result<Stri
     }
     Ok(format!("{got} of {} in one window", sure.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_racer_slow_to_set_up_is_unknown_and_a_failed_decide_fails_with_its_cause() {
+        let slow = RacerError::Open(BackendError::Unavailable("timed out after 10 s".into()));
+        assert!(matches!(
+            slow.verdict(2),
+            Verdict::Unknown(t) if t == "race: round 2: opening a racer's session: unavailable: timed out after 10 s"
+        ));
+        let wrong = RacerError::Decide(BackendError::Protocol("no `allowed`".into()));
+        assert!(matches!(
+            wrong.verdict(1),
+            Verdict::Fail(t) if t == "race: round 1: a racer's decide: protocol violation: no `allowed`"
+        ));
+    }
+}
