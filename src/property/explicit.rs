@@ -206,13 +206,30 @@ async fn seeded(d: &mut Driver, s: &Shape, t0: f64) -> Step {
     let writes = d.writes(watch).await?;
     let seeded = d.seed_without_ttl().await?;
     if seeded.is_empty() {
-        return Err(Verdict::NotApplicable(
-            "the engine keeps no keys in the harness's redis, so there is nothing to seed".into(),
-        ));
+        return Err(nothing_seeded(&writes));
     }
     let probe_at = t0 + s.all_free.ceil() + 1.0;
     let probe = d.decide("seeded", 1.0, probe_at).await?;
     judge_seeded(s, &probe, &seeded, &writes, probe_at - t0)
+}
+
+/// Why no key could be seeded: the engine kept none here, or the ones it wrote had expired
+/// by then (a slow burst outlasted its window). Only the second can hide a split write.
+pub(super) fn nothing_seeded(writes: &super::store::Writes) -> Verdict {
+    if writes.seen == 0 {
+        return Verdict::NotApplicable(
+            "the engine keeps no keys in the harness's redis, so there is nothing to seed".into(),
+        );
+    }
+    match writes.split.first() {
+        None => Verdict::NotApplicable(format!(
+            "the engine writes its keys atomically ({} commands seen, none split from its expiry), so no crash between round trips leaves a key without a TTL (and its keys had expired before they could be seeded)",
+            writes.seen
+        )),
+        Some(split) => Verdict::Unknown(format!(
+            "the engine writes a key without its expiry in a separate round trip (`{split}`), but its keys had expired before they could be seeded: not exercised"
+        )),
+    }
 }
 
 pub(super) fn judge_seeded(
@@ -505,4 +522,38 @@ pub(super) async fn concurrency(d: &mut Driver, s: &Shape, t0: f64) -> Step {
     }
     d.release("other").await?;
     Ok(format!("{got} slots, release frees one"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::store::Writes;
+    use super::*;
+
+    #[test]
+    fn nothing_seeded_says_whether_the_engine_kept_no_key_or_its_keys_had_expired() {
+        let none = Writes {
+            split: vec![],
+            seen: 0,
+        };
+        assert!(
+            matches!(nothing_seeded(&none), Verdict::NotApplicable(t) if t.contains("keeps no keys"))
+        );
+        let atomic = Writes {
+            split: vec![],
+            seen: 33,
+        };
+        assert!(matches!(
+            nothing_seeded(&atomic),
+            Verdict::NotApplicable(t) if t.contains("atomically (33 commands seen") && t.contains("had expired")
+        ));
+        // A split write that could not be exercised is unknown, never a pass or n/a.
+        let split = Writes {
+            split: vec!["INCR k".into()],
+            seen: 2,
+        };
+        assert!(matches!(
+            nothing_seeded(&split),
+            Verdict::Unknown(t) if t.contains("(`INCR k`)") && t.contains("not exercised")
+        ));
+    }
 }

@@ -5,7 +5,7 @@
 //! timing cannot decide, the verdict is unknown, never a fail.
 
 use super::driver::{Call, Driver, sleep_until_wall, wall_ms};
-use super::explicit::{concurrency, judge_seeded};
+use super::explicit::{concurrency, judge_seeded, nothing_seeded};
 use super::family::Shape;
 use super::{Property, Verdict};
 use crate::backend::exec::v2::{Exposed, Family, WindowStart};
@@ -187,14 +187,12 @@ async fn liveness(d: &mut Driver, s: &Shape, seed: bool) -> Step {
     let mut seeded = Vec::new();
     let mut writes = None;
     if let Some(watch) = watch {
-        writes = Some(d.writes(watch).await?);
+        let written = d.writes(watch).await?;
         seeded = d.seed_without_ttl().await?;
         if seeded.is_empty() {
-            return Err(Verdict::NotApplicable(
-                "the engine keeps no keys in the harness's redis, so there is nothing to seed"
-                    .into(),
-            ));
+            return Err(nothing_seeded(&written));
         }
+        writes = Some(written);
     }
     sleep_until_wall(last + s.all_free + MARGIN_MS).await;
     let probe = d.decide_now("live", 1.0).await?;
