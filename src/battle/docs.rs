@@ -101,7 +101,11 @@ pub const CHECKS: &[CheckDoc] = &[
         parameters: &[
             GROUPS,
             ("ceiling", "most slots held at once"),
-            ("ttl_ms", "the lease TTL"),
+            (
+                "ttl_ms",
+                "the policy's lease TTL: a hold not renewed within it may have been reclaimed \
+                 (a server that states a shorter lease in `lease_expires_at` is judged by its own)",
+            ),
             (
                 "min_admits",
                 "at least this many admits were granted (default 1)",
@@ -149,7 +153,11 @@ pub const CHECKS: &[CheckDoc] = &[
         proves: "a hold renewed by heartbeats is never reclaimed while renewed",
         parameters: &[
             GROUPS,
-            ("ttl_ms", "the lease TTL"),
+            (
+                "ttl_ms",
+                "the policy's lease TTL: each heartbeat within it renews the hold (a server that \
+                 states a shorter lease in `lease_expires_at` is judged by its own)",
+            ),
             (
                 "min_hold_ms",
                 "some renewed hold lasted at least this long (else unknown: nothing was shown)",

@@ -3,9 +3,13 @@
 //! A granted hold is *definitely* held from the admit's completion until the earlier of its
 //! release's invoke and the moment its renewals stop proving it: each renewal (the admit, then
 //! every heartbeat) takes effect somewhere inside its call, so the server may reclaim no earlier
-//! than `invoke + ttl` of the last renewal that was surely in time. Pushing admits late and
-//! releases early this way gives the least overlap any linearization allows, so more definite
-//! holds than the ceiling at one instant is a violation no ordering can explain.
+//! than `invoke + ttl` of the last renewal that was surely in time. The TTL is the policy's, or
+//! the server's own when its admit states a shorter lease (`lease_expires_at` less the admit's
+//! completion: spec 8 has a judge read the TTL from the replies); a longer one, which a skewed
+//! server clock can state, is not trusted beyond the policy's. Every heartbeat renews by that
+//! TTL: a server that answers "live" without moving the deadline has failed to renew. Pushing
+//! admits late and releases early this way gives the least overlap any linearization allows, so
+//! more definite holds than the ceiling at one instant is a violation no ordering can explain.
 
 use serde_json::json;
 
@@ -24,8 +28,10 @@ struct Hold<'a> {
     granted_us: i64,
     /// The invoke of this hold's release, if one was sent.
     release_us: Option<i64>,
-    /// Invoke of the last renewal that surely took effect in time.
-    last_renewal_us: i64,
+    /// The TTL this hold is judged by (see [`hold_ttl_us`]).
+    ttl_us: i64,
+    /// Until when the last renewal that surely took effect in time keeps the hold.
+    lapse_us: i64,
     /// True when some renewal came too late (or never came before the hold's end).
     chain_broken: bool,
     /// The first in-time heartbeat that said the lease was gone: `(seq, completed at)`.
@@ -46,9 +52,9 @@ struct Heartbeat {
 
 impl Hold<'_> {
     /// End of the definite hold.
-    fn definite_end_us(&self, ttl_us: i64) -> i64 {
-        let lapse = self.last_renewal_us + ttl_us - SLACK_US;
-        self.release_us.map_or(lapse, |r| r.min(lapse))
+    fn definite_end_us(&self) -> i64 {
+        self.release_us
+            .map_or(self.lapse_us, |r| r.min(self.lapse_us))
     }
 
     fn label(&self) -> String {
@@ -60,6 +66,16 @@ impl Hold<'_> {
     }
 }
 
+/// The TTL a hold is judged by: the policy's, or the lease the server stated on the admit
+/// (`expires_at_ms`, epoch ms, 0 = none) if shorter. The server read its clock before the admit
+/// completed, so `expires_at − completion` is at most the TTL it applied.
+fn hold_ttl_us(policy_ttl_us: i64, expires_at_ms: i64, complete_us: i64) -> i64 {
+    if expires_at_ms <= 0 {
+        return policy_ttl_us;
+    }
+    policy_ttl_us.min((expires_at_ms.saturating_mul(1000) - complete_us).max(0))
+}
+
 /// Every granted hold of the given workers, with its renewal chain worked out.
 fn holds<'a>(histories: &[&'a WorkerHistory], ttl_ms: u64) -> Vec<Hold<'a>> {
     let ttl_us = ttl_ms as i64 * 1000;
@@ -69,7 +85,9 @@ fn holds<'a>(histories: &[&'a WorkerHistory], ttl_ms: u64) -> Vec<Hold<'a>> {
             let (
                 Op::Admit { .. },
                 CallOutcome::Ok(Reply::Admit {
-                    decision, lease_id, ..
+                    decision,
+                    lease_id,
+                    lease_expires_at,
                 }),
             ) = (&c.op, &c.outcome)
             else {
@@ -79,13 +97,15 @@ fn holds<'a>(histories: &[&'a WorkerHistory], ttl_ms: u64) -> Vec<Hold<'a>> {
                 continue;
             }
             let granted_us = c.end_us();
+            let hold_ttl = hold_ttl_us(ttl_us, *lease_expires_at, granted_us);
             let mut hold = Hold {
                 worker: h,
                 admit_seq: c.seq,
                 lease_id: lease_id.clone(),
                 granted_us,
                 release_us: None,
-                last_renewal_us: c.invoke_us,
+                ttl_us: hold_ttl,
+                lapse_us: c.invoke_us + hold_ttl - SLACK_US,
                 chain_broken: false,
                 wrongly_reclaimed: None,
                 heartbeats: Vec::new(),
@@ -111,11 +131,11 @@ fn holds<'a>(histories: &[&'a WorkerHistory], ttl_ms: u64) -> Vec<Hold<'a>> {
                         if hold.chain_broken {
                             continue;
                         }
-                        if done - hold.last_renewal_us < ttl_us - SLACK_US {
+                        if done < hold.lapse_us {
                             if !is_live && hold.wrongly_reclaimed.is_none() {
                                 hold.wrongly_reclaimed = Some((later.seq, done));
                             }
-                            hold.last_renewal_us = later.invoke_us;
+                            hold.lapse_us = later.invoke_us + hold.ttl_us - SLACK_US;
                         } else {
                             hold.chain_broken = true;
                         }
@@ -123,8 +143,7 @@ fn holds<'a>(histories: &[&'a WorkerHistory], ttl_ms: u64) -> Vec<Hold<'a>> {
                     _ => {}
                 }
             }
-            let end = hold.release_us.unwrap_or(i64::MAX);
-            if end - hold.last_renewal_us >= ttl_us - SLACK_US {
+            if hold.release_us.is_none_or(|end| end >= hold.lapse_us) {
                 hold.chain_broken = true;
             }
             out.push(hold);
@@ -139,7 +158,6 @@ pub fn judge_concurrency(
     ttl_ms: u64,
     min_admits: u64,
 ) -> Ruling {
-    let ttl_us = ttl_ms as i64 * 1000;
     let all = holds(histories, ttl_ms);
     let (mut denied, mut indeterminate) = (0u64, 0u64);
     for h in histories {
@@ -157,7 +175,7 @@ pub fn judge_concurrency(
     // Sweep: ends before starts at the same instant (a release then an admit is no overlap).
     let mut events: Vec<(i64, i32, usize)> = Vec::new();
     for (i, h) in all.iter().enumerate() {
-        let end = h.definite_end_us(ttl_us);
+        let end = h.definite_end_us();
         if end > h.granted_us {
             events.push((h.granted_us, 1, i));
             events.push((end, -1, i));
@@ -423,7 +441,6 @@ pub fn judge_reclaim(
 }
 
 pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64) -> Ruling {
-    let ttl_us = ttl_ms as i64 * 1000;
     let all = holds(histories, ttl_ms);
     let t0 = histories.first().map_or(0, |h| h.t0_us);
     let mut longest_us = 0i64;
@@ -431,7 +448,7 @@ pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64
     for h in &all {
         heartbeats += h.heartbeats.len();
         if !h.chain_broken {
-            longest_us = longest_us.max(h.definite_end_us(ttl_us) - h.granted_us);
+            longest_us = longest_us.max(h.definite_end_us() - h.granted_us);
         }
     }
     let numbers = json!({
@@ -447,7 +464,7 @@ pub fn judge_renewed(histories: &[&WorkerHistory], ttl_ms: u64, min_hold_ms: u64
             Verdict::Fail,
             format!(
                 "{}: heartbeat call {seq} at +{} ms said the lease was gone although every renewal \
-                 came within the TTL ({ttl_ms} ms)",
+                 came within the TTL ({ttl_ms} ms, or the shorter lease the server stated)",
                 h.label(),
                 ms_between(t0, done)
             ),
@@ -719,6 +736,73 @@ mod tests {
             numbers: _,
         } = conc(&hs, 1);
         assert_eq!(v, Verdict::Pass, "{msg}");
+    }
+
+    fn admit_with_deadline(seq: u64, t0: i64, t1: i64, lease: &str, deadline: i64) -> Call {
+        let mut c = admit(seq, t0, t1, Some(lease));
+        if let CallOutcome::Ok(Reply::Admit {
+            lease_expires_at, ..
+        }) = &mut c.outcome
+        {
+            *lease_expires_at = deadline;
+        }
+        c
+    }
+
+    #[test]
+    fn a_server_that_grants_a_shorter_lease_is_judged_by_the_lease_it_stated() {
+        // The policy says 1000 ms; the server granted 300 ms and reclaimed after it: correct.
+        let hs = vec![
+            history("holder", 0, vec![admit_with_deadline(1, 0, 2, "a", 302)]),
+            history(
+                "other",
+                0,
+                vec![admit(1, 400, 401, Some("b")), release(2, 500, "b")],
+            ),
+        ];
+        let ruling = conc(&hs, 1);
+        assert_eq!(ruling.verdict, Verdict::Pass, "{}", ruling.summary);
+        // Granted before the stated deadline, the second hold is still a violation.
+        let hs = vec![
+            history("holder", 0, vec![admit_with_deadline(1, 0, 2, "a", 302)]),
+            history(
+                "other",
+                0,
+                vec![admit(1, 150, 200, Some("b")), release(2, 500, "b")],
+            ),
+        ];
+        assert_eq!(conc(&hs, 1).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_deadline_beyond_the_policys_ttl_is_not_trusted() {
+        // A skewed server clock can state a far deadline; the hold still may lapse after 1000 ms.
+        let hs = vec![
+            history("holder", 0, vec![admit_with_deadline(1, 0, 2, "a", 60_000)]),
+            history(
+                "other",
+                0,
+                vec![admit(1, 1200, 1201, Some("b")), release(2, 1300, "b")],
+            ),
+        ];
+        let ruling = conc(&hs, 1);
+        assert_eq!(ruling.verdict, Verdict::Pass, "{}", ruling.summary);
+    }
+
+    #[test]
+    fn a_heartbeat_after_the_stated_lease_does_not_prove_the_hold() {
+        // Lease of 300 ms stated; the heartbeat at 500 ms comes after it, so its "gone" is no
+        // wrong reclaim, and the renewal chain is broken.
+        let holder = history(
+            "holder",
+            0,
+            vec![
+                admit_with_deadline(1, 0, 2, "a", 302),
+                heartbeat(2, 500, "a", false),
+            ],
+        );
+        let ruling = judge_renewed(&[&holder], 1000, 200);
+        assert_eq!(ruling.verdict, Verdict::Unknown, "{}", ruling.summary);
     }
 
     #[test]
