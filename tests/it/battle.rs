@@ -538,6 +538,32 @@ fn a_server_that_ignores_heartbeats_loses_the_renewed_hold() {
     }
 }
 
+/// A correct server may grant a shorter lease than the policy asks (it states it in
+/// `lease_expires_at`) and reclaim after it: the concurrency checks judge it by its own lease.
+/// (Judged by the policy's 1000 / 600 ms instead, both scenarios failed "4 slots held at once".)
+#[test]
+fn a_server_granting_a_shorter_lease_than_the_policy_is_not_failed() {
+    if !have_redis() {
+        return;
+    }
+    let short_lease = "{exe} serve --config {policy} --host 127.0.0.1 --port {port} \
+                       --redis {redis} --key-prefix {key_prefix} --contract {contract} \
+                       --lease-ttl-ms 300 --fail {fail}";
+    let b = battle(&["crash-reclaim", "pause"], &["--server-cmd", short_lease]);
+    assert_eq!(b.code(), 0, "{}", b.describe());
+    for (scenario, check) in [
+        ("crash-reclaim", "concurrency#1"),
+        ("pause", "concurrency#2"),
+    ] {
+        let j = b.judgement(scenario, check);
+        assert_eq!(j["verdict"], "pass", "{scenario}: {j:#}");
+        let lease = b.judgement(scenario, "reclaim#0")["numbers"]["grantedLeaseMs"]
+            .as_u64()
+            .unwrap();
+        assert!((300..400).contains(&lease), "{scenario}: lease {lease}");
+    }
+}
+
 #[test]
 fn a_late_release_that_frees_the_new_holders_slot_is_caught() {
     if !have_redis() {
