@@ -541,16 +541,73 @@ pub fn owner_in_nodes(text: &str, slot: u16) -> Option<String> {
 /// Redis Cluster's hash slot of a key: CRC16 (XMODEM) of its hash tag (the part between the
 /// first `{` and the next `}`, when not empty) or of the whole key, mod 16384.
 pub fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+    crc16(hash_tag(key).unwrap_or(key)) % 16384
+}
+
+/// The part of `key` a cluster hashes when it is not the whole key: between the first `{` and
+/// the first `}` after it, if that is not empty.
+fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    key.iter().position(|&b| b == b'{').and_then(|open| {
         let rest = &key[open + 1..];
         let close = rest.iter().position(|&b| b == b'}')?;
         (close > 0).then(|| &rest[..close])
-    });
-    crc16(tagged.unwrap_or(key)) % 16384
+    })
+}
+
+/// `key` + `suffix` (which holds no brace) in `key`'s slot. A key with a hash tag keeps it; any
+/// other is hashed whole, so `:` and five hex digits chosen for the slot are appended. No brace
+/// is added, so no tag appears, and the key keeps its prefix.
+pub fn same_slot_key(key: &str, suffix: &str) -> String {
+    debug_assert!(
+        !suffix.contains(['{', '}']),
+        "suffix {suffix:?} has a brace"
+    );
+    let base = format!("{key}{suffix}");
+    if hash_tag(key.as_bytes()).is_some() {
+        return base;
+    }
+    // CRC16 without a final xor is affine: crc(s, m) = crc(s, zeros) ^ crc(0, m) for |m| fixed,
+    // so the digits for a slot come from one table over crc(0, m).
+    let want = key_slot(key.as_bytes());
+    let shift = crc16_from(crc16(base.as_bytes()), &[0; SLOT_DIGITS_LEN]);
+    let digits = slot_digits()[usize::from((want ^ shift) % 16384)];
+    base + &slot_digit_text(digits)
+}
+
+/// `:` and five hex digits: among the 2^20 of them, every slot is reached.
+const SLOT_DIGITS_LEN: usize = 6;
+
+fn slot_digit_text(n: u32) -> String {
+    format!(":{n:05x}")
+}
+
+/// For each slot `s`, the first `n` with `crc16(":" + hex5(n)) % 16384 == s`.
+fn slot_digits() -> &'static [u32] {
+    static TABLE: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = vec![u32::MAX; 16384];
+        let mut left = table.len();
+        for n in 0..1u32 << 20 {
+            let slot = usize::from(crc16(slot_digit_text(n).as_bytes()) % 16384);
+            if table[slot] == u32::MAX {
+                table[slot] = n;
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(left, 0, "five hex digits reach every slot");
+        table
+    })
 }
 
 fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
+    crc16_from(0, bytes)
+}
+
+/// CRC16-XMODEM continued from `crc` over `bytes`.
+fn crc16_from(mut crc: u16, bytes: &[u8]) -> u16 {
     for &b in bytes {
         crc ^= (b as u16) << 8;
         for _ in 0..8 {
@@ -646,6 +703,34 @@ mod tests {
         assert_eq!(key_slot(b"x{foo}y"), 12182);
         // An empty tag hashes the whole key.
         assert_eq!(key_slot(b"{}foo"), crc16(b"{}foo") % 16384);
+        // Untagged keys with braces (`CLUSTER KEYSLOT`, Redis 7.0.15).
+        for (key, slot) in [
+            ("ns:a}b", 13847),
+            ("ns:{}{x}", 10877),
+            ("ns:x}a{b", 13952),
+            ("ns:a{b", 7345),
+            ("plain", 7143),
+            ("a{}b", 13694),
+        ] {
+            assert_eq!(key_slot(key.as_bytes()), slot, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_same_slot_key_keeps_the_prefix_and_the_slot() {
+        for key in [
+            "ns:a}b", "ns:{}{x}", "ns:x}a{b", "ns:a{b", "plain", "a{}b", "a{t}b", "",
+        ] {
+            let copy = same_slot_key(key, "#peek:0f");
+            assert!(copy.starts_with(&format!("{key}#peek:0f")), "{copy}");
+            assert_eq!(
+                key_slot(copy.as_bytes()),
+                key_slot(key.as_bytes()),
+                "{key} -> {copy}"
+            );
+        }
+        // A tagged key needs no digits.
+        assert_eq!(same_slot_key("a{t}b", "#x"), "a{t}b#x");
     }
 
     #[test]

@@ -233,7 +233,8 @@ impl RedisStore {
     ) -> Result<Result<Decision, bool>, StoreError> {
         let key = &self.key(key);
         let bound = self.contract.bind(strategy).map_err(script_error)?;
-        let scratch = same_slot(
+        // In the key's slot, as a MULTI on a cluster needs.
+        let scratch = crate::infra::cluster::same_slot_key(
             key,
             &format!(
                 "#peek:{}",
@@ -471,39 +472,6 @@ impl Store for RedisStore {
     }
 }
 
-/// `key` + `suffix`, in `key`'s cluster slot: a key with a hash tag keeps it; one without is
-/// wrapped whole as the tag (so the peek's copy and the key it copies stay in one slot, as a
-/// MULTI on a cluster needs).
-fn same_slot(key: &str, suffix: &str) -> String {
-    let tagged = key
-        .find('{')
-        .is_some_and(|open| key[open + 1..].find('}').is_some_and(|close| close > 0));
-    if tagged || key.contains('}') {
-        format!("{key}{suffix}")
-    } else {
-        format!("{{{key}}}{suffix}")
-    }
-}
-
 fn flag(on: bool) -> String {
     if on { "1" } else { "0" }.to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::infra::cluster::key_slot;
-
-    #[test]
-    fn the_peek_copy_stays_in_its_keys_slot() {
-        for key in ["ns:cap:user-1", "a{tag}b", "{x}", "plain"] {
-            let copy = same_slot(key, "#peek:00ff");
-            assert!(copy.ends_with("#peek:00ff"), "{copy}");
-            assert_eq!(
-                key_slot(copy.as_bytes()),
-                key_slot(key.as_bytes()),
-                "{key} -> {copy}"
-            );
-        }
-    }
 }
