@@ -833,6 +833,41 @@ fn a_load_worker_without_its_runner_does_nothing() {
     );
 }
 
+/// `scripts/string-errors.sh` passes `src/` as it is, and fails, naming file and line, on a
+/// `Result<_, String>` written over two lines and an `Ok::<_, String>`.
+#[test]
+fn no_string_is_an_error_type_in_src() {
+    let script = repo().join("scripts/string-errors.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let planted = tempfile::tempdir().unwrap();
+    std::fs::write(
+        planted.path().join("bad.rs"),
+        "fn ok() -> Result<String, MyError> { todo!() }\n\
+         fn bad() -> Result<BTreeMap<String, u8>,\n    String> {\n    Ok::<_, String>(x)\n}\n",
+    )
+    .unwrap();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(planted.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bad.rs:2: Result<BTreeMap<String, u8>, String>")
+            && stderr.contains("bad.rs:4: Ok::<_, String>")
+            && !stderr.contains("MyError"),
+        "{stderr}"
+    );
+}
+
 /// `scripts/battle-cycles.sh` passes the battle modules as they are, and fails, naming the
 /// loop, once one module imports another that imports it back.
 #[test]
