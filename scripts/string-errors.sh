@@ -4,7 +4,7 @@
 # cause kept as `#[source]` (ARCHITECTURE.md).
 set -euo pipefail
 root=${1:-"$(dirname "$0")/../src"}
-found=$(find "$root" -name '*.rs' -print0 | xargs -0 perl -0777 -ne '
+found=$(find "$root" -name '*.rs' -print0 | xargs -0 -r perl -0777 -ne '
   while (/((?:Result|(?:Ok|Err)::)<(?:[^<>;{}]|<(?:[^<>]|<[^<>]*>)*>)*?,\s*String\s*>)/g) {
     my $line = 1 + (substr($_, 0, $-[1]) =~ tr/\n//);
     (my $text = $1) =~ s/\s+/ /g;
