@@ -833,18 +833,26 @@ fn a_load_worker_without_its_runner_does_nothing() {
     );
 }
 
+/// Runs a shell script of `scripts/` (or a copy of one): its exit code and stderr.
+fn run_script(script: &std::path::Path, args: &[&std::path::Path]) -> (Option<i32>, String) {
+    let out = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `scripts/string-errors.sh` passes `src/` as it is, and fails, naming file and line, on a
 /// `Result<_, String>` written over two lines and an `Ok::<_, String>`.
 #[test]
 fn no_string_is_an_error_type_in_src() {
     let script = repo().join("scripts/string-errors.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = run_script(&script, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
 
     let planted = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -853,13 +861,8 @@ fn no_string_is_an_error_type_in_src() {
          fn bad() -> Result<BTreeMap<String, u8>,\n    String> {\n    Ok::<_, String>(x)\n}\n",
     )
     .unwrap();
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(planted.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_script(&script, &[planted.path()]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("bad.rs:2: Result<BTreeMap<String, u8>, String>")
             && stderr.contains("bad.rs:4: Ok::<_, String>")
@@ -873,13 +876,8 @@ fn no_string_is_an_error_type_in_src() {
 #[test]
 fn the_battle_modules_have_no_import_cycle() {
     let script = repo().join("scripts/battle-cycles.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = run_script(&script, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
 
     let copy = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(copy.path().join("scripts")).unwrap();
@@ -898,12 +896,8 @@ fn the_battle_modules_have_no_import_cycle() {
     let link = battle.join("link.rs");
     let text = std::fs::read_to_string(&link).unwrap();
     std::fs::write(&link, format!("use super::scenario::Fault;\n{text}")).unwrap();
-    let out = Command::new("bash")
-        .arg(copy.path().join("scripts/battle-cycles.sh"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_script(&copy.path().join("scripts/battle-cycles.sh"), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("import cycle in src/battle")
             && stderr.contains("link")
