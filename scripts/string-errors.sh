@@ -4,6 +4,10 @@
 # cause kept as `#[source]` (ARCHITECTURE.md).
 set -euo pipefail
 root=${1:-"$(dirname "$0")/../src"}
+if [ ! -d "$root" ]; then
+  echo "string-errors.sh: $root is not a folder (give the source folder to scan, default src/)" >&2
+  exit 2
+fi
 found=$(find "$root" -name '*.rs' -print0 | xargs -0 -r perl -0777 -ne '
   while (/((?:Result|(?:Ok|Err)::)<(?:[^<>;{}]|<(?:[^<>]|<[^<>]*>)*>)*?,\s*String\s*>)/g) {
     my $line = 1 + (substr($_, 0, $-[1]) =~ tr/\n//);

@@ -863,6 +863,10 @@ fn no_string_is_an_error_type_in_src() {
     .unwrap();
     let (code, stderr) = run_script(&script, &[planted.path()]);
     assert_eq!(code, Some(1), "{stderr}");
+    let missing = planted.path().join("missing");
+    let (code, usage) = run_script(&script, &[&missing]);
+    assert_eq!(code, Some(2), "{usage}");
+    assert!(usage.contains("missing is not a folder"), "{usage}");
     assert!(
         stderr.contains("bad.rs:2: Result<BTreeMap<String, u8>, String>")
             && stderr.contains("bad.rs:4: Ok::<_, String>")
