@@ -571,24 +571,27 @@ pub fn same_slot_key(key: &str, suffix: &str) -> String {
     let want = key_slot(key.as_bytes());
     let shift = crc16_from(crc16(base.as_bytes()), &[0; SLOT_DIGITS_LEN]);
     let digits = slot_digits()[usize::from((want ^ shift) % 16384)];
-    base + &slot_digit_text(digits)
+    base + std::str::from_utf8(&slot_digits_bytes(digits)).expect("hex digits are ASCII")
 }
 
 /// `:` and five hex digits: among the 2^20 of them, every slot is reached.
 const SLOT_DIGITS_LEN: usize = 6;
 
-fn slot_digit_text(n: u32) -> String {
-    format!(":{n:05x}")
+fn slot_digits_bytes(n: u32) -> [u8; SLOT_DIGITS_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digit = |shift: u32| HEX[((n >> shift) & 15) as usize];
+    [b':', digit(16), digit(12), digit(8), digit(4), digit(0)]
 }
 
-/// For each slot `s`, the first `n` with `crc16(":" + hex5(n)) % 16384 == s`.
+/// For each slot `s`, the first `n` with `crc16(":" + hex5(n)) % 16384 == s` (built once, on
+/// the first peek of an untagged key).
 fn slot_digits() -> &'static [u32] {
     static TABLE: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         let mut table = vec![u32::MAX; 16384];
         let mut left = table.len();
         for n in 0..1u32 << 20 {
-            let slot = usize::from(crc16(slot_digit_text(n).as_bytes()) % 16384);
+            let slot = usize::from(crc16(&slot_digits_bytes(n)) % 16384);
             if table[slot] == u32::MAX {
                 table[slot] = n;
                 left -= 1;
